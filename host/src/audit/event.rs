@@ -1,0 +1,298 @@
+//! The event model: what a part of the kernel hands to the audit log.
+//!
+//! Each part of the kernel owns a typed enum of its events (boot's, the
+//! runtime's, the scheduler's) and implements [`AuditEvent`] for it; the
+//! audit log only sees the kind, the details and the subjects, so it knows
+//! nothing about the parts that write into it. An [`Entry`] adds who acted
+//! ([`Actor`]) and what the event is about ([`Subjects`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The categories an event kind may start with.
+pub const CATEGORIES: [&str; 5] = ["boot", "container", "schedule", "policy", "audit"];
+
+/// A typed event that can be written to the audit log.
+///
+/// Implementations are usually an enum per part of the kernel, serialised
+/// with serde; `kind` names the variant in dotted form
+/// (`container.started`) and `details` carries its payload.
+pub trait AuditEvent {
+    /// The dotted kind: a category from [`CATEGORIES`], a dot, and a name
+    /// made of `[a-z0-9_.-]`.
+    fn kind(&self) -> &'static str;
+
+    /// The structured payload (a JSON object). Guest-supplied text in it
+    /// must already be escaped with [`Untrusted`].
+    fn details(&self) -> serde_json::Value;
+
+    /// The severity operators see in their tracing logs. Defaults to info.
+    fn severity(&self) -> Severity {
+        Severity::Info
+    }
+}
+
+/// Severity of an event for tracing output (the audit log keeps all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Routine event.
+    Info,
+    /// Something was refused or went wrong but the kernel handled it.
+    Warn,
+    /// Integrity or availability is at risk.
+    Error,
+}
+
+/// Who caused an event: a host component, an operator, or a container's
+/// identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// The tenant, when the actor acts for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The principal (user, service account, or `forgeone-host`).
+    pub principal: String,
+    /// The trust level of the actor, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+}
+
+impl Actor {
+    /// The host itself.
+    pub fn host() -> Actor {
+        Actor {
+            tenant: None,
+            principal: "forgeone-host".into(),
+            trust: Some("system".into()),
+        }
+    }
+
+    /// A human operator (e.g. the user running the CLI).
+    pub fn operator(name: impl Into<String>) -> Actor {
+        Actor {
+            tenant: None,
+            principal: name.into(),
+            trust: None,
+        }
+    }
+}
+
+/// The ids an event is about. All optional; set what applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subjects {
+    /// blake3 digest (hex) of a component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// A container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// A workload id or name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// A node id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl Subjects {
+    /// True when no subject is set.
+    pub fn is_empty(&self) -> bool {
+        self.component.is_none()
+            && self.container.is_none()
+            && self.workload.is_none()
+            && self.node.is_none()
+    }
+}
+
+/// One event ready to append: the event plus actor and subjects.
+///
+/// ```
+/// use forgeone::audit::{Actor, Entry};
+/// # use forgeone::audit::AuditEvent;
+/// # struct Started;
+/// # impl AuditEvent for Started {
+/// #     fn kind(&self) -> &'static str { "container.started" }
+/// #     fn details(&self) -> serde_json::Value { serde_json::json!({}) }
+/// # }
+/// let entry = Entry::new(&Started)
+///     .actor(Actor::host())
+///     .container("6f1c...")
+///     .component("af13...");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub(crate) kind: &'static str,
+    pub(crate) details: serde_json::Value,
+    pub(crate) severity: Severity,
+    pub(crate) actor: Option<Actor>,
+    pub(crate) subjects: Subjects,
+}
+
+impl Entry {
+    /// An entry for `event`, with no actor and no subjects yet.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, when the event's kind does not start with one of
+    /// [`CATEGORIES`] or contains characters outside `[a-z0-9_.-]` (a
+    /// programming error in the event type, never input-dependent).
+    pub fn new(event: &dyn AuditEvent) -> Entry {
+        let kind = event.kind();
+        debug_assert!(is_valid_kind(kind), "invalid audit event kind `{kind}`");
+        Entry {
+            kind,
+            details: event.details(),
+            severity: event.severity(),
+            actor: None,
+            subjects: Subjects::default(),
+        }
+    }
+
+    /// Sets who caused the event.
+    pub fn actor(mut self, actor: impl Into<Actor>) -> Entry {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Sets the component digest the event is about.
+    pub fn component(mut self, digest: impl Into<String>) -> Entry {
+        self.subjects.component = Some(digest.into());
+        self
+    }
+
+    /// Sets the container the event is about.
+    pub fn container(mut self, id: impl fmt::Display) -> Entry {
+        self.subjects.container = Some(id.to_string());
+        self
+    }
+
+    /// Sets the workload the event is about.
+    pub fn workload(mut self, id: impl Into<String>) -> Entry {
+        self.subjects.workload = Some(id.into());
+        self
+    }
+
+    /// Sets the node the event is about.
+    pub fn node(mut self, id: impl Into<String>) -> Entry {
+        self.subjects.node = Some(id.into());
+        self
+    }
+
+    /// The event kind.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// True when `kind` is `<category>.<name>` with a known category and only
+/// `[a-z0-9_.-]` characters.
+pub fn is_valid_kind(kind: &str) -> bool {
+    let Some((category, rest)) = kind.split_once('.') else {
+        return false;
+    };
+    CATEGORIES.contains(&category)
+        && !rest.is_empty()
+        && rest.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+/// Text that came from a guest (or any untrusted source), escaped so that it
+/// can neither forge audit records nor drive an operator's terminal.
+///
+/// Control characters (C0 and C1, including ESC, CR and LF), the DEL
+/// character, and Unicode bidirectional overrides are replaced by visible
+/// escapes (`\x1b`, `\n`, `\u{202e}`); backslashes are doubled so an escape
+/// cannot be confused with text that looked like one. The JSON encoding of the
+/// log then never contains a raw newline from a guest.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Untrusted(String);
+
+impl Untrusted {
+    /// Escapes `text`.
+    pub fn new(text: &str) -> Untrusted {
+        Untrusted(escape_untrusted(text))
+    }
+
+    /// Escapes `bytes`, replacing invalid UTF-8 with U+FFFD first.
+    pub fn from_bytes(bytes: &[u8]) -> Untrusted {
+        Untrusted::new(&String::from_utf8_lossy(bytes))
+    }
+
+    /// The escaped text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The escaped text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Escapes untrusted text; see [`Untrusted`].
+pub fn escape_untrusted(text: &str) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            // Bidirectional overrides and isolates can reorder what an
+            // operator sees (the "Trojan Source" trick).
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_validated() {
+        assert!(is_valid_kind("boot.component.verified"));
+        assert!(is_valid_kind("container.exit_code"));
+        assert!(!is_valid_kind("boot"));
+        assert!(!is_valid_kind("network.open"));
+        assert!(!is_valid_kind("boot.Upper"));
+        assert!(!is_valid_kind("audit."));
+    }
+
+    #[test]
+    fn escaping_neutralises_control_and_bidi() {
+        let hostile = "ok\n{\"seq\":2}\x1b[31mred\x1b[0m\r\u{202e}gnp.exe\\x1b";
+        let escaped = escape_untrusted(hostile);
+        assert!(!escaped.chars().any(|c| c.is_control()));
+        assert!(!escaped.contains('\u{202e}'));
+        assert_eq!(
+            escaped,
+            "ok\\n{\"seq\":2}\\x1b[31mred\\x1b[0m\\r\\u{202e}gnp.exe\\\\x1b"
+        );
+    }
+}

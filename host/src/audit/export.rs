@@ -1,0 +1,241 @@
+//! Export for compliance review: JSON Lines (the records' exact bytes) or
+//! CSV (one column per common field, details as JSON), filtered by time and
+//! kind. The chain is checked while exporting; a broken chain stops the
+//! export with the same error `verify` gives, so a reviewer is never handed
+//! a silently damaged log.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use super::AuditError;
+use super::record::{self, GENESIS};
+use super::verify::{Damage, VerifyFailure};
+
+/// Output format of [`export`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExportFormat {
+    /// JSON Lines: each selected record's original line, byte for byte.
+    Jsonl,
+    /// CSV with a header row: seq, ts, kind, actor_tenant, actor_principal,
+    /// actor_trust, component, container, workload, node, details, prev, hash.
+    Csv,
+}
+
+/// Which records to export. Every setter states its default.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    kind: Option<String>,
+}
+
+impl ExportFilter {
+    /// Every record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only records at or after `t`. Default: no lower bound.
+    pub fn since(&mut self, t: DateTime<Utc>) -> &mut Self {
+        self.since = Some(t);
+        self
+    }
+    /// Only records before `t`. Default: no upper bound.
+    pub fn until(&mut self, t: DateTime<Utc>) -> &mut Self {
+        self.until = Some(t);
+        self
+    }
+    /// Only kinds matching `pattern`, where `*` matches any run of
+    /// characters (`container.*`, `*.failed`, `boot.component.verified`).
+    /// Default: every kind.
+    pub fn kind(&mut self, pattern: impl Into<String>) -> &mut Self {
+        self.kind = Some(pattern.into());
+        self
+    }
+
+    fn matches(&self, record: &record::Record) -> bool {
+        self.since.is_none_or(|t| record.ts >= t)
+            && self.until.is_none_or(|t| record.ts < t)
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|p| kind_matches(p, &record.kind))
+    }
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Records read (and chain-checked).
+    pub read: u64,
+    /// Records written.
+    pub exported: u64,
+}
+
+/// Exports the log at `path` to `out`.
+pub fn export(
+    path: impl AsRef<Path>,
+    out: &mut dyn Write,
+    format: ExportFormat,
+    filter: &ExportFilter,
+) -> Result<ExportSummary, AuditError> {
+    let path = path.as_ref();
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let (mut raw, mut csv) = match format {
+        ExportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "seq",
+                "ts",
+                "kind",
+                "actor_tenant",
+                "actor_principal",
+                "actor_trust",
+                "component",
+                "container",
+                "workload",
+                "node",
+                "details",
+                "prev",
+                "hash",
+            ])
+            .map_err(|e| io(e.into()))?;
+            (None, Some(w))
+        }
+        ExportFormat::Jsonl => (Some(out), None),
+    };
+    let mut summary = ExportSummary {
+        read: 0,
+        exported: 0,
+    };
+    let mut head = GENESIS;
+    let mut line = Vec::with_capacity(1024);
+    let mut line_no = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(record::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        line_no += 1;
+        let expected = summary.read + 1;
+        let fail = |damage| {
+            AuditError::Verify(VerifyFailure {
+                seq: expected,
+                line: line_no,
+                damage,
+            })
+        };
+        if line.last() != Some(&b'\n') {
+            return Err(fail(Damage::TornTail));
+        }
+        let parsed = record::parse_line(&line[..line.len() - 1])
+            .map_err(|e| fail(Damage::Edited(e.to_string())))?;
+        if parsed.record.seq != expected {
+            return Err(fail(Damage::Edited(format!(
+                "found seq {} where {expected} belongs; run `forgeone audit verify` for details",
+                parsed.record.seq
+            ))));
+        }
+        if parsed.prev != head {
+            return Err(fail(Damage::BrokenLink));
+        }
+        head = parsed.hash;
+        summary.read += 1;
+        let record = parsed.record;
+        if !filter.matches(&record) {
+            continue;
+        }
+        summary.exported += 1;
+        match (&mut raw, &mut csv) {
+            (Some(out), _) => out.write_all(&line).map_err(io)?,
+            (None, None) => unreachable!("one writer is always set"),
+            (None, Some(w)) => {
+                let actor = record.actor.as_ref();
+                let s = &record.subjects;
+                w.write_record([
+                    record.seq.to_string().as_str(),
+                    &record
+                        .ts
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    &record.kind,
+                    actor.and_then(|a| a.tenant.as_deref()).unwrap_or(""),
+                    actor.map(|a| a.principal.as_str()).unwrap_or(""),
+                    actor.and_then(|a| a.trust.as_deref()).unwrap_or(""),
+                    s.component.as_deref().unwrap_or(""),
+                    s.container.as_deref().unwrap_or(""),
+                    s.workload.as_deref().unwrap_or(""),
+                    s.node.as_deref().unwrap_or(""),
+                    &record.details.to_string(),
+                    &record.prev,
+                    &record.hash,
+                ])
+                .map_err(|e| io(e.into()))?;
+            }
+        }
+    }
+    if let Some(w) = &mut csv {
+        w.flush().map_err(io)?;
+    }
+    if let Some(out) = &mut raw {
+        out.flush().map_err(io)?;
+    }
+    Ok(summary)
+}
+
+/// Matches `text` against `pattern`, where `*` matches any run of characters
+/// and everything else matches itself. Written here because kinds are short
+/// ASCII and `*` is the only operator; a glob crate would bring path
+/// semantics we do not want (and regex).
+pub fn kind_matches(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kind_matches;
+
+    #[test]
+    fn globs() {
+        assert!(kind_matches("container.*", "container.started"));
+        assert!(kind_matches("*.failed", "container.failed"));
+        assert!(kind_matches("*", "boot.x"));
+        assert!(kind_matches(
+            "boot.component.verified",
+            "boot.component.verified"
+        ));
+        assert!(!kind_matches("container.*", "boot.started"));
+        assert!(!kind_matches("boot", "boot.started"));
+        assert!(kind_matches("b*t.*d", "boot.started"));
+    }
+}

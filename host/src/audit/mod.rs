@@ -1,0 +1,88 @@
+//! The tamper-evident audit log every boot, runtime and scheduling event is
+//! written to.
+//!
+//! - **Events** ([`AuditEvent`], [`Entry`]): each part of the kernel owns a
+//!   typed enum of its events; the log sees their kind (`boot.*`,
+//!   `container.*`, `schedule.*`, `policy.*`, `audit.*`), details, actor and
+//!   subjects. Guest-supplied text is escaped ([`Untrusted`]) before it enters
+//!   a record.
+//! - **Records** ([`Record`]): one JSON object per line with a gap-free
+//!   sequence number, a UTC timestamp, the previous record's hash and its own
+//!   (`blake3(prev || exact bytes)`).
+//! - **Checkpoints**: every N records and at close, a record signing the chain
+//!   head with the host's Ed25519 key, so truncation and rewriting are
+//!   detectable against the last signature.
+//! - **Writer** ([`AuditLog`]): concurrent appends without a global stall,
+//!   batched writes with a configurable [`FsyncPolicy`], torn-tail recovery
+//!   on open, and fail-closed behaviour when the log cannot be written.
+//! - **Reading**: [`verify_file`], [`export`], [`Follower`].
+//! - **Tracing**: every appended event is also a `tracing` event with target
+//!   `forgeone::audit`.
+
+mod event;
+mod export;
+mod follow;
+mod log;
+mod record;
+mod verify;
+
+use std::path::PathBuf;
+
+pub use event::{
+    Actor, AuditEvent, CATEGORIES, Entry, Severity, Subjects, Untrusted, escape_untrusted,
+    is_valid_kind,
+};
+pub use export::{ExportFilter, ExportFormat, ExportSummary, export, kind_matches};
+pub use follow::{Followed, Follower};
+pub use log::{
+    AuditConfig, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy, OpenReport,
+};
+pub use record::Record;
+pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
+
+/// Domain separator of checkpoint signatures.
+pub(crate) const CHECKPOINT_CONTEXT: &[u8] = b"forgeone.audit.checkpoint.v1\0";
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The log file could not be read or written.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The log file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another process has the log open for writing.
+    #[error("audit log {path} is in use by another process")]
+    Locked {
+        /// The log file.
+        path: PathBuf,
+    },
+    /// The existing log is damaged somewhere other than a torn last line.
+    #[error("audit log {path} is corrupt at seq {seq}: {reason}")]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// The first bad sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log cannot be written right now; new work must be refused.
+    #[error("audit log {path} cannot be written ({cause}); refusing to run unaudited")]
+    Unavailable {
+        /// The log file.
+        path: PathBuf,
+        /// The write error.
+        cause: String,
+    },
+    /// The log was closed.
+    #[error("audit log is closed")]
+    Closed,
+    /// Verification found damage.
+    #[error("verification failed at {0}")]
+    Verify(VerifyFailure),
+}

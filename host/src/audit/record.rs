@@ -1,0 +1,265 @@
+//! The on-disk record: one JSON object per line, hash-chained.
+//!
+//! A line is the record's *body* followed by its hash as the last field:
+//!
+//! ```text
+//! {"seq":7,"ts":"...","kind":"container.started","actor":{..},"subjects":{..},"details":{..},"prev":"<hex>","hash":"<hex>"}
+//! ```
+//!
+//! The canonical bytes of a record are the exact bytes of the line up to
+//! (not including) `,"hash":"`, followed by `}`: the body object as it was
+//! written. `hash = blake3(prev_hash || canonical bytes)`, where `prev_hash`
+//! is the 32 raw bytes of the previous record's hash (all zeros for the first
+//! record). Verification hashes the exact bytes received; nothing is
+//! re-serialised, so the check cannot be fooled by a parser that normalises.
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{Actor, Subjects};
+
+/// Hash of "no previous record".
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// `,"hash":"` + 64 hex + `"}`: the fixed-size tail of every line.
+const HASH_PREFIX: &[u8] = b",\"hash\":\"";
+const HASH_SUFFIX_LEN: usize = HASH_PREFIX.len() + 64 + 2;
+
+/// Longest line accepted when reading (a record with large details; guest
+/// output in records is capped well below this).
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// A record as read back from a log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Sequence number, from 1, gap-free.
+    pub seq: u64,
+    /// UTC time the record was appended (RFC 3339, microseconds).
+    pub ts: chrono::DateTime<chrono::Utc>,
+    /// Event kind, e.g. `container.started`.
+    pub kind: String,
+    /// Who caused the event.
+    pub actor: Option<Actor>,
+    /// What the event is about.
+    pub subjects: Subjects,
+    /// The event's structured details.
+    pub details: serde_json::Value,
+    /// Hash (hex) of the previous record.
+    pub prev: String,
+    /// Hash (hex) of this record; filled in from the line's tail.
+    #[serde(skip)]
+    pub hash: String,
+}
+
+/// Why a line is not a well-formed record. The verifier and the recovery on
+/// open turn this into a message with the sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// The line does not end with `,"hash":"<64 hex>"}`.
+    #[error("no well-formed hash field at the end of the line")]
+    NoHash,
+    /// The body is not the expected JSON object.
+    #[error("malformed record: {0}")]
+    Json(String),
+    /// The stored hash does not match the bytes.
+    #[error("content does not match its hash (edited)")]
+    HashMismatch,
+    /// The line is longer than [`MAX_LINE`].
+    #[error("line longer than {MAX_LINE} bytes")]
+    TooLong,
+}
+
+/// A parsed line with its raw hash.
+#[derive(Debug, Clone)]
+pub struct ParsedLine {
+    /// The record.
+    pub record: Record,
+    /// The record's hash, raw.
+    pub hash: [u8; 32],
+    /// The previous hash as the record states it, raw.
+    pub prev: [u8; 32],
+}
+
+/// Computes a record's hash from the previous hash and its canonical bytes.
+pub fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(prev);
+    hasher.update(canonical);
+    *hasher.finalize().as_bytes()
+}
+
+/// Parses and hash-checks one line (without its trailing newline).
+///
+/// Checks: size, the fixed hash tail, the body's JSON shape (unknown or
+/// duplicate fields are errors), and that the stored hash is
+/// `blake3(prev || canonical bytes)` for the `prev` the record names. Chain
+/// continuity (seq and prev against the record before) is the caller's job.
+pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
+    if line.len() > MAX_LINE {
+        return Err(LineError::TooLong);
+    }
+    if line.len() < HASH_SUFFIX_LEN + 2 || !line.ends_with(b"\"}") {
+        return Err(LineError::NoHash);
+    }
+    let tail_start = line.len() - HASH_SUFFIX_LEN;
+    let tail = &line[tail_start..];
+    if !tail.starts_with(HASH_PREFIX) {
+        return Err(LineError::NoHash);
+    }
+    let hash_hex = &tail[HASH_PREFIX.len()..HASH_PREFIX.len() + 64];
+    let mut hash = [0u8; 32];
+    if !hash_hex
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        || hex::decode_to_slice(hash_hex, &mut hash).is_err()
+    {
+        return Err(LineError::NoHash);
+    }
+
+    let mut canonical = Vec::with_capacity(tail_start + 1);
+    canonical.extend_from_slice(&line[..tail_start]);
+    canonical.push(b'}');
+
+    let mut record: Record =
+        serde_json::from_slice(&canonical).map_err(|e| LineError::Json(e.to_string()))?;
+    let mut prev = [0u8; 32];
+    if record.prev.len() != 64
+        || !record
+            .prev
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        || hex::decode_to_slice(&record.prev, &mut prev).is_err()
+    {
+        return Err(LineError::Json(
+            "`prev` is not 64 lower-case hex characters".into(),
+        ));
+    }
+    if chain_hash(&prev, &canonical) != hash {
+        return Err(LineError::HashMismatch);
+    }
+    record.hash = hex::encode(hash);
+    Ok(ParsedLine { record, hash, prev })
+}
+
+/// Pre-serialised parts of a record that do not depend on its position in
+/// the chain: built outside the log's lock.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// `"kind":"...","actor":...,"subjects":...,"details":...`
+    pub middle: String,
+}
+
+impl Prepared {
+    pub(crate) fn new(
+        kind: &str,
+        actor: Option<&Actor>,
+        subjects: &Subjects,
+        details: &serde_json::Value,
+    ) -> Prepared {
+        // Serialising these std/serde_json types cannot fail.
+        let mut middle = String::with_capacity(256);
+        middle.push_str("\"kind\":");
+        middle.push_str(&serde_json::to_string(kind).expect("serialise kind"));
+        middle.push_str(",\"actor\":");
+        middle.push_str(&serde_json::to_string(&actor).expect("serialise actor"));
+        middle.push_str(",\"subjects\":");
+        middle.push_str(&serde_json::to_string(subjects).expect("serialise subjects"));
+        middle.push_str(",\"details\":");
+        middle.push_str(&serde_json::to_string(details).expect("serialise details"));
+        Prepared { middle }
+    }
+
+    /// Writes the full line (with trailing newline) into `out` and returns
+    /// the record's hash.
+    pub(crate) fn encode(
+        &self,
+        seq: u64,
+        ts: chrono::DateTime<chrono::Utc>,
+        prev: &[u8; 32],
+        out: &mut Vec<u8>,
+    ) -> [u8; 32] {
+        let start = out.len();
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"ts\":\"");
+        out.extend_from_slice(ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(self.middle.as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        out.extend_from_slice(hex::encode(prev).as_bytes());
+        out.push(b'"');
+        // Canonical bytes: the body so far, closed with `}`.
+        out.push(b'}');
+        let hash = chain_hash(prev, &out[start..]);
+        out.pop();
+        out.extend_from_slice(HASH_PREFIX);
+        out.extend_from_slice(hex::encode(hash).as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, prev: &[u8; 32]) -> (Vec<u8>, [u8; 32]) {
+        let prepared = Prepared::new(
+            "container.started",
+            Some(&Actor::host()),
+            &Subjects::default(),
+            &serde_json::json!({"fuel": 10}),
+        );
+        let mut out = Vec::new();
+        let hash = prepared.encode(seq, chrono::Utc::now(), prev, &mut out);
+        (out, hash)
+    }
+
+    #[test]
+    fn encode_then_parse() {
+        let (bytes, hash) = line(1, &GENESIS);
+        assert!(bytes.ends_with(b"\n"));
+        let parsed = parse_line(&bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(parsed.hash, hash);
+        assert_eq!(parsed.record.seq, 1);
+        assert_eq!(parsed.record.details["fuel"], 10);
+    }
+
+    #[test]
+    fn any_flipped_byte_is_caught() {
+        let (bytes, _) = line(3, &[7; 32]);
+        let body = &bytes[..bytes.len() - 1];
+        for i in 0..body.len() {
+            let mut edited = body.to_vec();
+            edited[i] ^= 0x01;
+            assert!(
+                parse_line(&edited).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_duplicate_fields_are_refused() {
+        let prev = hex::encode(GENESIS);
+        for body in [
+            format!(
+                "{{\"seq\":1,\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"audit.x\",\"actor\":null,\"subjects\":{{}},\"details\":{{}},\"prev\":\"{prev}\",\"extra\":1}}"
+            ),
+            format!(
+                "{{\"seq\":1,\"seq\":2,\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"audit.x\",\"actor\":null,\"subjects\":{{}},\"details\":{{}},\"prev\":\"{prev}\"}}"
+            ),
+        ] {
+            let hash = chain_hash(&GENESIS, body.as_bytes());
+            let line = format!(
+                "{},\"hash\":\"{}\"}}",
+                &body[..body.len() - 1],
+                hex::encode(hash)
+            );
+            assert!(
+                matches!(parse_line(line.as_bytes()), Err(LineError::Json(_))),
+                "{line}"
+            );
+        }
+    }
+}

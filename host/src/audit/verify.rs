@@ -1,0 +1,461 @@
+//! Offline verification of a log: chain, sequence, checkpoints, sealing.
+//!
+//! The verifier reads the file once, checking for every line that its hash
+//! matches its exact bytes, that its sequence number is the next one and that
+//! it chains to the record before it; each checkpoint's signature is checked
+//! against the pinned host key (or, without one, the key the log's
+//! `audit.opened` record names, which proves integrity but not origin). A
+//! log verifies only if it ends with a closing (`shutdown`) checkpoint, so a
+//! tail cut off after the last checkpoint is detected; a live log may be
+//! checked with [`VerifyOptions::allow_open_tail`].
+//!
+//! On failure the first bad sequence number is reported with the kind of
+//! damage: edited, removed, reordered, inserted, bad checkpoint, or an
+//! unsealed (truncated) tail.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::Path;
+
+use super::AuditError;
+use super::log::checkpoint_message;
+use super::record::{self, GENESIS, LineError, Record};
+use crate::keys::{KeyId, PublicKey};
+
+/// Options for [`verify_file`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    pub(crate) key: Option<PublicKey>,
+    pub(crate) allow_open_tail: bool,
+}
+
+impl VerifyOptions {
+    /// Default options: no pinned key, the log must end sealed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pins the host public key checkpoints must be signed with. Default:
+    /// none (the key recorded in the log is used, which shows the log is
+    /// intact but not who wrote it).
+    pub fn key(&mut self, key: PublicKey) -> &mut Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Accepts records after the last checkpoint (a log still being written,
+    /// or one whose writer crashed). Default: false, such a tail is reported
+    /// as possibly truncated.
+    pub fn allow_open_tail(&mut self, allow: bool) -> &mut Self {
+        self.allow_open_tail = allow;
+        self
+    }
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records in the log.
+    pub records: u64,
+    /// Checkpoints among them, every signature verified.
+    pub checkpoints: u64,
+    /// Hash (hex) of the last record.
+    pub head: String,
+    /// Sequence number of the last checkpoint, if any.
+    pub last_checkpoint: Option<u64>,
+    /// Records after the last checkpoint (0 for a sealed log).
+    pub unsealed: u64,
+    /// The key the checkpoints were checked against.
+    pub key_id: Option<KeyId>,
+    /// True when that key was pinned by the caller, false when it was read
+    /// from the log itself.
+    pub key_pinned: bool,
+    /// `audit.recovered` records (crash recoveries) seen, by sequence number.
+    pub recoveries: Vec<u64>,
+}
+
+/// The kind of damage found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The record's bytes do not match its hash, or it does not parse.
+    Edited(String),
+    /// Records are missing: `seq` up to and including `through`.
+    Removed {
+        /// Last missing sequence number.
+        through: u64,
+    },
+    /// A record with sequence number `found` stands where `seq` belongs.
+    Reordered {
+        /// The sequence number found instead.
+        found: u64,
+    },
+    /// A record that is not part of the original chain was inserted here.
+    Inserted(String),
+    /// The record does not chain to the record before it (that one was
+    /// replaced, or this one belongs to another chain).
+    BrokenLink,
+    /// A checkpoint is malformed, covers the wrong head, or its signature
+    /// does not verify.
+    BadCheckpoint(String),
+    /// Records after the last checkpoint are not sealed: the tail may have
+    /// been truncated (or the writer crashed or is still running).
+    UnsealedTail {
+        /// The last checkpoint, if any.
+        last_checkpoint: Option<u64>,
+        /// The last record in the file.
+        last_seq: u64,
+    },
+    /// The final line has no newline (a crash mid-write not yet repaired by
+    /// reopening the log).
+    TornTail,
+    /// The file holds no records.
+    Empty,
+}
+
+/// Where and how verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// The first bad sequence number.
+    pub seq: u64,
+    /// The 1-based line number in the file.
+    pub line: u64,
+    /// What is wrong.
+    pub damage: Damage,
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seq = self.seq;
+        match &self.damage {
+            Damage::Edited(why) => write!(f, "seq {seq}: record edited ({why})"),
+            Damage::Removed { through } if *through == seq => {
+                write!(f, "seq {seq}: record removed")
+            }
+            Damage::Removed { through } => {
+                write!(f, "seq {seq}: records {seq}..={through} removed")
+            }
+            Damage::Reordered { found } => {
+                write!(
+                    f,
+                    "seq {seq}: records reordered (found seq {found} where {seq} belongs)"
+                )
+            }
+            Damage::Inserted(why) => write!(f, "seq {seq}: record inserted ({why})"),
+            Damage::BrokenLink => write!(
+                f,
+                "seq {seq}: does not chain to seq {} (the record before it was replaced, or this one was inserted)",
+                seq.saturating_sub(1)
+            ),
+            Damage::BadCheckpoint(why) => write!(f, "seq {seq}: bad checkpoint ({why})"),
+            Damage::UnsealedTail {
+                last_checkpoint,
+                last_seq,
+            } => {
+                match last_checkpoint {
+                    Some(cp) => write!(
+                        f,
+                        "seq {seq}: records after the checkpoint at seq {cp} (through seq {last_seq}) are not sealed"
+                    )?,
+                    None => write!(f, "seq {seq}: no checkpoint seals records 1..={last_seq}")?,
+                }
+                write!(
+                    f,
+                    ": the tail was truncated after the last checkpoint, or the writer crashed or is still running (use --allow-open-tail for a live log)"
+                )
+            }
+            Damage::TornTail => write!(
+                f,
+                "seq {seq}: last line is torn (a crash mid-write; reopening the log repairs it)"
+            ),
+            Damage::Empty => write!(f, "the log holds no records"),
+        }?;
+        write!(f, " [line {}]", self.line)
+    }
+}
+
+/// Verifies the log at `path`.
+///
+/// Returns `Err(AuditError::Verify(..))` naming the first bad sequence
+/// number, or another [`AuditError`] when the file cannot be read.
+pub fn verify_file(
+    path: impl AsRef<Path>,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, AuditError> {
+    let path = path.as_ref();
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    // First pass: the sequence number each line claims, to tell removal from
+    // reordering from insertion when the order breaks. Cheap: a few bytes per
+    // line, no hashing.
+    let claimed = claimed_sequence_numbers(path)?;
+    let mut counts: HashMap<u64, u32> = HashMap::with_capacity(claimed.len());
+    for seq in claimed.iter().flatten() {
+        *counts.entry(*seq).or_default() += 1;
+    }
+
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::with_capacity(1024);
+    let mut state = Walk::new(options);
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(record::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        line_no += 1;
+        let expected = state.records + 1;
+        let fail = |damage| {
+            AuditError::Verify(VerifyFailure {
+                seq: expected,
+                line: line_no,
+                damage,
+            })
+        };
+        if line.last() != Some(&b'\n') {
+            return Err(fail(Damage::TornTail));
+        }
+        let parsed = match record::parse_line(&line[..line.len() - 1]) {
+            Ok(parsed) => parsed,
+            Err(LineError::HashMismatch) => {
+                return Err(fail(Damage::Edited(
+                    "its content does not match its hash".into(),
+                )));
+            }
+            Err(other) => return Err(fail(Damage::Edited(other.to_string()))),
+        };
+        let found = parsed.record.seq;
+        if found != expected {
+            let position = usize::try_from(line_no - 1).unwrap_or(usize::MAX);
+            return Err(fail(classify_break(
+                expected, found, position, &claimed, &counts,
+            )));
+        }
+        if counts.get(&found).copied().unwrap_or(0) > 1 {
+            // Two records claim this number: one of them was inserted (even
+            // if it was hashed onto the chain correctly).
+            return Err(fail(Damage::Inserted(format!(
+                "sequence number {found} appears twice"
+            ))));
+        }
+        if parsed.prev != state.head {
+            return Err(fail(Damage::BrokenLink));
+        }
+        state.accept(&parsed.record, parsed.hash).map_err(fail)?;
+    }
+
+    if state.records == 0 {
+        return Err(AuditError::Verify(VerifyFailure {
+            seq: 0,
+            line: 0,
+            damage: Damage::Empty,
+        }));
+    }
+    let unsealed = state.records - state.sealed_through;
+    if !state.closed && !options.allow_open_tail {
+        return Err(AuditError::Verify(VerifyFailure {
+            seq: state.last_checkpoint.map_or(1, |cp| cp + 1),
+            line: line_no,
+            damage: Damage::UnsealedTail {
+                last_checkpoint: state.last_checkpoint,
+                last_seq: state.records,
+            },
+        }));
+    }
+    Ok(VerifyReport {
+        records: state.records,
+        checkpoints: state.checkpoints,
+        head: hex::encode(state.head),
+        last_checkpoint: state.last_checkpoint,
+        unsealed,
+        key_id: state.key_used.clone(),
+        key_pinned: options.key.is_some(),
+        recoveries: state.recoveries,
+    })
+}
+
+/// Chain state while walking a log.
+struct Walk<'a> {
+    options: &'a VerifyOptions,
+    records: u64,
+    head: [u8; 32],
+    checkpoints: u64,
+    last_checkpoint: Option<u64>,
+    sealed_through: u64,
+    closed: bool,
+    /// The key named by the latest `audit.opened` record.
+    logged_key: Option<PublicKey>,
+    key_used: Option<KeyId>,
+    recoveries: Vec<u64>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(options: &'a VerifyOptions) -> Self {
+        Walk {
+            options,
+            records: 0,
+            head: GENESIS,
+            checkpoints: 0,
+            last_checkpoint: None,
+            sealed_through: 0,
+            closed: false,
+            logged_key: None,
+            key_used: options.key.as_ref().map(|k| k.id().clone()),
+            recoveries: Vec::new(),
+        }
+    }
+
+    /// Takes a record that chains correctly; checks what its kind implies.
+    fn accept(&mut self, record: &Record, hash: [u8; 32]) -> Result<(), Damage> {
+        match record.kind.as_str() {
+            "audit.opened" => {
+                let hex = record.details["host_public_key"]
+                    .as_str()
+                    .unwrap_or_default();
+                self.logged_key = PublicKey::from_hex(hex).ok();
+            }
+            "audit.recovered" => self.recoveries.push(record.seq),
+            "audit.checkpoint" => self.check_checkpoint(record)?,
+            _ => {}
+        }
+        self.closed = record.kind == "audit.checkpoint" && record.details["reason"] == "shutdown";
+        self.records = record.seq;
+        self.head = hash;
+        Ok(())
+    }
+
+    fn check_checkpoint(&mut self, record: &Record) -> Result<(), Damage> {
+        let details = &record.details;
+        let covers = details["covers"]
+            .as_u64()
+            .ok_or_else(|| Damage::BadCheckpoint("no `covers`".into()))?;
+        if covers + 1 != record.seq {
+            return Err(Damage::BadCheckpoint(format!(
+                "covers seq {covers}, but it stands at seq {}",
+                record.seq
+            )));
+        }
+        if details["head"].as_str() != Some(record.prev.as_str()) {
+            return Err(Damage::BadCheckpoint(
+                "its head is not the hash of the record before it".into(),
+            ));
+        }
+        let key_id = details["key_id"].as_str().unwrap_or_default();
+        let signature = details["signature"]
+            .as_str()
+            .and_then(|s| hex::decode(s).ok())
+            .ok_or_else(|| Damage::BadCheckpoint("no signature".into()))?;
+        let key = match (&self.options.key, &self.logged_key) {
+            (Some(pinned), _) => pinned,
+            (None, Some(logged)) => logged,
+            (None, None) => {
+                return Err(Damage::BadCheckpoint(
+                    "no host key: none was given and no audit.opened record names one".into(),
+                ));
+            }
+        };
+        if key.id().as_str() != key_id {
+            return Err(Damage::BadCheckpoint(format!(
+                "signed by key {key_id}, expected {}",
+                key.id()
+            )));
+        }
+        let mut head = [0u8; 32];
+        hex::decode_to_slice(&record.prev, &mut head)
+            .map_err(|_| Damage::BadCheckpoint("bad head".into()))?;
+        key.verify(&checkpoint_message(covers, &head), &signature)
+            .map_err(|_| {
+                Damage::BadCheckpoint(format!("signature by key {key_id} does not verify"))
+            })?;
+        self.key_used = Some(key.id().clone());
+        self.checkpoints += 1;
+        self.last_checkpoint = Some(record.seq);
+        self.sealed_through = record.seq;
+        Ok(())
+    }
+}
+
+/// Explains a sequence number that is not the expected one.
+fn classify_break(
+    expected: u64,
+    found: u64,
+    position: usize,
+    claimed: &[Option<u64>],
+    counts: &HashMap<u64, u32>,
+) -> Damage {
+    if counts.get(&found).copied().unwrap_or(0) > 1 {
+        return Damage::Inserted(format!("sequence number {found} appears twice"));
+    }
+    let expected_later = claimed
+        .iter()
+        .skip(position + 1)
+        .any(|s| *s == Some(expected));
+    if !expected_later {
+        // The expected record is nowhere: removed. Find how far the gap goes.
+        let mut through = expected;
+        while counts.get(&(through + 1)).is_none() && through + 1 < found {
+            through += 1;
+        }
+        return Damage::Removed { through };
+    }
+    // The expected record exists further on. A permutation only moves
+    // numbers that belong to the log; a number beyond the log's length
+    // came from outside.
+    let total = claimed.len() as u64;
+    if found == 0 || found > total {
+        return Damage::Inserted(format!(
+            "sequence number {found} does not belong in this log"
+        ));
+    }
+    Damage::Reordered { found }
+}
+
+/// The `"seq":N` each line starts with (None when unreadable).
+fn claimed_sequence_numbers(path: &Path) -> Result<Vec<Option<u64>>, AuditError> {
+    let file = std::fs::File::open(path).map_err(|source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut out = Vec::new();
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(record::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|source| AuditError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        let seq = line
+            .strip_prefix(b"{\"seq\":")
+            .map(|rest| {
+                rest.iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .copied()
+                    .collect::<Vec<u8>>()
+            })
+            .and_then(|digits| std::str::from_utf8(&digits).ok()?.parse().ok());
+        out.push(seq);
+    }
+    Ok(out)
+}

@@ -1,0 +1,311 @@
+//! `forgeone audit verify|export|tail`
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use forgeone::PublicKey;
+use forgeone::audit::{self, AuditError, ExportFilter, ExportFormat, Followed, VerifyOptions};
+
+use crate::util::{CmdResult, Failure, parse_time};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the hash chain, sequence and checkpoint signatures of a log.
+    ///
+    /// Prints `verified: N records, M checkpoints, head <hash>`, or the first
+    /// bad sequence number and what is wrong there (edited, removed,
+    /// reordered, inserted, bad checkpoint signature, tail truncated after the
+    /// last checkpoint). Exits 1 when the log does not verify.
+    Verify {
+        /// The audit log (JSON Lines).
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// The host's public key (SPKI PEM). Without it, checkpoints are
+        /// checked against the key the log itself names: that proves the log
+        /// is intact, not who wrote it.
+        #[arg(long, value_name = "HOST_PUB", env = "FORGEONE_HOST_PUB")]
+        key: Option<PathBuf>,
+        /// Accept records after the last checkpoint (a log still being
+        /// written, or whose writer crashed).
+        #[arg(long)]
+        allow_open_tail: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export records for review as JSON Lines or CSV (chain-checked while reading).
+    Export {
+        /// The audit log.
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// Output format. CSV has one column per common field and the details as JSON.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Only records at or after T (RFC 3339, or a duration ago such as `2h`).
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only records before T (RFC 3339, or a duration ago).
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only kinds matching PATTERN (`*` matches anything: `container.*`, `*.failed`).
+        #[arg(long, value_name = "PATTERN")]
+        kind: Option<String>,
+        /// Write to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Follow a log as it grows, pretty-printed (Ctrl-C to stop).
+    Tail {
+        /// The audit log.
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// Print what is there and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+        /// Start with only the last N records.
+        #[arg(short = 'n', long, value_name = "N")]
+        lines: Option<usize>,
+        /// Only kinds matching PATTERN.
+        #[arg(long, value_name = "PATTERN")]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+pub fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Verify {
+            log,
+            key,
+            allow_open_tail,
+            json,
+        } => verify(log, key, allow_open_tail, json),
+        Command::Export {
+            log,
+            format,
+            since,
+            until,
+            kind,
+            output,
+        } => {
+            let mut filter = ExportFilter::new();
+            if let Some(t) = since {
+                filter.since(t);
+            }
+            if let Some(t) = until {
+                filter.until(t);
+            }
+            if let Some(k) = kind {
+                filter.kind(k);
+            }
+            let format = match format {
+                Format::Jsonl => ExportFormat::Jsonl,
+                Format::Csv => ExportFormat::Csv,
+            };
+            let summary = match &output {
+                Some(path) => {
+                    // Write next to the target and rename, so a failed export
+                    // never leaves a half-written file that looks complete.
+                    let tmp = path.with_extension("partial");
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(&tmp)
+                            .map_err(|e| Failure::input(format!("{}: {e}", tmp.display())))?,
+                    );
+                    let result = audit::export(&log, &mut file, format, &filter);
+                    drop(file);
+                    match result {
+                        Ok(s) => {
+                            std::fs::rename(&tmp, path)
+                                .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+                            s
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(audit_failure(e));
+                        }
+                    }
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = stdout.lock();
+                    audit::export(&log, &mut lock, format, &filter).map_err(audit_failure)?
+                }
+            };
+            eprintln!("exported {} of {} records", summary.exported, summary.read);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            log,
+            no_follow,
+            lines,
+            kind,
+        } => tail(log, no_follow, lines, kind),
+    }
+}
+
+fn audit_failure(e: AuditError) -> Failure {
+    match e {
+        AuditError::Verify(_) => Failure::check(e),
+        other => Failure::input(other),
+    }
+}
+
+fn verify(log: PathBuf, key: Option<PathBuf>, allow_open_tail: bool, json: bool) -> CmdResult {
+    let mut options = VerifyOptions::new();
+    options.allow_open_tail(allow_open_tail);
+    if let Some(path) = &key {
+        options.key(PublicKey::from_file(path).map_err(Failure::input)?);
+    }
+    match audit::verify_file(&log, &options) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "verified": true,
+                        "records": report.records,
+                        "checkpoints": report.checkpoints,
+                        "head": report.head,
+                        "unsealed": report.unsealed,
+                        "key_id": report.key_id,
+                        "key_pinned": report.key_pinned,
+                        "recoveries": report.recoveries,
+                    })
+                );
+            } else {
+                println!(
+                    "verified: {} records, {} checkpoints, head {}",
+                    report.records, report.checkpoints, report.head
+                );
+                if !report.key_pinned {
+                    if let Some(id) = &report.key_id {
+                        eprintln!(
+                            "note: checkpoints were checked against key {id}, named by the log itself; pass --key HOST_PUB to pin the host key"
+                        );
+                    }
+                }
+                if report.unsealed > 0 {
+                    eprintln!(
+                        "note: the last {} records are not yet sealed by a checkpoint",
+                        report.unsealed
+                    );
+                }
+                for seq in &report.recoveries {
+                    eprintln!("note: seq {seq} records a crash recovery (audit.recovered)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(AuditError::Verify(failure)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "seq": failure.seq, "line": failure.line, "reason": failure.to_string()})
+                );
+                Ok(ExitCode::from(1))
+            } else {
+                Err(Failure::check(format!("FAILED at {failure}")))
+            }
+        }
+        Err(other) => Err(Failure::input(other)),
+    }
+}
+
+fn tail(log: PathBuf, no_follow: bool, lines: Option<usize>, kind: Option<String>) -> CmdResult {
+    let mut follower = audit::Follower::open(&log).map_err(Failure::input)?;
+    let mut first = follower.poll().map_err(Failure::input)?;
+    if let Some(n) = lines {
+        let records = first
+            .iter()
+            .filter(|f| matches!(f, Followed::Record(_)))
+            .count();
+        let mut skip = records.saturating_sub(n);
+        first.retain(|f| match f {
+            Followed::Record(_) if skip > 0 => {
+                skip -= 1;
+                false
+            }
+            _ => true,
+        });
+    }
+    let stdout = std::io::stdout();
+    let print = |items: Vec<Followed>| -> Result<(), Failure> {
+        let mut out = stdout.lock();
+        for item in items {
+            match item {
+                Followed::Record(record) => {
+                    if kind
+                        .as_deref()
+                        .is_some_and(|p| !audit::kind_matches(p, &record.kind))
+                    {
+                        continue;
+                    }
+                    writeln!(out, "{}", render(&record)).map_err(Failure::input)?;
+                }
+                Followed::Broken { line, reason } => {
+                    writeln!(out, "!!! line {line} does not verify: {reason}")
+                        .map_err(Failure::input)?;
+                }
+                _ => {}
+            }
+        }
+        out.flush().map_err(Failure::input)
+    };
+    print(first)?;
+    if no_follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let items = follower.poll().map_err(Failure::input)?;
+        if !items.is_empty() {
+            print(items)?;
+        }
+    }
+}
+
+/// One record on one line: seq, time, kind, actor, subjects, details.
+fn render(record: &audit::Record) -> String {
+    let esc = audit::escape_untrusted;
+    let mut line = format!(
+        "{:>6}  {}  {:<28}",
+        record.seq,
+        record.ts.format("%Y-%m-%d %H:%M:%S%.3f"),
+        esc(&record.kind)
+    );
+    if let Some(actor) = &record.actor {
+        let who = match &actor.tenant {
+            Some(tenant) => format!("{}/{}", tenant, actor.principal),
+            None => actor.principal.clone(),
+        };
+        line.push_str(&format!("  by {}", esc(&who)));
+    }
+    let s = &record.subjects;
+    for (name, value) in [
+        ("workload", &s.workload),
+        ("container", &s.container),
+        ("component", &s.component),
+        ("node", &s.node),
+    ] {
+        if let Some(v) = value {
+            let v = if name == "component" && v.len() > 12 {
+                &v[..12]
+            } else {
+                v.as_str()
+            };
+            line.push_str(&format!("  {name}={}", esc(v)));
+        }
+    }
+    if record.details.as_object().is_some_and(|o| !o.is_empty()) {
+        // serde_json escapes control characters, so this cannot drive the terminal.
+        line.push_str(&format!("  {}", record.details));
+    }
+    line
+}

@@ -1,0 +1,23 @@
+//! ForgeOne: a WebAssembly microkernel whose containers are components.
+//!
+//! The host boots from a trust anchor and verifies every component before a
+//! byte of it reaches the compiler, runs each one as a fuel-metered sandbox
+//! with a lifecycle under a supervisor, places and schedules work by
+//! priority, identity, trust, load and constraints, and writes every event to
+//! a tamper-evident audit log.
+//!
+//! This crate is the host library and the `forgeone` CLI. The modules:
+//!
+//! - [`audit`]: the hash-chained, checkpointed audit log.
+//! - [`boot`]: trust anchor, signatures, boot manifest, measurements, recovery.
+//! - [`keys`]: Ed25519 keys and key ids.
+//! - [`identity`]: who a container runs as, and how far it is trusted.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod boot;
+pub mod identity;
+pub mod keys;
+
+pub use identity::{IdentityContext, TrustLevel, TrustVector};
+pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
