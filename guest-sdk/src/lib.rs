@@ -4,11 +4,10 @@
 //! A container guest is an ordinary Rust program built for `wasm32-wasip2`:
 //!
 //! ```no_run
-//! fn main() {
-//!     let me = forgeone_guest::identity();
-//!     println!("hello from {} (tenant {})", me.container_id, me.tenant);
-//!     forgeone_guest::log::info!("started with {} signer(s)", me.signers.len());
-//! }
+//! // src/main.rs of a guest built with `cargo build --target wasm32-wasip2`
+//! let me = forgeone_guest::identity();
+//! println!("hello from {} (tenant {})", me.container_id, me.tenant);
+//! forgeone_guest::log::info!("started with {} signer(s)", me.signers.len());
 //! ```
 //!
 //! A plugin enables the `plugin` feature, implements [`Plugin`] and exports

@@ -24,7 +24,7 @@ pub struct Follower {
 #[non_exhaustive]
 pub enum Followed {
     /// A record that chains onto the one before it.
-    Record(Record),
+    Record(Box<Record>),
     /// A line that does not verify; the message says why. Following goes
     /// on from the next line.
     Broken {
@@ -87,7 +87,7 @@ impl Follower {
                 Ok(parsed) if parsed.record.seq == self.next_seq && parsed.prev == self.head => {
                     self.head = parsed.hash;
                     self.next_seq += 1;
-                    out.push(Followed::Record(parsed.record));
+                    out.push(Followed::Record(Box::new(parsed.record)));
                 }
                 Ok(parsed) => {
                     out.push(Followed::Broken {
@@ -100,7 +100,7 @@ impl Follower {
                     });
                     self.head = parsed.hash;
                     self.next_seq = parsed.record.seq + 1;
-                    out.push(Followed::Record(parsed.record));
+                    out.push(Followed::Record(Box::new(parsed.record)));
                 }
                 Err(e) => {
                     out.push(Followed::Broken {

@@ -184,12 +184,10 @@ fn verify(log: PathBuf, key: Option<PathBuf>, allow_open_tail: bool, json: bool)
                     "verified: {} records, {} checkpoints, head {}",
                     report.records, report.checkpoints, report.head
                 );
-                if !report.key_pinned {
-                    if let Some(id) = &report.key_id {
-                        eprintln!(
-                            "note: checkpoints were checked against key {id}, named by the log itself; pass --key HOST_PUB to pin the host key"
-                        );
-                    }
+                if let (false, Some(id)) = (report.key_pinned, &report.key_id) {
+                    eprintln!(
+                        "note: checkpoints were checked against key {id}, named by the log itself; pass --key HOST_PUB to pin the host key"
+                    );
                 }
                 if report.unsealed > 0 {
                     eprintln!(

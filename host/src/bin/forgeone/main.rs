@@ -14,8 +14,14 @@ mod util;
 struct Cli {
     /// Log filter for diagnostics on stderr (e.g. `info`, `forgeone=debug`).
     /// Audit events are logged at `info` under target `forgeone::audit`.
-    #[arg(long, global = true, env = "FORGEONE_LOG", default_value = "warn")]
-    log: String,
+    #[arg(
+        long,
+        global = true,
+        env = "FORGEONE_LOG",
+        default_value = "warn",
+        value_name = "FILTER"
+    )]
+    log_level: String,
 
     #[command(subcommand)]
     command: Command,
@@ -39,7 +45,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    util::init_tracing(&cli.log);
+    util::init_tracing(&cli.log_level);
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Audit(command) => audit_cmd::run(command),
