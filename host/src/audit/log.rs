@@ -254,6 +254,10 @@ struct State {
     closed: bool,
     /// Set by `flush`: fsync at the next opportunity whatever the policy.
     sync_requested: bool,
+    /// The flusher is asleep waiting for work. Appenders only signal it then
+    /// (or when a batch is full): while it gathers a batch, a signal per
+    /// append would cut every batch down to one record.
+    flusher_idle: bool,
 }
 
 #[derive(Clone)]
@@ -438,6 +442,7 @@ impl AuditLog {
                 closing: false,
                 closed: false,
                 sync_requested: false,
+                flusher_idle: false,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -517,7 +522,10 @@ impl AuditLog {
             if state.since_checkpoint >= shared.config.checkpoint_every {
                 push_checkpoint(shared, &mut state, CheckpointReason::Periodic);
             }
-            shared.work.notify_one();
+            if state.flusher_idle || state.pending.len() >= FULL_BATCH {
+                state.flusher_idle = false;
+                shared.work.notify_one();
+            }
             if shared.config.fsync == FsyncPolicy::EveryRecord {
                 while state.durable_seq < seq {
                     if let Some(failure) = &state.failure {
@@ -616,6 +624,9 @@ impl AuditLog {
     }
 }
 
+/// Buffered bytes at which the flusher stops gathering and writes.
+const FULL_BATCH: usize = 256 * 1024;
+
 /// Encodes one record into the pending buffer; returns its sequence number.
 fn push_record(shared: &Shared, state: &mut State, prepared: &Prepared) -> u64 {
     let _ = shared;
@@ -708,11 +719,13 @@ fn flusher(shared: Arc<Shared>, mut storage: Box<dyn AuditStorage>, mut good_len
                         .max(Duration::from_millis(1)),
                     _ => Duration::from_secs(3600),
                 };
+                state.flusher_idle = true;
                 state = shared
                     .work
                     .wait_timeout(state, wait)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                state.flusher_idle = false;
             }
             // Let a batch gather (not when a writer waits for durability:
             // group commit already gathers while the previous fsync runs).
@@ -720,7 +733,7 @@ fn flusher(shared: Arc<Shared>, mut storage: Box<dyn AuditStorage>, mut good_len
                 && !state.closing
                 && !state.sync_requested
                 && !config.batch_delay.is_zero()
-                && state.pending.len() < 256 * 1024
+                && state.pending.len() < FULL_BATCH
             {
                 state = shared
                     .work

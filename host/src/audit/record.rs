@@ -180,23 +180,32 @@ impl Prepared {
     ) -> [u8; 32] {
         let start = out.len();
         out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(seq.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         out.extend_from_slice(b",\"ts\":\"");
-        out.extend_from_slice(ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
+        out.extend_from_slice(
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\",");
         out.extend_from_slice(self.middle.as_bytes());
+        let mut hex_buf = [0u8; 64];
         out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(hex::encode(prev).as_bytes());
+        out.extend_from_slice(hex_into(prev, &mut hex_buf));
         out.push(b'"');
         // Canonical bytes: the body so far, closed with `}`.
         out.push(b'}');
         let hash = chain_hash(prev, &out[start..]);
         out.pop();
         out.extend_from_slice(HASH_PREFIX);
-        out.extend_from_slice(hex::encode(hash).as_bytes());
+        out.extend_from_slice(hex_into(&hash, &mut hex_buf));
         out.extend_from_slice(b"\"}\n");
         hash
     }
+}
+
+fn hex_into<'a>(bytes: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a [u8] {
+    hex::encode_to_slice(bytes, buf).expect("64 bytes hold 32 bytes of hex");
+    buf
 }
 
 #[cfg(test)]
