@@ -4,7 +4,8 @@
 //!
 //! Usage: `fs-probe DIR` where DIR is the guest path of a preopen holding
 //! `inside.txt` and `escape-link` (a symlink pointing outside the preopen).
-//! With a second argument `write`, it also writes `DIR/written.txt`.
+//! It first prints what it was given: one `arg ...` line per argument and
+//! one `env K=V` line per environment variable (only what was granted).
 
 use std::fs;
 use std::path::Path;
@@ -18,6 +19,12 @@ fn report<T>(what: &str, result: std::io::Result<T>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    for arg in &args {
+        println!("arg {arg}");
+    }
+    for (key, value) in std::env::vars() {
+        println!("env {key}={value}");
+    }
     let dir = args.get(1).map(String::as_str).unwrap_or("/data");
     let root = Path::new(dir);
 
