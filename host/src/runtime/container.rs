@@ -634,24 +634,21 @@ pub(crate) fn classify(
 /// A trap, with its wasm backtrace.
 pub(crate) fn trap_failure(error: &wasmtime::Error) -> Failure {
     let trap = match error.downcast_ref::<Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => format!("{error:#}").lines().next().unwrap_or_default().to_string(),
     };
+    // The backtrace's own rendering demangles Rust (v0 and legacy) names.
     let backtrace = error
         .downcast_ref::<WasmBacktrace>()
         .map(|bt| {
-            bt.frames()
-                .iter()
+            bt.to_string()
+                .lines()
+                .map(str::trim)
+                .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
                 .take(32)
-                .map(|frame| {
-                    let func = frame
-                        .func_name()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("func[{}]", frame.func_index()));
-                    match frame.module().name() {
-                        Some(module) => format!("{func} ({module})"),
-                        None => func,
-                    }
+                .map(|line| match line.split_once(" - ") {
+                    Some((_, frame)) => frame.to_string(),
+                    None => line.to_string(),
                 })
                 .collect()
         })

