@@ -561,6 +561,9 @@ async fn illegal_transitions_are_refused_and_audited() {
     h.runtime.start(id).unwrap();
     let outcome = h.runtime.wait(id).await.unwrap();
     assert_eq!((outcome.run, outcome.end), (2, RunEnd::Success));
+    let ctx = h.runtime.remove(id).unwrap();
+    assert_eq!(ctx.history.len(), 2);
+    assert!(h.runtime.context(id).is_none());
     let missing = uuid::Uuid::new_v4();
     assert!(matches!(
         h.runtime.pause(missing),

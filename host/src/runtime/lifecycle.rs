@@ -1070,6 +1070,28 @@ impl Runtime {
         list
     }
 
+    /// Forgets a settled container (stopped or failed, nothing pending) and
+    /// returns its last context; long-running services call this so the
+    /// runtime's table does not grow without bound. A container that is
+    /// still running, restarting or quarantined is refused.
+    pub fn remove(&self, id: Uuid) -> Result<ContainerContext, RuntimeError> {
+        let removable = self.with_entry(
+            id,
+            |entry| match entry.ctx.status {
+                ContainerStatus::Stopped | ContainerStatus::Failed(_) if !entry.supervising => {
+                    Ok(())
+                }
+                _ => Err("still active"),
+            },
+            "remove",
+        );
+        removable?;
+        self.containers()
+            .remove(&id)
+            .map(|e| e.ctx)
+            .ok_or(RuntimeError::NotFound(id))
+    }
+
     /// Compiled-component cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.inner.store.stats()
