@@ -60,7 +60,8 @@ fn bench(c: &mut Criterion) {
         let mut config = Config::new();
         if pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_component_instances(1000).max_memory_size(64 << 20);
+            pool.total_component_instances(1000)
+                .max_memory_size(64 << 20);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).unwrap();
@@ -68,7 +69,11 @@ fn bench(c: &mut Criterion) {
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
         let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        let name = if pooling { "bare wasmtime (pooling)" } else { "bare wasmtime" };
+        let name = if pooling {
+            "bare wasmtime (pooling)"
+        } else {
+            "bare wasmtime"
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 tokio.block_on(async {
@@ -103,9 +108,12 @@ fn bench(c: &mut Criterion) {
         }
         let runtime = Runtime::new(config, log).unwrap();
         let container = ContainerConfig::new(VerifiedComponent::unsigned("trivial", wasm.clone()));
-        let identity =
-            IdentityContext::new("bench", "p2", TrustVector::new(TrustLevel::Medium, 0));
-        let name = if pooling { "forgeone container (pooling)" } else { "forgeone container" };
+        let identity = IdentityContext::new("bench", "p2", TrustVector::new(TrustLevel::Medium, 0));
+        let name = if pooling {
+            "forgeone container (pooling)"
+        } else {
+            "forgeone container"
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 tokio.block_on(async {

@@ -78,7 +78,9 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("P4 cpu-bound guest");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
 
     for fuel in [false, true] {
         let mut config = Config::new();
@@ -89,7 +91,11 @@ fn bench(c: &mut Criterion) {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
         stub_kernel(&mut linker);
         let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        let name = if fuel { "bare wasmtime, fuel only" } else { "bare wasmtime, no metering" };
+        let name = if fuel {
+            "bare wasmtime, fuel only"
+        } else {
+            "bare wasmtime, no metering"
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 tokio.block_on(async {
@@ -104,7 +110,12 @@ fn bench(c: &mut Criterion) {
                         store.set_fuel(u64::MAX).unwrap();
                     }
                     let command = pre.instantiate_async(&mut store).await.unwrap();
-                    command.wasi_cli_run().call_run(&mut store).await.unwrap().unwrap()
+                    command
+                        .wasi_cli_run()
+                        .call_run(&mut store)
+                        .await
+                        .unwrap()
+                        .unwrap()
                 })
             })
         });

@@ -40,6 +40,7 @@
 
 // The `plugin` bindings name their runtime as `forgeone_guest::...` so the
 // export macro works in dependents; this makes that path resolve here too.
+#[cfg(feature = "plugin")]
 extern crate self as forgeone_guest;
 
 #[cfg(not(feature = "plugin"))]

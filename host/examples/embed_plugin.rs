@@ -29,10 +29,13 @@ fn verified_plugin(path: &Path) -> anyhow::Result<VerifiedComponent> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../samples/target/wasm32-wasip2/release/text_plugin.wasm")
-    });
+    let path = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../samples/target/wasm32-wasip2/release/text_plugin.wasm")
+        });
     let plugin_component = verified_plugin(&path).with_context(|| {
         "build the samples first: cargo build --release --target wasm32-wasip2 \
          --manifest-path samples/Cargo.toml"
@@ -72,12 +75,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let text = "The quick brown fox jumps over the lazy dog.\nThe dog sleeps.";
-    let counts = plugin
-        .call("word-count", Value::Text(text.into()))
-        .await?;
+    let counts = plugin.call("word-count", Value::Text(text.into())).await?;
     println!("word-count -> {counts:?}");
     let slug = plugin
-        .call("slugify", Value::Text("Release Notes: v0.1 (Draft)!".into()))
+        .call(
+            "slugify",
+            Value::Text("Release Notes: v0.1 (Draft)!".into()),
+        )
         .await?;
     println!("slugify    -> {slug:?}");
     let sum = plugin
@@ -92,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => println!("burn -1    -> refused by the host: {e}"),
         Ok(v) => anyhow::bail!("a runaway call returned {v:?}"),
     }
-    let again = plugin.call("slugify", Value::Text("Still Fine".into())).await?;
+    let again = plugin
+        .call("slugify", Value::Text("Still Fine".into()))
+        .await?;
     println!("slugify    -> {again:?}");
 
     audit.close()?;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
@@ -17,7 +18,6 @@ use forgeone::runtime::{
     OutputLine, OutputSink, RestartPolicy, RunEnd, Runtime, RuntimeConfig, RuntimeError, Stream,
     Value,
 };
-use forgeone::SigningKey;
 use serde_json::Value as Json;
 
 use crate::guests;
@@ -37,7 +37,9 @@ impl Harness {
     }
 
     fn in_dir(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig)) -> Harness {
-        let log_path = dir.path().join(format!("audit-{}.jsonl", uuid::Uuid::new_v4()));
+        let log_path = dir
+            .path()
+            .join(format!("audit-{}.jsonl", uuid::Uuid::new_v4()));
         let log = AuditLog::open(&log_path, SigningKey::generate(), &AuditConfig::new()).unwrap();
         let mut config = RuntimeConfig::new();
         config.allow_unsigned(true);
@@ -87,7 +89,12 @@ fn collector() -> (OutputSink, Arc<Mutex<Vec<OutputLine>>>) {
 }
 
 fn texts(lines: &Arc<Mutex<Vec<OutputLine>>>) -> Vec<String> {
-    lines.lock().unwrap().iter().map(|l| l.text.clone()).collect()
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.text.clone())
+        .collect()
 }
 
 /// Polls `cond` every 5 ms; panics after 60 s (a hang, not a timing check).
@@ -121,11 +128,17 @@ async fn hello_runs_with_its_identity_and_logs_tagged() {
     assert!(outcome.stats.peak_memory > 0);
     let out = texts(&lines);
     let digest = component(guests::HELLO).digest().to_hex();
-    assert!(out.contains(&format!("hello from container {id}")), "{out:#?}");
+    assert!(
+        out.contains(&format!("hello from container {id}")),
+        "{out:#?}"
+    );
     assert!(out.contains(&"  tenant    acme".to_string()), "{out:#?}");
     assert!(out.contains(&"  principal alice".to_string()), "{out:#?}");
     // Unsigned code never runs with the trust it was launched with.
-    assert!(out.contains(&"  trust     TrustLevel::Untrusted".to_string()), "{out:#?}");
+    assert!(
+        out.contains(&"  trust     TrustLevel::Untrusted".to_string()),
+        "{out:#?}"
+    );
     assert!(out.contains(&"  workload  greeter".to_string()), "{out:#?}");
     assert!(out.contains(&format!("  component {digest}")), "{out:#?}");
     assert!(out.contains(&"  signed by -".to_string()), "{out:#?}");
@@ -168,7 +181,11 @@ async fn unsigned_code_is_refused_unless_allowed() {
     );
     assert_eq!(h.records_of("policy.unsigned_refused").len(), 1);
     assert!(h.runtime.list().is_empty());
-    assert_eq!(h.runtime.cache_stats().compiled, 0, "refused before compiling");
+    assert_eq!(
+        h.runtime.cache_stats().compiled,
+        0,
+        "refused before compiling"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +211,10 @@ async fn infinite_loop_hits_the_deadline() {
     config.fuel(None).timeout(Some(Duration::from_millis(300)));
     let id = h.runtime.launch_container(config, identity()).unwrap();
     let outcome = h.runtime.wait(id).await.unwrap();
-    assert_eq!(failure(&outcome.end), &Failure::Deadline { timeout_ms: 300 });
+    assert_eq!(
+        failure(&outcome.end),
+        &Failure::Deadline { timeout_ms: 300 }
+    );
     assert!(outcome.stats.fuel_consumed > 0);
 }
 
@@ -205,7 +225,10 @@ async fn a_guest_stuck_in_a_host_call_still_hits_the_deadline() {
     config.timeout(Some(Duration::from_millis(200)));
     let id = h.runtime.launch_container(config, identity()).unwrap();
     let outcome = h.runtime.wait(id).await.unwrap();
-    assert_eq!(failure(&outcome.end), &Failure::Deadline { timeout_ms: 200 });
+    assert_eq!(
+        failure(&outcome.end),
+        &Failure::Deadline { timeout_ms: 200 }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,11 +336,18 @@ async fn ansi_escapes_are_escaped_for_terminals_and_the_audit_log() {
     assert_eq!(lines[0].text, "\x1b[31mred alert\x1b[0m");
     assert_eq!(lines[0].escaped(), "\\x1b[31mred alert\\x1b[0m");
     assert!(lines[1].escaped().contains("\\x1b]0;pwned-title\\x07"));
-    assert!(lines[3].escaped().contains("\\u{202e}"), "{}", lines[3].escaped());
+    assert!(
+        lines[3].escaped().contains("\\u{202e}"),
+        "{}",
+        lines[3].escaped()
+    );
     drop(lines);
     let raw = std::fs::read_to_string(&h.log_path).unwrap();
     assert!(!raw.contains('\u{1b}'), "raw ESC reached the audit log");
-    assert!(!raw.contains('\u{202e}'), "raw bidi override reached the audit log");
+    assert!(
+        !raw.contains('\u{202e}'),
+        "raw bidi override reached the audit log"
+    );
     let output = h.records_of("container.output");
     assert_eq!(output[0]["details"]["line"], "\\x1b[31mred alert\\x1b[0m");
 }
@@ -343,10 +373,16 @@ async fn an_import_the_host_does_not_provide_is_a_link_failure_naming_it() {
     assert!(detail.contains("forgeone:kernel/secrets@0.1.0"), "{detail}");
     let ctx = h.runtime.context(id).unwrap();
     assert_eq!(ctx.history.len(), 1);
-    assert!(matches!(ctx.status, ContainerStatus::Failed(Failure::HostCallDenied { .. })));
+    assert!(matches!(
+        ctx.status,
+        ContainerStatus::Failed(Failure::HostCallDenied { .. })
+    ));
     let failed = h.records_of("container.failed");
     assert_eq!(failed[0]["details"]["reason"], "host-call-denied");
-    assert_eq!(failed[0]["details"]["interface"], "forgeone:kernel/secrets@0.1.0");
+    assert_eq!(
+        failed[0]["details"]["interface"],
+        "forgeone:kernel/secrets@0.1.0"
+    );
 }
 
 /// A directory with `data/inside.txt`, `outside.txt` next to `data`, and
@@ -512,7 +548,10 @@ async fn pausing_a_busy_guest_stops_its_fuel_consumption_until_resumed() {
 async fn stopping_a_busy_guest_drops_it_at_its_next_yield_point() {
     let h = Harness::new(|_| {});
     let mut config = ContainerConfig::new(component(guests::CPU_HOG));
-    config.fuel(None).timeout(None).stop_grace(Duration::from_millis(50));
+    config
+        .fuel(None)
+        .timeout(None)
+        .stop_grace(Duration::from_millis(50));
     let id = h.runtime.launch_container(config, identity()).unwrap();
     eventually("cpu-hog runs", || {
         h.runtime.context(id).unwrap().resources.fuel_consumed > 0
@@ -603,7 +642,11 @@ async fn a_crash_loop_is_quarantined_with_evidence_until_released() {
         "{:#?}",
         q.last_output
     );
-    let backoffs: Vec<u128> = q.restart_history.iter().map(|r| r.backoff.as_millis()).collect();
+    let backoffs: Vec<u128> = q
+        .restart_history
+        .iter()
+        .map(|r| r.backoff.as_millis())
+        .collect();
     // Exponential: 10, 20, 40 (capped), and no restart after the 4th.
     assert_eq!(backoffs, [10, 20, 40, 0]);
     let scheduled = h.records_of("container.restart_scheduled");
@@ -615,14 +658,21 @@ async fn a_crash_loop_is_quarantined_with_evidence_until_released() {
     // A quarantined container cannot be started, only released.
     assert!(matches!(
         h.runtime.start(id),
-        Err(RuntimeError::IllegalTransition { action: "start", status: "quarantined", .. })
+        Err(RuntimeError::IllegalTransition {
+            action: "start",
+            status: "quarantined",
+            ..
+        })
     ));
     h.runtime.release(id).unwrap();
     assert_eq!(h.records_of("container.released").len(), 1);
     // Released, it runs again (fresh backoff) and, still crashing, comes back.
     let outcome = h.runtime.wait(id).await.unwrap();
     assert_eq!(outcome.run, 8);
-    assert!(matches!(h.runtime.status(id).unwrap(), ContainerStatus::Quarantined(_)));
+    assert!(matches!(
+        h.runtime.status(id).unwrap(),
+        ContainerStatus::Quarantined(_)
+    ));
     // An operator can stop it for good.
     h.runtime.stop(id).unwrap();
     eventually("quarantined container stops", || {
@@ -660,7 +710,10 @@ async fn restart_policies_never_on_failure_always() {
     let mut config = ContainerConfig::new(component(guests::CRASHER));
     config.restart(RestartPolicy::OnFailure);
     let id = h.runtime.launch_container(config, identity()).unwrap();
-    eventually("five failed runs", || h.runtime.context(id).unwrap().history.len() >= 5).await;
+    eventually("five failed runs", || {
+        h.runtime.context(id).unwrap().history.len() >= 5
+    })
+    .await;
     assert!(!matches!(
         h.runtime.status(id).unwrap(),
         ContainerStatus::Quarantined(_)
@@ -684,7 +737,10 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
     assert!(plugin.info().calls.iter().any(|c| c == "word-count"));
 
     let Ok(Value::Json(json)) = plugin
-        .call("word-count", Value::Text("the cat and the hat\nthe end".into()))
+        .call(
+            "word-count",
+            Value::Text("the cat and the hat\nthe end".into()),
+        )
         .await
         .unwrap()
     else {
@@ -721,9 +777,18 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
         plugin.call("burn", Value::Integer(1000)).await.unwrap(),
         Ok(Value::Integer(_))
     ));
-    let err = plugin.call("allocate", Value::Integer(64)).await.unwrap_err();
+    let err = plugin
+        .call("allocate", Value::Integer(64))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(&err, RuntimeError::PluginFailed { failure: Failure::MemoryLimit { .. }, .. }),
+        matches!(
+            &err,
+            RuntimeError::PluginFailed {
+                failure: Failure::MemoryLimit { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(matches!(
@@ -735,7 +800,11 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
     assert_eq!((p.calls, p.failures), (9, 2));
     let calls = h.records_of("container.plugin.call");
     assert_eq!(calls.len(), 10, "describe at load + 9 calls");
-    assert!(calls.iter().any(|c| c["details"]["failure"]["reason"] == "out-of-fuel"));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["details"]["failure"]["reason"] == "out-of-fuel")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,7 +836,10 @@ async fn compiled_cache_hits_and_a_tampered_artifact_is_rebuilt() {
         .expect("a compiled artifact was written");
     let key = cache_dir.join("cache.key");
     use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // 2. Warm: loaded from disk after the integrity check.
     let h2 = Harness::new(with_cache);
@@ -793,7 +865,11 @@ async fn compiled_cache_hits_and_a_tampered_artifact_is_rebuilt() {
             .unwrap()
             .contains("MAC mismatch")
     );
-    assert_ne!(std::fs::read(&artifact).unwrap(), bytes, "artifact rewritten");
+    assert_ne!(
+        std::fs::read(&artifact).unwrap(),
+        bytes,
+        "artifact rewritten"
+    );
 
     // 4. A secret readable by others is refused outright.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -635,7 +635,11 @@ pub(crate) fn classify(
 pub(crate) fn trap_failure(error: &wasmtime::Error) -> Failure {
     let trap = match error.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
-        None => format!("{error:#}").lines().next().unwrap_or_default().to_string(),
+        None => format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     };
     // The backtrace's own rendering demangles Rust (v0 and legacy) names.
     let backtrace = error

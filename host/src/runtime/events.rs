@@ -31,7 +31,11 @@ pub(crate) enum ContainerEvent {
     /// A run started.
     Started { run: u32 },
     /// A run ended successfully.
-    Exited { run: u32, code: i32, stats: RunStats },
+    Exited {
+        run: u32,
+        code: i32,
+        stats: RunStats,
+    },
     /// A run failed.
     Failed {
         run: u32,
@@ -143,9 +147,8 @@ impl AuditEvent for ContainerEvent {
         match self {
             // Unit variants serialise as `null` untagged; details must be an object.
             ContainerEvent::Paused | ContainerEvent::Released => serde_json::json!({}),
-            other => serde_json::to_value(other).unwrap_or_else(|e| {
-                serde_json::json!({ "serialization_error": e.to_string() })
-            }),
+            other => serde_json::to_value(other)
+                .unwrap_or_else(|e| serde_json::json!({ "serialization_error": e.to_string() })),
         }
     }
 

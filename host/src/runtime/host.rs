@@ -156,10 +156,7 @@ impl log::Host for &mut KernelCtx {
             .iter()
             .map(|f| (Untrusted::new(&f.key), Untrusted::new(&f.value)))
             .collect();
-        let rendered_fields: String = fields
-            .iter()
-            .map(|(k, v)| format!(" {k}={v}"))
-            .collect();
+        let rendered_fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         // Tagged by the host with who wrote it; the guest cannot forge this.
         let container = me.container.to_string();
         let tenant = me.identity.tenant.as_str();

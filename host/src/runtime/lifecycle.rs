@@ -341,7 +341,8 @@ impl Runtime {
         super::host::add_to_linker(&mut linker)
             .map_err(|e| RuntimeError::Engine(format!("linking host imports: {e:#}")))?;
         let ticker = EpochTicker::start(&engine, config.engine.epoch_tick)?;
-        let store = ComponentStore::new(engine, linker, config.cache_dir.as_deref(), audit.clone())?;
+        let store =
+            ComponentStore::new(engine, linker, config.cache_dir.as_deref(), audit.clone())?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 store,
@@ -500,14 +501,15 @@ impl Runtime {
         let future: Pin<Box<dyn Future<Output = Outcome> + Send>> = match spec {
             Some(spec) => Box::pin(async move { runtime.supervise(id, control, spec).await }),
             None => {
-                let failure = compiled
-                    .pre
-                    .as_ref()
-                    .err()
-                    .cloned()
-                    .unwrap_or(Failure::Instantiate {
-                        message: "cannot link".into(),
-                    });
+                let failure =
+                    compiled
+                        .pre
+                        .as_ref()
+                        .err()
+                        .cloned()
+                        .unwrap_or(Failure::Instantiate {
+                            message: "cannot link".into(),
+                        });
                 Box::pin(async move { runtime.link_failed(id, failure) })
             }
         };
@@ -1065,7 +1067,8 @@ impl Runtime {
     /// All containers, oldest first by run start is not guaranteed: sorted
     /// by name, then id.
     pub fn list(&self) -> Vec<ContainerContext> {
-        let mut list: Vec<ContainerContext> = self.containers().values().map(live_context).collect();
+        let mut list: Vec<ContainerContext> =
+            self.containers().values().map(live_context).collect();
         list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         list
     }

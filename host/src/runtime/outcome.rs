@@ -120,7 +120,10 @@ impl fmt::Display for Failure {
             ),
             Failure::Trap { trap, .. } => write!(f, "trapped: {trap}"),
             Failure::HostCallDenied { interface, .. } => {
-                write!(f, "host call denied: the host does not provide `{interface}`")
+                write!(
+                    f,
+                    "host call denied: the host does not provide `{interface}`"
+                )
             }
             Failure::Instantiate { message } => write!(f, "could not instantiate: {message}"),
         }

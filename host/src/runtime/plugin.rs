@@ -256,9 +256,9 @@ impl Plugin {
                 let timed = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
                     tokio::time::timeout(timeout, work)
                 });
-                timed.await.unwrap_or_else(|_| {
-                    Err(wasmtime::Error::new(super::container::DeadlinePassed))
-                })
+                timed
+                    .await
+                    .unwrap_or_else(|_| Err(wasmtime::Error::new(super::container::DeadlinePassed)))
             }
             None => work.await,
         };

@@ -141,7 +141,10 @@ impl ComponentStore {
         }
         let started = Instant::now();
         let (wasm, source) = self.load_or_compile(component)?;
-        let pre = self.linker.instantiate_pre(&wasm).map_err(|e| link_failure(&wasm, &self.engine, &e));
+        let pre = self
+            .linker
+            .instantiate_pre(&wasm)
+            .map_err(|e| link_failure(&wasm, &self.engine, &e));
         let compiled = Arc::new(Compiled {
             digest: component.digest(),
             name: component.name().to_string(),
@@ -350,7 +353,10 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], RuntimeError> {
                 if mode & 0o077 != 0 {
                     return Err(io(std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
-                        format!("cache secret is accessible to other users (mode {:o}); it must be 0600", mode & 0o777),
+                        format!(
+                            "cache secret is accessible to other users (mode {:o}); it must be 0600",
+                            mode & 0o777
+                        ),
                     )));
                 }
             }

@@ -80,7 +80,12 @@ pub struct Args {
     #[arg(long)]
     principal: Option<String>,
     /// Where ForgeOne keeps its state (audit log, compiled cache).
-    #[arg(long, value_name = "DIR", env = "FORGEONE_STATE_DIR", default_value = ".forgeone")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FORGEONE_STATE_DIR",
+        default_value = ".forgeone"
+    )]
     state_dir: PathBuf,
     /// The audit log (default: STATE_DIR/audit.jsonl).
     #[arg(long, value_name = "LOG")]
@@ -145,9 +150,10 @@ fn verified_component(args: &Args) -> Result<VerifiedComponent, Failure> {
         .unwrap_or_else(|| "component".into());
     if let Some(anchor) = &args.anchor {
         // Wired to `boot::verify_component` at integration (issue 3).
-        let sig = args.sig.clone().unwrap_or_else(|| {
-            PathBuf::from(format!("{}.sig.json", args.component.display()))
-        });
+        let sig = args
+            .sig
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.sig.json", args.component.display())));
         return Err(Failure::check(format!(
             "cannot verify {} against anchor {} with signature {}: signature verification \
              (boot::verify_component) is not part of this build yet; use --allow-unsigned to run \
@@ -241,7 +247,11 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
 
     let raw = args.raw_output;
     let sink = OutputSink::new(move |line| {
-        let text = if raw { line.text.clone() } else { line.escaped() };
+        let text = if raw {
+            line.text.clone()
+        } else {
+            line.escaped()
+        };
         match line.stream {
             Stream::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -277,12 +287,13 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         principal,
         TrustVector::new(TrustLevel::Medium, 0),
     );
-    let id = runtime.launch_container(container, identity).map_err(|e| match e {
-        forgeone::RuntimeError::UnsignedRefused { .. } | forgeone::RuntimeError::NetworkRefused { .. } => {
-            Failure::check(e)
-        }
-        other => Failure::input(other),
-    })?;
+    let id = runtime
+        .launch_container(container, identity)
+        .map_err(|e| match e {
+            forgeone::RuntimeError::UnsignedRefused { .. }
+            | forgeone::RuntimeError::NetworkRefused { .. } => Failure::check(e),
+            other => Failure::input(other),
+        })?;
 
     let outcome = tokio::select! {
         outcome = runtime.wait(id) => outcome,
