@@ -37,6 +37,11 @@
 //! logging panics there.
 #![deny(missing_docs)]
 
+// The `plugin` bindings name their runtime as `forgeone_guest::...` so the
+// export macro works in dependents; this makes that path resolve here too.
+#[cfg(feature = "plugin")]
+extern crate self as forgeone_guest;
+
 #[cfg(not(feature = "plugin"))]
 mod bindings {
     wit_bindgen::generate!({
@@ -60,7 +65,7 @@ pub mod bindings {
     });
 
     #[doc(hidden)]
-    pub use wit_bindgen as __rt_wit_bindgen;
+    pub use wit_bindgen::rt as __rt_wit_bindgen;
 }
 
 use bindings::forgeone::kernel::identity as wit_identity;
@@ -230,6 +235,12 @@ mod plugin {
     #[doc(hidden)]
     pub struct __Adapter<T>(std::marker::PhantomData<T>);
 
+    impl<T> std::fmt::Debug for __Adapter<T> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("__Adapter")
+        }
+    }
+
     impl<T: Plugin> Guest for __Adapter<T> {
         fn describe() -> PluginInfo {
             T::describe()
@@ -244,7 +255,9 @@ mod plugin {
     #[macro_export]
     macro_rules! export_plugin {
         ($ty:ty) => {
-            $crate::bindings::__export_plugin_world!($crate::__Adapter<$ty>);
+            // The generated export macro takes a plain identifier.
+            type __ForgeonePluginAdapter = $crate::__Adapter<$ty>;
+            $crate::bindings::__export_plugin_world!(__ForgeonePluginAdapter);
         };
     }
 }

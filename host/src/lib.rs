@@ -12,12 +12,18 @@
 //! - [`boot`]: trust anchor, signatures, boot manifest, measurements, recovery.
 //! - [`keys`]: Ed25519 keys and key ids.
 //! - [`identity`]: who a container runs as, and how far it is trusted.
+//! - [`runtime`]: containers: fuel-metered sandboxes with a lifecycle, supervision and plugins.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod boot;
 pub mod identity;
 pub mod keys;
+pub mod runtime;
 
 pub use identity::{IdentityContext, TrustLevel, TrustVector};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
+pub use runtime::{
+    ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
+    RuntimeContext, RuntimeError, RuntimeStatus,
+};

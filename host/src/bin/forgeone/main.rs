@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod audit_cmd;
 mod keygen;
+mod run;
 mod util;
 
 /// ForgeOne: run WebAssembly components as verified, fuel-metered, audited containers.
@@ -35,12 +36,15 @@ Exit codes:
   3  could not do the work: unreadable or malformed input, I/O error";
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 enum Command {
     /// Generate an Ed25519 key pair (PKCS#8 PEM private key, SPKI PEM public key).
     Keygen(keygen::Args),
     /// Verify, export and follow audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// Run a WebAssembly component as a verified, fuel-metered, audited container.
+    Run(run::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Audit(command) => audit_cmd::run(command),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => code,

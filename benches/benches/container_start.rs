@@ -1,0 +1,135 @@
+//! P2: container start. Instantiating a trivial `wasi:cli/command` as a
+//! ForgeOne container (registry record, fresh `Store`, WASI context with
+//! capture, limits, fuel, yields, identity, audit events, supervision
+//! future) versus bare wasmtime instantiating the same component from an
+//! `InstancePre` with a minimal WASI context, both running its empty `run`.
+//!
+//! Run with `cargo bench -p forgeone-benches --bench container_start`.
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use forgeone::SigningKey;
+use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::boot::VerifiedComponent;
+use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
+use forgeone::runtime::{ContainerConfig, EngineConfig, Runtime, RuntimeConfig};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// A command whose `run` returns success at once: the cost measured is the
+/// start, not the guest.
+const TRIVIAL: &str = r#"
+(component
+  (core module $m (func (export "run") (result i32) (i32.const 0)))
+  (core instance $i (instantiate $m))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.12" (instance $run-instance)))
+"#;
+
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let wasm = wat::parse_str(TRIVIAL).unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("P2 container start");
+    group.measurement_time(Duration::from_secs(5));
+
+    // Bare wasmtime: one engine, InstancePre, a fresh store with a minimal
+    // WASI context per instance.
+    for pooling in [false, true] {
+        let mut config = Config::new();
+        if pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(1000)
+                .max_memory_size(64 << 20);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, &wasm).unwrap();
+        let mut linker = Linker::<Bare>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        let name = if pooling {
+            "bare wasmtime (pooling)"
+        } else {
+            "bare wasmtime"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                tokio.block_on(async {
+                    let mut store = Store::new(
+                        &engine,
+                        Bare {
+                            wasi: WasiCtx::builder().build(),
+                            table: ResourceTable::new(),
+                        },
+                    );
+                    let command = pre.instantiate_async(&mut store).await.unwrap();
+                    command.wasi_cli_run().call_run(&mut store).await.unwrap()
+                })
+            })
+        });
+    }
+
+    // ForgeOne: the full container start, audited.
+    for pooling in [false, true] {
+        let log = AuditLog::open(
+            dir.path().join(format!("audit-{pooling}.jsonl")),
+            SigningKey::generate(),
+            &AuditConfig::new(),
+        )
+        .unwrap();
+        let mut config = RuntimeConfig::new();
+        config.allow_unsigned(true);
+        if pooling {
+            let mut engine = EngineConfig::new();
+            engine.pooling(1000, 64 << 20);
+            config.engine(engine);
+        }
+        let runtime = Runtime::new(config, log).unwrap();
+        let container = ContainerConfig::new(VerifiedComponent::unsigned("trivial", wasm.clone()));
+        let identity = IdentityContext::new("bench", "p2", TrustVector::new(TrustLevel::Medium, 0));
+        let name = if pooling {
+            "forgeone container (pooling)"
+        } else {
+            "forgeone container"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                tokio.block_on(async {
+                    let prepared = runtime
+                        .prepare_container(container.clone(), identity.clone())
+                        .unwrap();
+                    let id = prepared.id();
+                    let outcome = prepared.into_future().await;
+                    assert!(outcome.is_success());
+                    runtime.remove(id).unwrap();
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,152 @@
+//! P4: a CPU-bound guest (`cpu-hog` for 20M iterations) under ForgeOne's
+//! fuel metering with preemptive yields at the default interval, versus the
+//! same guest on bare wasmtime with no metering, and with fuel alone (no
+//! yields).
+//!
+//! Needs the samples: `cargo build --release --target wasm32-wasip2
+//! --manifest-path samples/Cargo.toml`. Run with
+//! `cargo bench -p forgeone-benches --bench fuel`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use forgeone::SigningKey;
+use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::boot::VerifiedComponent;
+use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
+use forgeone::runtime::{ContainerConfig, Runtime, RuntimeConfig};
+use wasmtime::component::{Component, Linker, ResourceTable, Val};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+const ITERATIONS: &str = "20000000";
+
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn stub_kernel(linker: &mut Linker<Bare>) {
+    let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();
+    identity
+        .func_new("current", |_, _, _, results| {
+            results[0] = Val::Record(vec![
+                ("container-id".into(), Val::String("bare".into())),
+                ("workload".into(), Val::Option(None)),
+                ("tenant".into(), Val::String("bench".into())),
+                ("principal".into(), Val::String("p4".into())),
+                ("trust".into(), Val::Enum("medium".into())),
+                ("component-digest".into(), Val::String("-".into())),
+                ("signers".into(), Val::List(Vec::new())),
+            ]);
+            Ok(())
+        })
+        .unwrap();
+    let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
+    log.func_new("write", |_, _, _, _| Ok(())).unwrap();
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../samples/target/wasm32-wasip2/release")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Build the samples first: cargo build --release --target wasm32-wasip2 \
+             --manifest-path samples/Cargo.toml",
+            path.display()
+        )
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let wasm = sample("cpu-hog.wasm");
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("P4 cpu-bound guest");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+
+    for fuel in [false, true] {
+        let mut config = Config::new();
+        config.consume_fuel(fuel);
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, &wasm).unwrap();
+        let mut linker = Linker::<Bare>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        stub_kernel(&mut linker);
+        let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        let name = if fuel {
+            "bare wasmtime, fuel only"
+        } else {
+            "bare wasmtime, no metering"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                tokio.block_on(async {
+                    let mut store = Store::new(
+                        &engine,
+                        Bare {
+                            wasi: WasiCtx::builder().args(&["cpu-hog", ITERATIONS]).build(),
+                            table: ResourceTable::new(),
+                        },
+                    );
+                    if fuel {
+                        store.set_fuel(u64::MAX).unwrap();
+                    }
+                    let command = pre.instantiate_async(&mut store).await.unwrap();
+                    command
+                        .wasi_cli_run()
+                        .call_run(&mut store)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                })
+            })
+        });
+    }
+
+    let log = AuditLog::open(
+        dir.path().join("audit.jsonl"),
+        SigningKey::generate(),
+        &AuditConfig::new(),
+    )
+    .unwrap();
+    let mut config = RuntimeConfig::new();
+    config.allow_unsigned(true);
+    let runtime = Runtime::new(config, log).unwrap();
+    let mut container = ContainerConfig::new(VerifiedComponent::unsigned("cpu-hog", wasm.clone()));
+    container.fuel(None).timeout(None).arg(ITERATIONS);
+    let identity = IdentityContext::new("bench", "p4", TrustVector::new(TrustLevel::Medium, 0));
+    group.bench_function("forgeone: fuel + yields + epochs", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let prepared = runtime
+                    .prepare_container(container.clone(), identity.clone())
+                    .unwrap();
+                let id = prepared.id();
+                assert!(prepared.into_future().await.is_success());
+                runtime.remove(id).unwrap();
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

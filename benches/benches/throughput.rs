@@ -1,0 +1,153 @@
+//! P3: start-to-exit throughput of the `hello` sample on all cores: 256
+//! containers launched at once and awaited, versus a bare wasmtime loop
+//! doing the same (instantiate from `InstancePre`, run, with stub identity
+//! and log imports and output discarded), on the same multi-thread runtime.
+//!
+//! Needs the samples: `cargo build --release --target wasm32-wasip2
+//! --manifest-path samples/Cargo.toml`. Run with
+//! `cargo bench -p forgeone-benches --bench throughput`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use forgeone::SigningKey;
+use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::boot::VerifiedComponent;
+use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
+use forgeone::runtime::{ContainerConfig, Runtime, RuntimeConfig};
+use wasmtime::component::{Component, Linker, ResourceTable, Val};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+const BATCH: usize = 256;
+
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Stub `forgeone:kernel` imports for the bare baseline.
+fn stub_kernel(linker: &mut Linker<Bare>) {
+    let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();
+    identity
+        .func_new("current", |_, _, _, results| {
+            results[0] = Val::Record(vec![
+                ("container-id".into(), Val::String("bare".into())),
+                ("workload".into(), Val::Option(None)),
+                ("tenant".into(), Val::String("bench".into())),
+                ("principal".into(), Val::String("p3".into())),
+                ("trust".into(), Val::Enum("medium".into())),
+                ("component-digest".into(), Val::String("-".into())),
+                ("signers".into(), Val::List(Vec::new())),
+            ]);
+            Ok(())
+        })
+        .unwrap();
+    let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
+    log.func_new("write", |_, _, _, _| Ok(())).unwrap();
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../samples/target/wasm32-wasip2/release")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Build the samples first: cargo build --release --target wasm32-wasip2 \
+             --manifest-path samples/Cargo.toml",
+            path.display()
+        )
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let wasm = sample("hello.wasm");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("P3 hello start-to-exit");
+    group
+        .throughput(Throughput::Elements(BATCH as u64))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+
+    let engine = Engine::new(&Config::new()).unwrap();
+    let component = Component::new(&engine, &wasm).unwrap();
+    let mut linker = Linker::<Bare>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    stub_kernel(&mut linker);
+    let pre = Arc::new(CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap());
+    group.bench_function("bare wasmtime", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let tasks: Vec<_> = (0..BATCH)
+                    .map(|_| {
+                        let pre = pre.clone();
+                        let engine = engine.clone();
+                        tokio::spawn(async move {
+                            let mut store = Store::new(
+                                &engine,
+                                Bare {
+                                    wasi: WasiCtx::builder().build(),
+                                    table: ResourceTable::new(),
+                                },
+                            );
+                            let command = pre.instantiate_async(&mut store).await.unwrap();
+                            command.wasi_cli_run().call_run(&mut store).await.unwrap()
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap().unwrap();
+                }
+            })
+        })
+    });
+
+    let log = AuditLog::open(
+        dir.path().join("audit.jsonl"),
+        SigningKey::generate(),
+        &AuditConfig::new(),
+    )
+    .unwrap();
+    let mut config = RuntimeConfig::new();
+    config.allow_unsigned(true);
+    let runtime = Runtime::new(config, log).unwrap();
+    let container = ContainerConfig::new(VerifiedComponent::unsigned("hello", wasm.clone()));
+    let identity = IdentityContext::new("bench", "p3", TrustVector::new(TrustLevel::Medium, 0));
+    group.bench_function("forgeone containers", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let ids: Vec<_> = (0..BATCH)
+                    .map(|_| {
+                        runtime
+                            .launch_container(container.clone(), identity.clone())
+                            .unwrap()
+                    })
+                    .collect();
+                for id in ids {
+                    assert!(runtime.wait(id).await.unwrap().is_success());
+                    runtime.remove(id).unwrap();
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

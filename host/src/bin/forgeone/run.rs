@@ -1,0 +1,350 @@
+//! `forgeone run`: verify a component, run it as a container, stream its
+//! output, print the outcome, exit with the guest's exit code.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use forgeone::SigningKey;
+use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::boot::VerifiedComponent;
+use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
+use forgeone::runtime::{
+    ContainerConfig, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime, RuntimeConfig,
+    Stream,
+};
+
+use crate::util::{CmdResult, Failure};
+
+/// Exit codes of `forgeone run` (besides the guest's own exit code).
+pub const RUN_EXIT_CODES: &str = "\
+Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
+  1    refused before running (unverified or unsigned code, policy)
+  3    could not run: unreadable component, bad audit log or key, I/O error
+  124  the --timeout deadline passed
+  126  host call denied: the component imports what the host does not provide
+  130  stopped (Ctrl-C)
+  134  the guest trapped (panic, unreachable, stack overflow, ...)
+  135  the guest hit the --max-memory (or table) limit
+  137  the guest ran out of --fuel";
+
+/// Run a WebAssembly component (a `wasi:cli/command`) as a container.
+///
+/// Only verified code runs: pass the trust anchor with `--anchor` (and the
+/// detached signature with `--sig`, default `COMPONENT.sig.json`), or
+/// explicitly `--allow-unsigned`, which is loud and audited. The container
+/// gets nothing it is not granted: no directories but `--dir`, no
+/// environment but `--env`, no network. Output is streamed with control
+/// characters escaped (`--raw-output` passes them through); the outcome
+/// (exit code, fuel used, peak memory, wall time) goes to stderr.
+#[derive(Debug, clap::Args)]
+#[command(after_help = RUN_EXIT_CODES)]
+pub struct Args {
+    /// The component to run.
+    #[arg(value_name = "COMPONENT.wasm")]
+    component: PathBuf,
+    /// Verify the component against this trust anchor.
+    #[arg(long, value_name = "ANCHOR", conflicts_with = "allow_unsigned")]
+    anchor: Option<PathBuf>,
+    /// The component's detached signature envelope (default:
+    /// COMPONENT.wasm.sig.json).
+    #[arg(long, value_name = "FILE", requires = "anchor")]
+    sig: Option<PathBuf>,
+    /// Run the component without verifying it. Loud and audited.
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Fuel budget (about one unit per wasm instruction).
+    #[arg(long, value_name = "N", default_value_t = 10_000_000_000)]
+    fuel: u64,
+    /// Linear memory limit, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_memory: u64,
+    /// Wall-clock deadline, e.g. `5s`, `500ms`, `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Grant a host directory: `HOST::GUEST` (read-write) or
+    /// `HOST::GUEST:ro` (read-only); `HOST` alone maps it to the same path.
+    #[arg(long = "dir", value_name = "HOST::GUEST[:ro]", value_parser = parse_dir)]
+    dirs: Vec<(PathBuf, String, bool)>,
+    /// Grant an environment variable `K=V`.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    envs: Vec<(String, String)>,
+    /// Output kept per run (stdout and stderr together), e.g. `1MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    max_output: u64,
+    /// Tenant the container runs for.
+    #[arg(long, default_value = "local")]
+    tenant: String,
+    /// Principal the container runs as (default: $USER).
+    #[arg(long)]
+    principal: Option<String>,
+    /// Where ForgeOne keeps its state (audit log, compiled cache).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FORGEONE_STATE_DIR",
+        default_value = ".forgeone"
+    )]
+    state_dir: PathBuf,
+    /// The audit log (default: STATE_DIR/audit.jsonl).
+    #[arg(long, value_name = "LOG")]
+    audit_log: Option<PathBuf>,
+    /// The host's signing key for audit checkpoints (PKCS#8 PEM). Without
+    /// one, an ephemeral key is generated for this run (and said so).
+    #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
+    host_key: Option<PathBuf>,
+    /// Do not cache compiled components on disk.
+    #[arg(long)]
+    no_cache: bool,
+    /// Pass the guest's output through unescaped (terminal escapes included).
+    #[arg(long)]
+    raw_output: bool,
+    /// Print the outcome as one JSON object on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Arguments for the guest (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{text}` is not a size like 64MiB: {e}"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 5s: {e}"))
+}
+
+fn parse_dir(text: &str) -> Result<(PathBuf, String, bool), String> {
+    let (host, guest) = match text.split_once("::") {
+        Some((host, guest)) => (host.to_string(), guest.to_string()),
+        None => (text.to_string(), text.to_string()),
+    };
+    let (guest, read_only) = match guest.rsplit_once(':') {
+        Some((g, "ro")) => (g.to_string(), true),
+        Some((g, "rw")) => (g.to_string(), false),
+        _ => (guest, false),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("`{text}`: expected HOST::GUEST[:ro]"));
+    }
+    Ok((PathBuf::from(host), guest, read_only))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{text}`: expected K=V")),
+    }
+}
+
+/// The one place `forgeone run` obtains a [`VerifiedComponent`].
+fn verified_component(args: &Args) -> Result<VerifiedComponent, Failure> {
+    let name = args
+        .component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "component".into());
+    if let Some(anchor) = &args.anchor {
+        // Wired to `boot::verify_component` at integration (issue 3).
+        let sig = args
+            .sig
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.sig.json", args.component.display())));
+        return Err(Failure::check(format!(
+            "cannot verify {} against anchor {} with signature {}: signature verification \
+             (boot::verify_component) is not part of this build yet; use --allow-unsigned to run \
+             it unverified",
+            args.component.display(),
+            anchor.display(),
+            sig.display()
+        )));
+    }
+    if !args.allow_unsigned {
+        return Err(Failure::check(format!(
+            "refusing to run {}: it is not verified. Pass --anchor ANCHOR (and --sig FILE) to \
+             verify it, or --allow-unsigned to run it anyway (audited)",
+            args.component.display()
+        )));
+    }
+    let bytes = std::fs::read(&args.component)
+        .map_err(|e| Failure::input(format!("{}: {e}", args.component.display())))?;
+    let component = VerifiedComponent::unsigned(name, bytes);
+    eprintln!(
+        "warning: running UNSIGNED component {} (blake3 {}) because of --allow-unsigned; it runs \
+         as trust level `untrusted` and this is recorded in the audit log",
+        args.component.display(),
+        component.digest()
+    );
+    Ok(component)
+}
+
+fn host_key(args: &Args) -> Result<SigningKey, Failure> {
+    match &args.host_key {
+        Some(path) => SigningKey::from_file(path)
+            .map_err(|e| Failure::input(format!("host key {}: {e}", path.display()))),
+        None => {
+            let key = SigningKey::generate();
+            eprintln!(
+                "note: no --host-key (or FORGEONE_HOST_KEY): audit checkpoints are signed with an \
+                 ephemeral key {} that is not kept; the log proves integrity, not authorship",
+                key.id()
+            );
+            Ok(key)
+        }
+    }
+}
+
+fn exit_code_for(outcome: &Outcome) -> u8 {
+    match &outcome.end {
+        RunEnd::Success => 0,
+        RunEnd::Stopped { .. } => 130,
+        RunEnd::Failed(failure) => match failure {
+            RunFailure::Exit { code } => u8::try_from(*code).unwrap_or(1),
+            RunFailure::Deadline { .. } => 124,
+            RunFailure::HostCallDenied { .. } => 126,
+            RunFailure::MemoryLimit { .. } | RunFailure::TableLimit { .. } => 135,
+            RunFailure::OutOfFuel { .. } => 137,
+            _ => 134,
+        },
+        _ => 134,
+    }
+}
+
+pub fn run(args: Args) -> CmdResult {
+    let component = verified_component(&args)?;
+    let key = host_key(&args)?;
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
+    let log_path = args
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
+    let audit = AuditLog::open(&log_path, key, &AuditConfig::new())
+        .map_err(|e| Failure::input(format!("audit log: {e}")))?;
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
+    let result = tokio.block_on(run_container(&args, component, audit.clone()));
+    if let Err(e) = audit.close() {
+        eprintln!("warning: closing the audit log: {e}");
+    }
+    result
+}
+
+async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLog) -> CmdResult {
+    let mut config = RuntimeConfig::new();
+    config.allow_unsigned(args.allow_unsigned);
+    if !args.no_cache {
+        config.cache_dir(args.state_dir.join("cache"));
+    }
+    let runtime = Runtime::new(config, audit).map_err(|e| Failure::input(e.to_string()))?;
+
+    let raw = args.raw_output;
+    let sink = OutputSink::new(move |line| {
+        let text = if raw {
+            line.text.clone()
+        } else {
+            line.escaped()
+        };
+        match line.stream {
+            Stream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+            Stream::Stderr => eprintln!("{text}"),
+            _ => eprintln!("forgeone: {text}"),
+        }
+    });
+    let mut container = ContainerConfig::new(component);
+    container
+        .fuel(Some(args.fuel))
+        .max_memory(args.max_memory)
+        .timeout(Some(args.timeout))
+        .max_output(args.max_output)
+        .output(sink);
+    for (host, guest, read_only) in &args.dirs {
+        container.dir(host, guest, *read_only);
+    }
+    for (k, v) in &args.envs {
+        container.env(k, v);
+    }
+    for arg in &args.args {
+        container.arg(arg);
+    }
+    let principal = args
+        .principal
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into());
+    let identity = IdentityContext::new(
+        &args.tenant,
+        principal,
+        TrustVector::new(TrustLevel::Medium, 0),
+    );
+    let id = runtime
+        .launch_container(container, identity)
+        .map_err(|e| match e {
+            forgeone::RuntimeError::UnsignedRefused { .. }
+            | forgeone::RuntimeError::NetworkRefused { .. } => Failure::check(e),
+            other => Failure::input(other),
+        })?;
+
+    let outcome = tokio::select! {
+        outcome = runtime.wait(id) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("forgeone: stopping (Ctrl-C)");
+            let _ = runtime.stop_with_grace(id, Duration::ZERO);
+            runtime.wait(id).await
+        }
+    }
+    .map_err(|e| Failure::input(e.to_string()))?;
+    print_outcome(args, id, &outcome);
+    Ok(ExitCode::from(exit_code_for(&outcome)))
+}
+
+fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome) {
+    let stats = &outcome.stats;
+    if args.json {
+        let json = serde_json::json!({
+            "container": id,
+            "outcome": outcome,
+            "exit_code": exit_code_for(outcome),
+        });
+        eprintln!("{json}");
+        return;
+    }
+    let what = match &outcome.end {
+        RunEnd::Success => "exited with code 0".to_string(),
+        RunEnd::Stopped { .. } => "stopped".to_string(),
+        RunEnd::Failed(f) => f.to_string(),
+        other => format!("{other:?}"),
+    };
+    eprintln!(
+        "forgeone: {} {what} · fuel {} · peak memory {} · wall {}",
+        short(id),
+        stats.fuel_consumed,
+        bytesize::ByteSize::b(stats.peak_memory),
+        humantime::format_duration(Duration::from_micros(stats.wall_time.as_micros() as u64))
+    );
+    if let RunEnd::Failed(RunFailure::Trap { backtrace, .. }) = &outcome.end {
+        for frame in backtrace.iter().take(12) {
+            eprintln!("forgeone:     at {frame}");
+        }
+    }
+    if stats.output_truncated {
+        eprintln!(
+            "forgeone: output was truncated at {} (--max-output)",
+            bytesize::ByteSize::b(args.max_output)
+        );
+    }
+}
+
+fn short(id: uuid::Uuid) -> String {
+    id.simple().to_string()[..12].to_string()
+}

@@ -1,0 +1,702 @@
+//! A container: one instance of a verified component in its own `Store`,
+//! and the future that runs it to its outcome.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use uuid::Uuid;
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::audit::AuditLog;
+use crate::boot::VerifiedComponent;
+
+use super::RuntimeError;
+use super::bindings::container::ContainerPre;
+use super::control::Control;
+use super::host::{GuestIdentity, Host, KernelCtx, LogState};
+use super::limits::Limiter;
+use super::outcome::{Failure, Outcome, RunEnd, RunStats};
+use super::output::{Capture, CaptureTarget, OutputSink, Stream};
+use super::supervisor::RestartPolicy;
+
+/// Resource limits of one container run (or one plugin call).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Fuel budget (about one unit per wasm instruction); `None` for no
+    /// budget. Default: 10,000,000,000.
+    pub fuel: Option<u64>,
+    /// Linear memory, all memories together, in bytes. Default: 64 MiB.
+    pub max_memory: u64,
+    /// Elements per table. Default: 100,000.
+    pub max_table_elements: u64,
+    /// Core and component instances per store. Default: 100.
+    pub max_instances: usize,
+    /// Wall-clock deadline (time paused does not count); `None` for none.
+    /// Default: 60 s.
+    #[serde(with = "opt_duration_ms")]
+    pub timeout: Option<Duration>,
+    /// Output kept per run (stdout and stderr together), in bytes; past it
+    /// output is dropped and a marker line is emitted. Default: 1 MiB.
+    pub max_output: u64,
+    /// Longest output line; longer lines are split. Default: 4096 bytes.
+    pub max_line: usize,
+    /// Structured log lines per run; past it lines are dropped (audited
+    /// once). Default: 10,000.
+    pub max_log_lines: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: Some(10_000_000_000),
+            max_memory: 64 * 1024 * 1024,
+            max_table_elements: 100_000,
+            max_instances: 100,
+            timeout: Some(Duration::from_secs(60)),
+            max_output: 1024 * 1024,
+            max_line: 4096,
+            max_log_lines: 10_000,
+        }
+    }
+}
+
+mod opt_duration_ms {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A host directory granted to a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it (e.g. `/data`).
+    pub guest: String,
+    /// Read-only when true.
+    pub read_only: bool,
+}
+
+/// The capabilities granted to a container: nothing unless listed.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct Grants {
+    /// Preopened directories.
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// Outbound and inbound network (TCP, UDP, name lookup). Requires the
+    /// runtime policy to allow network.
+    pub network: bool,
+}
+
+/// Everything needed to run a container.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ContainerConfig {
+    pub(crate) component: VerifiedComponent,
+    pub(crate) name: String,
+    pub(crate) workload: Option<String>,
+    pub(crate) limits: Limits,
+    pub(crate) grants: Grants,
+    pub(crate) restart: RestartPolicy,
+    pub(crate) stop_grace: Duration,
+    pub(crate) output: Option<OutputSink>,
+    pub(crate) keep_last_lines: usize,
+}
+
+impl ContainerConfig {
+    /// A container of `component` with the default [`Limits`], no grants,
+    /// restart policy `never`, a 5 s stop grace period, and output only to
+    /// the audit log.
+    pub fn new(component: VerifiedComponent) -> ContainerConfig {
+        ContainerConfig {
+            name: component.name().to_string(),
+            component,
+            workload: None,
+            limits: Limits::default(),
+            grants: Grants::default(),
+            restart: RestartPolicy::Never,
+            stop_grace: Duration::from_secs(5),
+            output: None,
+            keep_last_lines: 20,
+        }
+    }
+
+    /// The container's display name. By default, the component's name.
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The deployment workload this container runs for. By default, none.
+    pub fn workload(&mut self, workload: impl Into<String>) -> &mut Self {
+        self.workload = Some(workload.into());
+        self
+    }
+
+    /// Replaces all limits. By default, [`Limits::default`].
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The fuel budget per run; `None` for none. By default, 10,000,000,000.
+    pub fn fuel(&mut self, fuel: Option<u64>) -> &mut Self {
+        self.limits.fuel = fuel;
+        self
+    }
+
+    /// Linear memory limit in bytes. By default, 64 MiB.
+    pub fn max_memory(&mut self, bytes: u64) -> &mut Self {
+        self.limits.max_memory = bytes;
+        self
+    }
+
+    /// Wall-clock deadline per run; `None` for none. By default, 60 s.
+    pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// Output kept per run, in bytes. By default, 1 MiB.
+    pub fn max_output(&mut self, bytes: u64) -> &mut Self {
+        self.limits.max_output = bytes;
+        self
+    }
+
+    /// Grants a host directory at `guest`, read-only or read-write. By
+    /// default, no directory is granted.
+    pub fn dir(
+        &mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        read_only: bool,
+    ) -> &mut Self {
+        self.grants.dirs.push(DirGrant {
+            host: host.into(),
+            guest: guest.into(),
+            read_only,
+        });
+        self
+    }
+
+    /// Grants an environment variable. By default, the environment is empty.
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.grants.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Appends an argument (after the program name, which is the container
+    /// name). By default, there are none.
+    pub fn arg(&mut self, arg: impl Into<String>) -> &mut Self {
+        self.grants.args.push(arg.into());
+        self
+    }
+
+    /// Grants network access (needs the runtime policy to allow it). By
+    /// default, no network.
+    pub fn network(&mut self, allow: bool) -> &mut Self {
+        self.grants.network = allow;
+        self
+    }
+
+    /// What to do when a run ends. By default, [`RestartPolicy::Never`].
+    pub fn restart(&mut self, policy: RestartPolicy) -> &mut Self {
+        self.restart = policy;
+        self
+    }
+
+    /// How long `stop` waits for the guest to finish before dropping it at
+    /// its next yield point. By default, 5 s.
+    pub fn stop_grace(&mut self, grace: Duration) -> &mut Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Streams every output line (stdout, stderr, logs) to `sink`. By
+    /// default, output goes only to the audit log.
+    pub fn output(&mut self, sink: OutputSink) -> &mut Self {
+        self.output = Some(sink);
+        self
+    }
+
+    /// The component.
+    pub fn component(&self) -> &VerifiedComponent {
+        &self.component
+    }
+
+    /// The limits.
+    pub fn current_limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The grants.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+}
+
+/// Everything one run needs, cheap to clone per restart.
+#[derive(Clone)]
+pub(crate) struct RunSpec {
+    pub(crate) pre: ContainerPre<Host>,
+    pub(crate) config: ContainerConfig,
+    pub(crate) identity: Arc<GuestIdentity>,
+    pub(crate) audit: AuditLog,
+    pub(crate) fuel_yield_interval: Option<u64>,
+}
+
+/// A prepared run: the store and WASI context are built; awaiting it
+/// instantiates and runs the guest.
+pub(crate) struct Run {
+    store: Store<Host>,
+    pre: ContainerPre<Host>,
+    capture: Capture,
+    control: Arc<Control>,
+    limits: Limits,
+    run: u32,
+}
+
+/// Builds the WASI context of a run: only what was granted.
+fn wasi_ctx(
+    config: &ContainerConfig,
+    capture: &Capture,
+) -> Result<wasmtime_wasi::WasiCtx, RuntimeError> {
+    let mut builder = WasiCtxBuilder::new();
+    // stdin stays closed (the builder's default).
+    builder
+        .stdout(capture.pipe(Stream::Stdout))
+        .stderr(capture.pipe(Stream::Stderr))
+        .arg(&config.name)
+        .args(&config.grants.args)
+        .envs(&config.grants.env)
+        .allow_tcp(config.grants.network)
+        .allow_udp(config.grants.network)
+        .allow_ip_name_lookup(config.grants.network);
+    if config.grants.network {
+        builder.inherit_network();
+    }
+    for dir in &config.grants.dirs {
+        let perms = if dir.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| RuntimeError::Preopen {
+                host: dir.host.clone(),
+                guest: dir.guest.clone(),
+                message: format!("{e:#}"),
+            })?;
+    }
+    Ok(builder.build())
+}
+
+impl Run {
+    /// Creates the store of run number `run`.
+    pub(crate) fn prepare(
+        spec: &RunSpec,
+        control: Arc<Control>,
+        run: u32,
+    ) -> Result<Run, RuntimeError> {
+        let config = &spec.config;
+        let limits = config.limits.clone();
+        let capture = Capture::new(CaptureTarget {
+            container: spec.identity.container,
+            component: spec.identity.component.clone(),
+            audit: spec.audit.clone(),
+            sink: config.output.clone(),
+            limit: limits.max_output,
+            max_line: limits.max_line.max(16),
+            keep_last: config.keep_last_lines,
+        });
+        let wasi = wasi_ctx(config, &capture)?;
+        let host = Host {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            limiter: Limiter::new(
+                limits.max_memory,
+                limits.max_table_elements,
+                limits.max_instances,
+                Some(control.clone()),
+            ),
+            kernel: KernelCtx {
+                identity: spec.identity.clone(),
+                log: LogState {
+                    audit: spec.audit.clone(),
+                    capture: Some(capture.clone()),
+                    written: 0,
+                    limit: limits.max_log_lines,
+                },
+            },
+        };
+        let engine = spec.pre.instance_pre().component().engine().clone();
+        let store = new_store(
+            &engine,
+            host,
+            &limits,
+            spec.fuel_yield_interval,
+            Some(control.clone()),
+        )?;
+        Ok(Run {
+            store,
+            pre: spec.pre.clone(),
+            capture,
+            control,
+            limits,
+            run,
+        })
+    }
+
+    /// The future that runs the guest to its outcome.
+    pub(crate) fn into_future(self) -> RunFuture {
+        let Run {
+            mut store,
+            pre,
+            capture,
+            control,
+            limits,
+            run,
+        } = self;
+        let started = Instant::now();
+        control.reset_for_run(limits.timeout.map(|t| started + t));
+        let budget = limits.fuel.unwrap_or(u64::MAX);
+        let guest_capture = capture.clone();
+        let inner = Box::pin(async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.wasi_cli_run().call_run(&mut store).await
+            }
+            .await;
+            guest_capture.finish();
+            let fuel_left = store.get_fuel().unwrap_or(0);
+            (result, store.into_data(), fuel_left)
+        });
+        RunFuture {
+            inner: Some(inner),
+            control,
+            capture,
+            limits,
+            budget,
+            run,
+            started,
+            deadline_timer: None,
+            stop_timer: None,
+        }
+    }
+}
+
+/// Creates a store with fuel, yields, epoch deadline handling and limits.
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    host: Host,
+    limits: &Limits,
+    fuel_yield_interval: Option<u64>,
+    control: Option<Arc<Control>>,
+) -> Result<Store<Host>, RuntimeError> {
+    let mut store = Store::new(engine, host);
+    let budget = limits.fuel.unwrap_or(u64::MAX);
+    let internal = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+    store.set_fuel(budget).map_err(internal)?;
+    store
+        .fuel_async_yield_interval(fuel_yield_interval)
+        .map_err(internal)?;
+    store.limiter(|host| &mut host.limiter);
+    store.set_epoch_deadline(1);
+    let deadline = limits.timeout.map(|t| Instant::now() + t);
+    store.epoch_deadline_callback(move |ctx| {
+        // Runs at every epoch tick while wasm executes.
+        match &control {
+            Some(control) => {
+                let fuel_left = ctx.get_fuel().unwrap_or(0);
+                control
+                    .fuel_consumed
+                    .store(budget.saturating_sub(fuel_left), Ordering::Relaxed);
+                if control
+                    .effective_deadline()
+                    .is_some_and(|d| Instant::now() >= d)
+                {
+                    return Err(wasmtime::Error::new(DeadlinePassed));
+                }
+                let requests = control.lock();
+                if requests.paused || requests.stop_at.is_some() {
+                    // Hand control back to the drive future now rather than
+                    // at the next fuel yield.
+                    return Ok(UpdateDeadline::Yield(1));
+                }
+                Ok(UpdateDeadline::Continue(1))
+            }
+            None => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(wasmtime::Error::new(DeadlinePassed));
+                }
+                Ok(UpdateDeadline::Continue(1))
+            }
+        }
+    });
+    Ok(store)
+}
+
+/// Raised from the epoch callback when the deadline has passed.
+#[derive(Debug)]
+pub(crate) struct DeadlinePassed;
+
+impl std::fmt::Display for DeadlinePassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wall-clock deadline passed")
+    }
+}
+
+impl std::error::Error for DeadlinePassed {}
+
+type GuestFuture =
+    Pin<Box<dyn Future<Output = (wasmtime::Result<Result<(), ()>>, Host, u64)> + Send>>;
+
+/// Drives one run. Polling it runs the guest; not polling it (while
+/// paused) costs nothing; dropping it drops the guest at its current yield
+/// point.
+pub(crate) struct RunFuture {
+    inner: Option<GuestFuture>,
+    control: Arc<Control>,
+    capture: Capture,
+    limits: Limits,
+    budget: u64,
+    run: u32,
+    started: Instant,
+    deadline_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    stop_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+fn sleep_until(at: Instant) -> Pin<Box<tokio::time::Sleep>> {
+    // Timers bind to the ambient tokio runtime, or wasmtime-wasi's own when
+    // the future is polled by another executor.
+    wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
+        Box::pin(tokio::time::sleep_until(at.into()))
+    })
+}
+
+/// Polls `timer` (created or moved to `at`); true when it has fired.
+fn poll_timer(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    at: Instant,
+    cx: &mut Context<'_>,
+) -> bool {
+    let sleep = timer.get_or_insert_with(|| sleep_until(at));
+    if sleep.deadline() != at.into() {
+        sleep.as_mut().reset(at.into());
+    }
+    sleep.as_mut().poll(cx).is_ready()
+}
+
+impl RunFuture {
+    fn stats(&self, host: Option<&Host>, fuel_left: Option<u64>) -> RunStats {
+        let (output_bytes, output_truncated) = self.capture.totals();
+        let fuel_consumed = match fuel_left {
+            Some(left) => self.budget.saturating_sub(left),
+            None => self.control.fuel_consumed.load(Ordering::Relaxed),
+        };
+        let (peak_memory, memory_refusals, table_refusals) = match host {
+            Some(host) => (
+                host.limiter.memory_peak,
+                host.limiter.memory_refusals,
+                host.limiter.table_refusals,
+            ),
+            None => (self.control.peak_memory.load(Ordering::Relaxed), 0, 0),
+        };
+        self.control
+            .fuel_consumed
+            .store(fuel_consumed, Ordering::Relaxed);
+        RunStats {
+            fuel_consumed,
+            peak_memory,
+            wall_time: self.started.elapsed(),
+            memory_refusals,
+            table_refusals,
+            output_bytes,
+            output_truncated,
+        }
+    }
+
+    fn end_without_guest(&mut self, end: RunEnd) -> Outcome {
+        // Dropping the guest future drops the store: the instance is gone.
+        self.inner = None;
+        self.capture.finish();
+        Outcome {
+            end,
+            stats: self.stats(None, None),
+            run: self.run,
+            last_output: self.capture.last_lines(),
+        }
+    }
+}
+
+impl Future for RunFuture {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = &mut *self;
+        // 1. Lifecycle requests.
+        let (paused, stop_at) = {
+            let mut requests = this.control.lock();
+            requests.waker = Some(cx.waker().clone());
+            (requests.paused, requests.stop_at)
+        };
+        if let Some(at) = stop_at
+            && poll_timer(&mut this.stop_timer, at, cx)
+        {
+            return Poll::Ready(this.end_without_guest(RunEnd::Stopped { forced: true }));
+        }
+        if paused {
+            // Not polling the guest: it consumes nothing until resumed.
+            this.control.parked.store(true, Ordering::SeqCst);
+            return Poll::Pending;
+        }
+        this.control.parked.store(false, Ordering::SeqCst);
+        // 2. The wall-clock deadline, even while the guest waits in a host call.
+        if let Some(deadline) = this.control.effective_deadline()
+            && poll_timer(&mut this.deadline_timer, deadline, cx)
+        {
+            let timeout_ms = this.limits.timeout.map_or(0, |t| t.as_millis() as u64);
+            return Poll::Ready(
+                this.end_without_guest(RunEnd::Failed(Failure::Deadline { timeout_ms })),
+            );
+        }
+        // 3. The guest itself, up to its next yield point.
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Pending;
+        };
+        let (result, host, fuel_left) = match inner.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        this.inner = None;
+        let stats = this.stats(Some(&host), Some(fuel_left));
+        let end = classify(result, &host, &this.limits, this.budget);
+        let end = match (end, stop_at) {
+            // Ended on its own during the grace period: a graceful stop.
+            (RunEnd::Success, Some(_)) => RunEnd::Stopped { forced: false },
+            (end, _) => end,
+        };
+        Poll::Ready(Outcome {
+            end,
+            stats,
+            run: this.run,
+            last_output: this.capture.last_lines(),
+        })
+    }
+}
+
+/// Maps the result of `run` to a typed end.
+pub(crate) fn classify(
+    result: wasmtime::Result<Result<(), ()>>,
+    host: &Host,
+    limits: &Limits,
+    budget: u64,
+) -> RunEnd {
+    let error = match result {
+        Ok(Ok(())) => return RunEnd::Success,
+        Ok(Err(())) => return with_limits(Failure::Exit { code: 1 }, host, limits),
+        Err(error) => error,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return match exit.0 {
+            0 => RunEnd::Success,
+            code => with_limits(Failure::Exit { code }, host, limits),
+        };
+    }
+    if error.downcast_ref::<DeadlinePassed>().is_some() {
+        return RunEnd::Failed(Failure::Deadline {
+            timeout_ms: limits.timeout.map_or(0, |t| t.as_millis() as u64),
+        });
+    }
+    if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
+        return RunEnd::Failed(Failure::OutOfFuel { budget });
+    }
+    with_limits(trap_failure(&error), host, limits)
+}
+
+/// A trap, with its wasm backtrace.
+pub(crate) fn trap_failure(error: &wasmtime::Error) -> Failure {
+    let trap = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    // The backtrace's own rendering demangles Rust (v0 and legacy) names.
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| {
+            bt.to_string()
+                .lines()
+                .map(str::trim)
+                .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
+                .take(32)
+                .map(|line| match line.split_once(" - ") {
+                    Some((_, frame)) => frame.to_string(),
+                    None => line.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Failure::Trap { trap, backtrace }
+}
+
+/// A failure after a refused memory or table growth is reported as hitting
+/// that limit.
+fn with_limits(failure: Failure, host: &Host, limits: &Limits) -> RunEnd {
+    let detail = failure.to_string();
+    if let Some(requested) = host.limiter.memory_refused {
+        return RunEnd::Failed(Failure::MemoryLimit {
+            limit: limits.max_memory,
+            requested,
+            detail,
+        });
+    }
+    if let Some(requested) = host.limiter.table_refused {
+        return RunEnd::Failed(Failure::TableLimit {
+            limit: limits.max_table_elements,
+            requested,
+            detail,
+        });
+    }
+    RunEnd::Failed(failure)
+}
+
+/// The identity and the container id of a new container.
+pub(crate) fn guest_identity(
+    container: Uuid,
+    config: &ContainerConfig,
+    identity: crate::identity::IdentityContext,
+) -> GuestIdentity {
+    GuestIdentity {
+        container,
+        workload: config.workload.clone(),
+        identity,
+        component: config.component.digest().to_hex(),
+        signers: config
+            .component
+            .signers()
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
+    }
+}

@@ -1,0 +1,189 @@
+//! [`EngineConfig`]: the wasmtime engine knobs ForgeOne supports, and the
+//! epoch ticker that drives deadlines.
+
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::RuntimeError;
+
+/// How the runtime's wasmtime engine is set up: only the knobs ForgeOne
+/// supports, each with a documented default. Async execution, fuel metering
+/// and epoch interruption are always on (the runtime depends on them).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    pub(crate) pooling: Option<PoolingLimits>,
+    pub(crate) fuel_yield_interval: Option<u64>,
+    pub(crate) epoch_tick: Duration,
+    pub(crate) max_wasm_stack: usize,
+    pub(crate) parallel_compilation: bool,
+}
+
+/// Sizing of the pooling instance allocator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolingLimits {
+    pub(crate) total_instances: u32,
+    pub(crate) max_memory_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig::new()
+    }
+}
+
+impl EngineConfig {
+    /// The defaults: on-demand allocation, a fuel yield every 1,000,000
+    /// units, a 10 ms epoch tick, a 512 KiB wasm stack, parallel compilation.
+    pub fn new() -> Self {
+        EngineConfig {
+            pooling: None,
+            fuel_yield_interval: Some(1_000_000),
+            epoch_tick: Duration::from_millis(10),
+            max_wasm_stack: 512 * 1024,
+            parallel_compilation: true,
+        }
+    }
+
+    /// Uses wasmtime's pooling instance allocator with copy-on-write memory
+    /// images, sized for `total_instances` concurrent component instances,
+    /// each with at most `max_memory_bytes` of linear memory per memory.
+    /// Instantiation becomes a few microseconds; the pool reserves virtual
+    /// address space up front. By default, this is disabled (memory is
+    /// allocated on demand, still with copy-on-write images).
+    pub fn pooling(&mut self, total_instances: u32, max_memory_bytes: u64) -> &mut Self {
+        self.pooling = Some(PoolingLimits {
+            total_instances,
+            max_memory_bytes,
+        });
+        self
+    }
+
+    /// How much fuel a guest burns between yields to the async executor:
+    /// the preemption granularity for pause, stop and the scheduler's
+    /// priority lanes. `None` disables fuel yields (epoch ticks still yield
+    /// a paused or stopping guest). By default, 1,000,000 (about a
+    /// millisecond of guest CPU).
+    pub fn fuel_yield_interval(&mut self, interval: Option<u64>) -> &mut Self {
+        self.fuel_yield_interval = interval.filter(|i| *i > 0);
+        self
+    }
+
+    /// The epoch tick: how often a background thread advances the engine
+    /// epoch, i.e. the resolution of deadlines enforced inside wasm code. By
+    /// default, 10 ms.
+    pub fn epoch_tick(&mut self, tick: Duration) -> &mut Self {
+        self.epoch_tick = tick.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The maximum wasm stack per container; deeper recursion traps with a
+    /// stack overflow. By default, 512 KiB.
+    pub fn max_wasm_stack(&mut self, bytes: usize) -> &mut Self {
+        self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// Compiles functions on all cores. By default, enabled.
+    pub fn parallel_compilation(&mut self, enable: bool) -> &mut Self {
+        self.parallel_compilation = enable;
+        self
+    }
+
+    /// Builds the wasmtime engine.
+    pub(crate) fn build(&self) -> Result<Engine, RuntimeError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .parallel_compilation(self.parallel_compilation)
+            .max_wasm_stack(self.max_wasm_stack)
+            // The async stack must hold the wasm stack plus host frames.
+            .async_stack_size(self.max_wasm_stack + 1024 * 1024);
+        if let Some(pool) = self.pooling {
+            let mut pooling = PoolingAllocationConfig::new();
+            pooling
+                .total_component_instances(pool.total_instances)
+                .total_core_instances(pool.total_instances.saturating_mul(8))
+                .total_memories(pool.total_instances.saturating_mul(2))
+                .total_tables(pool.total_instances.saturating_mul(2))
+                .total_stacks(pool.total_instances)
+                .max_memory_size(usize::try_from(pool.max_memory_bytes).unwrap_or(usize::MAX));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        }
+        Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+    }
+}
+
+/// A blake3-backed `Hasher`, so the engine's compatibility hash becomes a
+/// stable 32-byte fingerprint (std's `DefaultHasher` is 64 bits and its
+/// algorithm is unspecified).
+struct FingerprintHasher(blake3::Hasher);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        let hash = self.0.finalize();
+        u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// A fingerprint of everything that makes compiled code compatible with
+/// `engine` (wasmtime version, target, compiler flags, features).
+pub(crate) fn engine_fingerprint(engine: &Engine) -> [u8; 32] {
+    use std::hash::Hash;
+    let mut hasher = FingerprintHasher(blake3::Hasher::new());
+    hasher.0.update(b"forgeone.engine.v1\0");
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    *hasher.0.finalize().as_bytes()
+}
+
+/// Advances the engine epoch every tick until dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine, tick: Duration) -> Result<EpochTicker, RuntimeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("forgeone-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The runtime's audit events (`container.*`, and `policy.*` for unsigned code).
+
+use serde::Serialize;
+
+use crate::audit::{AuditEvent, Severity, Untrusted};
+
+use super::outcome::{Failure, RunStats};
+
+/// Everything the runtime writes to the audit log. Guest-supplied text is
+/// always [`Untrusted`] (escaped).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum ContainerEvent {
+    /// A component was compiled (or loaded from the compiled cache).
+    Compiled {
+        name: String,
+        source: &'static str,
+        compile_ms: u64,
+    },
+    /// A cached compiled artifact failed its integrity check and was rebuilt.
+    CacheRejected { path: String, reason: String },
+    /// A container was created.
+    Created {
+        name: String,
+        workload: Option<String>,
+        signers: Vec<String>,
+        capabilities: serde_json::Value,
+        limits: serde_json::Value,
+        restart: &'static str,
+    },
+    /// A run started.
+    Started { run: u32 },
+    /// A run ended successfully.
+    Exited {
+        run: u32,
+        code: i32,
+        stats: RunStats,
+    },
+    /// A run failed.
+    Failed {
+        run: u32,
+        #[serde(flatten)]
+        failure: Failure,
+        stats: RunStats,
+    },
+    /// A run was stopped by an operator.
+    Stopped {
+        run: u32,
+        forced: bool,
+        stats: RunStats,
+    },
+    /// A stop was requested.
+    StopRequested { grace_ms: u64 },
+    /// Paused.
+    Paused,
+    /// Resumed.
+    Resumed { paused_ms: u64 },
+    /// A restart was scheduled after a backoff.
+    RestartScheduled {
+        run: u32,
+        backoff_ms: u64,
+        policy: &'static str,
+    },
+    /// Crash loop: quarantined until released.
+    Quarantined {
+        failures: u32,
+        last_failure: Failure,
+        fuel_consumed: u64,
+        last_output: Vec<Untrusted>,
+        restart_history: Vec<serde_json::Value>,
+    },
+    /// An operator released a quarantined container.
+    Released,
+    /// A lifecycle request was refused.
+    TransitionRefused {
+        action: &'static str,
+        status: String,
+    },
+    /// One line of guest output.
+    Output {
+        stream: &'static str,
+        line: Untrusted,
+    },
+    /// Output went past the capture limit.
+    OutputTruncated { limit_bytes: u64 },
+    /// A structured log line from the guest (`forgeone:kernel/log`).
+    Log {
+        level: &'static str,
+        message: Untrusted,
+        fields: Vec<(Untrusted, Untrusted)>,
+    },
+    /// Log lines were dropped past the per-run limit.
+    LogDropped { limit: u32 },
+    /// Unsigned code was allowed to run (loud on purpose).
+    UnsignedAllowed { name: String, digest: String },
+    /// Unsigned code was refused.
+    UnsignedRefused { name: String, digest: String },
+    /// Network access was requested but the policy does not allow it.
+    NetworkRefused { name: String },
+    /// A plugin was loaded.
+    PluginLoaded {
+        plugin: String,
+        name: String,
+        version: String,
+    },
+    /// A plugin call ended.
+    PluginCall {
+        plugin: String,
+        call: String,
+        result: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure: Option<Failure>,
+        stats: RunStats,
+    },
+}
+
+impl AuditEvent for ContainerEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            ContainerEvent::Compiled { .. } => "container.compiled",
+            ContainerEvent::CacheRejected { .. } => "container.cache_rejected",
+            ContainerEvent::Created { .. } => "container.created",
+            ContainerEvent::Started { .. } => "container.started",
+            ContainerEvent::Exited { .. } => "container.exited",
+            ContainerEvent::Failed { .. } => "container.failed",
+            ContainerEvent::Stopped { .. } => "container.stopped",
+            ContainerEvent::StopRequested { .. } => "container.stop_requested",
+            ContainerEvent::Paused => "container.paused",
+            ContainerEvent::Resumed { .. } => "container.resumed",
+            ContainerEvent::RestartScheduled { .. } => "container.restart_scheduled",
+            ContainerEvent::Quarantined { .. } => "container.quarantined",
+            ContainerEvent::Released => "container.released",
+            ContainerEvent::TransitionRefused { .. } => "container.transition_refused",
+            ContainerEvent::Output { .. } => "container.output",
+            ContainerEvent::OutputTruncated { .. } => "container.output_truncated",
+            ContainerEvent::Log { .. } => "container.log",
+            ContainerEvent::LogDropped { .. } => "container.log_dropped",
+            ContainerEvent::UnsignedAllowed { .. } => "policy.unsigned_allowed",
+            ContainerEvent::UnsignedRefused { .. } => "policy.unsigned_refused",
+            ContainerEvent::NetworkRefused { .. } => "policy.network_refused",
+            ContainerEvent::PluginLoaded { .. } => "container.plugin.loaded",
+            ContainerEvent::PluginCall { .. } => "container.plugin.call",
+        }
+    }
+
+    fn details(&self) -> serde_json::Value {
+        match self {
+            // Unit variants serialise as `null` untagged; details must be an object.
+            ContainerEvent::Paused | ContainerEvent::Released => serde_json::json!({}),
+            other => serde_json::to_value(other)
+                .unwrap_or_else(|e| serde_json::json!({ "serialization_error": e.to_string() })),
+        }
+    }
+
+    fn severity(&self) -> Severity {
+        match self {
+            ContainerEvent::Failed { .. }
+            | ContainerEvent::CacheRejected { .. }
+            | ContainerEvent::Quarantined { .. }
+            | ContainerEvent::TransitionRefused { .. }
+            | ContainerEvent::OutputTruncated { .. }
+            | ContainerEvent::LogDropped { .. }
+            | ContainerEvent::UnsignedAllowed { .. }
+            | ContainerEvent::UnsignedRefused { .. }
+            | ContainerEvent::NetworkRefused { .. } => Severity::Warn,
+            ContainerEvent::PluginCall {
+                failure: Some(_), ..
+            } => Severity::Warn,
+            _ => Severity::Info,
+        }
+    }
+}

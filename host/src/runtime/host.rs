@@ -1,0 +1,199 @@
+//! Per-container host state: one struct in each `Store`, with WASI through
+//! [`WasiView`] and the `forgeone:kernel` imports through their own small
+//! view ([`KernelView`]).
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::audit::{Actor, AuditLog, Entry, Untrusted};
+use crate::identity::{IdentityContext, TrustLevel};
+
+use super::bindings::{identity, log};
+use super::events::ContainerEvent;
+use super::limits::Limiter;
+use super::output::Capture;
+
+/// Who a running instance is, as the kernel established it.
+#[derive(Debug, Clone)]
+pub(crate) struct GuestIdentity {
+    pub(crate) container: Uuid,
+    pub(crate) workload: Option<String>,
+    pub(crate) identity: IdentityContext,
+    pub(crate) component: String,
+    pub(crate) signers: Vec<String>,
+}
+
+/// The host side of `forgeone:kernel/log` for one instance.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub(crate) audit: AuditLog,
+    pub(crate) capture: Option<Capture>,
+    pub(crate) written: u32,
+    pub(crate) limit: u32,
+}
+
+/// The state in every container's (and plugin call's) `Store`.
+pub(crate) struct Host {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) kernel: KernelCtx,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("container", &self.kernel.identity.container)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What the `forgeone:kernel` imports see of the host state.
+#[derive(Debug)]
+pub(crate) struct KernelCtx {
+    pub(crate) identity: Arc<GuestIdentity>,
+    pub(crate) log: LogState,
+}
+
+/// Access to the `forgeone:kernel` host state, like `WasiView` for WASI.
+pub(crate) trait KernelView: Send {
+    fn kernel(&mut self) -> &mut KernelCtx;
+}
+
+impl KernelView for Host {
+    fn kernel(&mut self) -> &mut KernelCtx {
+        &mut self.kernel
+    }
+}
+
+/// `HasData` marker for the kernel imports.
+pub(crate) struct Kernel;
+
+impl HasData for Kernel {
+    type Data<'a> = &'a mut KernelCtx;
+}
+
+/// Adds WASI (p2, async) and the kernel imports to `linker`.
+pub(crate) fn add_to_linker<T: WasiView + KernelView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    identity::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
+    log::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
+    Ok(())
+}
+
+fn wit_trust(level: TrustLevel) -> identity::TrustLevel {
+    match level {
+        TrustLevel::Untrusted => identity::TrustLevel::Untrusted,
+        TrustLevel::Low => identity::TrustLevel::Low,
+        TrustLevel::Medium => identity::TrustLevel::Medium,
+        TrustLevel::High => identity::TrustLevel::High,
+        TrustLevel::System => identity::TrustLevel::System,
+    }
+}
+
+impl identity::Host for &mut KernelCtx {
+    fn current(&mut self) -> identity::ContainerIdentity {
+        let me = &self.identity;
+        identity::ContainerIdentity {
+            container_id: me.container.hyphenated().to_string(),
+            workload: me.workload.clone(),
+            tenant: me.identity.tenant.clone(),
+            principal: me.identity.principal.clone(),
+            trust: wit_trust(me.identity.trust.level),
+            component_digest: me.component.clone(),
+            signers: me.signers.clone(),
+        }
+    }
+}
+
+fn level_name(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Trace => "trace",
+        log::Level::Debug => "debug",
+        log::Level::Info => "info",
+        log::Level::Warn => "warn",
+        log::Level::Error => "error",
+    }
+}
+
+impl log::Host for &mut KernelCtx {
+    fn write(&mut self, level: log::Level, message: String, fields: Vec<log::Field>) {
+        let me = self.identity.clone();
+        let state = &mut self.log;
+        state.written = state.written.saturating_add(1);
+        if state.written > state.limit {
+            if state.written == state.limit + 1 {
+                let event = ContainerEvent::LogDropped { limit: state.limit };
+                let _ = state.audit.append(
+                    Entry::new(&event)
+                        .actor(Actor::host())
+                        .container(me.container)
+                        .component(me.component.clone()),
+                );
+            }
+            return;
+        }
+        let escaped = Untrusted::new(&message);
+        let raw_fields: String = fields
+            .iter()
+            .map(|f| format!(" {}={}", f.key, f.value))
+            .collect();
+        let fields: Vec<(Untrusted, Untrusted)> = fields
+            .iter()
+            .map(|f| (Untrusted::new(&f.key), Untrusted::new(&f.value)))
+            .collect();
+        let rendered_fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+        // Tagged by the host with who wrote it; the guest cannot forge this.
+        let container = me.container.to_string();
+        let tenant = me.identity.tenant.as_str();
+        let principal = me.identity.principal.as_str();
+        let trust = me.identity.trust.level.to_string();
+        macro_rules! emit {
+            ($lvl:expr) => {
+                tracing::event!(target: "forgeone::guest", $lvl,
+                    container = %container, tenant, principal, trust = %trust,
+                    "{}{}", escaped, rendered_fields)
+            };
+        }
+        match level {
+            log::Level::Trace => emit!(tracing::Level::TRACE),
+            log::Level::Debug => emit!(tracing::Level::DEBUG),
+            log::Level::Info => emit!(tracing::Level::INFO),
+            log::Level::Warn => emit!(tracing::Level::WARN),
+            log::Level::Error => emit!(tracing::Level::ERROR),
+        }
+        let name = level_name(level);
+        if let Some(capture) = &state.capture {
+            capture.log_line(format!("[{name}] {message}{raw_fields}"));
+        }
+        let event = ContainerEvent::Log {
+            level: name,
+            message: escaped,
+            fields,
+        };
+        let mut entry = Entry::new(&event)
+            .actor(&me.identity)
+            .container(me.container)
+            .component(me.component.clone());
+        if let Some(workload) = &me.workload {
+            entry = entry.workload(workload.clone());
+        }
+        if let Err(e) = state.audit.append(entry) {
+            tracing::error!(container = %me.container, "audit append failed: {e}");
+        }
+    }
+}

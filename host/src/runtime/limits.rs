@@ -1,0 +1,111 @@
+//! The per-container [`ResourceLimiter`]: memory, table and instance limits,
+//! peak memory, and a record of every refusal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use wasmtime::ResourceLimiter;
+
+use super::control::Control;
+
+/// Limits enforced while a container grows its memories and tables.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    pub(crate) memory_limit: u64,
+    pub(crate) table_elements: u64,
+    pub(crate) instances: usize,
+    pub(crate) tables: usize,
+    pub(crate) memories: usize,
+    /// Linear memory currently held, all memories together.
+    pub(crate) memory_total: u64,
+    pub(crate) memory_peak: u64,
+    /// The last refused memory growth: total bytes it asked for.
+    pub(crate) memory_refused: Option<u64>,
+    pub(crate) memory_refusals: u32,
+    /// The last refused table growth: elements it asked for.
+    pub(crate) table_refused: Option<u64>,
+    pub(crate) table_refusals: u32,
+    pub(crate) control: Option<Arc<Control>>,
+}
+
+impl Limiter {
+    pub(crate) fn new(
+        memory_limit: u64,
+        table_elements: u64,
+        instances: usize,
+        control: Option<Arc<Control>>,
+    ) -> Limiter {
+        Limiter {
+            memory_limit,
+            table_elements,
+            instances,
+            tables: instances.saturating_mul(2).max(4),
+            memories: instances.max(2),
+            memory_total: 0,
+            memory_peak: 0,
+            memory_refused: None,
+            memory_refusals: 0,
+            table_refused: None,
+            table_refusals: 0,
+            control,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = (desired as u64).saturating_sub(current as u64);
+        let total = self.memory_total.saturating_add(grow);
+        if total > self.memory_limit {
+            // Refused: `memory.grow` returns -1 inside the guest.
+            self.memory_refused = Some(total);
+            self.memory_refusals += 1;
+            return Ok(false);
+        }
+        self.memory_total = total;
+        if total > self.memory_peak {
+            self.memory_peak = total;
+            if let Some(control) = &self.control {
+                control.peak_memory.store(total, Ordering::Relaxed);
+            }
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Allowed by us but refused by the memory's own maximum: the guest
+        // sees -1, as with our refusal; nothing was allocated.
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.table_elements {
+            self.table_refused = Some(desired as u64);
+            self.table_refusals += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}

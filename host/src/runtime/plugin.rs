@@ -1,0 +1,328 @@
+//! Plugins: signed components exporting `forgeone:kernel/plugin-api`, called
+//! by the embedding service with typed values.
+//!
+//! Every call runs in a fresh instance with its own store: fresh fuel,
+//! memory limit and deadline per call, and nothing left over from the
+//! previous call (the Spin model: instances are cheap from an
+//! `InstancePre`). A plugin gets an empty WASI context: no directories, no
+//! environment, no network; its output goes to the audit log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::Entry;
+use crate::boot::{Digest, VerifiedComponent};
+use crate::identity::IdentityContext;
+
+use super::RuntimeError;
+use super::bindings::plugin::PluginPre;
+use super::container::{Limits, classify, new_store};
+use super::events::ContainerEvent;
+use super::host::{GuestIdentity, Host, KernelCtx, LogState};
+use super::lifecycle::Runtime;
+use super::limits::Limiter;
+use super::outcome::{Failure, RunEnd, RunStats};
+use super::output::{Capture, CaptureTarget, Stream};
+
+pub use super::bindings::plugin::forgeone::kernel::types::{CallError, PluginInfo, Value};
+
+/// A loaded plugin, as the runtime tracks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginContext {
+    /// Plugin id.
+    pub id: Uuid,
+    /// Name the plugin reports.
+    pub name: String,
+    /// Version the plugin reports.
+    pub version: String,
+    /// blake3 digest of the component.
+    pub component_digest: Digest,
+    /// Who its calls run as.
+    pub identity: IdentityContext,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that trapped or hit a limit.
+    pub failures: u64,
+}
+
+/// A loaded plugin. Clone it to call it from several tasks.
+#[derive(Clone)]
+pub struct Plugin {
+    runtime: Runtime,
+    id: Uuid,
+    pre: PluginPre<Host>,
+    identity: Arc<GuestIdentity>,
+    limits: Limits,
+    info: PluginInfo,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.id)
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Loads a plugin: checks the policy (unsigned code is refused unless
+    /// allowed), compiles it once, checks it exports `plugin-api`, and
+    /// calls `describe`. Each call then runs under `limits`.
+    pub async fn load_plugin(
+        &self,
+        component: &VerifiedComponent,
+        identity: IdentityContext,
+        limits: Limits,
+    ) -> Result<Plugin, RuntimeError> {
+        let id = Uuid::new_v4();
+        let identity = self.admit(component, identity, None)?;
+        let compiled = self.inner.store.get(component)?;
+        let pre = match &compiled.pre {
+            Ok(pre) => PluginPre::new(pre.clone()).map_err(|e| RuntimeError::NotAPlugin {
+                name: component.name().to_string(),
+                message: format!("{e:#}"),
+            })?,
+            Err(failure) => {
+                return Err(RuntimeError::NotAPlugin {
+                    name: component.name().to_string(),
+                    message: failure.to_string(),
+                });
+            }
+        };
+        let guest = Arc::new(GuestIdentity {
+            container: id,
+            workload: None,
+            identity: identity.clone(),
+            component: component.digest().to_hex(),
+            signers: component.signers().iter().map(|k| k.to_string()).collect(),
+        });
+        let mut plugin = Plugin {
+            runtime: self.clone(),
+            id,
+            pre,
+            identity: guest,
+            limits,
+            info: PluginInfo {
+                name: component.name().to_string(),
+                version: component.version().to_string(),
+                calls: Vec::new(),
+            },
+        };
+        plugin.info = plugin.describe().await?;
+        self.inner
+            .plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                PluginContext {
+                    id,
+                    name: plugin.info.name.clone(),
+                    version: plugin.info.version.clone(),
+                    component_digest: component.digest(),
+                    identity: identity.clone(),
+                    calls: 0,
+                    failures: 0,
+                },
+            );
+        let event = ContainerEvent::PluginLoaded {
+            plugin: id.to_string(),
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+        };
+        self.audit(
+            Entry::new(&event)
+                .actor(&identity)
+                .component(component.digest().to_hex()),
+        )?;
+        Ok(plugin)
+    }
+}
+
+enum Call {
+    Describe,
+    Call(String, Value),
+}
+
+enum Reply {
+    Info(PluginInfo),
+    Value(Result<Value, CallError>),
+}
+
+impl Plugin {
+    /// The plugin's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// What the plugin said about itself when it was loaded.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Calls `describe` (in a fresh instance).
+    pub async fn describe(&self) -> Result<PluginInfo, RuntimeError> {
+        match self.invoke(Call::Describe).await? {
+            Reply::Info(info) => Ok(info),
+            Reply::Value(_) => unreachable!("describe returns plugin info"),
+        }
+    }
+
+    /// Calls `name` with `input` in a fresh instance under the plugin's
+    /// limits. `Ok(Err(..))` is the plugin's own error; `Err(..)` means the
+    /// call trapped or hit a limit ([`RuntimeError::PluginFailed`]).
+    pub async fn call(
+        &self,
+        name: &str,
+        input: Value,
+    ) -> Result<Result<Value, CallError>, RuntimeError> {
+        match self.invoke(Call::Call(name.to_string(), input)).await? {
+            Reply::Value(value) => Ok(value),
+            Reply::Info(_) => unreachable!("call returns a value"),
+        }
+    }
+
+    async fn invoke(&self, call: Call) -> Result<Reply, RuntimeError> {
+        let runtime = &self.runtime;
+        runtime.inner.audit.ensure_writable()?;
+        let call_name = match &call {
+            Call::Describe => "describe".to_string(),
+            Call::Call(name, _) => name.clone(),
+        };
+        let capture = Capture::new(CaptureTarget {
+            container: self.id,
+            component: self.identity.component.clone(),
+            audit: runtime.inner.audit.clone(),
+            sink: None,
+            limit: self.limits.max_output,
+            max_line: self.limits.max_line.max(16),
+            keep_last: 0,
+        });
+        // An empty WASI context: no preopens, env, args or network; output
+        // captured.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(capture.pipe(Stream::Stdout))
+            .stderr(capture.pipe(Stream::Stderr))
+            .build();
+        let host = Host {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            limiter: Limiter::new(
+                self.limits.max_memory,
+                self.limits.max_table_elements,
+                self.limits.max_instances,
+                None,
+            ),
+            kernel: KernelCtx {
+                identity: self.identity.clone(),
+                log: LogState {
+                    audit: runtime.inner.audit.clone(),
+                    capture: None,
+                    written: 0,
+                    limit: self.limits.max_log_lines,
+                },
+            },
+        };
+        let engine = runtime.inner.store.engine().clone();
+        let mut store = new_store(
+            &engine,
+            host,
+            &self.limits,
+            runtime.inner.config.engine.fuel_yield_interval,
+            None,
+        )?;
+        let budget = self.limits.fuel.unwrap_or(u64::MAX);
+        let started = Instant::now();
+        let pre = self.pre.clone();
+        let work = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.forgeone_kernel_plugin_api();
+            match call {
+                Call::Describe => api.call_describe(&mut store).await.map(Reply::Info),
+                Call::Call(name, input) => api
+                    .call_call(&mut store, &name, &input)
+                    .await
+                    .map(Reply::Value),
+            }
+        };
+        // The deadline also covers time spent waiting in host calls.
+        let result = match self.limits.timeout {
+            Some(timeout) => {
+                let timed = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
+                    tokio::time::timeout(timeout, work)
+                });
+                timed
+                    .await
+                    .unwrap_or_else(|_| Err(wasmtime::Error::new(super::container::DeadlinePassed)))
+            }
+            None => work.await,
+        };
+        capture.finish();
+        let (output_bytes, output_truncated) = capture.totals();
+        let stats = RunStats {
+            fuel_consumed: budget.saturating_sub(store.get_fuel().unwrap_or(0)),
+            peak_memory: store.data().limiter.memory_peak,
+            wall_time: started.elapsed(),
+            memory_refusals: store.data().limiter.memory_refusals,
+            table_refusals: store.data().limiter.table_refusals,
+            output_bytes,
+            output_truncated,
+        };
+        let (reply, failure) = match result {
+            Ok(reply) => (Some(reply), None),
+            Err(error) => {
+                let end = classify(Err(error), store.data(), &self.limits, budget);
+                let failure = match end {
+                    RunEnd::Failed(f) => f,
+                    RunEnd::Success => Failure::Exit { code: 0 },
+                    RunEnd::Stopped { .. } => Failure::Instantiate {
+                        message: "stopped".into(),
+                    },
+                };
+                (None, Some(failure))
+            }
+        };
+        let result_name = match (&reply, &failure) {
+            (Some(Reply::Value(Err(_))), _) => "error",
+            (Some(_), _) => "ok",
+            (None, _) => "failed",
+        };
+        if let Some(ctx) = runtime
+            .inner
+            .plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&self.id)
+        {
+            ctx.calls += 1;
+            ctx.failures += u64::from(failure.is_some());
+        }
+        let event = ContainerEvent::PluginCall {
+            plugin: self.id.to_string(),
+            call: call_name.clone(),
+            result: result_name,
+            failure: failure.clone(),
+            stats,
+        };
+        runtime.audit(
+            Entry::new(&event)
+                .actor(&self.identity.identity)
+                .component(self.identity.component.clone()),
+        )?;
+        match (reply, failure) {
+            (Some(reply), _) => Ok(reply),
+            (None, failure) => Err(RuntimeError::PluginFailed {
+                plugin: self.info.name.clone(),
+                call: call_name,
+                failure: failure.unwrap_or(Failure::Instantiate {
+                    message: "unknown".into(),
+                }),
+            }),
+        }
+    }
+}
