@@ -9,6 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use forgeone::SigningKey;
 use forgeone::audit::{Actor, AuditConfig, AuditEvent, AuditLog, Entry, Untrusted};
 
+#[derive(Clone)]
 struct Output(Untrusted);
 impl AuditEvent for Output {
     fn kind(&self) -> &'static str {

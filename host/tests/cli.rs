@@ -23,6 +23,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+#[derive(Clone)]
 struct Ping;
 impl AuditEvent for Ping {
     fn kind(&self) -> &'static str {

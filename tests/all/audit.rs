@@ -11,6 +11,7 @@ use forgeone::audit::{
 };
 
 /// A test event: a container printed a line.
+#[derive(Clone)]
 struct Output {
     n: u64,
     text: Untrusted,

@@ -18,7 +18,13 @@ pub const CATEGORIES: [&str; 5] = ["boot", "container", "schedule", "policy", "a
 /// Implementations are usually an enum per part of the kernel, serialised
 /// with serde; `kind` names the variant in dotted form
 /// (`container.started`) and `details` carries its payload.
-pub trait AuditEvent {
+///
+/// Events are serialised by the log's writer thread, not by the caller, so
+/// appending costs the caller a clone and a short lock. Override
+/// [`AuditEvent::write_details`] to serialise straight to bytes (for
+/// example with `serde_json::to_writer(out, self)`) and skip building a
+/// `serde_json::Value`.
+pub trait AuditEvent: Send + 'static {
     /// The dotted kind: a category from [`CATEGORIES`], a dot, and a name
     /// made of `[a-z0-9_.-]`.
     fn kind(&self) -> &'static str;
@@ -26,6 +32,13 @@ pub trait AuditEvent {
     /// The structured payload (a JSON object). Guest-supplied text in it
     /// must already be escaped with [`Untrusted`].
     fn details(&self) -> serde_json::Value;
+
+    /// Writes [`AuditEvent::details`] as JSON into `out`. The default
+    /// serialises `details()`; override it for a faster path.
+    fn write_details(&self, out: &mut Vec<u8>) {
+        // Serialising a `serde_json::Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, &self.details());
+    }
 
     /// The severity operators see in their tracing logs. Defaults to info.
     fn severity(&self) -> Severity {
@@ -107,11 +120,13 @@ impl Subjects {
     }
 }
 
-/// One event ready to append: the event plus actor and subjects.
+/// One event ready to append: the event plus actor and subjects. The event
+/// is kept as it is (not serialised) until the log's writer encodes it.
 ///
 /// ```
 /// use forgeone::audit::{Actor, Entry};
 /// # use forgeone::audit::AuditEvent;
+/// # #[derive(Clone)]
 /// # struct Started;
 /// # impl AuditEvent for Started {
 /// #     fn kind(&self) -> &'static str { "container.started" }
@@ -122,13 +137,21 @@ impl Subjects {
 ///     .container("6f1c...")
 ///     .component("af13...");
 /// ```
-#[derive(Debug, Clone)]
 pub struct Entry {
     pub(crate) kind: &'static str,
-    pub(crate) details: serde_json::Value,
-    pub(crate) severity: Severity,
+    pub(crate) event: Box<dyn AuditEvent>,
     pub(crate) actor: Option<Actor>,
     pub(crate) subjects: Subjects,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("kind", &self.kind)
+            .field("actor", &self.actor)
+            .field("subjects", &self.subjects)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Entry {
@@ -139,13 +162,17 @@ impl Entry {
     /// In debug builds, when the event's kind does not start with one of
     /// [`CATEGORIES`] or contains characters outside `[a-z0-9_.-]` (a
     /// programming error in the event type, never input-dependent).
-    pub fn new(event: &dyn AuditEvent) -> Entry {
+    pub fn new<E: AuditEvent + Clone>(event: &E) -> Entry {
+        Entry::owned(event.clone())
+    }
+
+    /// Like [`Entry::new`], taking the event by value (no clone).
+    pub fn owned<E: AuditEvent>(event: E) -> Entry {
         let kind = event.kind();
         debug_assert!(is_valid_kind(kind), "invalid audit event kind `{kind}`");
         Entry {
             kind,
-            details: event.details(),
-            severity: event.severity(),
+            event: Box::new(event),
             actor: None,
             subjects: Subjects::default(),
         }

@@ -2,16 +2,21 @@
 //!
 //! # Concurrency
 //!
-//! [`AuditLog`] is a cheap clone. `append` pre-serialises the event outside
-//! any lock, then takes one short lock to assign the sequence number, stamp
-//! the time, hash the record onto the chain and push the line into a
-//! buffer: sequence numbers are gap-free and the chain is a total order, yet
-//! no appender ever waits on disk I/O while holding the lock. A dedicated
-//! flusher thread writes the buffer in batches and fsyncs according to the
-//! [`FsyncPolicy`]; with [`FsyncPolicy::EveryRecord`] appenders wait for
-//! their record to be durable, and concurrent appenders share one fsync
-//! (group commit). When the buffer exceeds [`AuditConfig::max_pending_bytes`]
-//! appenders wait (back-pressure) instead of growing memory without bound.
+//! [`AuditLog`] is a cheap clone. `append` takes one short lock to assign
+//! the sequence number, stamp the time and queue the (still unserialised)
+//! event: sequence numbers are gap-free and the queue order is the chain
+//! order, and an appender never serialises, hashes or waits on disk I/O. A
+//! dedicated writer thread takes the queue in batches, serialises each
+//! record, hashes it onto the chain, signs checkpoints, writes, and fsyncs
+//! according to the [`FsyncPolicy`]; with [`FsyncPolicy::EveryRecord`]
+//! appenders wait for their record to be durable, and concurrent appenders
+//! share one fsync (group commit). When more than
+//! [`AuditConfig::max_pending`] records are queued, appenders wait
+//! (back-pressure) instead of growing memory without bound.
+//!
+//! Each record is also emitted as a `tracing` event (target
+//! `forgeone::audit`) by the writer, through the subscriber that was current
+//! when the log was opened.
 //!
 //! # Failure
 //!
@@ -80,7 +85,7 @@ pub struct AuditConfig {
     pub(crate) fail_mode: FailMode,
     pub(crate) checkpoint_every: u64,
     pub(crate) batch_delay: Duration,
-    pub(crate) max_pending_bytes: usize,
+    pub(crate) max_pending: usize,
     pub(crate) retry_every: Duration,
 }
 
@@ -91,7 +96,7 @@ impl Default for AuditConfig {
             fail_mode: FailMode::Closed,
             checkpoint_every: 1000,
             batch_delay: Duration::from_millis(2),
-            max_pending_bytes: 8 * 1024 * 1024,
+            max_pending: 65_536,
             retry_every: Duration::from_millis(500),
         }
     }
@@ -128,10 +133,10 @@ impl AuditConfig {
         self
     }
 
-    /// Buffered bytes above which appenders wait for the flusher.
-    /// Default: 8 MiB.
-    pub fn max_pending_bytes(&mut self, bytes: usize) -> &mut Self {
-        self.max_pending_bytes = bytes.max(4096);
+    /// Queued records above which appenders wait for the writer.
+    /// Default: 65,536.
+    pub fn max_pending(&mut self, records: usize) -> &mut Self {
+        self.max_pending = records.max(16);
         self
     }
 
@@ -242,22 +247,36 @@ enum CheckpointReason {
     Shutdown,
 }
 
+/// A record waiting for the writer, its sequence number and time fixed.
+enum Queued {
+    Event {
+        seq: u64,
+        ts: chrono::DateTime<chrono::Utc>,
+        entry: Entry,
+    },
+    Checkpoint {
+        seq: u64,
+        ts: chrono::DateTime<chrono::Utc>,
+        reason: CheckpointReason,
+    },
+}
+
 struct State {
     next_seq: u64,
-    head: [u8; 32],
     since_checkpoint: u64,
-    pending: Vec<u8>,
-    pending_last_seq: u64,
+    queue: Vec<Queued>,
+    /// Hash of the last encoded record (maintained by the writer).
+    head: [u8; 32],
     durable_seq: u64,
     failure: Option<Failure>,
     closing: bool,
     closed: bool,
     /// Set by `flush`: fsync at the next opportunity whatever the policy.
     sync_requested: bool,
-    /// The flusher is asleep waiting for work. Appenders only signal it then
+    /// The writer is asleep waiting for work. Appenders only signal it then
     /// (or when a batch is full): while it gathers a batch, a signal per
     /// append would cut every batch down to one record.
-    flusher_idle: bool,
+    writer_idle: bool,
 }
 
 #[derive(Clone)]
@@ -269,35 +288,44 @@ struct Failure {
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the flusher.
+    /// Wakes the writer.
     work: Condvar,
     /// Wakes appenders waiting for durability, space or a failure.
     progress: Condvar,
     config: AuditConfig,
     key: SigningKey,
     path: PathBuf,
+    /// The tracing subscriber current when the log was opened.
+    dispatch: tracing::Dispatch,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the chain half-updated
-        // (state is only written after the line is complete), so a poisoned
-        // lock is still consistent.
+        // Every critical section leaves the state consistent before it can
+        // panic (nothing in them panics on input), so a poisoned lock is
+        // still usable.
         self.state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn unavailable(&self, failure: &Failure) -> AuditError {
+        AuditError::Unavailable {
+            path: self.path.clone(),
+            cause: failure.error.clone(),
+        }
     }
 }
 
 struct Handle {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     open_report: Mutex<OpenReport>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let _ = close_inner(&self.shared, &self.flusher);
+        let _ = close_inner(&self.shared, &self.writer);
     }
 }
 
@@ -380,7 +408,7 @@ impl AuditLog {
             scan.records,
             scan.head,
         );
-        log.append_internal(Entry::new(&LogEvent::Opened {
+        let opened = LogEvent::Opened {
             version: env!("CARGO_PKG_VERSION"),
             host_key_id: log.handle.shared.key.id().to_string(),
             host_public_key: log.handle.shared.key.public().to_hex(),
@@ -388,21 +416,25 @@ impl AuditLog {
             fail_mode: config.fail_mode,
             checkpoint_every: config.checkpoint_every,
             existing_records: scan.records,
-        }))?;
-        if let Some((offset, bytes)) = report.torn_tail {
-            log.append_internal(Entry::new(&LogEvent::Recovered {
+        };
+        log.append_internal(Entry::owned(opened).actor(Actor::host()))?;
+        let recovered = match report.torn_tail {
+            Some((offset, bytes)) => Some(LogEvent::Recovered {
                 reason: "torn last line (the writer crashed mid-write); it was cut off".into(),
                 torn_offset: Some(offset),
                 torn_bytes: Some(bytes),
                 last_seq: scan.records,
-            }))?;
-        } else if report.unclean_shutdown {
-            log.append_internal(Entry::new(&LogEvent::Recovered {
+            }),
+            None if report.unclean_shutdown => Some(LogEvent::Recovered {
                 reason: "the previous writer stopped without a closing checkpoint".into(),
                 torn_offset: None,
                 torn_bytes: None,
                 last_seq: scan.records,
-            }))?;
+            }),
+            None => None,
+        };
+        if let Some(event) = recovered {
+            log.append_internal(Entry::owned(event).actor(Actor::host()))?;
         }
         *log.handle
             .open_report
@@ -433,34 +465,47 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 next_seq: existing + 1,
-                head,
                 since_checkpoint: 0,
-                pending: Vec::with_capacity(64 * 1024),
-                pending_last_seq: existing,
+                queue: Vec::with_capacity(1024),
+                head,
                 durable_seq: existing,
                 failure: None,
                 closing: false,
                 closed: false,
                 sync_requested: false,
-                flusher_idle: false,
+                writer_idle: false,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
             config,
             key,
             path,
+            dispatch: tracing::dispatcher::get_default(|d| d.clone()),
         });
-        let flusher = {
+        let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("forgeone-audit".into())
-                .spawn(move || flusher(shared, storage, storage_len))
-                .expect("spawn the audit flusher thread")
+                .spawn(move || {
+                    let mut writer = Writer {
+                        shared,
+                        storage,
+                        good_len: storage_len,
+                        head,
+                        encoded: Vec::with_capacity(64 * 1024),
+                        encoded_last: existing,
+                        written_seq: existing,
+                        last_sync: Instant::now(),
+                        details: Vec::with_capacity(1024),
+                    };
+                    writer.run();
+                })
+                .expect("spawn the audit writer thread")
         };
         AuditLog {
             handle: Arc::new(Handle {
                 shared,
-                flusher: Mutex::new(Some(flusher)),
+                writer: Mutex::new(Some(writer)),
                 open_report: Mutex::new(OpenReport::default()),
             }),
         }
@@ -478,8 +523,11 @@ impl AuditLog {
 
     /// Appends an event; returns its sequence number.
     ///
-    /// Fails with [`AuditError::Unavailable`] while the log cannot be
-    /// written and [`AuditError::Closed`] after [`AuditLog::close`].
+    /// The record is in the chain when this returns (its number and time
+    /// are fixed); it is written by the log's writer thread, durably before
+    /// returning only with [`FsyncPolicy::EveryRecord`]. Fails with
+    /// [`AuditError::Unavailable`] while the log cannot be written and
+    /// [`AuditError::Closed`] after [`AuditLog::close`].
     pub fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         debug_assert!(
             !entry.kind.starts_with("audit."),
@@ -490,59 +538,46 @@ impl AuditLog {
 
     fn append_internal(&self, entry: Entry) -> Result<u64, AuditError> {
         let shared = &self.handle.shared;
-        let prepared = Prepared::new(
-            entry.kind,
-            entry.actor.as_ref(),
-            &entry.subjects,
-            &entry.details,
-        );
-        let seq = {
-            let mut state = shared.lock();
-            loop {
-                if state.closed || state.closing {
-                    return Err(AuditError::Closed);
-                }
-                if let Some(failure) = &mut state.failure {
-                    failure.refused += 1;
-                    return Err(AuditError::Unavailable {
-                        path: shared.path.clone(),
-                        cause: failure.error.clone(),
-                    });
-                }
-                if state.pending.len() < shared.config.max_pending_bytes {
-                    break;
+        let mut state = shared.lock();
+        loop {
+            if state.closed || state.closing {
+                return Err(AuditError::Closed);
+            }
+            if let Some(failure) = &mut state.failure {
+                failure.refused += 1;
+                return Err(shared.unavailable(failure));
+            }
+            if state.queue.len() < shared.config.max_pending {
+                break;
+            }
+            state = shared
+                .progress
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let seq = state.next_seq;
+        let ts = chrono::Utc::now();
+        state.next_seq += 1;
+        state.queue.push(Queued::Event { seq, ts, entry });
+        state.since_checkpoint += 1;
+        if state.since_checkpoint >= shared.config.checkpoint_every {
+            queue_checkpoint(&mut state, CheckpointReason::Periodic);
+        }
+        if state.writer_idle || state.queue.len() >= FULL_BATCH {
+            state.writer_idle = false;
+            shared.work.notify_one();
+        }
+        if shared.config.fsync == FsyncPolicy::EveryRecord {
+            while state.durable_seq < seq {
+                if let Some(failure) = &state.failure {
+                    return Err(shared.unavailable(failure));
                 }
                 state = shared
                     .progress
                     .wait(state)
                     .unwrap_or_else(|p| p.into_inner());
             }
-            let seq = push_record(shared, &mut state, &prepared);
-            state.since_checkpoint += 1;
-            if state.since_checkpoint >= shared.config.checkpoint_every {
-                push_checkpoint(shared, &mut state, CheckpointReason::Periodic);
-            }
-            if state.flusher_idle || state.pending.len() >= FULL_BATCH {
-                state.flusher_idle = false;
-                shared.work.notify_one();
-            }
-            if shared.config.fsync == FsyncPolicy::EveryRecord {
-                while state.durable_seq < seq {
-                    if let Some(failure) = &state.failure {
-                        return Err(AuditError::Unavailable {
-                            path: shared.path.clone(),
-                            cause: failure.error.clone(),
-                        });
-                    }
-                    state = shared
-                        .progress
-                        .wait(state)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
-            }
-            seq
-        };
-        trace_event(&entry, seq);
+        }
         Ok(seq)
     }
 
@@ -554,12 +589,10 @@ impl AuditLog {
             return Err(AuditError::Closed);
         }
         if let Some(failure) = &state.failure {
-            return Err(AuditError::Unavailable {
-                path: shared.path.clone(),
-                cause: failure.error.clone(),
-            });
+            return Err(shared.unavailable(failure));
         }
-        let seq = push_checkpoint(shared, &mut state, CheckpointReason::Requested);
+        let seq = queue_checkpoint(&mut state, CheckpointReason::Requested);
+        state.writer_idle = false;
         shared.work.notify_one();
         Ok(seq)
     }
@@ -570,23 +603,24 @@ impl AuditLog {
         let mut state = shared.lock();
         let target = state.next_seq - 1;
         state.sync_requested = true;
+        state.writer_idle = false;
         shared.work.notify_one();
         while state.durable_seq < target {
             if let Some(failure) = &state.failure {
-                return Err(AuditError::Unavailable {
-                    path: shared.path.clone(),
-                    cause: failure.error.clone(),
-                });
+                return Err(shared.unavailable(failure));
             }
             if state.closed {
                 break;
             }
-            let (next, _) = shared
+            state = shared
                 .progress
                 .wait_timeout(state, Duration::from_millis(50))
-                .unwrap_or_else(|p| p.into_inner());
-            state = next;
-            shared.work.notify_one();
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if state.durable_seq < target {
+                state.sync_requested = true;
+                shared.work.notify_one();
+            }
         }
         Ok(())
     }
@@ -605,10 +639,7 @@ impl AuditLog {
                 tracing::warn!(target: "forgeone::audit", error = %failure.error, "audit log unavailable; continuing (fail-open)");
                 Ok(())
             }
-            (Some(failure), FailMode::Closed) => Err(AuditError::Unavailable {
-                path: shared.path.clone(),
-                cause: failure.error.clone(),
-            }),
+            (Some(failure), FailMode::Closed) => Err(shared.unavailable(failure)),
         }
     }
 
@@ -617,25 +648,26 @@ impl AuditLog {
         self.handle.shared.lock().next_seq - 1
     }
 
-    /// Writes the closing checkpoint, flushes, fsyncs and stops the flusher.
+    /// Writes the closing checkpoint, flushes, fsyncs and stops the writer.
     /// Appends after this fail with [`AuditError::Closed`].
     pub fn close(&self) -> Result<CloseSummary, AuditError> {
-        close_inner(&self.handle.shared, &self.handle.flusher)
+        close_inner(&self.handle.shared, &self.handle.writer)
     }
 }
 
-/// Buffered bytes at which the flusher stops gathering and writes.
-const FULL_BATCH: usize = 256 * 1024;
+/// Queued records at which the writer stops gathering a batch.
+const FULL_BATCH: usize = 4096;
 
-/// Encodes one record into the pending buffer; returns its sequence number.
-fn push_record(shared: &Shared, state: &mut State, prepared: &Prepared) -> u64 {
-    let _ = shared;
+/// Queues a checkpoint covering everything queued so far.
+fn queue_checkpoint(state: &mut State, reason: CheckpointReason) -> u64 {
     let seq = state.next_seq;
-    let ts = chrono::Utc::now();
-    let head = state.head;
-    state.head = prepared.encode(seq, ts, &head, &mut state.pending);
     state.next_seq += 1;
-    state.pending_last_seq = seq;
+    state.since_checkpoint = 0;
+    state.queue.push(Queued::Checkpoint {
+        seq,
+        ts: chrono::Utc::now(),
+        reason,
+    });
     seq
 }
 
@@ -649,29 +681,208 @@ pub(crate) fn checkpoint_message(covers: u64, head: &[u8; 32]) -> Vec<u8> {
     message
 }
 
-/// Appends a checkpoint record signing the current head.
-fn push_checkpoint(shared: &Shared, state: &mut State, reason: CheckpointReason) -> u64 {
-    let covers = state.next_seq - 1;
-    let head = state.head;
-    let signature = shared.key.sign(&checkpoint_message(covers, &head));
-    let details = serde_json::json!({
-        "reason": reason,
-        "covers": covers,
-        "head": hex::encode(head),
-        "key_id": shared.key.id(),
-        "signature": hex::encode(signature),
-    });
-    let prepared = Prepared::new(
-        "audit.checkpoint",
-        Some(&Actor::host()),
-        &Default::default(),
-        &details,
-    );
-    state.since_checkpoint = 0;
-    push_record(shared, state, &prepared)
+/// The writer thread's state: it alone encodes, hashes and writes.
+struct Writer {
+    shared: Arc<Shared>,
+    storage: Box<dyn AuditStorage>,
+    /// Length of the storage that holds only complete, written records.
+    good_len: u64,
+    /// Hash of the last encoded record.
+    head: [u8; 32],
+    /// Encoded lines not yet written (kept across a failed write).
+    encoded: Vec<u8>,
+    /// Sequence number of the last encoded record.
+    encoded_last: u64,
+    written_seq: u64,
+    last_sync: Instant,
+    /// Scratch buffer for event details.
+    details: Vec<u8>,
 }
 
-fn trace_event(entry: &Entry, seq: u64) {
+impl Writer {
+    fn run(&mut self) {
+        let config = self.shared.config.clone();
+        loop {
+            let (batch, sync_requested, closing) = {
+                let mut state = self.shared.lock();
+                loop {
+                    let interval_due = matches!(config.fsync, FsyncPolicy::Interval(every)
+                        if self.written_seq > state.durable_seq && self.last_sync.elapsed() >= every);
+                    // Lines kept from a failed write are work too: retry them.
+                    let retry = !self.encoded.is_empty();
+                    if !state.queue.is_empty()
+                        || state.closing
+                        || state.sync_requested
+                        || interval_due
+                        || retry
+                    {
+                        break;
+                    }
+                    let wait = match config.fsync {
+                        FsyncPolicy::Interval(every) if self.written_seq > state.durable_seq => {
+                            every
+                                .saturating_sub(self.last_sync.elapsed())
+                                .max(Duration::from_millis(1))
+                        }
+                        _ => Duration::from_secs(3600),
+                    };
+                    state.writer_idle = true;
+                    state = self
+                        .shared
+                        .work
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    state.writer_idle = false;
+                }
+                // Let a batch gather (not when a writer waits for
+                // durability: group commit already gathers while the
+                // previous fsync runs).
+                if config.fsync != FsyncPolicy::EveryRecord
+                    && !state.closing
+                    && !state.sync_requested
+                    && !config.batch_delay.is_zero()
+                    && state.queue.len() < FULL_BATCH
+                {
+                    state = self
+                        .shared
+                        .work
+                        .wait_timeout(state, config.batch_delay)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                let batch = std::mem::take(&mut state.queue);
+                let sync_requested = std::mem::take(&mut state.sync_requested);
+                (batch, sync_requested, state.closing)
+            };
+
+            for queued in batch {
+                self.encode(queued);
+            }
+            let head = self.head;
+            let wrote = !self.encoded.is_empty();
+            let mut result = Ok(());
+            if wrote {
+                result = self.storage.write_all(&self.encoded);
+            }
+            let must_sync = match config.fsync {
+                FsyncPolicy::EveryRecord | FsyncPolicy::EveryBatch => wrote,
+                FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            } || sync_requested
+                || closing;
+            if result.is_ok() && must_sync {
+                result = self.storage.sync();
+                self.last_sync = Instant::now();
+            }
+
+            match result {
+                Ok(()) => {
+                    if wrote {
+                        self.good_len += self.encoded.len() as u64;
+                        self.encoded.clear();
+                        self.written_seq = self.encoded_last;
+                    }
+                    let mut state = self.shared.lock();
+                    state.head = head;
+                    if must_sync {
+                        state.durable_seq = self.written_seq;
+                    }
+                    if let Some(failure) = state.failure.take() {
+                        tracing::warn!(target: "forgeone::audit", error = %failure.error, "audit log writable again");
+                        // The outage goes on the record: next in the chain.
+                        let seq = state.next_seq;
+                        state.next_seq += 1;
+                        let event = LogEvent::Resumed {
+                            error: failure.error,
+                            outage_ms: u64::try_from(failure.since.elapsed().as_millis())
+                                .unwrap_or(u64::MAX),
+                            refused_records: failure.refused,
+                        };
+                        state.queue.push(Queued::Event {
+                            seq,
+                            ts: chrono::Utc::now(),
+                            entry: Entry::owned(event).actor(Actor::host()),
+                        });
+                        state.since_checkpoint += 1;
+                    }
+                    self.shared.progress.notify_all();
+                    if state.closing && state.queue.is_empty() {
+                        state.closed = true;
+                        self.shared.progress.notify_all();
+                        return;
+                    }
+                }
+                Err(error) => {
+                    // Cut off anything partially written, keep the encoded
+                    // lines for the retry, refuse new records, and retry.
+                    let truncated = self.storage.truncate(self.good_len).is_ok();
+                    let message = if truncated {
+                        error.to_string()
+                    } else {
+                        format!("{error} (and cutting back the partial write failed)")
+                    };
+                    let mut state = self.shared.lock();
+                    if state.failure.is_none() {
+                        tracing::error!(target: "forgeone::audit", path = %self.shared.path.display(), error = %message, "audit log write failed; refusing new records until it recovers");
+                        state.failure = Some(Failure {
+                            error: message,
+                            since: Instant::now(),
+                            refused: 0,
+                        });
+                    }
+                    self.shared.progress.notify_all();
+                    if closing {
+                        // Give up: the log cannot be closed cleanly.
+                        state.closed = true;
+                        return;
+                    }
+                    let _ = self.shared.work.wait_timeout(state, config.retry_every);
+                }
+            }
+        }
+    }
+
+    /// Serialises one queued record onto the chain and into `encoded`.
+    fn encode(&mut self, queued: Queued) {
+        match queued {
+            Queued::Event { seq, ts, entry } => {
+                self.details.clear();
+                entry.event.write_details(&mut self.details);
+                let details = std::str::from_utf8(&self.details).unwrap_or("{}");
+                let prepared =
+                    Prepared::new(entry.kind, entry.actor.as_ref(), &entry.subjects, details);
+                self.head = prepared.encode(seq, ts, &self.head, &mut self.encoded);
+                self.encoded_last = seq;
+                trace_event(&self.shared.dispatch, &entry, seq, details);
+            }
+            Queued::Checkpoint { seq, ts, reason } => {
+                let covers = seq - 1;
+                let signature = self
+                    .shared
+                    .key
+                    .sign(&checkpoint_message(covers, &self.head));
+                let details = serde_json::json!({
+                    "reason": reason,
+                    "covers": covers,
+                    "head": hex::encode(self.head),
+                    "key_id": self.shared.key.id(),
+                    "signature": hex::encode(signature),
+                })
+                .to_string();
+                let prepared = Prepared::new(
+                    "audit.checkpoint",
+                    Some(&Actor::host()),
+                    &Default::default(),
+                    &details,
+                );
+                self.head = prepared.encode(seq, ts, &self.head, &mut self.encoded);
+                self.encoded_last = seq;
+            }
+        }
+    }
+}
+
+fn trace_event(dispatch: &tracing::Dispatch, entry: &Entry, seq: u64, details: &str) {
     let subjects = &entry.subjects;
     macro_rules! emit {
         ($level:ident) => {
@@ -684,178 +895,38 @@ fn trace_event(entry: &Entry, seq: u64) {
                 container = subjects.container.as_deref(),
                 workload = subjects.workload.as_deref(),
                 node = subjects.node.as_deref(),
-                details = %entry.details,
+                details,
                 "{}", entry.kind
             )
         };
     }
-    match entry.severity {
+    tracing::dispatcher::with_default(dispatch, || match entry.event.severity() {
         Severity::Info => emit!(info),
         Severity::Warn => emit!(warn),
         Severity::Error => emit!(error),
-    }
-}
-
-/// The flusher thread: writes batches, fsyncs by policy, handles failure.
-fn flusher(shared: Arc<Shared>, mut storage: Box<dyn AuditStorage>, mut good_len: u64) {
-    let config = shared.config.clone();
-    let mut written_seq = shared.lock().durable_seq;
-    let mut last_sync = Instant::now();
-    loop {
-        let (batch, batch_last, sync_requested, closing) = {
-            let mut state = shared.lock();
-            loop {
-                let interval_due = matches!(config.fsync, FsyncPolicy::Interval(every) if written_seq > state.durable_seq && last_sync.elapsed() >= every);
-                if !state.pending.is_empty()
-                    || state.closing
-                    || state.sync_requested
-                    || interval_due
-                {
-                    break;
-                }
-                let wait = match config.fsync {
-                    FsyncPolicy::Interval(every) if written_seq > state.durable_seq => every
-                        .saturating_sub(last_sync.elapsed())
-                        .max(Duration::from_millis(1)),
-                    _ => Duration::from_secs(3600),
-                };
-                state.flusher_idle = true;
-                state = shared
-                    .work
-                    .wait_timeout(state, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-                state.flusher_idle = false;
-            }
-            // Let a batch gather (not when a writer waits for durability:
-            // group commit already gathers while the previous fsync runs).
-            if config.fsync != FsyncPolicy::EveryRecord
-                && !state.closing
-                && !state.sync_requested
-                && !config.batch_delay.is_zero()
-                && state.pending.len() < FULL_BATCH
-            {
-                state = shared
-                    .work
-                    .wait_timeout(state, config.batch_delay)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            let batch = std::mem::take(&mut state.pending);
-            let sync_requested = std::mem::take(&mut state.sync_requested);
-            (batch, state.pending_last_seq, sync_requested, state.closing)
-        };
-
-        let mut result = Ok(());
-        if !batch.is_empty() {
-            result = storage.write_all(&batch);
-        }
-        let must_sync = match config.fsync {
-            FsyncPolicy::EveryRecord | FsyncPolicy::EveryBatch => !batch.is_empty(),
-            FsyncPolicy::Interval(every) => last_sync.elapsed() >= every,
-        } || sync_requested
-            || closing;
-        if result.is_ok() && must_sync {
-            result = storage.sync();
-            last_sync = Instant::now();
-        }
-
-        let mut state = shared.lock();
-        match result {
-            Ok(()) => {
-                if !batch.is_empty() {
-                    written_seq = batch_last;
-                    good_len += batch.len() as u64;
-                }
-                if must_sync {
-                    state.durable_seq = written_seq;
-                }
-                if let Some(failure) = state.failure.take() {
-                    tracing::warn!(target: "forgeone::audit", error = %failure.error, "audit log writable again");
-                    // Record the outage; done outside the lock by pushing
-                    // directly (the chain is ours to extend here).
-                    let event = LogEvent::Resumed {
-                        error: failure.error,
-                        outage_ms: u64::try_from(failure.since.elapsed().as_millis())
-                            .unwrap_or(u64::MAX),
-                        refused_records: failure.refused,
-                    };
-                    let entry = Entry::new(&event).actor(Actor::host());
-                    let prepared = Prepared::new(
-                        entry.kind,
-                        entry.actor.as_ref(),
-                        &entry.subjects,
-                        &entry.details,
-                    );
-                    push_record(&shared, &mut state, &prepared);
-                    state.since_checkpoint += 1;
-                }
-                shared.progress.notify_all();
-                if state.closing && state.pending.is_empty() {
-                    state.closed = true;
-                    shared.progress.notify_all();
-                    return;
-                }
-            }
-            Err(error) => {
-                // Cut off anything partially written, keep the batch in front
-                // of newer records, refuse new work, and retry.
-                drop(state);
-                let truncated = storage.truncate(good_len).is_ok();
-                let mut state = shared.lock();
-                if !batch.is_empty() {
-                    let newer = std::mem::take(&mut state.pending);
-                    state.pending = batch;
-                    state.pending.extend_from_slice(&newer);
-                }
-                let message = if truncated {
-                    error.to_string()
-                } else {
-                    format!("{error} (and cutting back the partial write failed)")
-                };
-                if state.failure.is_none() {
-                    tracing::error!(target: "forgeone::audit", path = %shared.path.display(), error = %message, "audit log write failed; refusing new records until it recovers");
-                    state.failure = Some(Failure {
-                        error: message,
-                        since: Instant::now(),
-                        refused: 0,
-                    });
-                }
-                if closing {
-                    // Give up: the log cannot be closed cleanly.
-                    state.closed = true;
-                    shared.progress.notify_all();
-                    return;
-                }
-                shared.progress.notify_all();
-                let _ = shared.work.wait_timeout(state, config.retry_every);
-            }
-        }
-    }
+    });
 }
 
 fn close_inner(
     shared: &Arc<Shared>,
-    flusher: &Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: &Mutex<Option<std::thread::JoinHandle<()>>>,
 ) -> Result<CloseSummary, AuditError> {
-    let Some(thread) = flusher.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    let Some(thread) = writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return Err(AuditError::Closed);
     };
     {
         let mut state = shared.lock();
         if state.failure.is_none() {
-            push_checkpoint(shared, &mut state, CheckpointReason::Shutdown);
+            queue_checkpoint(&mut state, CheckpointReason::Shutdown);
         }
         state.closing = true;
+        state.writer_idle = false;
         shared.work.notify_one();
     }
     let _ = thread.join();
     let state = shared.lock();
     if let Some(failure) = &state.failure {
-        return Err(AuditError::Unavailable {
-            path: shared.path.clone(),
-            cause: failure.error.clone(),
-        });
+        return Err(shared.unavailable(failure));
     }
     Ok(CloseSummary {
         last_seq: state.next_seq - 1,

@@ -150,11 +150,15 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// `details` is the event's JSON object as text. Text that is not a
+    /// JSON object (a bug in an event's `write_details`) is recorded as
+    /// `{"invalid_details": "<the text>"}`, so a bad event can never make
+    /// the log unreadable.
     pub(crate) fn new(
         kind: &str,
         actor: Option<&Actor>,
         subjects: &Subjects,
-        details: &serde_json::Value,
+        details: &str,
     ) -> Prepared {
         // Serialising these std/serde_json types cannot fail.
         let mut middle = String::with_capacity(256);
@@ -165,7 +169,13 @@ impl Prepared {
         middle.push_str(",\"subjects\":");
         middle.push_str(&serde_json::to_string(subjects).expect("serialise subjects"));
         middle.push_str(",\"details\":");
-        middle.push_str(&serde_json::to_string(details).expect("serialise details"));
+        let is_object = details.trim_start().starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(details).is_ok();
+        if is_object {
+            middle.push_str(details);
+        } else {
+            middle.push_str(&serde_json::json!({ "invalid_details": details }).to_string());
+        }
         Prepared { middle }
     }
 
@@ -217,7 +227,7 @@ mod tests {
             "container.started",
             Some(&Actor::host()),
             &Subjects::default(),
-            &serde_json::json!({"fuel": 10}),
+            r#"{"fuel":10}"#,
         );
         let mut out = Vec::new();
         let hash = prepared.encode(seq, chrono::Utc::now(), prev, &mut out);

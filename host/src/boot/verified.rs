@@ -39,7 +39,12 @@ impl Digest {
 
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        // Into a stack buffer, then one allocation: `hex::encode` builds the
+        // string a char at a time, and digests are rendered on hot paths
+        // (every audited container event names its component).
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).expect("64 bytes hold 32 bytes of hex");
+        String::from_utf8(buf.to_vec()).expect("hex is ASCII")
     }
 
     /// The first 12 hex characters, for tables.

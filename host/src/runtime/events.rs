@@ -1,5 +1,6 @@
 //! The runtime's audit events (`container.*`, and `policy.*` for unsigned code).
 
+use super::container::{Grants, Limits};
 use serde::Serialize;
 
 use crate::audit::{AuditEvent, Severity, Untrusted};
@@ -8,7 +9,7 @@ use super::outcome::{Failure, RunStats};
 
 /// Everything the runtime writes to the audit log. Guest-supplied text is
 /// always [`Untrusted`] (escaped).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub(crate) enum ContainerEvent {
     /// A component was compiled (or loaded from the compiled cache).
@@ -24,8 +25,8 @@ pub(crate) enum ContainerEvent {
         name: String,
         workload: Option<String>,
         signers: Vec<String>,
-        capabilities: serde_json::Value,
-        limits: serde_json::Value,
+        capabilities: Grants,
+        limits: Limits,
         restart: &'static str,
     },
     /// A run started.
@@ -149,6 +150,22 @@ impl AuditEvent for ContainerEvent {
             ContainerEvent::Paused | ContainerEvent::Released => serde_json::json!({}),
             other => serde_json::to_value(other)
                 .unwrap_or_else(|e| serde_json::json!({ "serialization_error": e.to_string() })),
+        }
+    }
+
+    fn write_details(&self, out: &mut Vec<u8>) {
+        match self {
+            ContainerEvent::Paused | ContainerEvent::Released => out.extend_from_slice(b"{}"),
+            other => {
+                let start = out.len();
+                if let Err(e) = serde_json::to_writer(&mut *out, other) {
+                    out.truncate(start);
+                    let _ = serde_json::to_writer(
+                        out,
+                        &serde_json::json!({ "serialization_error": e.to_string() }),
+                    );
+                }
+            }
         }
     }
 

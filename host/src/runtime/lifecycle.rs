@@ -33,7 +33,6 @@ use crate::boot::Digest;
 use crate::identity::{IdentityContext, TrustLevel};
 
 use super::RuntimeError;
-use super::bindings::container::ContainerPre;
 use super::container::{ContainerConfig, Grants, Limits, Run, RunSpec, guest_identity};
 use super::control::Control;
 use super::engine::{EngineConfig, EpochTicker};
@@ -321,8 +320,8 @@ impl PreparedContainer {
     }
 }
 
-fn audit_entry(event: &ContainerEvent, id: Uuid, ctx: Option<&ContainerContext>) -> Entry {
-    let mut entry = Entry::new(event).container(id);
+fn audit_entry(event: ContainerEvent, id: Uuid, ctx: Option<&ContainerContext>) -> Entry {
+    let mut entry = Entry::owned(event).container(id);
     if let Some(ctx) = ctx {
         entry = entry
             .actor(&ctx.identity)
@@ -430,16 +429,19 @@ impl Runtime {
             let event = ContainerEvent::NetworkRefused {
                 name: config.name.clone(),
             };
-            self.audit(audit_entry(&event, id, None).actor(&identity))?;
+            self.audit(audit_entry(event, id, None).actor(&identity))?;
             return Err(RuntimeError::NetworkRefused { name: config.name });
         }
         let compiled = self.inner.store.get(&config.component)?;
         let spec = match &compiled.pre {
-            Ok(pre) => Some(RunSpec {
-                pre: ContainerPre::new(pre.clone()).map_err(|e| RuntimeError::NotACommand {
-                    name: config.name.clone(),
-                    message: format!("{e:#}"),
-                })?,
+            Ok(_) => Some(RunSpec {
+                pre: compiled
+                    .command
+                    .clone()
+                    .map_err(|message| RuntimeError::NotACommand {
+                        name: config.name.clone(),
+                        message,
+                    })?,
                 identity: Arc::new(guest_identity(id, &config, identity.clone())),
                 config: config.clone(),
                 audit: self.inner.audit.clone(),
@@ -476,11 +478,11 @@ impl Runtime {
             name: config.name.clone(),
             workload: config.workload.clone(),
             signers: ctx.execution_dna.signers.clone(),
-            capabilities: serde_json::to_value(&config.grants).unwrap_or_default(),
-            limits: serde_json::to_value(&config.limits).unwrap_or_default(),
+            capabilities: config.grants.clone(),
+            limits: config.limits.clone(),
             restart: config.restart.as_str(),
         };
-        let mut entry = audit_entry(&event, id, Some(&ctx));
+        let mut entry = audit_entry(event, id, Some(&ctx));
         if let Some(workload) = &config.workload {
             entry = entry.workload(workload.clone());
         }
@@ -604,7 +606,7 @@ impl Runtime {
             fuel_consumed: outcome.stats.fuel_consumed,
             backoff: Duration::ZERO,
         });
-        let entry = audit_entry(&event, id, Some(ctx));
+        let entry = audit_entry(event, id, Some(ctx));
         drop(containers);
         if let Err(e) = self.audit(entry) {
             tracing::error!(container = %id, "audit append failed: {e}");
@@ -669,8 +671,14 @@ impl Runtime {
                     entry.ctx.status = ContainerStatus::Running;
                 }
             }
-            let started = ContainerEvent::Started { run };
-            let entry = audit_entry(&started, id, self.context(id).as_ref());
+            // Built from the run's identity: cloning the container's whole
+            // context for an actor and a digest was the costliest step of a
+            // start.
+            let who = &spec.identity;
+            let entry = Entry::owned(ContainerEvent::Started { run })
+                .container(id)
+                .actor(&who.identity)
+                .component(who.component.clone());
             if let Err(e) = self.audit(entry) {
                 tracing::error!(container = %id, "audit append failed: {e}");
             }
@@ -760,7 +768,7 @@ impl Runtime {
                 backoff_ms: delay.as_millis() as u64,
                 policy: policy.as_str(),
             };
-            let entry = audit_entry(&event, id, self.context(id).as_ref());
+            let entry = audit_entry(event, id, self.context(id).as_ref());
             if let Err(e) = self.audit(entry) {
                 tracing::error!(container = %id, "audit append failed: {e}");
             }
@@ -829,7 +837,7 @@ impl Runtime {
                 .map(|h| serde_json::to_value(h).unwrap_or_default())
                 .collect(),
         };
-        let entry = audit_entry(&event, id, self.context(id).as_ref());
+        let entry = audit_entry(event, id, self.context(id).as_ref());
         if let Err(e) = self.audit(entry) {
             tracing::error!(container = %id, "audit append failed: {e}");
         }
@@ -842,7 +850,7 @@ impl Runtime {
             action,
             status: ctx.status.name().to_string(),
         };
-        let entry = audit_entry(&event, id, Some(ctx));
+        let entry = audit_entry(event, id, Some(ctx));
         if let Err(e) = self.audit(entry) {
             tracing::error!(container = %id, "audit append failed: {e}");
         }
@@ -872,7 +880,7 @@ impl Runtime {
     }
 
     fn audit_ok(&self, id: Uuid, event: ContainerEvent) -> Result<(), RuntimeError> {
-        let entry = audit_entry(&event, id, self.context(id).as_ref());
+        let entry = audit_entry(event, id, self.context(id).as_ref());
         self.audit(entry)
     }
 

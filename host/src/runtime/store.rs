@@ -27,6 +27,7 @@ use crate::audit::{Actor, AuditLog, Entry};
 use crate::boot::{Digest, VerifiedComponent};
 
 use super::RuntimeError;
+use super::bindings::container::ContainerPre;
 use super::engine::engine_fingerprint;
 use super::events::ContainerEvent;
 use super::host::Host;
@@ -56,6 +57,10 @@ pub(crate) struct Compiled {
     pub(crate) name: String,
     /// `Err` when the component imports something the host does not provide.
     pub(crate) pre: Result<InstancePre<Host>, Failure>,
+    /// The `wasi:cli/run` export, type-checked once here rather than at
+    /// every container start; `Err` says why the component is not a
+    /// command (plugins are not).
+    pub(crate) command: Result<ContainerPre<Host>, String>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -145,10 +150,15 @@ impl ComponentStore {
             .linker
             .instantiate_pre(&wasm)
             .map_err(|e| link_failure(&wasm, &self.engine, &e));
+        let command = match &pre {
+            Ok(pre) => ContainerPre::new(pre.clone()).map_err(|e| format!("{e:#}")),
+            Err(_) => Err("it does not link".to_string()),
+        };
         let compiled = Arc::new(Compiled {
             digest: component.digest(),
             name: component.name().to_string(),
             pre,
+            command,
         });
         self.audit_event(
             component,
