@@ -4,9 +4,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod anchor;
 mod audit_cmd;
+mod boot_cmd;
 mod keygen;
+mod manifest;
+mod sign;
 mod util;
+mod verify;
 
 /// ForgeOne: run WebAssembly components as verified, fuel-metered, audited containers.
 #[derive(Debug, Parser)]
@@ -35,6 +40,20 @@ enum Command {
     /// Verify, export and follow audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// Create, rotate, sign and show trust anchors.
+    #[command(subcommand)]
+    Anchor(anchor::Command),
+    /// Sign a component: writes COMPONENT.wasm.sig.json.
+    Sign(sign::Args),
+    /// Verify a component against its signature and a trust anchor.
+    Verify(verify::Args),
+    /// Create, sign and show boot manifests.
+    #[command(subcommand)]
+    Manifest(manifest::Command),
+    /// Boot: verify anchor, manifest and components; print the measurements.
+    Boot(boot_cmd::Args),
+    /// Check a boot quote against the host key and an expected register.
+    VerifyQuote(boot_cmd::QuoteArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +62,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Audit(command) => audit_cmd::run(command),
+        Command::Anchor(command) => anchor::run(command),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Manifest(command) => manifest::run(command),
+        Command::Boot(args) => boot_cmd::run(args),
+        Command::VerifyQuote(args) => boot_cmd::verify_quote(args),
     };
     match result {
         Ok(code) => code,
