@@ -213,6 +213,9 @@ impl BootContext {
     }
 }
 
+/// A progress reporter.
+type ProgressFn = Box<dyn Fn(&str) + Send + Sync>;
+
 enum Source<T> {
     Loaded(T),
     File(PathBuf),
@@ -247,7 +250,7 @@ pub struct BootBuilder {
     max_tries: u32,
     max_component_size: u64,
     allow_downgrade: bool,
-    progress: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    progress: Option<ProgressFn>,
 }
 
 impl std::fmt::Debug for BootBuilder {
@@ -386,8 +389,8 @@ impl BootBuilder {
     ///
     /// `Err` means no trust could be established: the anchor was refused
     /// (malformed, badly signed, expired, not the pinned one, a rollback or
-    /// an unauthorised rotation), or the state directory or the audit log
-    /// cannot be used. Every other refusal (the manifest, a component) is
+    /// an unauthorised rotation), the manifest file could not be read, or
+    /// the state directory or the audit log cannot be used. Every other refusal (the manifest, a component) is
     /// an `Ok` context whose [`BootContext::integrity_status`] and
     /// [`BootContext::outcome`] say what happened, with nothing of what
     /// failed in [`BootContext::components`].
@@ -818,6 +821,28 @@ impl BootBuilder {
         if let BootError::Audit(_) = error {
             return Err(error);
         }
+        // A manifest that cannot be read at all is an input error, not a
+        // verdict on the boot: audited, then returned as `Err`.
+        if manifest.is_none()
+            && matches!(
+                error,
+                BootError::Io { .. }
+                    | BootError::Missing { .. }
+                    | BootError::NotAFile { .. }
+                    | BootError::Changed { .. }
+            )
+        {
+            run.emit.emit(
+                &BootEvent::ManifestRefused {
+                    code: error.code(),
+                    reason: error.to_string(),
+                    release: None,
+                    version: None,
+                },
+                None,
+            )?;
+            return Err(error);
+        }
         let status = match manifest {
             Some(_) => MeasurementStatus::Invalid,
             None => MeasurementStatus::NotMeasured,
@@ -905,6 +930,8 @@ impl BootBuilder {
     /// Checks one manifest entry: rollback, boot assessment, then the bytes
     /// (read once, hashed while read), then the Wasm header. On failure,
     /// returns the digest of the bytes if they were measured.
+    // The error is large, but this is a private function on the refusal path.
+    #[allow(clippy::result_large_err)]
     fn measure_component(
         &self,
         emit: &Emitter<'_>,

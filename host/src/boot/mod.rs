@@ -460,15 +460,20 @@ impl BootError {
         }
     }
 
-    /// True for errors that mean "the input could not be read or used" (I/O,
-    /// state, audit) rather than "the input was checked and refused".
+    /// True for errors that mean "the input could not be read or used"
+    /// (missing or unreadable files, a damaged or busy state directory, a
+    /// key that does not load, an audit log that cannot be written) rather
+    /// than "the input was checked and refused".
     pub fn is_operational(&self) -> bool {
         matches!(
             self,
             BootError::Io { .. }
+                | BootError::Missing { .. }
+                | BootError::NotAFile { .. }
                 | BootError::Changed { .. }
                 | BootError::StateCorrupt { .. }
                 | BootError::StateLocked { .. }
+                | BootError::Key(_)
                 | BootError::Audit(_)
         )
     }

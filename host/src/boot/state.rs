@@ -38,8 +38,10 @@ use crate::audit::AuditLog;
 
 const FORMAT: &str = "forgeone.boot-state.v1";
 const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
-/// Copies kept per component (the newest; bad ones go first).
+/// Usable (pending or good) copies kept per component, newest first.
 const MAX_COPIES: usize = 4;
+/// Records of bad copies kept per component.
+const MAX_BAD: usize = 16;
 /// Default consecutive failed starts before a new version is marked bad.
 pub(crate) const DEFAULT_MAX_TRIES: u32 = 3;
 
@@ -363,7 +365,7 @@ impl BootState {
             .get(name)
             .map(|r| r.copies.clone())
             .unwrap_or_default();
-        copies.sort_by(|a, b| b.verified_at.cmp(&a.verified_at));
+        copies.sort_by_key(|c| std::cmp::Reverse(c.verified_at));
         copies
     }
 
@@ -471,9 +473,10 @@ impl BootState {
         set_highest: bool,
     ) -> Result<(), BootError> {
         let object = self.object_path(&component.digest());
-        let present = std::fs::metadata(&object)
-            .map(|m| m.is_file() && m.len() == component.bytes().len() as u64)
-            .unwrap_or(false);
+        // An existing copy is kept only if it still hashes to its name.
+        let size = component.bytes().len() as u64;
+        let present = super::read::read_component(&object, component.name(), size, Some(size))
+            .is_ok_and(|(_, digest)| digest == component.digest());
         if !present {
             write_atomic(&object, component.bytes())?;
         }
@@ -517,33 +520,37 @@ impl BootState {
         Ok(())
     }
 
-    /// Drops old copies (bad ones first, then the oldest beyond
-    /// [`MAX_COPIES`]), deletes unreferenced objects and manifests, and
-    /// writes the state.
+    /// Keeps the newest [`MAX_COPIES`] usable copies and the newest
+    /// [`MAX_BAD`] bad records per component (a bad version must stay
+    /// refused while a manifest lists it, but its bytes are not needed),
+    /// deletes unreferenced objects and manifests, and writes the state.
     pub(crate) fn prune_and_save(&self) -> Result<(), BootError> {
         let doc = {
             let mut doc = self.lock_doc();
             for record in doc.components.values_mut() {
-                record.copies.sort_by(|a, b| {
-                    (a.status == CopyStatus::Bad)
-                        .cmp(&(b.status == CopyStatus::Bad))
-                        .then(b.verified_at.cmp(&a.verified_at))
-                });
-                record.copies.truncate(MAX_COPIES);
+                let (mut bad, mut usable): (Vec<StoredCopy>, Vec<StoredCopy>) = record
+                    .copies
+                    .drain(..)
+                    .partition(|c| c.status == CopyStatus::Bad);
+                usable.sort_by_key(|c| std::cmp::Reverse(c.verified_at));
+                usable.truncate(MAX_COPIES);
+                bad.sort_by_key(|c| std::cmp::Reverse(c.verified_at));
+                bad.truncate(MAX_BAD);
+                record.copies = usable;
+                record.copies.extend(bad);
             }
             self.save_locked(&doc)?;
             doc.clone()
         };
-        let objects: std::collections::BTreeSet<String> = doc
-            .components
-            .values()
-            .flat_map(|r| r.copies.iter().map(|c| format!("{}.wasm", c.digest)))
-            .collect();
-        let manifests: std::collections::BTreeSet<String> = doc
-            .components
-            .values()
-            .flat_map(|r| r.copies.iter().map(|c| format!("{}.json", c.manifest)))
-            .collect();
+        let usable = || {
+            doc.components
+                .values()
+                .flat_map(|r| r.copies.iter().filter(|c| c.status != CopyStatus::Bad))
+        };
+        let objects: std::collections::BTreeSet<String> =
+            usable().map(|c| format!("{}.wasm", c.digest)).collect();
+        let manifests: std::collections::BTreeSet<String> =
+            usable().map(|c| format!("{}.json", c.manifest)).collect();
         for (sub, keep) in [("objects", &objects), ("manifests", &manifests)] {
             let dir = self.inner.dir.join(sub);
             let entries = std::fs::read_dir(&dir).map_err(|source| BootError::Io {

@@ -947,3 +947,18 @@ fn state_directory_in_use_is_refused() {
     );
     drop(held);
 }
+
+#[test]
+fn missing_manifest_file_is_an_input_error() {
+    let world = World::new();
+    let booted = world.boot(&world.anchor(), &world.path("no-manifest.json"), |_| {});
+    assert!(
+        matches!(booted.err(), BootError::Missing { path } if path.ends_with("no-manifest.json")),
+        "{}",
+        booted.err()
+    );
+    assert_eq!(
+        record(&booted.records, "boot.manifest.refused")["details"]["code"],
+        "missing"
+    );
+}

@@ -281,16 +281,10 @@ fn print_anchor(anchor: &TrustAnchor) {
 /// Maps a boot error to an exit code: 3 when the input could not be read
 /// or used, 1 when it was checked and refused.
 pub fn boot_failure(e: BootError) -> Failure {
-    match e {
-        BootError::Io { .. }
-        | BootError::Missing { .. }
-        | BootError::NotAFile { .. }
-        | BootError::Changed { .. }
-        | BootError::StateCorrupt { .. }
-        | BootError::StateLocked { .. }
-        | BootError::Key(_)
-        | BootError::Audit(_) => Failure::input(e),
-        other => Failure::check(other),
+    if e.is_operational() {
+        Failure::input(e)
+    } else {
+        Failure::check(e)
     }
 }
 
