@@ -73,6 +73,19 @@ use bindings::forgeone::kernel::identity as wit_identity;
 /// How far the kernel trusts this container.
 pub use bindings::forgeone::kernel::identity::TrustLevel;
 
+impl std::fmt::Display for TrustLevel {
+    /// The level's WIT name: `untrusted`, `low`, `medium`, `high`, `system`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrustLevel::Untrusted => "untrusted",
+            TrustLevel::Low => "low",
+            TrustLevel::Medium => "medium",
+            TrustLevel::High => "high",
+            TrustLevel::System => "system",
+        })
+    }
+}
+
 /// The identity of the running container, as the kernel established it.
 ///
 /// It is fixed for the container's lifetime; the guest cannot change it.

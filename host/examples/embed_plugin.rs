@@ -2,11 +2,17 @@
 //!
 //! Run with `cargo run --example embed_plugin` after building the samples
 //! (`cargo build --release --target wasm32-wasip2 --manifest-path samples/Cargo.toml`),
-//! or pass the plugin's path: `cargo run --example embed_plugin -- PLUGIN.wasm`.
+//! or with your own signed plugin:
+//! `cargo run --example embed_plugin -- PLUGIN.wasm ANCHOR.json` (the
+//! signature is read from `PLUGIN.wasm.sig.json`).
 //!
 //! The plugin (`samples/text-plugin`) counts words, makes slugs and sums
-//! JSON numbers; each call runs in a fresh instance under its own fuel,
-//! memory and time limits, and every call is in the audit log.
+//! JSON numbers. It is loaded only after its signature verifies against the
+//! trust anchor; each call runs in a fresh instance under its own fuel,
+//! memory and time limits, and every call is in the audit log. Without an
+//! anchor argument the example plays the release pipeline first: it makes a
+//! throwaway development anchor and release key in a temporary directory and
+//! signs the plugin with them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,44 +20,102 @@ use std::time::Duration;
 use anyhow::Context as _;
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::VerifiedComponent;
+use forgeone::boot::{
+    AnchorDocument, ComponentCheck, ComponentStatement, Role, TrustAnchor, VerifiedComponent,
+};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{Limits, Runtime, RuntimeConfig, Value};
 
-/// Obtains the plugin as a `VerifiedComponent`: the one call to switch to
-/// `forgeone::boot::verify_component` (signature against the trust anchor)
-/// once boot lands. Until then the plugin is loaded unsigned, which the
-/// runtime only accepts because `allow_unsigned` is set below (and audits).
-fn verified_plugin(path: &Path) -> anyhow::Result<VerifiedComponent> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(VerifiedComponent::unsigned("text-plugin", bytes))
+/// The plugin, verified against `anchor` with its detached signature; the
+/// outcome is audited. Nothing unverified reaches the runtime.
+fn verified_plugin(
+    path: &Path,
+    anchor: &TrustAnchor,
+    audit: &AuditLog,
+) -> anyhow::Result<VerifiedComponent> {
+    ComponentCheck::new(anchor)
+        .expect_name("text-plugin")
+        .audit(audit.clone())
+        .verify_file(path)
+        .with_context(|| format!("verifying {}", path.display()))
+}
+
+/// What a release pipeline does, for a self-contained run: a development
+/// root and release key, an anchor trusting them, and the plugin's signature
+/// in `dir` (temporary; no key outlives the example).
+fn sign_for_development(plugin: &Path, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let root = SigningKey::generate();
+    let release = SigningKey::generate();
+    let mut document = AnchorDocument::new(chrono::Utc::now() + chrono::Duration::days(1));
+    document
+        .add_key(Role::Root, root.public())
+        .add_key(Role::Release, release.public());
+    let mut envelope = document.envelope();
+    envelope.sign(&root);
+    let anchor_path = dir.join("trust_anchor.json");
+    std::fs::write(&anchor_path, envelope.to_json())?;
+    let bytes = std::fs::read(plugin).with_context(|| format!("reading {}", plugin.display()))?;
+    let copy = dir.join("text_plugin.wasm");
+    std::fs::write(&copy, &bytes)?;
+    let statement = ComponentStatement::new("text-plugin", "0.1.0", &bytes, None);
+    std::fs::write(
+        dir.join("text_plugin.wasm.sig.json"),
+        statement.sign(&[&release]).to_json(),
+    )?;
+    Ok((copy, anchor_path))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../samples/target/wasm32-wasip2/release/text_plugin.wasm")
-        });
-    let plugin_component = verified_plugin(&path).with_context(|| {
-        "build the samples first: cargo build --release --target wasm32-wasip2 \
-         --manifest-path samples/Cargo.toml"
-    })?;
+    let mut args = std::env::args_os().skip(1).map(PathBuf::from);
+    let plugin_arg = args.next();
+    let anchor_arg = args.next();
 
-    // The service's audit log (a throwaway one here) and runtime.
+    // The service's state: a throwaway directory here.
     let state = std::env::temp_dir().join(format!("forgeone-embed-{}", std::process::id()));
     std::fs::create_dir_all(&state)?;
+    let (plugin_path, anchor_path) = match (plugin_arg, anchor_arg) {
+        (Some(plugin), Some(anchor)) => (plugin, anchor),
+        (plugin, None) => {
+            let plugin = plugin.unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../samples/target/wasm32-wasip2/release/text_plugin.wasm")
+            });
+            let signed = sign_for_development(&plugin, &state).with_context(|| {
+                "build the samples first: cargo build --release --target wasm32-wasip2 \
+                 --manifest-path samples/Cargo.toml"
+            })?;
+            println!(
+                "signed {} with a development anchor in {}",
+                plugin.display(),
+                state.display()
+            );
+            signed
+        }
+        (None, Some(_)) => unreachable!("the anchor is the second argument"),
+    };
+
     let audit = AuditLog::open(
         state.join("audit.jsonl"),
         SigningKey::generate(),
         &AuditConfig::new(),
     )?;
-    let mut config = RuntimeConfig::new();
-    config.allow_unsigned(true); // goes away with `boot::verify_component`
-    let runtime = Runtime::new(config, audit.clone())?;
+    let anchor = TrustAnchor::from_file(&anchor_path)?;
+    let plugin_component = verified_plugin(&plugin_path, &anchor, &audit)?;
+    println!(
+        "verified {}@{} {} by {}",
+        plugin_component.name(),
+        plugin_component.version(),
+        plugin_component.digest().short(),
+        plugin_component
+            .signers()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Unsigned code stays refused (the default).
+    let runtime = Runtime::new(RuntimeConfig::new(), audit.clone())?;
 
     // Limits per call: 100M fuel, 32 MiB, 2 s.
     let mut limits = Limits::default();

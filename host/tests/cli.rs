@@ -138,3 +138,117 @@ fn audit_verify_export_and_tail() {
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("nope.jsonl"));
 }
+
+/// A command component whose `run` succeeds at once.
+const TRIVIAL: &str = r#"
+(component
+  (core module $m (func (export "run") (result i32) (i32.const 0)))
+  (core instance $i (instantiate $m))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.12" (instance $run-instance)))
+"#;
+
+#[test]
+fn run_verifies_against_the_anchor_and_refuses_what_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for key in ["root", "release", "host"] {
+        assert!(
+            forgeone(&["keygen", &format!("keys/{key}.pem")], d)
+                .status
+                .success()
+        );
+    }
+    let out = forgeone(
+        &[
+            "anchor",
+            "init",
+            "--root-key",
+            "keys/root.pub.pem",
+            "--release-key",
+            "keys/release.pub.pem",
+            "--sign-key",
+            "keys/root.pem",
+            "--expires",
+            "30days",
+            "-o",
+            "anchor.json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let out = forgeone(
+        &[
+            "sign",
+            "app.wasm",
+            "--key",
+            "keys/release.pem",
+            "--version",
+            "1.0.0",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--host-key",
+            "keys/host.pem",
+            "--audit-log",
+            "audit.jsonl",
+        ];
+        args.extend_from_slice(extra);
+        forgeone(&args, d)
+    };
+    let out = run(&["--anchor", "anchor.json", "app.wasm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("verified app@1.0.0"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Not verified and not explicitly allowed: refused before anything runs.
+    let out = run(&["app.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not verified"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // One flipped byte: refused, exit 1, and the refusal is in the audit log.
+    let mut bytes = std::fs::read(d.join("app.wasm")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(d.join("app.wasm"), bytes).unwrap();
+    let out = run(&["--anchor", "anchor.json", "app.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not match the signed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    assert!(log.contains("\"kind\":\"boot.component.refused\""));
+    assert!(
+        !log.lines()
+            .rev()
+            .take(3)
+            .any(|l| l.contains("\"kind\":\"container.started\""))
+    );
+    let out = forgeone(
+        &[
+            "audit",
+            "verify",
+            "audit.jsonl",
+            "--key",
+            "keys/host.pub.pem",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -4,6 +4,7 @@
 //! of each. A guest no test references fails the build.
 
 mod audit;
+mod boot;
 mod guests_check;
 mod runtime;
 

@@ -136,7 +136,7 @@ async fn hello_runs_with_its_identity_and_logs_tagged() {
     assert!(out.contains(&"  principal alice".to_string()), "{out:#?}");
     // Unsigned code never runs with the trust it was launched with.
     assert!(
-        out.contains(&"  trust     TrustLevel::Untrusted".to_string()),
+        out.contains(&"  trust     untrusted".to_string()),
         "{out:#?}"
     );
     assert!(out.contains(&"  workload  greeter".to_string()), "{out:#?}");

@@ -131,7 +131,6 @@ impl fmt::Debug for VerifiedComponent {
 
 impl VerifiedComponent {
     /// Wraps bytes that were verified by `boot`.
-    #[allow(dead_code)] // the boot module's verification lands separately
     pub(crate) fn verified(
         name: String,
         version: String,

@@ -6,7 +6,7 @@ fn main() {
     println!("hello from container {}", me.container_id);
     println!("  tenant    {}", me.tenant);
     println!("  principal {}", me.principal);
-    println!("  trust     {:?}", me.trust);
+    println!("  trust     {}", me.trust);
     println!("  workload  {}", me.workload.as_deref().unwrap_or("-"));
     println!("  component {}", me.component_digest);
     println!("  signed by {}", if me.signers.is_empty() { "-".to_string() } else { me.signers.join(", ") });

@@ -4,22 +4,29 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod anchor;
 mod audit_cmd;
+mod boot_cmd;
 mod keygen;
+mod manifest;
 mod run;
+mod sign;
 mod util;
+mod verify;
 
 /// ForgeOne: run WebAssembly components as verified, fuel-metered, audited containers.
 #[derive(Debug, Parser)]
 #[command(name = "forgeone", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
-    /// Log filter for diagnostics on stderr (e.g. `info`, `forgeone=debug`).
-    /// Audit events are logged at `info` under target `forgeone::audit`.
+    /// Diagnostics on stderr, as a tracing filter (e.g. `info`,
+    /// `forgeone=debug`). Audit events are also tracing events (target
+    /// `forgeone::audit`); the CLI prints their outcome itself, so they are
+    /// off by default: add `forgeone::audit=info` to see each one.
     #[arg(
         long,
         global = true,
         env = "FORGEONE_LOG",
-        default_value = "warn",
+        default_value = "warn,forgeone::audit=off",
         value_name = "FILTER"
     )]
     log_level: String,
@@ -43,6 +50,20 @@ enum Command {
     /// Verify, export and follow audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// Create, rotate, sign and show trust anchors.
+    #[command(subcommand)]
+    Anchor(anchor::Command),
+    /// Sign a component: writes COMPONENT.wasm.sig.json.
+    Sign(sign::Args),
+    /// Verify a component against its signature and a trust anchor.
+    Verify(verify::Args),
+    /// Create, sign and show boot manifests.
+    #[command(subcommand)]
+    Manifest(manifest::Command),
+    /// Boot: verify anchor, manifest and components; print the measurements.
+    Boot(boot_cmd::Args),
+    /// Check a boot quote against the host key and an expected register.
+    VerifyQuote(boot_cmd::QuoteArgs),
     /// Run a WebAssembly component as a verified, fuel-metered, audited container.
     Run(run::Args),
 }
@@ -50,13 +71,23 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     util::init_tracing(&cli.log_level);
-    let result = match cli.command {
-        Command::Keygen(args) => keygen::run(args),
-        Command::Audit(command) => audit_cmd::run(command),
-        Command::Run(args) => run::run(args),
-    };
-    match result {
+    match dispatch(cli.command) {
         Ok(code) => code,
         Err(failure) => failure.report(),
+    }
+}
+
+/// Runs one parsed command (also used by the in-process CLI tests).
+fn dispatch(command: Command) -> util::CmdResult {
+    match command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Anchor(command) => anchor::run(command),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Manifest(command) => manifest::run(command),
+        Command::Boot(args) => boot_cmd::run(args),
+        Command::VerifyQuote(args) => boot_cmd::verify_quote(args),
+        Command::Run(args) => run::run(args),
+        Command::Audit(command) => audit_cmd::run(command),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::VerifiedComponent;
+use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime, RuntimeConfig,
@@ -141,27 +141,38 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The one place `forgeone run` obtains a [`VerifiedComponent`].
-fn verified_component(args: &Args) -> Result<VerifiedComponent, Failure> {
-    let name = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "component".into());
-    if let Some(anchor) = &args.anchor {
-        // Wired to `boot::verify_component` at integration (issue 3).
-        let sig = args
-            .sig
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{}.sig.json", args.component.display())));
-        return Err(Failure::check(format!(
-            "cannot verify {} against anchor {} with signature {}: signature verification \
-             (boot::verify_component) is not part of this build yet; use --allow-unsigned to run \
-             it unverified",
-            args.component.display(),
-            anchor.display(),
-            sig.display()
-        )));
+/// The one place `forgeone run` obtains a [`VerifiedComponent`]: verified
+/// against the anchor (every outcome audited), or explicitly unsigned.
+fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent, Failure> {
+    if let Some(anchor_path) = &args.anchor {
+        let anchor = TrustAnchor::from_file(anchor_path)
+            .map_err(|e| Failure::check(format!("trust anchor {}: {e}", anchor_path.display())))?;
+        let mut check = ComponentCheck::new(&anchor);
+        check.audit(audit.clone());
+        if let Some(sig) = &args.sig {
+            check.signature_path(sig);
+        }
+        let component = check.verify_file(&args.component).map_err(|e| {
+            let message = format!("refused {}: {e}", args.component.display());
+            if e.is_operational() {
+                Failure::input(message)
+            } else {
+                Failure::check(message)
+            }
+        })?;
+        let signers: Vec<String> = component
+            .signers()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        eprintln!(
+            "forgeone: verified {}@{} {} by {}",
+            component.name(),
+            component.version(),
+            component.digest(),
+            signers.join(", ")
+        );
+        return Ok(component);
     }
     if !args.allow_unsigned {
         return Err(Failure::check(format!(
@@ -170,6 +181,11 @@ fn verified_component(args: &Args) -> Result<VerifiedComponent, Failure> {
             args.component.display()
         )));
     }
+    let name = args
+        .component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "component".into());
     let bytes = std::fs::read(&args.component)
         .map_err(|e| Failure::input(format!("{}: {e}", args.component.display())))?;
     let component = VerifiedComponent::unsigned(name, bytes);
@@ -215,7 +231,6 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let component = verified_component(&args)?;
     let key = host_key(&args)?;
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
@@ -225,6 +240,13 @@ pub fn run(args: Args) -> CmdResult {
         .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
     let audit = AuditLog::open(&log_path, key, &AuditConfig::new())
         .map_err(|e| Failure::input(format!("audit log: {e}")))?;
+    let component = match verified_component(&args, &audit) {
+        Ok(component) => component,
+        Err(failure) => {
+            let _ = audit.close();
+            return Err(failure);
+        }
+    };
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
