@@ -12,12 +12,22 @@
 //! - [`boot`]: trust anchor, signatures, boot manifest, measurements, recovery.
 //! - [`keys`]: Ed25519 keys and key ids.
 //! - [`identity`]: who a container runs as, and how far it is trusted.
+//! - [`scheduler`]: placement (nodes, constraints, scores, preemption) and
+//!   the work-stealing executor.
+//! - [`policy`]: who may run what, where, how urgently and how much.
+//! - [`deployment`]: the `forgeone.toml` format.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod boot;
 pub mod identity;
 pub mod keys;
+pub mod deployment;
+pub mod policy;
+pub mod scheduler;
 
 pub use identity::{IdentityContext, TrustLevel, TrustVector};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
+pub use deployment::{Deployment, DeploymentError};
+pub use policy::{Isolation, PolicySet, TenantPolicy};
+pub use scheduler::{Allocation, Executor, Priority, ScheduleError, SchedulerContext, Workload};
