@@ -379,10 +379,11 @@ impl Deployment {
     /// Reads and validates `path` (at most [`MAX_DEPLOYMENT_BYTES`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Deployment, DeploymentError> {
         let path = path.as_ref();
-        let text = read_capped(path, MAX_DEPLOYMENT_BYTES).map_err(|source| DeploymentError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            read_capped(path, MAX_DEPLOYMENT_BYTES).map_err(|source| DeploymentError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         Deployment::parse(&text, path)
     }
 
@@ -672,7 +673,10 @@ fn node_config(raw: Option<&RawNodeCfg>, cx: &mut Cx<'_>) -> NodeConfig {
     if let Some(t) = &raw.trust {
         node.trust = cx.parse(t, None).unwrap_or_default();
     }
-    for (list, out) in [(&raw.hardware, &mut node.hardware), (&raw.network, &mut node.network)] {
+    for (list, out) in [
+        (&raw.hardware, &mut node.hardware),
+        (&raw.network, &mut node.network),
+    ] {
         for l in list {
             match units::check_label(l.get_ref()) {
                 Ok(()) => out.push(l.get_ref().clone()),
@@ -732,7 +736,10 @@ fn tenants(raw: &[RawTenant], cx: &mut Cx<'_>) -> Vec<TenantSpec> {
                 cx.push(
                     s.span(),
                     None,
-                    format!("tenant `{name}`: cpu_share must be within (0, 1], got {}", s.get_ref()),
+                    format!(
+                        "tenant `{name}`: cpu_share must be within (0, 1], got {}",
+                        s.get_ref()
+                    ),
                 );
                 None
             }
@@ -817,7 +824,11 @@ fn workloads(
                     if tenants.is_empty() {
                         "none; add a [[tenant]]".to_string()
                     } else {
-                        tenants.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                        tenants
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
             ),
@@ -896,8 +907,8 @@ fn resources(raw: Option<&RawResources>, wn: Option<&str>, cx: &mut Cx<'_>) -> R
     spec.fuel = take(&r.fuel, "fuel", units::count);
     spec.memory = take(&r.memory, "memory", units::size);
     spec.storage = take(&r.storage, "storage", units::size);
-    spec.cpu_millis = take(&r.cpu, "cpu", units::cpu_millis)
-        .map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+    spec.cpu_millis =
+        take(&r.cpu, "cpu", units::cpu_millis).map(|m| u32::try_from(m).unwrap_or(u32::MAX));
     if let Some(t) = &r.timeout {
         match units::duration(t.get_ref()) {
             Ok(d) => spec.timeout = Some(d),
@@ -916,7 +927,10 @@ fn constraints(raw: Option<&RawConstraints>, wn: Option<&str>, cx: &mut Cx<'_>) 
             Err(e) => cx.push(span, wn, e),
         }
     }
-    for (list, out) in [(&c.hardware, &mut spec.hardware), (&c.network, &mut spec.network)] {
+    for (list, out) in [
+        (&c.hardware, &mut spec.hardware),
+        (&c.network, &mut spec.network),
+    ] {
         for (span, v) in items(list.as_ref()) {
             match units::check_label(v) {
                 Ok(()) => out.push(v.to_string()),
@@ -930,7 +944,10 @@ fn constraints(raw: Option<&RawConstraints>, wn: Option<&str>, cx: &mut Cx<'_>) 
             Err(e) => cx.push(span, wn, e),
         }
     }
-    for (list, out) in [(&c.affinity, &mut spec.affinity), (&c.anti_affinity, &mut spec.anti_affinity)] {
+    for (list, out) in [
+        (&c.affinity, &mut spec.affinity),
+        (&c.anti_affinity, &mut spec.anti_affinity),
+    ] {
         for (span, v) in items(list.as_ref()) {
             match AffinityTerm::parse(v) {
                 Ok(_) => out.push(v.to_string()),
@@ -964,7 +981,11 @@ fn constraints(raw: Option<&RawConstraints>, wn: Option<&str>, cx: &mut Cx<'_>) 
             None => 1,
             Some(wt) if (1..=100).contains(wt.get_ref()) => *wt.get_ref(),
             Some(wt) => {
-                cx.push(wt.span(), wn, format!("weight must be within 1..=100, got {}", wt.get_ref()));
+                cx.push(
+                    wt.span(),
+                    wn,
+                    format!("weight must be within 1..=100, got {}", wt.get_ref()),
+                );
                 continue;
             }
         };
@@ -989,7 +1010,12 @@ fn constraints(raw: Option<&RawConstraints>, wn: Option<&str>, cx: &mut Cx<'_>) 
     spec
 }
 
-fn capabilities(raw: Option<&RawCaps>, base: &Path, wn: Option<&str>, cx: &mut Cx<'_>) -> Capabilities {
+fn capabilities(
+    raw: Option<&RawCaps>,
+    base: &Path,
+    wn: Option<&str>,
+    cx: &mut Cx<'_>,
+) -> Capabilities {
     let mut caps = Capabilities::default();
     let Some(c) = raw else { return caps };
     for d in &c.dirs {
@@ -1032,7 +1058,9 @@ fn parse_dir(text: &str) -> Result<(&str, &str, bool), String> {
         return Err(format!("directory `{text}`: empty host or guest path"));
     }
     if !guest.starts_with('/') {
-        return Err(format!("directory `{text}`: the guest path `{guest}` must be absolute"));
+        return Err(format!(
+            "directory `{text}`: the guest path `{guest}` must be absolute"
+        ));
     }
     Ok((host, guest, read_only))
 }
@@ -1051,16 +1079,23 @@ fn check_affinity(raw: &[RawWorkload], specs: &[WorkloadSpec], cx: &mut Cx<'_>) 
     let mut edges: Vec<Vec<(usize, Range<usize>)>> = vec![Vec::new(); specs.len()];
     for (i, (r, w)) in raw.iter().zip(specs).enumerate() {
         let Some(c) = &r.constraints else { continue };
-        for (list, what) in [(&c.affinity, "affinity"), (&c.anti_affinity, "anti_affinity")] {
+        for (list, what) in [
+            (&c.affinity, "affinity"),
+            (&c.anti_affinity, "anti_affinity"),
+        ] {
             for (span, text) in items(list.as_ref()) {
-                let Ok(term) = AffinityTerm::parse(text) else { continue };
+                let Ok(term) = AffinityTerm::parse(text) else {
+                    continue;
+                };
                 if let AffinityTerm::Name(n) = &term
                     && !names.contains_key(n.as_str())
                 {
                     cx.push(
                         span.clone(),
                         Some(&w.name),
-                        format!("{what} names workload `{n}`, which this deployment does not define"),
+                        format!(
+                            "{what} names workload `{n}`, which this deployment does not define"
+                        ),
                     );
                 }
                 if what == "affinity" {
@@ -1223,12 +1258,13 @@ pub(crate) mod units {
             Scalar::Str(s) => {
                 let t = s.trim();
                 if let Some(m) = t.strip_suffix('m') {
-                    return m
-                        .parse::<u64>()
-                        .map_err(|_| format!("bad cpu `{s}` (cores like 0.5, or millicores like \"500m\")"));
+                    return m.parse::<u64>().map_err(|_| {
+                        format!("bad cpu `{s}` (cores like 0.5, or millicores like \"500m\")")
+                    });
                 }
-                t.parse::<f64>()
-                    .map_err(|_| format!("bad cpu `{s}` (cores like 0.5, or millicores like \"500m\")"))?
+                t.parse::<f64>().map_err(|_| {
+                    format!("bad cpu `{s}` (cores like 0.5, or millicores like \"500m\")")
+                })?
             }
         };
         if !(0.0..=1_000_000.0).contains(&cores) || !cores.is_finite() {
@@ -1471,7 +1507,10 @@ mod tests {
         assert!(count(&Scalar::Str("50Q".into())).is_err());
         assert_eq!(cpu_millis(&Scalar::Float(0.5)), Ok(500));
         assert_eq!(cpu_millis(&Scalar::Str("250m".into())), Ok(250));
-        assert_eq!(duration(&Scalar::Str("5s".into())), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            duration(&Scalar::Str("5s".into())),
+            Ok(Duration::from_secs(5))
+        );
         assert!(duration(&Scalar::Int(5)).is_err());
         assert_eq!(line_col("a\nbc\nd", 4), (2, 3));
     }

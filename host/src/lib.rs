@@ -20,14 +20,14 @@
 
 pub mod audit;
 pub mod boot;
+pub mod deployment;
 pub mod identity;
 pub mod keys;
-pub mod deployment;
 pub mod policy;
 pub mod scheduler;
 
+pub use deployment::{Deployment, DeploymentError};
 pub use identity::{IdentityContext, TrustLevel, TrustVector};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
-pub use deployment::{Deployment, DeploymentError};
 pub use policy::{Isolation, PolicySet, TenantPolicy};
 pub use scheduler::{Allocation, Executor, Priority, ScheduleError, SchedulerContext, Workload};

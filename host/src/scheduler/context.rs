@@ -415,7 +415,7 @@ impl Cache {
                 let s = LabelSelector::parse(value)?;
                 StaticC {
                     set: index.selector_set(&s),
-                    reason: Reason::Label(Arc::from(s.to_string())),
+                    reason: Reason::Label(text),
                 }
             }
         };
@@ -1191,7 +1191,10 @@ impl SchedulerContext {
         if let Some(max) = policy.max_containers
             && usage.containers >= max
         {
-            let detail = format!("tenant `{tenant}` already runs {} of at most {max} containers", usage.containers);
+            let detail = format!(
+                "tenant `{tenant}` already runs {} of at most {max} containers",
+                usage.containers
+            );
             return Err(quota(w, "max_containers", detail));
         }
         if let Some(share) = policy.cpu_share {
@@ -1224,7 +1227,9 @@ impl SchedulerContext {
                         reason: Reason::TenantLocation(Arc::from(text)),
                     }))
                 };
-                self.cache.tenant_location.insert(tenant.to_string(), c.clone());
+                self.cache
+                    .tenant_location
+                    .insert(tenant.to_string(), c.clone());
                 c
             }
         };
@@ -1320,7 +1325,9 @@ impl SchedulerContext {
             None => format!("tenant={tenant}"),
         };
         let zone_counts = st.spread.get(spread_key.as_str()).map(Vec::as_slice);
-        let max_zone = zone_counts.and_then(|z| z.iter().max().copied()).unwrap_or(0);
+        let max_zone = zone_counts
+            .and_then(|z| z.iter().max().copied())
+            .unwrap_or(0);
         let total_pref: u32 = sc.prefs.iter().map(|(_, w)| *w).sum();
         let ix = &self.index;
         let mut feasible = 0u32;
@@ -1344,9 +1351,8 @@ impl SchedulerContext {
                     continue;
                 }
                 feasible += 1;
-                let parts = score_parts(
-                    ix, st, i, req, zone_counts, max_zone, &sc.prefs, total_pref,
-                );
+                let parts =
+                    score_parts(ix, st, i, req, zone_counts, max_zone, &sc.prefs, total_pref);
                 let score = self.weights.total(&parts);
                 let pos = sc.top.partition_point(|(s, _, _)| *s >= score);
                 if pos < top_n {
@@ -1634,7 +1640,8 @@ fn find_victims(
                 .then(b.seq.cmp(&a.seq))
         });
         let mut alloc = st.alloc[i];
-        let fits = |alloc: &Capacity| capacity_shortfall(&ix.cap[i], &ix.used[i], alloc, req).is_none();
+        let fits =
+            |alloc: &Capacity| capacity_shortfall(&ix.cap[i], &ix.used[i], alloc, req).is_none();
         let mut chosen: Vec<&Placement> = Vec::new();
         for p in cands {
             if fits(&alloc) {
@@ -1658,7 +1665,11 @@ fn find_victims(
             }
         }
         let key = (
-            chosen.iter().map(|p| p.w.priority.rank()).max().unwrap_or(0),
+            chosen
+                .iter()
+                .map(|p| p.w.priority.rank())
+                .max()
+                .unwrap_or(0),
             chosen.len(),
             chosen
                 .iter()
@@ -1689,4 +1700,3 @@ fn add(a: &mut Capacity, b: &Capacity) {
     a.storage += b.storage;
     a.containers += b.containers;
 }
-

@@ -28,7 +28,10 @@
 //!
 //! Ties go to the more urgent class and the more trusted level. A class (or
 //! level) that becomes runnable after idling starts at the virtual time of
-//! the most recently served one, so idling banks no credit.
+//! the most recently served one, so idling banks no credit. A slice is
+//! charged its measured time capped at 4× the running average slice, so a
+//! worker thread descheduled by the OS in the middle of a slice does not
+//! make its class pay for CPU it never had.
 //!
 //! # Guarantees (and the numbers behind them)
 //!
@@ -348,7 +351,9 @@ impl ExecutorBuilder {
                 .collect(),
             lane_len: (0..LANES).map(|_| AtomicUsize::new(0)).collect(),
             class_len: Default::default(),
-            pinned: (0..workers).map(|_| Mutex::new(Pinned::default())).collect(),
+            pinned: (0..workers)
+                .map(|_| Mutex::new(Pinned::default()))
+                .collect(),
             pinned_len: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             class_vt: Default::default(),
             level_vt: Default::default(),
@@ -363,6 +368,8 @@ impl ExecutorBuilder {
                 workers,
             }),
             started: Instant::now(),
+            avg_slice: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
         });
         let prefix = self
             .thread_name
@@ -416,7 +423,10 @@ impl fmt::Debug for Executor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Executor")
             .field("workers", &self.workers())
-            .field("shut_down", &self.inner.shared.shutdown.load(Ordering::Relaxed))
+            .field(
+                "shut_down",
+                &self.inner.shared.shutdown.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }
@@ -484,11 +494,14 @@ impl Executor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_task(future, TaskMeta {
-            class: class.lane(),
-            level: trust_index(TrustLevel::Medium),
-            pin: None,
-        })
+        self.spawn_task(
+            future,
+            TaskMeta {
+                class: class.lane(),
+                level: trust_index(TrustLevel::Medium),
+                pin: None,
+            },
+        )
     }
 
     /// Runs `future` with `options`. Refused when the pinned worker does not
@@ -510,11 +523,14 @@ impl Executor {
                 workers: self.workers(),
             });
         }
-        Ok(self.spawn_task(future, TaskMeta {
-            class: options.class.lane(),
-            level: trust_index(options.trust),
-            pin: options.worker,
-        }))
+        Ok(self.spawn_task(
+            future,
+            TaskMeta {
+                class: options.class.lane(),
+                level: trust_index(options.trust),
+                pin: options.worker,
+            },
+        ))
     }
 
     fn spawn_task<F>(&self, future: F, meta: TaskMeta) -> JoinHandle<F::Output>
@@ -523,6 +539,11 @@ impl Executor {
         F::Output: Send + 'static,
     {
         let weak: Weak<Shared> = Arc::downgrade(&self.inner.shared);
+        let slot = self.inner.shared.register();
+        let future = Tracked {
+            inner: future,
+            slot,
+        };
         let (runnable, task): (Runnable<TaskMeta>, Task<F::Output, TaskMeta>) =
             async_task::Builder::new()
                 .metadata(meta)
@@ -532,7 +553,8 @@ impl Executor {
                     move |runnable: Runnable<TaskMeta>| match weak.upgrade() {
                         Some(shared) => shared.schedule(runnable),
                         // The executor is gone: dropping the runnable
-                        // cancels the task, which is all that is left to do.
+                        // cancels the task (its future is dropped), which is
+                        // all that is left to do.
                         None => drop(runnable),
                     },
                 );
@@ -590,6 +612,41 @@ struct Shared {
     shutdown: AtomicBool,
     stats: Arc<CpuStats>,
     started: Instant,
+    /// Running average slice length in ns (exponential, 1/64).
+    avg_slice: AtomicU64,
+    /// Every live task's last waker, so shutdown can cancel idle tasks
+    /// (a task waiting on an event that never comes has no runnable to drop).
+    tasks: Mutex<Vec<Weak<TaskSlot>>>,
+}
+
+#[derive(Default)]
+struct TaskSlot {
+    waker: Mutex<Option<Waker>>,
+}
+
+pin_project_lite::pin_project! {
+    /// A task's future, recording its waker on every poll (for shutdown).
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        slot: Arc<TaskSlot>,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        {
+            let mut w = this.slot.waker.lock().unwrap_or_else(|p| p.into_inner());
+            match w.as_ref() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        this.inner.poll(cx)
+    }
 }
 
 struct Local {
@@ -604,6 +661,11 @@ thread_local! {
 
 impl Shared {
     fn schedule(&self, runnable: Runnable<TaskMeta>) {
+        if self.shutdown.load(Ordering::SeqCst) {
+            // Shut down: cancel the task instead of queueing it.
+            drop(runnable);
+            return;
+        }
         let meta = *runnable.metadata();
         let (class, level) = (meta.class, meta.level);
         // Idling banks no credit: a lane that (re)enters the queue starts no
@@ -645,7 +707,11 @@ impl Shared {
         if self.sleeping.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let next = self.sleepers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let next = self
+            .sleepers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         if let Some(w) = next
             && let Some(t) = self.threads.get().and_then(|t| t.get(w))
         {
@@ -658,8 +724,31 @@ impl Shared {
             || self.class_len.iter().any(|c| c.load(Ordering::SeqCst) > 0)
     }
 
-    /// Drops every queued task (after the workers stopped).
+    /// Registers a new task's waker slot (pruning dead ones now and then).
+    fn register(&self) -> Arc<TaskSlot> {
+        let slot = Arc::new(TaskSlot::default());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if tasks.len() >= 64 && tasks.len().is_power_of_two() {
+            tasks.retain(|w| w.strong_count() > 0);
+        }
+        tasks.push(Arc::downgrade(&slot));
+        slot
+    }
+
+    /// Wakes every idle task so that `schedule` cancels it, then drops
+    /// every queued task (after the workers stopped).
     fn drain(&self) {
+        let live: Vec<Arc<TaskSlot>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+        for slot in live {
+            let waker = slot.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
         for inj in &self.injectors {
             loop {
                 match inj.steal() {
@@ -691,7 +780,11 @@ impl Shared {
         (idx, n)
     }
 
-    fn find_task(&self, local: &[Worker<Runnable<TaskMeta>>], me: usize) -> Option<Runnable<TaskMeta>> {
+    fn find_task(
+        &self,
+        local: &[Worker<Runnable<TaskMeta>>],
+        me: usize,
+    ) -> Option<Runnable<TaskMeta>> {
         let mut pinned_mask = [false; LANES];
         let has_pinned = self.pinned_len[me].load(Ordering::SeqCst) > 0;
         if has_pinned {
@@ -720,8 +813,10 @@ impl Shared {
                 };
                 let found = found.or_else(|| self.pop_lane(local, me, lane));
                 if let Some(r) = found {
-                    self.class_floor
-                        .fetch_max(self.class_vt[class].load(Ordering::Relaxed), Ordering::Relaxed);
+                    self.class_floor.fetch_max(
+                        self.class_vt[class].load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
                     self.level_floor[class].fetch_max(
                         self.level_vt[class][level].load(Ordering::Relaxed),
                         Ordering::Relaxed,
@@ -788,11 +883,21 @@ impl Shared {
         // Panics are caught by async-task (`propagate_panic`) and re-raised
         // in the join handle, so `run` does not unwind the worker.
         runnable.run();
-        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        let ns = u64::try_from(start.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.stats.busy_ns[meta.class].fetch_add(ns, Ordering::Relaxed);
-        self.class_vt[meta.class].fetch_add(ns * 16 / CLASS_WEIGHT[meta.class], Ordering::Relaxed);
+        // Charge the measured time, capped at 4x the running average slice:
+        // a worker thread descheduled by the OS mid-slice must not make its
+        // class pay for CPU it never had.
+        let avg = self.avg_slice.load(Ordering::Relaxed);
+        let charge = ns.min(avg.saturating_mul(4).max(1_000));
+        self.avg_slice
+            .store(avg - avg / 64 + charge / 64, Ordering::Relaxed);
+        self.class_vt[meta.class]
+            .fetch_add(charge * 16 / CLASS_WEIGHT[meta.class], Ordering::Relaxed);
         self.level_vt[meta.class][meta.level]
-            .fetch_add(ns * 8 / TRUST_WEIGHT[meta.level], Ordering::Relaxed);
+            .fetch_add(charge * 8 / TRUST_WEIGHT[meta.level], Ordering::Relaxed);
     }
 }
 
@@ -853,6 +958,14 @@ fn worker_main(
         }
     }
     // Cancel what is left in our local deques (nobody else pushes there).
+    // Pop explicitly: the deques' buffers are shared with the stealers in
+    // `Shared` and would otherwise keep the tasks alive.
     let local = LOCAL.with(|l| l.borrow_mut().take());
-    drop(local);
+    if let Some(local) = local {
+        for q in &local.queues {
+            while let Some(r) = q.pop() {
+                drop(r);
+            }
+        }
+    }
 }

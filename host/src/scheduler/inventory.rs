@@ -279,9 +279,8 @@ impl StaticInventory {
                 message,
             }
         };
-        let raw: RawNodes = toml::from_str(text).map_err(|e| {
-            invalid(e.span().unwrap_or(0..0), e.message().trim_end().to_string())
-        })?;
+        let raw: RawNodes = toml::from_str(text)
+            .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().trim_end().to_string()))?;
         let mut nodes = Vec::new();
         let mut seen = HashSet::new();
         for n in raw.node {
@@ -306,7 +305,10 @@ impl StaticInventory {
             };
             let utilisation = match &n.utilisation {
                 Some(u) if !(0.0..=1.0).contains(u.get_ref()) => {
-                    return Err(invalid(u.span(), "`utilisation` must be within 0..=1".into()));
+                    return Err(invalid(
+                        u.span(),
+                        "`utilisation` must be within 0..=1".into(),
+                    ));
                 }
                 u => u.as_ref().map(|u| *u.get_ref()),
             };
@@ -501,7 +503,10 @@ struct RawCapacity {
 }
 
 impl RawCapacity {
-    fn resolve(&self, default_containers: u32) -> Result<Capacity, (std::ops::Range<usize>, String)> {
+    fn resolve(
+        &self,
+        default_containers: u32,
+    ) -> Result<Capacity, (std::ops::Range<usize>, String)> {
         let with_span = |s: &Spanned<Scalar>, r: Result<u64, String>| r.map_err(|e| (s.span(), e));
         Ok(Capacity {
             cpu_millis: match &self.cpu {

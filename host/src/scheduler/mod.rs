@@ -105,7 +105,9 @@ pub enum ScheduleError {
     },
     /// The workload asked for a priority above its tenant's cap (refused,
     /// not lowered).
-    #[error("workload `{workload}`: priority `{requested}` is above tenant `{tenant}`'s cap `{cap}`")]
+    #[error(
+        "workload `{workload}`: priority `{requested}` is above tenant `{tenant}`'s cap `{cap}`"
+    )]
     PriorityAboveCap {
         /// The workload's name.
         workload: String,

@@ -100,7 +100,10 @@ impl NodeSet {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| BitIter(w).map(move |b| wi * 64 + b))
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(wi, &w)| BitIter(w).map(move |b| wi * 64 + b))
     }
 }
 
@@ -176,13 +179,22 @@ impl Index {
             locations[l].2.set(i);
             region_of.push(locations[l].0.clone());
             for h in &node.hardware {
-                hardware.entry(h.clone()).or_insert_with(|| NodeSet::empty(n)).set(i);
+                hardware
+                    .entry(h.clone())
+                    .or_insert_with(|| NodeSet::empty(n))
+                    .set(i);
             }
             for h in &node.network {
-                network.entry(h.clone()).or_insert_with(|| NodeSet::empty(n)).set(i);
+                network
+                    .entry(h.clone())
+                    .or_insert_with(|| NodeSet::empty(n))
+                    .set(i);
             }
             for (k, v) in &node.labels {
-                label_key.entry(k.clone()).or_insert_with(|| NodeSet::empty(n)).set(i);
+                label_key
+                    .entry(k.clone())
+                    .or_insert_with(|| NodeSet::empty(n))
+                    .set(i);
                 label_value
                     .entry(k.clone())
                     .or_default()
@@ -355,7 +367,9 @@ impl fmt::Display for Reason {
             Reason::Network(t) => write!(f, "network `{t}`"),
             Reason::Label(t) => write!(f, "label `{t}`"),
             Reason::Affinity(t) => write!(f, "affinity `{t}`: no matching workload there"),
-            Reason::AntiAffinity(t) => write!(f, "anti-affinity `{t}`: a matching workload runs there"),
+            Reason::AntiAffinity(t) => {
+                write!(f, "anti-affinity `{t}`: a matching workload runs there")
+            }
             Reason::Repelled(t) => write!(f, "repelled: a workload there has anti-affinity `{t}`"),
             Reason::TenantIsolation => f.write_str("tenant isolation"),
             Reason::SignerIsolation => f.write_str("signer isolation"),

@@ -11,7 +11,9 @@ use super::ScheduleError;
 use super::context::SchedulerContext;
 use super::inventory::{Capacity, Node, NodeInventory};
 use super::placement::Allocation;
-use super::types::{Constraint, ConstraintType, Priority, ResourceRequirements, SchedulerMetrics, Workload};
+use super::types::{
+    Constraint, ConstraintType, Priority, ResourceRequirements, SchedulerMetrics, Workload,
+};
 use crate::deployment::{Deployment, KnownLabels, NodeConfig, PreferenceKind, WorkloadSpec};
 use crate::identity::{IdentityContext, TrustVector};
 use crate::policy::PolicySet;
@@ -82,7 +84,12 @@ pub fn node_from_config(cfg: &NodeConfig, cores: usize) -> Node {
         storage: cfg.storage.unwrap_or(0),
         containers: cfg.containers.unwrap_or(u32::MAX),
     };
-    let mut node = Node::new(cfg.id.as_str(), cfg.region.clone(), cfg.zone.clone(), capacity);
+    let mut node = Node::new(
+        cfg.id.as_str(),
+        cfg.region.clone(),
+        cfg.zone.clone(),
+        capacity,
+    );
     node.trust(cfg.trust);
     for h in &cfg.hardware {
         node.hardware(h.clone());
@@ -175,7 +182,10 @@ impl Plan {
 /// workload and places them as the kernel would (priority, trust, age;
 /// affinity targets first; preemption). Trust is the tenant's policy level
 /// with one signer when a signature is listed; nothing is verified here.
-pub fn plan(deployment: &Deployment, inventory: Arc<dyn NodeInventory>) -> Result<Plan, ScheduleError> {
+pub fn plan(
+    deployment: &Deployment,
+    inventory: Arc<dyn NodeInventory>,
+) -> Result<Plan, ScheduleError> {
     let nodes = inventory.nodes()?;
     deployment.check_labels(&known_labels(&nodes))?;
     let policies = PolicySet::from_tenants(&deployment.tenants);
@@ -211,7 +221,9 @@ pub fn plan(deployment: &Deployment, inventory: Arc<dyn NodeInventory>) -> Resul
             priority: spec.priority,
             tenant: spec.tenant.clone(),
             line: deployment.line_of(&spec.name),
-            result: last.remove(&id).unwrap_or(Err(ScheduleError::UnknownWorkload(id))),
+            result: last
+                .remove(&id)
+                .unwrap_or(Err(ScheduleError::UnknownWorkload(id))),
             preempted_by: evicted_by.remove(&id),
         })
         .collect();

@@ -49,7 +49,10 @@ impl fmt::Debug for ResourceMonitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResourceMonitor")
             .field("memory_total", &self.inner.memory_total)
-            .field("memory_committed", &self.inner.memory.load(Ordering::Relaxed))
+            .field(
+                "memory_committed",
+                &self.inner.memory.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -105,8 +108,7 @@ impl ResourceMonitor {
             ..CpuState::default()
         };
         if let Some(stats) = stats {
-            let busy: [u64; 5] =
-                std::array::from_fn(|c| stats.busy_ns[c].load(Ordering::Relaxed));
+            let busy: [u64; 5] = std::array::from_fn(|c| stats.busy_ns[c].load(Ordering::Relaxed));
             let mut window = i.window.lock().unwrap_or_else(|p| p.into_inner());
             let elapsed = window.0.elapsed().as_nanos() as f64;
             let delta: [u64; 5] = std::array::from_fn(|c| busy[c].saturating_sub(window.1[c]));

@@ -148,7 +148,9 @@ impl fmt::Display for LabelSelector {
         match self.op {
             SelectorOp::Exists => f.write_str(&self.key),
             SelectorOp::DoesNotExist => write!(f, "!{}", self.key),
-            SelectorOp::In if self.values.len() == 1 => write!(f, "{}={}", self.key, self.values[0]),
+            SelectorOp::In if self.values.len() == 1 => {
+                write!(f, "{}={}", self.key, self.values[0])
+            }
             SelectorOp::NotIn if self.values.len() == 1 => {
                 write!(f, "{}!={}", self.key, self.values[0])
             }
@@ -268,7 +270,9 @@ impl AffinityTerm {
     pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
         match self {
             AffinityTerm::Name(n) => n == name,
-            AffinityTerm::Label { key, values } => labels.get(key).is_some_and(|v| values.contains(v)),
+            AffinityTerm::Label { key, values } => {
+                labels.get(key).is_some_and(|v| values.contains(v))
+            }
         }
     }
 }
@@ -302,7 +306,14 @@ mod tests {
 
     #[test]
     fn selectors_round_trip() {
-        for text in ["disk=ssd", "disk!=hdd", "disk in (ssd, nvme)", "tier notin (spot)", "gpu", "!spot"] {
+        for text in [
+            "disk=ssd",
+            "disk!=hdd",
+            "disk in (ssd, nvme)",
+            "tier notin (spot)",
+            "gpu",
+            "!spot",
+        ] {
             let s = LabelSelector::parse(text).unwrap();
             assert_eq!(s.to_string(), text);
         }

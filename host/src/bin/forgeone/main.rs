@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod audit_cmd;
 mod keygen;
+mod plan;
 mod util;
 
 /// ForgeOne: run WebAssembly components as verified, fuel-metered, audited containers.
@@ -35,6 +36,8 @@ enum Command {
     /// Verify, export and follow audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// Show where each workload of a deployment would run, and why, without running anything.
+    Plan(plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Audit(command) => audit_cmd::run(command),
+        Command::Plan(args) => plan::run(args),
     };
     match result {
         Ok(code) => code,
