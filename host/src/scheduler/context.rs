@@ -104,6 +104,24 @@ fn count_in(list: &mut Vec<(Arc<str>, u32)>, key: &Arc<str>, up: bool) {
     }
 }
 
+/// What the per-node loop reads, packed in one place (one cache line per
+/// node): free capacity after every reservation, inverse capacities for
+/// the load fractions, and whether the isolation checks must look closer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Hot {
+    free_cpu: i64,
+    free_mem: i64,
+    free_storage: i64,
+    free_containers: i64,
+    inv_cpu: f32,
+    inv_mem: f32,
+    util: f32,
+    zone: u32,
+    trust: u32,
+    occupied: bool,
+    iso_guard: bool,
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct TenantUsage {
     containers: u32,
@@ -112,6 +130,7 @@ struct TenantUsage {
 
 #[derive(Debug, Default)]
 struct State {
+    hot: Vec<Hot>,
     alloc: Vec<Capacity>,
     occ: Vec<NodeOcc>,
     terms: Vec<TermState>,
@@ -124,15 +143,47 @@ struct State {
     free: Vec<usize>,
     by_id: HashMap<Uuid, usize>,
     interned: HashMap<String, Arc<str>>,
+    /// Placement slots by workload name, and by label key and value.
+    name_index: HashMap<String, Vec<usize>>,
+    label_index: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
 impl State {
     fn new(index: &Index) -> State {
-        State {
+        let mut st = State {
+            hot: vec![Hot::default(); index.n],
             alloc: vec![Capacity::default(); index.n],
             occ: vec![NodeOcc::default(); index.n],
             ..State::default()
+        };
+        for i in 0..index.n {
+            st.resync(index, i);
         }
+        st
+    }
+
+    /// Recomputes node `i`'s hot entry from the index and the reservations.
+    fn resync(&mut self, ix: &Index, i: usize) {
+        let (cap, used, alloc, o) = (&ix.cap[i], &ix.used[i], &self.alloc[i], &self.occ[i]);
+        let free = |c: u64, u: u64, a: u64| c as i64 - u as i64 - a as i64;
+        let inv = |c: u64| if c == 0 { 0.0 } else { 1.0 / c as f32 };
+        self.hot[i] = Hot {
+            free_cpu: free(cap.cpu_millis, used.cpu_millis, alloc.cpu_millis),
+            free_mem: free(cap.memory, used.memory, alloc.memory),
+            free_storage: free(cap.storage, used.storage, alloc.storage),
+            free_containers: free(
+                u64::from(cap.containers),
+                u64::from(used.containers),
+                u64::from(alloc.containers),
+            ),
+            inv_cpu: inv(cap.cpu_millis),
+            inv_mem: inv(cap.memory),
+            util: ix.util[i],
+            zone: ix.zone_of[i],
+            trust: ix.trust[i] as u32,
+            occupied: !o.placements.is_empty(),
+            iso_guard: o.iso_tenant > 0 || o.iso_signer > 0,
+        };
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -160,8 +211,25 @@ impl State {
             repel: NodeSet::empty(n),
             repel_count: HashMap::new(),
         };
-        for p in self.slab.iter().flatten() {
-            if state.term.matches(&p.w.name, &p.w.labels) {
+        // The placements it matches, found through the name and label
+        // indexes rather than by scanning every placement.
+        let slots: Vec<usize> = match &state.term {
+            AffinityTerm::Name(name) => self.name_index.get(name).cloned().unwrap_or_default(),
+            AffinityTerm::Label { key, values } => self
+                .label_index
+                .get(key)
+                .map(|by_value| {
+                    values
+                        .iter()
+                        .filter_map(|v| by_value.get(v))
+                        .flatten()
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for slot in slots {
+            if let Some(p) = &self.slab[slot] {
                 bump(&mut state.occ, &mut state.occ_count, p.node, true);
             }
         }
@@ -202,7 +270,8 @@ impl State {
         }
     }
 
-    fn add(&mut self, p: Placement, zones: usize) -> usize {
+    fn add(&mut self, p: Placement, ix: &Index) -> usize {
+        let zones = ix.zones.len();
         let node = p.node;
         let a = &mut self.alloc[node];
         a.cpu_millis += p.reserved.cpu_millis;
@@ -245,13 +314,43 @@ impl State {
         };
         self.occ[node].placements.push(slot);
         self.by_id.insert(id, slot);
+        if let Some(p) = &self.slab[slot] {
+            self.name_index
+                .entry(p.w.name.clone())
+                .or_default()
+                .push(slot);
+            for (k, v) in &p.w.labels {
+                self.label_index
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_default()
+                    .push(slot);
+            }
+        }
+        self.resync(ix, node);
         slot
     }
 
-    fn remove(&mut self, slot: usize) -> Option<Placement> {
+    fn remove(&mut self, slot: usize, ix: &Index) -> Option<Placement> {
         let p = self.slab.get_mut(slot)?.take()?;
         self.free.push(slot);
         self.by_id.remove(&p.w.id);
+        if let Some(v) = self.name_index.get_mut(&p.w.name) {
+            v.retain(|&s| s != slot);
+            if v.is_empty() {
+                self.name_index.remove(&p.w.name);
+            }
+        }
+        for (k, val) in &p.w.labels {
+            if let Some(v) = self
+                .label_index
+                .get_mut(k)
+                .and_then(|by_value| by_value.get_mut(val))
+            {
+                v.retain(|&s| s != slot);
+            }
+        }
         let node = p.node;
         let a = &mut self.alloc[node];
         a.cpu_millis -= p.reserved.cpu_millis;
@@ -281,6 +380,7 @@ impl State {
             u.containers -= 1;
             u.cpu_millis -= p.reserved.cpu_millis;
         }
+        self.resync(ix, node);
         Some(p)
     }
 }
@@ -329,6 +429,7 @@ struct Scratch {
     aff: Vec<(usize, bool)>,
     prefs: Vec<(Pref, u32)>,
     top: Vec<(u32, usize, ScoreParts)>,
+    key: String,
 }
 
 const DYN_REASONS: [Reason; 6] = [
@@ -352,6 +453,7 @@ impl Scratch {
             aff: Vec::new(),
             prefs: Vec::new(),
             top: Vec::new(),
+            key: String::new(),
         }
     }
 
@@ -470,10 +572,16 @@ enum Failure {
     Denied {
         rule: &'static str,
         detail: String,
-        error: ScheduleError,
+        error: Box<ScheduleError>,
     },
-    Invalid(ScheduleError),
-    Unschedulable(Explanation),
+    Invalid(Box<ScheduleError>),
+    Unschedulable(Box<Explanation>),
+}
+
+impl Failure {
+    fn invalid(e: ScheduleError) -> Failure {
+        Failure::Invalid(Box::new(e))
+    }
 }
 
 struct Decision {
@@ -695,6 +803,7 @@ impl SchedulerContext {
                 if let Some(&i) = self.index.pos.get(&n.id) {
                     self.index.used[i] = n.used;
                     self.index.util[i] = n.utilisation.unwrap_or(0.0) as f32;
+                    self.st.resync(&self.index, i);
                 }
             }
             return Ok(Vec::new());
@@ -757,7 +866,7 @@ impl SchedulerContext {
                 Isolation::Shared
             };
             let p = self.make_placement(Arc::new(w), node, c.reserved, iso, anti, true, 0);
-            self.st.add(p, self.index.zones.len());
+            self.st.add(p, &self.index);
         }
         Ok(())
     }
@@ -826,7 +935,7 @@ impl SchedulerContext {
             containers: 1,
         };
         let p = self.make_placement(w, node, reserved, iso, anti, false, seq);
-        Ok(self.st.add(p, self.index.zones.len()))
+        Ok(self.st.add(p, &self.index))
     }
 
     /// Places `workload` now (preempting lower-priority work if it may and
@@ -863,7 +972,7 @@ impl SchedulerContext {
         self.refresh()?;
         let mut outcomes = Vec::new();
         loop {
-            let mut deferred: Vec<(Pending, Explanation)> = Vec::new();
+            let mut deferred: Vec<(Pending, Box<Explanation>)> = Vec::new();
             let mut progress = false;
             while let Some(p) = self.pending.pop() {
                 let t0 = Instant::now();
@@ -933,7 +1042,7 @@ impl SchedulerContext {
             .ok_or(ScheduleError::UnknownWorkload(workload))?;
         let p = self
             .st
-            .remove(slot)
+            .remove(slot, &self.index)
             .ok_or(ScheduleError::UnknownWorkload(workload))?;
         let node = self.index.ids[p.node].clone();
         self.inventory.release(&node, workload)?;
@@ -1019,11 +1128,11 @@ impl SchedulerContext {
                         return e;
                     }
                 }
-                error
+                *error
             }
             Failure::Invalid(e) => {
                 self.metrics.denied += 1;
-                e
+                *e
             }
             Failure::Unschedulable(explanation) => {
                 self.metrics.decisions += 1;
@@ -1044,7 +1153,7 @@ impl SchedulerContext {
                 }
                 ScheduleError::Unschedulable {
                     workload: w.name.clone(),
-                    explanation: Box::new(explanation),
+                    explanation,
                 }
             }
         }
@@ -1064,7 +1173,7 @@ impl SchedulerContext {
         // Evict the victims first.
         let mut evicted: Vec<Placement> = Vec::new();
         for v in &d.victims {
-            if let Some(p) = self.st.remove(*v) {
+            if let Some(p) = self.st.remove(*v, &self.index) {
                 evicted.push(p);
             }
         }
@@ -1074,10 +1183,10 @@ impl SchedulerContext {
         let slot = self.add_own(w.clone(), d.node, seq)?;
         let claim = self.claim_for(slot);
         if let Err(e) = self.inventory.claim(&claim) {
-            self.st.remove(slot);
+            self.st.remove(slot, &self.index);
             for p in evicted {
                 let id = p.w.id;
-                let slot = self.st.add(p, self.index.zones.len());
+                let slot = self.st.add(p, &self.index);
                 let claim = self.claim_for(slot);
                 if self.inventory.claim(&claim).is_err() {
                     tracing::warn!(workload = %id, "could not restore a claim after a failed preemption");
@@ -1118,7 +1227,7 @@ impl SchedulerContext {
             };
             if let Err(e) = self.emit(ev, &w.name, Some(node_id.as_str()), Some(&w.identity)) {
                 // Fail closed: a placement that cannot be audited is undone.
-                self.st.remove(slot);
+                self.st.remove(slot, &self.index);
                 let _ = self.inventory.release(&node_id, w.id);
                 return Err(e);
             }
@@ -1165,10 +1274,10 @@ impl SchedulerContext {
             return Err(Failure::Denied {
                 rule: "unknown_tenant",
                 detail: format!("no policy for tenant `{tenant}`"),
-                error: ScheduleError::UnknownTenant {
+                error: Box::new(ScheduleError::UnknownTenant {
                     workload: w.name.clone(),
                     tenant: tenant.to_string(),
-                },
+                }),
             });
         };
         if w.priority > policy.max_priority {
@@ -1178,12 +1287,12 @@ impl SchedulerContext {
                     "asked for `{}`, tenant `{tenant}` is capped at `{}`",
                     w.priority, policy.max_priority
                 ),
-                error: ScheduleError::PriorityAboveCap {
+                error: Box::new(ScheduleError::PriorityAboveCap {
                     workload: w.name.clone(),
                     tenant: tenant.to_string(),
                     requested: w.priority,
                     cap: policy.max_priority,
-                },
+                }),
             });
         }
         let req = &w.resource_requirements;
@@ -1217,7 +1326,7 @@ impl SchedulerContext {
                 } else {
                     let text = policy.allowed_locations.join(",");
                     let pattern = LocationPattern::parse(&text).map_err(|reason| {
-                        Failure::Invalid(ScheduleError::InvalidPolicy {
+                        Failure::invalid(ScheduleError::InvalidPolicy {
                             tenant: tenant.to_string(),
                             reason,
                         })
@@ -1246,7 +1355,7 @@ impl SchedulerContext {
                 ConstraintType::Network => Some(Kind::Network),
                 ConstraintType::Custom(k) if k == "label" => Some(Kind::Label),
                 ConstraintType::Custom(k) => {
-                    return Err(Failure::Invalid(invalid(
+                    return Err(Failure::invalid(invalid(
                         &w.name,
                         &c.value,
                         format!("unknown custom constraint kind `{k}` (only `label` is defined)"),
@@ -1259,7 +1368,7 @@ impl SchedulerContext {
                     let compiled = self
                         .cache
                         .get(kind, &c.value, &self.index)
-                        .map_err(|r| Failure::Invalid(invalid(&w.name, &c.value, r)))?;
+                        .map_err(|r| Failure::invalid(invalid(&w.name, &c.value, r)))?;
                     match c.preferred {
                         None => sc.hard.push(compiled),
                         Some(wt) => sc.prefs.push((Pref::Static(compiled), wt)),
@@ -1270,7 +1379,7 @@ impl SchedulerContext {
                     let t = self
                         .st
                         .term_id(&c.value, self.index.n)
-                        .map_err(|r| Failure::Invalid(invalid(&w.name, &c.value, r)))?;
+                        .map_err(|r| Failure::invalid(invalid(&w.name, &c.value, r)))?;
                     match (c.preferred, anti) {
                         (None, _) => sc.aff.push((t, anti)),
                         (Some(wt), false) => sc.prefs.push((Pref::Affinity(t), wt)),
@@ -1320,39 +1429,63 @@ impl SchedulerContext {
         }
         sc.top.clear();
         let signer_key = signer_group(&w.signers);
-        let spread_key: String = match w.labels.get("app") {
-            Some(app) => format!("app={app}"),
-            None => format!("tenant={tenant}"),
-        };
-        let zone_counts = st.spread.get(spread_key.as_str()).map(Vec::as_slice);
+        sc.key.clear();
+        match w.labels.get("app") {
+            Some(app) => {
+                sc.key.push_str("app=");
+                sc.key.push_str(app);
+            }
+            None => {
+                sc.key.push_str("tenant=");
+                sc.key.push_str(tenant);
+            }
+        }
+        let zone_counts = st.spread.get(sc.key.as_str()).map(Vec::as_slice);
         let max_zone = zone_counts
             .and_then(|z| z.iter().max().copied())
             .unwrap_or(0);
         let total_pref: u32 = sc.prefs.iter().map(|(_, w)| *w).sum();
         let ix = &self.index;
         let mut feasible = 0u32;
+        let isolated = iso != Isolation::Shared;
+        let need = (
+            i64::from(req.cpu_millis),
+            i64::try_from(req.memory).unwrap_or(i64::MAX),
+            i64::try_from(req.storage).unwrap_or(i64::MAX),
+        );
         let top_n = self.top_n;
         for wi in 0..sc.survivors.words().len() {
             let mut word = sc.survivors.words()[wi];
             while word != 0 {
                 let i = wi * 64 + word.trailing_zeros() as usize;
                 word &= word - 1;
-                let o = &st.occ[i];
-                if !o.placements.is_empty() {
-                    if let Some(k) = isolation_conflict(o, iso, tenant, &signer_key) {
-                        sc.dynamic[k].set(i);
-                        sc.dyn_counts[k] += 1;
-                        continue;
-                    }
-                }
-                if let Some(k) = capacity_shortfall(&ix.cap[i], &ix.used[i], &st.alloc[i], req) {
+                let h = &st.hot[i];
+                if (h.iso_guard || (isolated && h.occupied))
+                    && let Some(k) = isolation_conflict(&st.occ[i], iso, tenant, &signer_key)
+                {
                     sc.dynamic[k].set(i);
                     sc.dyn_counts[k] += 1;
                     continue;
                 }
+                let short = if need.0 > h.free_cpu {
+                    2
+                } else if need.1 > h.free_mem {
+                    3
+                } else if need.2 > h.free_storage {
+                    4
+                } else if h.free_containers < 1 {
+                    5
+                } else {
+                    0
+                };
+                if short != 0 {
+                    sc.dynamic[short].set(i);
+                    sc.dyn_counts[short] += 1;
+                    continue;
+                }
                 feasible += 1;
                 let parts =
-                    score_parts(ix, st, i, req, zone_counts, max_zone, &sc.prefs, total_pref);
+                    score_parts(h, st, i, need, zone_counts, max_zone, &sc.prefs, total_pref);
                 let score = self.weights.total(&parts);
                 let pos = sc.top.partition_point(|(s, _, _)| *s >= score);
                 if pos < top_n {
@@ -1363,11 +1496,11 @@ impl SchedulerContext {
                 }
             }
         }
-        for k in 0..6 {
+        for (k, reason) in DYN_REASONS.iter().enumerate() {
             if sc.dyn_counts[k] > 0 {
                 sc.bits.extend_from_slice(sc.dynamic[k].words());
                 sc.groups.push(RejectGroup {
-                    reason: DYN_REASONS[k].clone(),
+                    reason: reason.clone(),
                     count: sc.dyn_counts[k],
                 });
             }
@@ -1404,7 +1537,7 @@ impl SchedulerContext {
         // problem (those nodes passed every other check).
         let capacity_blocked: u32 = sc.dyn_counts[2..].iter().sum();
         if !allow_preempt || capacity_blocked == 0 {
-            return Err(Failure::Unschedulable(explanation));
+            return Err(Failure::Unschedulable(Box::new(explanation)));
         }
         let min_trust = self.policies.min_trust_to_preempt();
         if w.identity.trust.level < min_trust {
@@ -1412,7 +1545,7 @@ impl SchedulerContext {
                 "preemption refused: trust `{}` is below `{min_trust}`",
                 w.identity.trust.level
             ));
-            return Err(Failure::Unschedulable(explanation));
+            return Err(Failure::Unschedulable(Box::new(explanation)));
         }
         let mut candidates = NodeSet::empty(ix.n);
         for k in 2..6 {
@@ -1444,7 +1577,7 @@ impl SchedulerContext {
                     "preemption found no lower-priority work whose eviction makes room (priority `{}`)",
                     w.priority
                 ));
-                Err(Failure::Unschedulable(explanation))
+                Err(Failure::Unschedulable(Box::new(explanation)))
             }
         }
     }
@@ -1461,12 +1594,12 @@ fn invalid(workload: &str, constraint: &str, reason: String) -> ScheduleError {
 fn quota(w: &Workload, rule: &'static str, detail: String) -> Failure {
     Failure::Denied {
         rule,
-        error: ScheduleError::QuotaExceeded {
+        error: Box::new(ScheduleError::QuotaExceeded {
             workload: w.name.clone(),
             tenant: w.identity.tenant.clone(),
             quota: rule,
             detail: detail.clone(),
-        },
+        }),
         detail,
     }
 }
@@ -1543,46 +1676,37 @@ fn capacity_shortfall(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn score_parts(
-    ix: &Index,
+    h: &Hot,
     st: &State,
     i: usize,
-    req: &ResourceRequirements,
+    need: (i64, i64, i64),
     zone_counts: Option<&[u32]>,
     max_zone: u32,
     prefs: &[(Pref, u32)],
     total_pref: u32,
 ) -> ScoreParts {
-    let cap = &ix.cap[i];
-    let used = &ix.used[i];
-    let alloc = &st.alloc[i];
-    let frac = |u: u64, a: u64, r: u64, c: u64| -> f32 {
-        if c == 0 {
+    // Fraction of capacity in use once the workload is placed.
+    let frac = |free: i64, need: i64, inv: f32| -> f32 {
+        if inv == 0.0 {
             1.0
         } else {
-            ((u + a + r) as f32 / c as f32).min(1.0)
+            (1.0 - (free - need) as f32 * inv).clamp(0.0, 1.0)
         }
     };
-    let cpu = frac(
-        used.cpu_millis,
-        alloc.cpu_millis,
-        u64::from(req.cpu_millis),
-        cap.cpu_millis,
-    )
-    .max(ix.util[i]);
-    let mem = frac(used.memory, alloc.memory, req.memory, cap.memory);
+    let cpu = frac(h.free_cpu, need.0, h.inv_cpu).max(h.util);
+    let mem = frac(h.free_mem, need.1, h.inv_mem);
     let load = ((1.0 - cpu.max(mem)) * 100.0) as u32;
     let balance = ((1.0 - (cpu - mem).abs()) * 100.0) as u32;
     let spread = match zone_counts {
         Some(z) if max_zone > 0 => {
-            let here = z.get(ix.zone_of[i] as usize).copied().unwrap_or(0);
+            let here = z.get(h.zone as usize).copied().unwrap_or(0);
             (max_zone - here.min(max_zone)) * 100 / max_zone
         }
         _ => 100,
     };
-    let preferred = if total_pref == 0 {
-        0
-    } else {
+    let preferred = {
         let mut matched = 0;
         for (p, wt) in prefs {
             let hit = match p {
@@ -1594,9 +1718,9 @@ fn score_parts(
                 matched += wt;
             }
         }
-        matched * 100 / total_pref
+        (matched * 100).checked_div(total_pref).unwrap_or(0)
     };
-    let trust = ix.trust[i] as u32 * 25;
+    let trust = h.trust * 25;
     ScoreParts {
         load,
         balance,
@@ -1622,7 +1746,9 @@ fn find_victims(
     w: &Workload,
 ) -> Option<(usize, Vec<usize>)> {
     let req = &w.resource_requirements;
-    let mut best: Option<((u8, usize, u64), usize, Vec<usize>)> = None;
+    // (highest victim rank, victims, their trust), node, victim slots.
+    type Choice = ((u8, usize, u64), usize, Vec<usize>);
+    let mut best: Option<Choice> = None;
     for i in candidates.iter() {
         let mut cands: Vec<&Placement> = st.occ[i]
             .placements

@@ -233,6 +233,7 @@ pub trait NodeInventory: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct StaticInventory {
     nodes: Vec<Node>,
+    ids: HashSet<NodeId>,
     claims: Mutex<HashMap<Uuid, NodeId>>,
 }
 
@@ -240,6 +241,7 @@ impl StaticInventory {
     /// An inventory of `nodes`.
     pub fn new(nodes: Vec<Node>) -> StaticInventory {
         StaticInventory {
+            ids: nodes.iter().map(|n| n.id.clone()).collect(),
             nodes,
             claims: Mutex::new(HashMap::new()),
         }
@@ -368,7 +370,7 @@ impl NodeInventory for StaticInventory {
     }
 
     fn claim(&self, claim: &Claim) -> Result<(), InventoryError> {
-        if !self.nodes.iter().any(|n| n.id == claim.node) {
+        if !self.ids.contains(&claim.node) {
             return Err(InventoryError::UnknownNode(claim.node.clone()));
         }
         self.claims

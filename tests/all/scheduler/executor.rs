@@ -22,16 +22,11 @@ fn unit() {
 }
 
 /// A task doing units and yielding after each until `stop`.
-fn hog(
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !stop.load(Ordering::Relaxed) {
-            unit();
-            count.fetch_add(1, Ordering::Relaxed);
-            yield_now().await;
-        }
+async fn hog(count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        unit();
+        count.fetch_add(1, Ordering::Relaxed);
+        yield_now().await;
     }
 }
 
