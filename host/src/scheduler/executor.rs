@@ -27,8 +27,12 @@
 //!    High 6 : Medium 4 : Low 2 : Untrusted 1**.
 //!
 //! Ties go to the more urgent class and the more trusted level. A class (or
-//! level) that becomes runnable after idling starts at the virtual time of
-//! the most recently served one, so idling banks no credit. A slice is
+//! level) that becomes runnable after idling (nothing of it queued or
+//! running) starts at the virtual time of the most recently served one, so
+//! idling banks no credit; a task re-queued by its own yield keeps its
+//! class's place. Every 16th pick a worker looks at the shared injector
+//! before its own deque, so tasks yielding into a local deque cannot starve
+//! newcomers of their lane. A slice is
 //! charged its measured time capped at 4× the running average slice, so a
 //! worker thread descheduled by the OS in the middle of a slice does not
 //! make its class pay for CPU it never had.
@@ -370,6 +374,8 @@ impl ExecutorBuilder {
             started: Instant::now(),
             avg_slice: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            running_class: Default::default(),
+            running_lane: (0..LANES).map(|_| AtomicUsize::new(0)).collect(),
         });
         let prefix = self
             .thread_name
@@ -617,6 +623,9 @@ struct Shared {
     /// Every live task's last waker, so shutdown can cancel idle tasks
     /// (a task waiting on an event that never comes has no runnable to drop).
     tasks: Mutex<Vec<Weak<TaskSlot>>>,
+    /// Tasks being polled right now, per class and per lane.
+    running_class: [AtomicUsize; CLASSES],
+    running_lane: Vec<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -668,13 +677,25 @@ impl Shared {
         }
         let meta = *runnable.metadata();
         let (class, level) = (meta.class, meta.level);
-        // Idling banks no credit: a lane that (re)enters the queue starts no
-        // earlier than the most recently served one.
-        self.class_vt[class].fetch_max(self.class_floor.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.level_vt[class][level].fetch_max(
-            self.level_floor[class].load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        // Idling banks no credit: a class (or level) that had nothing queued
+        // or running starts no earlier than the most recently served one. A
+        // task re-queued by its own yield is not idle (it is still running)
+        // and keeps its place.
+        let lane = meta.lane();
+        if self.class_len[class].load(Ordering::SeqCst) == 0
+            && self.running_class[class].load(Ordering::SeqCst) == 0
+        {
+            self.class_vt[class]
+                .fetch_max(self.class_floor.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if self.lane_len[lane].load(Ordering::SeqCst) == 0
+            && self.running_lane[lane].load(Ordering::SeqCst) == 0
+        {
+            self.level_vt[class][level].fetch_max(
+                self.level_floor[class].load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
         if let Some(w) = meta.pin {
             self.pinned[w]
                 .lock()
@@ -687,7 +708,6 @@ impl Shared {
             }
             return;
         }
-        let lane = meta.lane();
         self.lane_len[lane].fetch_add(1, Ordering::SeqCst);
         self.class_len[class].fetch_add(1, Ordering::SeqCst);
         let runnable = LOCAL.with(|l| match l.borrow().as_ref() {
@@ -784,7 +804,13 @@ impl Shared {
         &self,
         local: &[Worker<Runnable<TaskMeta>>],
         me: usize,
+        tick: u64,
     ) -> Option<Runnable<TaskMeta>> {
+        // Every 16th pick looks at the shared queues before the worker's
+        // own, so tasks that keep yielding into a local queue cannot starve
+        // newcomers of the same lane waiting in the injector (nor a pinned
+        // lane starve the shared one).
+        let shared_first = tick % 16 == 0;
         let mut pinned_mask = [false; LANES];
         let has_pinned = self.pinned_len[me].load(Ordering::SeqCst) > 0;
         if has_pinned {
@@ -806,12 +832,19 @@ impl Shared {
             let (lorder, ln) = Self::order(&self.level_vt[class], levels);
             for &level in &lorder[..ln] {
                 let lane = class * LEVELS + level;
-                let found = if pinned_mask[lane] {
-                    self.pop_pinned(me, lane)
-                } else {
-                    None
+                let pinned = |this: &Self| {
+                    if pinned_mask[lane] {
+                        this.pop_pinned(me, lane)
+                    } else {
+                        None
+                    }
                 };
-                let found = found.or_else(|| self.pop_lane(local, me, lane));
+                let found = if shared_first {
+                    self.pop_lane(local, me, lane, true)
+                        .or_else(|| pinned(self))
+                } else {
+                    pinned(self).or_else(|| self.pop_lane(local, me, lane, false))
+                };
                 if let Some(r) = found {
                     self.class_floor.fetch_max(
                         self.class_vt[class].load(Ordering::Relaxed),
@@ -845,18 +878,26 @@ impl Shared {
         local: &[Worker<Runnable<TaskMeta>>],
         me: usize,
         lane: usize,
+        injector_first: bool,
     ) -> Option<Runnable<TaskMeta>> {
         if self.lane_len[lane].load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let found = local[lane].pop().or_else(|| {
+        let from_injector = || {
             loop {
                 match self.injectors[lane].steal_batch_and_pop(&local[lane]) {
                     Steal::Success(r) => return Some(r),
                     Steal::Retry => continue,
-                    Steal::Empty => break,
+                    Steal::Empty => return None,
                 }
             }
+        };
+        let first = if injector_first {
+            from_injector().or_else(|| local[lane].pop())
+        } else {
+            local[lane].pop().or_else(from_injector)
+        };
+        let found = first.or_else(|| {
             let workers = self.stealers.len();
             for k in 1..workers {
                 let victim = (me + k) % workers;
@@ -879,10 +920,14 @@ impl Shared {
 
     fn run(&self, runnable: Runnable<TaskMeta>) {
         let meta = *runnable.metadata();
+        self.running_class[meta.class].fetch_add(1, Ordering::SeqCst);
+        self.running_lane[meta.lane()].fetch_add(1, Ordering::SeqCst);
         let start = Instant::now();
         // Panics are caught by async-task (`propagate_panic`) and re-raised
         // in the join handle, so `run` does not unwind the worker.
         runnable.run();
+        self.running_class[meta.class].fetch_sub(1, Ordering::SeqCst);
+        self.running_lane[meta.lane()].fetch_sub(1, Ordering::SeqCst);
         let ns = u64::try_from(start.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -916,11 +961,13 @@ fn worker_main(
         })
     });
     let mut idle_spins = 0u32;
+    let mut tick = 0u64;
     while !shared.shutdown.load(Ordering::SeqCst) {
+        tick = tick.wrapping_add(1);
         let task = LOCAL.with(|l| {
             let l = l.borrow();
             let local = l.as_ref().map(|l| &l.queues[..]).unwrap_or(&[]);
-            shared.find_task(local, index)
+            shared.find_task(local, index, tick)
         });
         match task {
             Some(r) => {

@@ -332,3 +332,38 @@ fn cpu_accounting_feeds_resource_state() {
     assert!(state.cpu.utilisation > 0.0);
     ex.shutdown();
 }
+
+#[test]
+fn newcomers_are_not_starved_by_yielding_tasks_of_their_lane() {
+    // Tasks that keep yielding go back to their worker's local queue; a
+    // task spawned from outside waits in the shared injector of the same
+    // lane and must still be served (a worker checks the shared queues
+    // first every 16th pick).
+    for workers in [1, 2] {
+        let ex = executor(workers);
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let hogs: Vec<_> = (0..4 * workers)
+            .map(|_| ex.spawn(hog(count.clone(), stop.clone()), Priority::Critical))
+            .collect();
+        wait_for(&count, 100);
+        for _ in 0..5 {
+            let newcomer = ex.spawn(
+                async {
+                    for _ in 0..10 {
+                        unit();
+                        yield_now().await;
+                    }
+                    true
+                },
+                Priority::Critical,
+            );
+            assert_eq!(newcomer.join(), Ok(true));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            h.join().unwrap();
+        }
+        ex.shutdown();
+    }
+}
