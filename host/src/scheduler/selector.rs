@@ -310,7 +310,7 @@ mod tests {
             "disk=ssd",
             "disk!=hdd",
             "disk in (ssd, nvme)",
-            "tier notin (spot)",
+            "tier notin (spot, batch)",
             "gpu",
             "!spot",
         ] {
