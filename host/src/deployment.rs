@@ -23,7 +23,7 @@
 //! trust = "high"
 //! hardware = ["x86_64"]
 //! network = ["public"]
-//! labels = { disk = "ssd" }
+//! labels = { disk = "ssd", tier = "standard" }
 //! memory = "2GiB"                              # offered to containers
 //!
 //! [[tenant]]
@@ -46,7 +46,7 @@
 //! labels = { app = "api" }
 //! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s" }
 //! constraints.location = "eu-*"                # or a list of alternatives
-//! constraints.labels = ["disk in (ssd, nvme)", "!spot"]
+//! constraints.labels = ["disk in (ssd, nvme)", "tier notin (spot)"]
 //! constraints.anti_affinity = ["app=batch"]
 //! constraints.preferred = [{ location = "eu-west-1a", weight = 50 }]
 //! capabilities = { dirs = ["data::/data:ro"], env = { RUST_LOG = "info" }, args = ["--port", "8080"] }

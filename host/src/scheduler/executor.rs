@@ -810,7 +810,7 @@ impl Shared {
         // own, so tasks that keep yielding into a local queue cannot starve
         // newcomers of the same lane waiting in the injector (nor a pinned
         // lane starve the shared one).
-        let shared_first = tick % 16 == 0;
+        let shared_first = tick.is_multiple_of(16);
         let mut pinned_mask = [false; LANES];
         let has_pinned = self.pinned_len[me].load(Ordering::SeqCst) > 0;
         if has_pinned {
