@@ -71,7 +71,7 @@ pub use inventory::{
 pub use placement::{
     Allocation, Explanation, NodeScore, Reason, RejectGroup, ScoreParts, ScoreWeights,
 };
-pub use plan::{Plan, PlannedWorkload, node_from_config, plan, workload_from_spec};
+pub use plan::{Plan, PlannedWorkload, known_labels, node_from_config, plan, workload_from_spec};
 pub use resources::{CommitGuard, Commitment, ResourceMonitor};
 pub use selector::{AffinityTerm, LabelSelector, LocationPattern, SelectorOp};
 pub use types::{

@@ -103,8 +103,8 @@ pub fn node_from_config(cfg: &NodeConfig, cores: usize) -> Node {
     node
 }
 
-/// The labels present on `nodes`.
-pub(crate) fn known_labels(nodes: &[Node]) -> KnownLabels {
+/// The labels present on `nodes`, for [`Deployment::check_labels`](crate::deployment::Deployment::check_labels).
+pub fn known_labels(nodes: &[Node]) -> KnownLabels {
     let mut k = KnownLabels::default();
     for n in nodes {
         k.hardware.extend(n.hardware.iter().cloned());
