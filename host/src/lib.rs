@@ -13,17 +13,27 @@
 //! - [`keys`]: Ed25519 keys and key ids.
 //! - [`identity`]: who a container runs as, and how far it is trusted.
 //! - [`runtime`]: containers: fuel-metered sandboxes with a lifecycle, supervision and plugins.
+//! - [`scheduler`]: placement (nodes, constraints, scores, preemption) and
+//!   the work-stealing executor.
+//! - [`policy`]: who may run what, where, how urgently and how much.
+//! - [`deployment`]: the `forgeone.toml` format.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod boot;
+pub mod deployment;
 pub mod identity;
 pub mod keys;
+pub mod policy;
 pub mod runtime;
+pub mod scheduler;
 
+pub use deployment::{Deployment, DeploymentError};
 pub use identity::{IdentityContext, TrustLevel, TrustVector};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
+pub use policy::{Isolation, PolicySet, TenantPolicy};
 pub use runtime::{
     ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
     RuntimeContext, RuntimeError, RuntimeStatus,
 };
+pub use scheduler::{Allocation, Executor, Priority, ScheduleError, SchedulerContext, Workload};

@@ -9,6 +9,7 @@ mod audit_cmd;
 mod boot_cmd;
 mod keygen;
 mod manifest;
+mod plan;
 mod run;
 mod sign;
 mod util;
@@ -66,6 +67,8 @@ enum Command {
     VerifyQuote(boot_cmd::QuoteArgs),
     /// Run a WebAssembly component as a verified, fuel-metered, audited container.
     Run(run::Args),
+    /// Show where each workload of a deployment would run, and why, without running anything.
+    Plan(plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +91,7 @@ fn dispatch(command: Command) -> util::CmdResult {
         Command::Boot(args) => boot_cmd::run(args),
         Command::VerifyQuote(args) => boot_cmd::verify_quote(args),
         Command::Run(args) => run::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Audit(command) => audit_cmd::run(command),
     }
 }

@@ -1,0 +1,348 @@
+//! The deployment file (`forgeone.toml`) and `forgeone plan`'s library
+//! half: every bad input is a precise error naming the line or workload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use forgeone::deployment::{
+    BootPolicy, Deployment, DeploymentError, PreferenceKind, RestartPolicy,
+};
+use forgeone::scheduler::{self, ScheduleError, StaticInventory};
+use forgeone::{Isolation, Priority};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/plan")
+        .join(name)
+}
+
+/// Parses `text` as `/deploy/forgeone.toml`.
+fn parse(text: &str) -> Result<Deployment, DeploymentError> {
+    Deployment::parse(text, Path::new("/deploy/forgeone.toml"))
+}
+
+/// The single problem of a bad deployment, as `line:column: message`.
+fn problem(text: &str) -> String {
+    let err = parse(text).expect_err("the deployment must be refused");
+    let problems = err.problems();
+    assert_eq!(problems.len(), 1, "{err}");
+    problems[0].to_string()
+}
+
+const TENANT: &str = r#"
+[[tenant]]
+name = "acme"
+max_priority = "high"
+"#;
+
+#[test]
+fn the_sample_deployment_parses_with_units_and_defaults() {
+    let d = Deployment::from_file(data("forgeone.toml")).unwrap();
+    let dir = data("");
+    assert_eq!(d.settings.state_dir, dir.join(".forgeone"));
+    assert_eq!(d.settings.trust_anchor, dir.join(".forgeone/anchor.json"));
+    assert_eq!(d.settings.audit_log, dir.join(".forgeone/audit.jsonl"));
+    assert_eq!(d.settings.boot_policy, BootPolicy::Recover);
+    assert_eq!(d.node.zone, "eu-west-1a");
+    assert_eq!(d.node.memory, Some(4 << 30));
+    let batchco = d.tenant("batchco").unwrap();
+    assert_eq!(batchco.max_priority, Priority::Low);
+    assert_eq!(batchco.isolation, Isolation::Tenant);
+    assert_eq!(batchco.cpu_share, Some(0.25));
+
+    let api = d.workload("api-1").unwrap();
+    assert_eq!(api.priority, Priority::Critical);
+    assert_eq!(api.principal, "svc-api");
+    assert_eq!(api.component, dir.join("components/api.wasm"));
+    assert_eq!(
+        api.signature,
+        Some(dir.join("components/api.wasm.sig.json"))
+    );
+    assert_eq!(api.resources.fuel, Some(50_000_000));
+    assert_eq!(api.resources.memory, Some(256 << 20));
+    assert_eq!(api.resources.cpu_millis, Some(1000));
+    assert_eq!(api.resources.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(api.restart, RestartPolicy::Always);
+    assert_eq!(api.capabilities.args, ["--port", "8080"]);
+    assert!(api.capabilities.network);
+    assert_eq!(
+        api.constraints.labels,
+        ["disk in (ssd, nvme)", "tier notin (spot)"]
+    );
+
+    let db = d.workload("db").unwrap();
+    assert_eq!(db.principal, "db", "principal defaults to the name");
+    assert_eq!(db.resources.storage, Some(50 << 30));
+    assert_eq!(db.constraints.preferred[0].kind, PreferenceKind::Location);
+    assert_eq!(db.constraints.preferred[0].weight, 50);
+    let dir_grant = &db.capabilities.dirs[0];
+    assert_eq!(dir_grant.host, dir.join("data/db"));
+    assert_eq!(dir_grant.guest, "/data");
+    assert!(!dir_grant.read_only);
+    assert_eq!(
+        d.workload("crunch").unwrap().resources.fuel,
+        Some(5_000_000_000)
+    );
+    assert_eq!(d.line_of("cache"), Some(57));
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_line() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nresources = {{ fule = \"50M\" }}\n"
+    );
+    let p = problem(&text);
+    assert!(p.starts_with("10:15: unknown field `fule`"), "{p}");
+    let p = problem(&format!("stat_dir = \".x\"\n{TENANT}"));
+    assert!(p.starts_with("1:1: unknown field `stat_dir`"), "{p}");
+    // The whole error names the file.
+    let err = parse("[nodes]\n").unwrap_err();
+    assert!(
+        err.to_string().starts_with("/deploy/forgeone.toml:1:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_units_are_errors_naming_the_line_and_workload() {
+    for (field, value, expect) in [
+        (
+            "memory",
+            "\"64 megs\"",
+            "resources.memory: bad size `64 megs`",
+        ),
+        (
+            "memory",
+            "\"64\"",
+            "resources.memory: size `64` needs a unit",
+        ),
+        ("fuel", "\"50Q\"", "resources.fuel: bad count `50Q`"),
+        (
+            "timeout",
+            "5",
+            "resources.timeout: 5 needs a unit, e.g. \"5s\"",
+        ),
+        (
+            "timeout",
+            "\"5 parsecs\"",
+            "resources.timeout: bad duration `5 parsecs`",
+        ),
+        ("cpu", "\"half\"", "resources.cpu: bad cpu `half`"),
+    ] {
+        let text = format!(
+            "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n\n[workload.resources]\n{field} = {value}\n"
+        );
+        let p = problem(&text);
+        assert!(p.starts_with("12:"), "{p}");
+        assert!(p.contains(&format!("workload `web`: {expect}")), "{p}");
+    }
+}
+
+#[test]
+fn duplicate_workload_names_are_refused() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"api\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n\n[[workload]]\nname = \"api\"\ncomponent = \"b.wasm\"\ntenant = \"acme\"\n"
+    );
+    assert_eq!(
+        problem(&text),
+        "12:8: workload `api`: duplicate workload name `api` (first declared at line 7)"
+    );
+}
+
+#[test]
+fn priority_above_the_tenant_cap_is_refused() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"greedy\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\npriority = \"critical\"\n"
+    );
+    assert_eq!(
+        problem(&text),
+        "10:12: workload `greedy`: priority `critical` is above tenant `acme`'s cap `high`"
+    );
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"x\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\npriority = \"urgent\"\n"
+    );
+    assert!(problem(&text).contains("unknown priority `urgent`"));
+}
+
+#[test]
+fn unknown_tenants_are_refused() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"x\"\ncomponent = \"a.wasm\"\ntenant = \"acne\"\n"
+    );
+    assert_eq!(
+        problem(&text),
+        "9:10: workload `x`: unknown tenant `acne` (declared tenants: acme)"
+    );
+}
+
+#[test]
+fn affinity_cycles_and_unknown_targets_are_refused() {
+    let text = format!(
+        r#"{TENANT}
+[[workload]]
+name = "a"
+component = "a.wasm"
+tenant = "acme"
+constraints.affinity = ["b"]
+
+[[workload]]
+name = "b"
+component = "b.wasm"
+tenant = "acme"
+labels = {{ app = "b" }}
+constraints.affinity = ["c"]
+
+[[workload]]
+name = "c"
+component = "c.wasm"
+tenant = "acme"
+constraints.affinity = ["app=b"]
+"#
+    );
+    let p = problem(&text);
+    assert!(p.contains("affinity cycle: b -> c -> b"), "{p}");
+    assert!(p.starts_with("23:25: workload `c`"), "{p}");
+
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nconstraints.anti_affinity = [\"dbb\"]\n"
+    );
+    assert_eq!(
+        problem(&text),
+        "10:30: workload `a`: anti_affinity names workload `dbb`, which this deployment does not define"
+    );
+}
+
+#[test]
+fn other_bad_values_are_refused_precisely() {
+    let cases = [
+        (
+            "constraints.labels = [\"disk in ssd\"]",
+            "the values must be in parentheses",
+        ),
+        (
+            "constraints.location = \"eu west\"",
+            "location `eu west`: ` ` is not allowed",
+        ),
+        (
+            "restart = \"sometimes\"",
+            "unknown restart policy `sometimes`",
+        ),
+        (
+            "capabilities.dirs = [\"data:/data\"]",
+            "expected `host::guest`",
+        ),
+        (
+            "constraints.preferred = [{ location = \"eu-*\", weight = 500 }]",
+            "weight must be within 1..=100, got 500",
+        ),
+        (
+            "constraints.preferred = [{ location = \"eu-*\", hardware = \"gpu\" }]",
+            "a preference names exactly one of",
+        ),
+    ];
+    for (line, expect) in cases {
+        let text = format!(
+            "{TENANT}\n[[workload]]\nname = \"w\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n{line}\n"
+        );
+        let p = problem(&text);
+        assert!(p.starts_with("10:"), "{p}");
+        assert!(p.contains(expect), "{p}");
+    }
+}
+
+#[test]
+fn constraints_naming_labels_no_node_has_are_refused() {
+    let text = format!(
+        r#"{TENANT}
+[[workload]]
+name = "trainer"
+component = "t.wasm"
+tenant = "acme"
+constraints.hardware = ["gpu", "tpu"]
+constraints.labels = ["disk=ssd", "rack in (r1)"]
+constraints.preferred = [{{ network = "infiniband" }}]
+"#
+    );
+    let d = parse(&text).unwrap();
+    let inventory = StaticInventory::from_file(data("nodes.toml")).unwrap();
+    let err = scheduler::plan(&d, Arc::new(inventory)).unwrap_err();
+    let ScheduleError::Deployment(err) = err else {
+        panic!("{err}")
+    };
+    let msgs: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "10:32: workload `trainer`: hardware label `tpu` is on no node (known: avx2, gpu, x86_64)",
+            "11:35: workload `trainer`: label `rack` in selector `rack in (r1)` is on no node (known: disk, tier)",
+            "12:38: workload `trainer`: network label `infiniband` is on no node (known: private, public)",
+        ]
+    );
+}
+
+#[test]
+fn nodes_files_are_strict_too() {
+    let err = StaticInventory::parse(
+        "[[node]]\nid = \"a\"\nregion = \"r\"\nzone = \"z\"\ncapacity = { cpu = 4, memroy = \"1GiB\" }\n",
+        Path::new("nodes.toml"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("nodes.toml:5:23: unknown field `memroy`"),
+        "{err}"
+    );
+    let err = StaticInventory::parse(
+        "[[node]]\nid = \"a\"\nregion = \"r\"\nzone = \"z\"\ncapacity = { memory = \"lots\" }\n",
+        Path::new("nodes.toml"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("capacity: bad size `lots`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_sample_plan_places_what_fits_and_explains_the_rest() {
+    let d = Deployment::from_file(data("forgeone.toml")).unwrap();
+    let inventory = StaticInventory::from_file(data("nodes.toml")).unwrap();
+    let plan = scheduler::plan(&d, Arc::new(inventory)).unwrap();
+    assert_eq!(plan.nodes, 8);
+    assert!(!plan.all_placed());
+    let get = |name: &str| plan.workloads.iter().find(|w| w.name == name).unwrap();
+    let node = |name: &str| get(name).result.as_ref().unwrap().node_id.to_string();
+    let zone = |name: &str| get(name).result.as_ref().unwrap().zone.clone();
+    assert_ne!(zone("api-1"), zone("api-2"), "anti-affinity and spread");
+    assert_eq!(node("cache"), node("api-1"), "affinity");
+    assert!(
+        node("db").starts_with("dub-b"),
+        "disk=nvme, preferring eu-west-1b"
+    );
+    assert_eq!(node("inference"), "fra-gpu");
+    assert!(node("report").starts_with("iad"));
+    let explanation = |name: &str| match &get(name).result {
+        Err(ScheduleError::Unschedulable { explanation, .. }) => explanation.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    // The trainer needs the GPU node's memory, which the critical
+    // inference workload (placed first) holds.
+    let t = explanation("trainer");
+    assert_eq!(t.rejected_by("memory"), 1);
+    assert_eq!(t.rejected_by("hardware"), 4);
+    // The tenant may not run in the US.
+    let us = explanation("us-mirror");
+    assert_eq!(us.rejected_by("policy_location"), 3);
+    assert_eq!(us.rejected_by("location"), 5);
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(json["workloads"][0]["name"], "api-1");
+    assert_eq!(json["workloads"][0]["placed"], true);
+    assert_eq!(json["workloads"][4]["placed"], false);
+    assert!(
+        json["workloads"][4]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unschedulable")
+    );
+}
