@@ -16,6 +16,12 @@
 //! audit_log     = ".forgeone/audit.jsonl"      # default <state_dir>/audit.jsonl
 //! boot_policy   = "strict"                     # strict | recover | degraded
 //!
+//! [supervision]                                # restart backoff and crash-loop detection
+//! backoff = "10s"                              # first restart delay; doubles each time
+//! max_backoff = "5m"                           # the longest delay
+//! healthy_after = "10m"                        # a run this long resets the count
+//! quarantine_after = 5                         # failed runs in a row before quarantine
+//!
 //! [node]                                       # this host, as a placement node
 //! id = "local"
 //! region = "eu-west"
@@ -163,6 +169,35 @@ pub struct Settings {
     pub audit_log: PathBuf,
     /// What boot does with a failing component.
     pub boot_policy: BootPolicy,
+    /// Restart backoff and crash-loop detection (`[supervision]`).
+    pub supervision: Supervision,
+}
+
+/// Restart backoff and crash-loop detection for every container
+/// (`[supervision]`); the defaults are Kubernetes': 10 s doubling to 5 min,
+/// reset after 10 min healthy, and quarantine after 5 failed runs in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Supervision {
+    /// The first restart delay (`backoff`); it doubles with each failure.
+    pub backoff: Duration,
+    /// The longest restart delay (`max_backoff`).
+    pub max_backoff: Duration,
+    /// A run lasting this long resets the backoff (`healthy_after`).
+    pub healthy_after: Duration,
+    /// Failed runs in a row that quarantine a container (`quarantine_after`).
+    pub quarantine_after: u32,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            healthy_after: Duration::from_secs(600),
+            quarantine_after: 5,
+        }
+    }
 }
 
 /// The local host as a node (`[node]`).
@@ -643,7 +678,54 @@ fn settings(raw: &RawDeployment, base: &Path, cx: &mut Cx<'_>) -> Settings {
         audit_log: path_or(&raw.audit_log, "audit.jsonl"),
         state_dir,
         boot_policy,
+        supervision: supervision(raw.supervision.as_ref(), cx),
     }
+}
+
+fn supervision(raw: Option<&RawSupervision>, cx: &mut Cx<'_>) -> Supervision {
+    let mut sup = Supervision::default();
+    let Some(raw) = raw else { return sup };
+    let mut duration = |v: &Option<Spanned<units::Scalar>>, key: &str, out: &mut Duration| {
+        if let Some(v) = v {
+            match units::duration(v.get_ref()) {
+                Ok(d) if d.is_zero() => cx.push(
+                    v.span(),
+                    None,
+                    format!("supervision.{key}: must be longer than zero"),
+                ),
+                Ok(d) => *out = d,
+                Err(e) => cx.push(v.span(), None, format!("supervision.{key}: {e}")),
+            }
+        }
+    };
+    duration(&raw.backoff, "backoff", &mut sup.backoff);
+    duration(&raw.max_backoff, "max_backoff", &mut sup.max_backoff);
+    duration(&raw.healthy_after, "healthy_after", &mut sup.healthy_after);
+    if let Some(n) = &raw.quarantine_after {
+        if *n.get_ref() == 0 {
+            cx.push(
+                n.span(),
+                None,
+                "supervision.quarantine_after: must be at least 1".into(),
+            );
+        } else {
+            sup.quarantine_after = *n.get_ref();
+        }
+    }
+    if let Some(max) = &raw.max_backoff
+        && sup.max_backoff < sup.backoff
+    {
+        cx.push(
+            max.span(),
+            None,
+            format!(
+                "supervision.max_backoff ({}) is shorter than backoff ({})",
+                humantime::format_duration(sup.max_backoff),
+                humantime::format_duration(sup.backoff)
+            ),
+        );
+    }
+    sup
 }
 
 fn node_config(raw: Option<&RawNodeCfg>, cx: &mut Cx<'_>) -> NodeConfig {
@@ -1350,11 +1432,26 @@ struct RawDeployment {
     #[serde(default)]
     boot_policy: Option<Spanned<String>>,
     #[serde(default)]
+    supervision: Option<RawSupervision>,
+    #[serde(default)]
     node: Option<RawNodeCfg>,
     #[serde(default)]
     tenant: Vec<RawTenant>,
     #[serde(default)]
     workload: Vec<RawWorkload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervision {
+    #[serde(default)]
+    backoff: Option<Spanned<units::Scalar>>,
+    #[serde(default)]
+    max_backoff: Option<Spanned<units::Scalar>>,
+    #[serde(default)]
+    healthy_after: Option<Spanned<units::Scalar>>,
+    #[serde(default)]
+    quarantine_after: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

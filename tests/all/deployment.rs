@@ -346,3 +346,37 @@ fn the_sample_plan_places_what_fits_and_explains_the_rest() {
             .contains("unschedulable")
     );
 }
+
+#[test]
+fn supervision_settings_parse_with_units_and_refuse_nonsense() {
+    let d = parse(
+        "[supervision]\nbackoff = \"100ms\"\nmax_backoff = \"2s\"\nhealthy_after = \"1m\"\nquarantine_after = 3\n",
+    )
+    .unwrap();
+    let s = d.settings.supervision;
+    assert_eq!(s.backoff, std::time::Duration::from_millis(100));
+    assert_eq!(s.max_backoff, std::time::Duration::from_secs(2));
+    assert_eq!(s.healthy_after, std::time::Duration::from_secs(60));
+    assert_eq!(s.quarantine_after, 3);
+    // Defaults are Kubernetes'.
+    let d = parse("").unwrap();
+    assert_eq!(
+        d.settings.supervision.backoff,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(d.settings.supervision.quarantine_after, 5);
+
+    assert!(
+        problem("[supervision]\nbackoff = \"10 parsecs\"\n")
+            .starts_with("2:11: supervision.backoff:")
+    );
+    assert_eq!(
+        problem("[supervision]\nquarantine_after = 0\n"),
+        "2:20: supervision.quarantine_after: must be at least 1"
+    );
+    assert!(
+        problem("[supervision]\nbackoff = \"10s\"\nmax_backoff = \"1s\"\n")
+            .contains("max_backoff (1s) is shorter than backoff (10s)")
+    );
+    assert!(problem("[supervision]\nbackof = \"1s\"\n").contains("backof"));
+}
