@@ -17,12 +17,14 @@
 //!   the work-stealing executor.
 //! - [`policy`]: who may run what, where, how urgently and how much.
 //! - [`deployment`]: the `forgeone.toml` format.
+//! - [`kernel`]: all of the above wired together, as `forgeone up` runs it.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod boot;
 pub mod deployment;
 pub mod identity;
+pub mod kernel;
 pub mod keys;
 pub mod policy;
 pub mod runtime;
@@ -30,6 +32,7 @@ pub mod scheduler;
 
 pub use deployment::{Deployment, DeploymentError};
 pub use identity::{IdentityContext, TrustLevel, TrustVector};
+pub use kernel::{Kernel, KernelConfig, KernelError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use policy::{Isolation, PolicySet, TenantPolicy};
 pub use runtime::{

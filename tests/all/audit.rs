@@ -404,10 +404,10 @@ fn concurrent_appends_are_gap_free_and_verify() {
 }
 
 /// A file that fails with "no space left on device" while `full` is set.
-struct FullDisk {
-    file: std::fs::File,
-    full: Arc<std::sync::atomic::AtomicBool>,
-    partial_written: Arc<std::sync::atomic::AtomicBool>,
+pub(crate) struct FullDisk {
+    pub(crate) file: std::fs::File,
+    pub(crate) full: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) partial_written: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AuditStorage for FullDisk {

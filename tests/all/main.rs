@@ -7,6 +7,7 @@ mod audit;
 mod boot;
 mod deployment;
 mod guests_check;
+mod kernel;
 mod runtime;
 mod scheduler;
 
