@@ -252,3 +252,164 @@ fn run_verifies_against_the_anchor_and_refuses_what_does_not_verify() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// Keys, an anchor and a signed TRIVIAL component `app.wasm` in `d`.
+fn signed_app(d: &Path) {
+    for key in ["root", "release", "host"] {
+        assert!(
+            forgeone(&["keygen", &format!("keys/{key}.pem")], d)
+                .status
+                .success()
+        );
+    }
+    let out = forgeone(
+        &[
+            "anchor",
+            "init",
+            "--root-key",
+            "keys/root.pub.pem",
+            "--release-key",
+            "keys/release.pub.pem",
+            "--sign-key",
+            "keys/root.pem",
+            "-o",
+            "anchor.json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let out = forgeone(&["sign", "app.wasm", "--key", "keys/release.pem"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+const DEPLOYMENT_HEAD: &str = r#"
+trust_anchor = "anchor.json"
+boot_manifest = "boot-manifest.json"
+host_key = "keys/host.pem"
+audit_log = "audit.jsonl"
+state_dir = "state"
+boot_policy = "degraded"
+
+[node]
+region = "eu-west"
+zone = "eu-west-1a"
+
+[[tenant]]
+name = "acme"
+max_priority = "critical"
+
+[[workload]]
+name = "api"
+component = "app.wasm"
+priority = "critical"
+tenant = "acme"
+"#;
+
+fn json_events(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn event<'a>(events: &'a [serde_json::Value], kind: &str, workload: &str) -> &'a serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == kind && e["workload"] == workload)
+        .unwrap_or_else(|| panic!("no {kind} event for {workload} in {events:#?}"))
+}
+
+#[test]
+fn up_boots_schedules_runs_and_verifies_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+
+    // Everything fine: exit 0, a table, a summary, a verified audit log.
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("WORKLOAD"), "{stdout}");
+    assert!(stdout.contains("api"), "{stdout}");
+    assert!(stdout.contains("1 completed"), "{stdout}");
+    assert!(stdout.contains("audit: verified"), "{stdout}");
+
+    // A tampered copy refused at boot, a workload no node fits: each
+    // reported with its reason, the rest runs, exit 1.
+    let mut tampered = std::fs::read(d.join("app.wasm")).unwrap();
+    tampered.push(0);
+    std::fs::write(d.join("tampered.wasm"), tampered).unwrap();
+    std::fs::copy(
+        d.join("app.wasm.sig.json"),
+        d.join("tampered.wasm.sig.json"),
+    )
+    .unwrap();
+    let deployment = format!(
+        "{DEPLOYMENT_HEAD}\n[[workload]]\nname = \"billing\"\ncomponent = \"tampered.wasm\"\n\
+         tenant = \"acme\"\n\n[[workload]]\nname = \"us\"\ncomponent = \"app.wasm\"\n\
+         tenant = \"acme\"\nconstraints.location = \"us-*\"\n"
+    );
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    let out = forgeone(&["up", "forgeone.toml", "--json"], d);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let events = json_events(&out);
+    assert_eq!(event(&events, "placed", "api")["node"], "local");
+    let billing = event(&events, "refused", "billing");
+    assert_eq!(billing["stage"], "boot");
+    let us = event(&events, "refused", "us");
+    assert_eq!(us["stage"], "schedule");
+    assert_eq!(us["unschedulable"], true);
+    assert!(us["reason"].as_str().unwrap().contains("us-*"), "{us}");
+    let audit = events.iter().find(|e| e["event"] == "audit").unwrap();
+    assert_eq!(audit["verified"], true);
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    assert!(log.contains("\"kind\":\"boot.component.refused\""));
+    assert!(log.contains("\"kind\":\"schedule.unschedulable\""));
+    assert!(log.contains("\"kind\":\"container.exited\""));
+
+    // With a boot manifest: it is used instead of per-component signatures.
+    let out = forgeone(
+        &[
+            "manifest",
+            "create",
+            "--release",
+            "r1",
+            "--manifest-version",
+            "1",
+            "--key",
+            "keys/release.pem",
+            "--output",
+            "boot-manifest.json",
+            "app@1.0.0=app.wasm",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let out = forgeone(&["up", "forgeone.toml", "--json"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = json_events(&out);
+    let boot = events.iter().find(|e| e["event"] == "boot").unwrap();
+    assert_eq!(boot["outcome"], "verified");
+    assert_eq!(boot["components"][0]["name"], "app");
+    assert_eq!(event(&events, "status", "api")["status"], "stopped");
+
+    // Bad input: the line is named and nothing starts.
+    let before = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    std::fs::write(
+        d.join("forgeone.toml"),
+        format!("{DEPLOYMENT_HEAD}resorces = {{ fuel = \"1M\" }}\n"),
+    )
+    .unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("forgeone.toml:22:"), "{stderr}");
+    assert!(stderr.contains("resorces"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("audit.jsonl")).unwrap(),
+        before
+    );
+}

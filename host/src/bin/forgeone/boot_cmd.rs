@@ -160,7 +160,7 @@ pub fn exit_code(outcome: BootOutcome) -> u8 {
     }
 }
 
-fn print_report(ctx: &BootContext) {
+pub fn print_report(ctx: &BootContext) {
     let short = |hex: &str| {
         if hex.is_empty() {
             "-".to_owned()

@@ -12,6 +12,7 @@ mod manifest;
 mod plan;
 mod run;
 mod sign;
+mod up;
 mod util;
 mod verify;
 
@@ -21,13 +22,14 @@ mod verify;
 struct Cli {
     /// Diagnostics on stderr, as a tracing filter (e.g. `info`,
     /// `forgeone=debug`). Audit events are also tracing events (target
-    /// `forgeone::audit`); the CLI prints their outcome itself, so they are
-    /// off by default: add `forgeone::audit=info` to see each one.
+    /// `forgeone::audit`) and guest log lines too (`forgeone::guest`); the
+    /// CLI prints both itself, so they are off by default: add
+    /// `forgeone::audit=info` to see each event.
     #[arg(
         long,
         global = true,
         env = "FORGEONE_LOG",
-        default_value = "warn,forgeone::audit=off",
+        default_value = "warn,forgeone::audit=off,forgeone::guest=off",
         value_name = "FILTER"
     )]
     log_level: String,
@@ -67,6 +69,8 @@ enum Command {
     VerifyQuote(boot_cmd::QuoteArgs),
     /// Run a WebAssembly component as a verified, fuel-metered, audited container.
     Run(run::Args),
+    /// Boot, verify, schedule and run a deployment (`forgeone.toml`) under supervision.
+    Up(up::Args),
     /// Show where each workload of a deployment would run, and why, without running anything.
     Plan(plan::Args),
 }
@@ -91,6 +95,7 @@ fn dispatch(command: Command) -> util::CmdResult {
         Command::Boot(args) => boot_cmd::run(args),
         Command::VerifyQuote(args) => boot_cmd::verify_quote(args),
         Command::Run(args) => run::run(args),
+        Command::Up(args) => up::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Audit(command) => audit_cmd::run(command),
     }
