@@ -50,9 +50,6 @@ Exit codes:
 enum Command {
     /// Generate an Ed25519 key pair (PKCS#8 PEM private key, SPKI PEM public key).
     Keygen(keygen::Args),
-    /// Verify, export and follow audit logs.
-    #[command(subcommand)]
-    Audit(audit_cmd::Command),
     /// Create, rotate, sign and show trust anchors.
     #[command(subcommand)]
     Anchor(anchor::Command),
@@ -69,10 +66,13 @@ enum Command {
     VerifyQuote(boot_cmd::QuoteArgs),
     /// Run a WebAssembly component as a verified, fuel-metered, audited container.
     Run(run::Args),
-    /// Boot, verify, schedule and run a deployment (`forgeone.toml`) under supervision.
-    Up(up::Args),
     /// Show where each workload of a deployment would run, and why, without running anything.
     Plan(plan::Args),
+    /// Boot, verify, schedule and run a deployment (`forgeone.toml`) under supervision.
+    Up(up::Args),
+    /// Verify, export and follow audit logs.
+    #[command(subcommand)]
+    Audit(audit_cmd::Command),
 }
 
 fn main() -> ExitCode {

@@ -189,8 +189,11 @@ fn verify_audit(path: &Path, key: forgeone::PublicKey, out: Out) -> bool {
     match audit::verify_file(path, &options) {
         Ok(report) => {
             out.line(format!(
-                "\naudit: verified {} records, {} checkpoints, head {} (signed by host key {key_id})",
-                report.records, report.checkpoints, report.head
+                "\naudit: verified {} records, {} checkpoint{}, head {} (signed by host key {key_id})",
+                report.records,
+                report.checkpoints,
+                plural(report.checkpoints as usize),
+                report.head
             ));
             out.line(format!(
                 "       check it yourself: forgeone audit verify {} --key <host public key>",
@@ -723,10 +726,20 @@ fn view_json(v: &WorkloadView, status: &str) -> serde_json::Value {
         "status": c.map(|c| c.status.name()).unwrap_or("unknown"),
         "detail": status,
         "container": c.map(|c| c.id),
-        "fuel": c.map(|c| c.resources.fuel_consumed_total),
+        "fuel": c.map(fuel_used),
         "peak_memory": c.map(|c| c.resources.peak_memory),
         "restarts": c.map(restarts),
     })
+}
+
+/// Fuel used by every run, the current one included while it runs.
+fn fuel_used(c: &forgeone::ContainerContext) -> u64 {
+    match c.status {
+        ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Stopping => {
+            c.resources.fuel_consumed_total + c.resources.fuel_consumed
+        }
+        _ => c.resources.fuel_consumed_total,
+    }
 }
 
 fn restarts(c: &forgeone::ContainerContext) -> u32 {
@@ -811,8 +824,7 @@ fn table(views: &[WorkloadView]) -> Vec<String> {
                 v.node.clone(),
                 v.priority.to_string(),
                 status(v, true),
-                c.map(|c| fuel(c.resources.fuel_consumed_total))
-                    .unwrap_or_default(),
+                c.map(|c| fuel(fuel_used(c))).unwrap_or_default(),
                 c.map(|c| bytesize::ByteSize::b(c.resources.peak_memory).to_string())
                     .unwrap_or_default(),
                 c.map(|c| restarts(c).to_string()).unwrap_or_default(),
