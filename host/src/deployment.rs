@@ -49,6 +49,7 @@
 //! tenant = "acme"
 //! principal = "svc-api"                        # default: the workload name
 //! restart = "on-failure"                       # never | on-failure | always
+//! worker = 0                                   # pin to executor worker 0; default any
 //! labels = { app = "api" }
 //! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s" }
 //! constraints.location = "eu-*"                # or a list of alternatives
@@ -379,6 +380,9 @@ pub struct WorkloadSpec {
     pub capabilities: Capabilities,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// Executor worker (0-based) the container is pinned to (`worker`):
+    /// it runs only there and is never stolen. Default: any worker.
+    pub worker: Option<usize>,
 }
 
 /// Labels present on at least one node, for [`Deployment::check_labels`].
@@ -965,6 +969,7 @@ fn workloads(
             constraints,
             capabilities,
             restart,
+            worker: w.worker,
         });
     }
     out
@@ -1513,6 +1518,8 @@ struct RawWorkload {
     principal: Option<String>,
     #[serde(default)]
     restart: Option<Spanned<String>>,
+    #[serde(default)]
+    worker: Option<usize>,
     #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]

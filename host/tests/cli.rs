@@ -349,7 +349,9 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
     let deployment = format!(
         "{DEPLOYMENT_HEAD}\n[[workload]]\nname = \"billing\"\ncomponent = \"tampered.wasm\"\n\
          tenant = \"acme\"\n\n[[workload]]\nname = \"us\"\ncomponent = \"app.wasm\"\n\
-         tenant = \"acme\"\nconstraints.location = \"us-*\"\n"
+         tenant = \"acme\"\nconstraints.location = \"us-*\"\n\n[[workload]]\nname = \"pinned\"\n\
+         component = \"app.wasm\"\ntenant = \"acme\"\nworker = 0\n\n[[workload]]\n\
+         name = \"nowhere\"\ncomponent = \"app.wasm\"\ntenant = \"acme\"\nworker = 4096\n"
     );
     std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
     let out = forgeone(&["up", "forgeone.toml", "--json"], d);
@@ -362,6 +364,13 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
     assert_eq!(us["stage"], "schedule");
     assert_eq!(us["unschedulable"], true);
     assert!(us["reason"].as_str().unwrap().contains("us-*"), "{us}");
+    // Worker affinity: honoured when the worker exists, refused otherwise.
+    assert_eq!(event(&events, "placed", "pinned")["node"], "local");
+    let nowhere = event(&events, "refused", "nowhere");
+    assert!(
+        nowhere["reason"].as_str().unwrap().contains("worker 4096"),
+        "{nowhere}"
+    );
     let audit = events.iter().find(|e| e["event"] == "audit").unwrap();
     assert_eq!(audit["verified"], true);
     let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();

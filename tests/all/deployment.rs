@@ -380,3 +380,16 @@ fn supervision_settings_parse_with_units_and_refuse_nonsense() {
     );
     assert!(problem("[supervision]\nbackof = \"1s\"\n").contains("backof"));
 }
+
+#[test]
+fn worker_affinity_is_parsed() {
+    let d = parse(&format!(
+        "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nworker = 1\n"
+    ))
+    .unwrap();
+    assert_eq!(d.workloads[0].worker, Some(1));
+    assert!(problem(&format!(
+        "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nworker = -1\n"
+    ))
+    .contains("invalid value: integer `-1`"));
+}

@@ -462,7 +462,15 @@ async fn run_kernel(
             .iter()
             .map(ToString::to_string)
             .collect();
-        kernel_submit(&kernel, spec, workload, component, &pending, out);
+        if let Err(reason) = kernel_submit(&kernel, spec, workload, component, &pending, out) {
+            not_run.insert(
+                spec.name.clone(),
+                NotRun::Schedule {
+                    unschedulable: false,
+                    reason,
+                },
+            );
+        }
     }
 
     let report = kernel.schedule().map_err(kernel_failure)?;
@@ -528,11 +536,22 @@ async fn run_kernel(
         );
     }
     for (name, n) in &not_run {
-        if let NotRun::Boot(reason) = n {
-            out.line(format!("  {name:<14} NOT RUN: {reason}"));
-            out.event(
-                json!({ "event": "refused", "stage": "boot", "workload": name, "reason": reason }),
-            );
+        match n {
+            NotRun::Boot(reason) => {
+                out.line(format!("  {name:<14} NOT RUN: {reason}"));
+                out.event(json!({
+                    "event": "refused", "stage": "boot", "workload": name, "reason": reason,
+                }));
+            }
+            // Refused before placement (e.g. a worker that does not exist).
+            NotRun::Schedule { reason, .. } if !report.refused.iter().any(|r| &r.name == name) => {
+                out.line(format!("  {name:<14} REFUSED: {reason}"));
+                out.event(json!({
+                    "event": "refused", "stage": "schedule", "workload": name,
+                    "unschedulable": false, "reason": reason,
+                }));
+            }
+            NotRun::Schedule { .. } => {}
         }
     }
     out.line("");
@@ -569,7 +588,7 @@ fn kernel_submit(
     component: VerifiedComponent,
     pending: &Pending,
     out: Out,
-) {
+) -> Result<(), String> {
     let name = spec.name.clone();
     let sink_pending = pending.clone();
     let sink = OutputSink::new(move |line| {
@@ -608,7 +627,16 @@ fn kernel_submit(
     for a in &spec.capabilities.args {
         container.arg(a);
     }
-    kernel.submit(workload, container);
+    match spec.worker {
+        None => {
+            kernel.submit(workload, container);
+            Ok(())
+        }
+        Some(worker) => kernel
+            .submit_pinned(workload, container, worker)
+            .map(drop)
+            .map_err(|e| format!("worker affinity: {e}")),
+    }
 }
 
 fn kernel_failure(e: KernelError) -> Failure {
