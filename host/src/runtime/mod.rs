@@ -3,7 +3,8 @@
 //! and a supervisor.
 //!
 //! - **Engine** ([`EngineConfig`]): one wasmtime engine per runtime, async,
-//!   fuel metering, epoch interruption, optional pooling allocator.
+//!   fuel metering, epoch interruption; on-demand allocation with a cache of
+//!   idle fiber stacks, or the pooling allocator.
 //! - **Component store**: each verified digest is compiled once and its
 //!   `InstancePre` kept; compiled artifacts are cached on disk under a MAC
 //!   and rebuilt when they fail the check ([`CacheStats`]). Only
@@ -34,6 +35,8 @@ mod limits;
 mod outcome;
 mod output;
 mod plugin;
+#[cfg(unix)]
+mod stacks;
 mod store;
 mod supervisor;
 
