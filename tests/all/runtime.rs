@@ -164,6 +164,18 @@ async fn hello_runs_with_its_identity_and_logs_tagged() {
     let exited = h.records_of("container.exited");
     assert_eq!(exited[0]["details"]["code"], 0);
     assert_eq!(h.records_of("container.output").len(), out.len() - 1);
+    // Every lifecycle record names the container, its component and its
+    // workload, and is by the container's identity.
+    for kind in ["container.created", "container.started", "container.exited"] {
+        let records = h.records_of(kind);
+        assert_eq!(records.len(), 1, "{kind}: {records:#?}");
+        let subjects = &records[0]["subjects"];
+        assert_eq!(subjects["container"], id.to_string(), "{kind}");
+        assert_eq!(subjects["component"], digest, "{kind}");
+        assert_eq!(subjects["workload"], "greeter", "{kind}");
+        assert_eq!(records[0]["actor"]["principal"], "alice", "{kind}");
+        assert_eq!(records[0]["actor"]["trust"], "untrusted", "{kind}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! ([`Actor`]) and what the event is about ([`Subjects`]).
 
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,12 @@ impl Actor {
         }
     }
 
+    /// [`Actor::host`], shared: for the host's own frequent records.
+    pub(crate) fn shared_host() -> Arc<Actor> {
+        static HOST: LazyLock<Arc<Actor>> = LazyLock::new(|| Arc::new(Actor::host()));
+        HOST.clone()
+    }
+
     /// A human operator (e.g. the user running the CLI).
     pub fn operator(name: impl Into<String>) -> Actor {
         Actor {
@@ -137,12 +144,20 @@ impl Subjects {
 ///     .container("6f1c...")
 ///     .component("af13...");
 /// ```
+///
+/// A part that writes many entries with the same actor and subjects (a
+/// container's lifecycle) builds them once and shares them with
+/// [`Entry::shared_actor`] and [`Entry::about`]: an append then costs a
+/// reference count instead of copies of every string.
 pub struct Entry {
     pub(crate) kind: &'static str,
     pub(crate) event: Box<dyn AuditEvent>,
-    pub(crate) actor: Option<Actor>,
-    pub(crate) subjects: Subjects,
+    pub(crate) actor: Option<Arc<Actor>>,
+    pub(crate) subjects: Arc<Subjects>,
 }
+
+/// Shared by every entry created without subjects.
+static NO_SUBJECTS: LazyLock<Arc<Subjects>> = LazyLock::new(|| Arc::new(Subjects::default()));
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,37 +189,50 @@ impl Entry {
             kind,
             event: Box::new(event),
             actor: None,
-            subjects: Subjects::default(),
+            subjects: NO_SUBJECTS.clone(),
         }
     }
 
     /// Sets who caused the event.
     pub fn actor(mut self, actor: impl Into<Actor>) -> Entry {
-        self.actor = Some(actor.into());
+        self.actor = Some(Arc::new(actor.into()));
+        self
+    }
+
+    /// Sets who caused the event, shared with other entries.
+    pub fn shared_actor(mut self, actor: Arc<Actor>) -> Entry {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// Sets everything the event is about at once, shared with other
+    /// entries. The setters below still work afterwards (they copy).
+    pub fn about(mut self, subjects: Arc<Subjects>) -> Entry {
+        self.subjects = subjects;
         self
     }
 
     /// Sets the component digest the event is about.
     pub fn component(mut self, digest: impl Into<String>) -> Entry {
-        self.subjects.component = Some(digest.into());
+        Arc::make_mut(&mut self.subjects).component = Some(digest.into());
         self
     }
 
     /// Sets the container the event is about.
     pub fn container(mut self, id: impl fmt::Display) -> Entry {
-        self.subjects.container = Some(id.to_string());
+        Arc::make_mut(&mut self.subjects).container = Some(id.to_string());
         self
     }
 
     /// Sets the workload the event is about.
     pub fn workload(mut self, id: impl Into<String>) -> Entry {
-        self.subjects.workload = Some(id.into());
+        Arc::make_mut(&mut self.subjects).workload = Some(id.into());
         self
     }
 
     /// Sets the node the event is about.
     pub fn node(mut self, id: impl Into<String>) -> Entry {
-        self.subjects.node = Some(id.into());
+        Arc::make_mut(&mut self.subjects).node = Some(id.into());
         self
     }
 

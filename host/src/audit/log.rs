@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::event::{Actor, AuditEvent, Entry, Severity};
-use super::record::{self, GENESIS, LineError, Prepared};
+use super::record::{self, GENESIS, Head, LineError};
 use super::{AuditError, CHECKPOINT_CONTEXT};
 use crate::keys::SigningKey;
 
@@ -496,8 +496,10 @@ impl AuditLog {
                         encoded_last: existing,
                         written_seq: existing,
                         last_sync: Instant::now(),
-                        details: Vec::with_capacity(1024),
                     };
+                    // Records are traced through the subscriber that was
+                    // current when the log was opened.
+                    let _tracing = tracing::dispatcher::set_default(&writer.shared.dispatch);
                     writer.run();
                 })
                 .expect("spawn the audit writer thread")
@@ -695,8 +697,6 @@ struct Writer {
     encoded_last: u64,
     written_seq: u64,
     last_sync: Instant,
-    /// Scratch buffer for event details.
-    details: Vec<u8>,
 }
 
 impl Writer {
@@ -846,14 +846,24 @@ impl Writer {
     fn encode(&mut self, queued: Queued) {
         match queued {
             Queued::Event { seq, ts, entry } => {
-                self.details.clear();
-                entry.event.write_details(&mut self.details);
-                let details = std::str::from_utf8(&self.details).unwrap_or("{}");
-                let prepared =
-                    Prepared::new(entry.kind, entry.actor.as_ref(), &entry.subjects, details);
-                self.head = prepared.encode(seq, ts, &self.head, &mut self.encoded);
+                let head = Head {
+                    seq,
+                    ts,
+                    kind: entry.kind,
+                    actor: entry.actor.as_deref(),
+                    subjects: &entry.subjects,
+                };
+                let (hash, details) = record::encode(
+                    &mut self.encoded,
+                    &head,
+                    |out| entry.event.write_details(out),
+                    &self.head,
+                );
+                self.head = hash;
                 self.encoded_last = seq;
-                trace_event(&self.shared.dispatch, &entry, seq, details);
+                // `record::encode` wrote valid JSON, i.e. UTF-8.
+                let details = std::str::from_utf8(&self.encoded[details]).unwrap_or("{}");
+                trace_event(&entry, seq, details);
             }
             Queued::Checkpoint { seq, ts, reason } => {
                 let covers = seq - 1;
@@ -867,22 +877,32 @@ impl Writer {
                     "head": hex::encode(self.head),
                     "key_id": self.shared.key.id(),
                     "signature": hex::encode(signature),
-                })
-                .to_string();
-                let prepared = Prepared::new(
-                    "audit.checkpoint",
-                    Some(&Actor::host()),
-                    &Default::default(),
-                    &details,
-                );
-                self.head = prepared.encode(seq, ts, &self.head, &mut self.encoded);
+                });
+                let head = Head {
+                    seq,
+                    ts,
+                    kind: "audit.checkpoint",
+                    actor: Some(&Actor::host()),
+                    subjects: &Default::default(),
+                };
+                self.head = record::encode(
+                    &mut self.encoded,
+                    &head,
+                    |out| {
+                        let _ = serde_json::to_writer(out, &details);
+                    },
+                    &self.head,
+                )
+                .0;
                 self.encoded_last = seq;
             }
         }
     }
 }
 
-fn trace_event(dispatch: &tracing::Dispatch, entry: &Entry, seq: u64, details: &str) {
+/// Emits `entry` as a tracing event, through the writer thread's default
+/// subscriber (the one current when the log was opened).
+fn trace_event(entry: &Entry, seq: u64, details: &str) {
     let subjects = &entry.subjects;
     macro_rules! emit {
         ($level:ident) => {
@@ -900,11 +920,11 @@ fn trace_event(dispatch: &tracing::Dispatch, entry: &Entry, seq: u64, details: &
             )
         };
     }
-    tracing::dispatcher::with_default(dispatch, || match entry.event.severity() {
+    match entry.event.severity() {
         Severity::Info => emit!(info),
         Severity::Warn => emit!(warn),
         Severity::Error => emit!(error),
-    });
+    }
 }
 
 fn close_inner(

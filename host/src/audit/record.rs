@@ -141,76 +141,76 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
     Ok(ParsedLine { record, hash, prev })
 }
 
-/// Pre-serialised parts of a record that do not depend on its position in
-/// the chain: built outside the log's lock.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    /// `"kind":"...","actor":...,"subjects":...,"details":...`
-    pub middle: String,
+/// The fields of a record before its details.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) seq: u64,
+    pub(crate) ts: chrono::DateTime<chrono::Utc>,
+    pub(crate) kind: &'a str,
+    pub(crate) actor: Option<&'a Actor>,
+    pub(crate) subjects: &'a Subjects,
 }
 
-impl Prepared {
-    /// `details` is the event's JSON object as text. Text that is not a
-    /// JSON object (a bug in an event's `write_details`) is recorded as
-    /// `{"invalid_details": "<the text>"}`, so a bad event can never make
-    /// the log unreadable.
-    pub(crate) fn new(
-        kind: &str,
-        actor: Option<&Actor>,
-        subjects: &Subjects,
-        details: &str,
-    ) -> Prepared {
-        // Serialising these std/serde_json types cannot fail.
-        let mut middle = String::with_capacity(256);
-        middle.push_str("\"kind\":");
-        middle.push_str(&serde_json::to_string(kind).expect("serialise kind"));
-        middle.push_str(",\"actor\":");
-        middle.push_str(&serde_json::to_string(&actor).expect("serialise actor"));
-        middle.push_str(",\"subjects\":");
-        middle.push_str(&serde_json::to_string(subjects).expect("serialise subjects"));
-        middle.push_str(",\"details\":");
-        let is_object = details.trim_start().starts_with('{')
-            && serde_json::from_str::<serde::de::IgnoredAny>(details).is_ok();
-        if is_object {
-            middle.push_str(details);
-        } else {
-            middle.push_str(&serde_json::json!({ "invalid_details": details }).to_string());
-        }
-        Prepared { middle }
+/// Appends one record's full line (with its trailing newline) to `out` and
+/// returns the record's hash and where its details object lies in `out`. The writer thread calls this once per record,
+/// straight into its output buffer: nothing is serialised twice.
+///
+/// `write_details` writes the event's details. Output that is not one JSON
+/// object (a bug in an event's `write_details`) is replaced by
+/// `{"invalid_details": "<the text>"}`, so a bad event can never make the
+/// log unreadable.
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    head: &Head<'_>,
+    write_details: impl FnOnce(&mut Vec<u8>),
+    prev: &[u8; 32],
+) -> ([u8; 32], std::ops::Range<usize>) {
+    let Head {
+        seq,
+        ts,
+        kind,
+        actor,
+        subjects,
+    } = *head;
+    // Serialising these std/serde types into a Vec cannot fail.
+    let start = out.len();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b",\"ts\":\"");
+    out.extend_from_slice(
+        ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"kind\":");
+    let _ = serde_json::to_writer(&mut *out, kind);
+    out.extend_from_slice(b",\"actor\":");
+    let _ = serde_json::to_writer(&mut *out, &actor);
+    out.extend_from_slice(b",\"subjects\":");
+    let _ = serde_json::to_writer(&mut *out, subjects);
+    out.extend_from_slice(b",\"details\":");
+    let details_start = out.len();
+    write_details(out);
+    let details = &out[details_start..];
+    let is_object = details.first() == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(details).is_ok();
+    if !is_object {
+        let text = String::from_utf8_lossy(details).into_owned();
+        out.truncate(details_start);
+        let _ = serde_json::to_writer(&mut *out, &serde_json::json!({ "invalid_details": text }));
     }
-
-    /// Writes the full line (with trailing newline) into `out` and returns
-    /// the record's hash.
-    pub(crate) fn encode(
-        &self,
-        seq: u64,
-        ts: chrono::DateTime<chrono::Utc>,
-        prev: &[u8; 32],
-        out: &mut Vec<u8>,
-    ) -> [u8; 32] {
-        let start = out.len();
-        out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        out.extend_from_slice(b",\"ts\":\"");
-        out.extend_from_slice(
-            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .as_bytes(),
-        );
-        out.extend_from_slice(b"\",");
-        out.extend_from_slice(self.middle.as_bytes());
-        let mut hex_buf = [0u8; 64];
-        out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(hex_into(prev, &mut hex_buf));
-        out.push(b'"');
-        // Canonical bytes: the body so far, closed with `}`.
-        out.push(b'}');
-        let hash = chain_hash(prev, &out[start..]);
-        out.pop();
-        out.extend_from_slice(HASH_PREFIX);
-        out.extend_from_slice(hex_into(&hash, &mut hex_buf));
-        out.extend_from_slice(b"\"}\n");
-        hash
-    }
+    let details = details_start..out.len();
+    let mut hex_buf = [0u8; 64];
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(hex_into(prev, &mut hex_buf));
+    out.push(b'"');
+    // Canonical bytes: the body so far, closed with `}`.
+    out.push(b'}');
+    let hash = chain_hash(prev, &out[start..]);
+    out.pop();
+    out.extend_from_slice(HASH_PREFIX);
+    out.extend_from_slice(hex_into(&hash, &mut hex_buf));
+    out.extend_from_slice(b"\"}\n");
+    (hash, details)
 }
 
 fn hex_into<'a>(bytes: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a [u8] {
@@ -222,16 +222,36 @@ fn hex_into<'a>(bytes: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a [u8] {
 mod tests {
     use super::*;
 
-    fn line(seq: u64, prev: &[u8; 32]) -> (Vec<u8>, [u8; 32]) {
-        let prepared = Prepared::new(
-            "container.started",
-            Some(&Actor::host()),
-            &Subjects::default(),
-            r#"{"fuel":10}"#,
-        );
+    fn line_with(seq: u64, prev: &[u8; 32], details: &str) -> (Vec<u8>, [u8; 32]) {
         let mut out = Vec::new();
-        let hash = prepared.encode(seq, chrono::Utc::now(), prev, &mut out);
+        let head = Head {
+            seq,
+            ts: chrono::Utc::now(),
+            kind: "container.started",
+            actor: Some(&Actor::host()),
+            subjects: &Subjects::default(),
+        };
+        let (hash, range) = encode(
+            &mut out,
+            &head,
+            |out| out.extend_from_slice(details.as_bytes()),
+            prev,
+        );
+        assert!(out[range].starts_with(b"{"));
         (out, hash)
+    }
+
+    fn line(seq: u64, prev: &[u8; 32]) -> (Vec<u8>, [u8; 32]) {
+        line_with(seq, prev, r#"{"fuel":10}"#)
+    }
+
+    #[test]
+    fn details_that_are_not_an_object_are_kept_as_text() {
+        for bad in ["", "[1]", "{\"a\":", "{} {}", "\u{1b}[31m"] {
+            let (bytes, _) = line_with(1, &GENESIS, bad);
+            let parsed = parse_line(&bytes[..bytes.len() - 1]).unwrap();
+            assert_eq!(parsed.record.details["invalid_details"], bad, "{bad:?}");
+        }
     }
 
     #[test]

@@ -319,7 +319,7 @@ impl Run {
         let limits = config.limits.clone();
         let capture = Capture::new(CaptureTarget {
             container: spec.identity.container,
-            component: spec.identity.component.clone(),
+            subjects: spec.identity.audit_subjects.clone(),
             audit: spec.audit.clone(),
             sink: config.output.clone(),
             limit: limits.max_output,
@@ -687,16 +687,10 @@ pub(crate) fn guest_identity(
     config: &ContainerConfig,
     identity: crate::identity::IdentityContext,
 ) -> GuestIdentity {
-    GuestIdentity {
+    GuestIdentity::new(
         container,
-        workload: config.workload.clone(),
+        config.workload.clone(),
         identity,
-        component: config.component.digest().to_hex(),
-        signers: config
-            .component
-            .signers()
-            .iter()
-            .map(|k| k.to_string())
-            .collect(),
-    }
+        &config.component,
+    )
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::audit::{Actor, AuditLog, Entry, Untrusted};
+use crate::audit::{Actor, AuditLog, Entry, Subjects, Untrusted};
 use crate::identity::{IdentityContext, TrustLevel};
 
 use super::bindings::{identity, log};
@@ -24,6 +24,42 @@ pub(crate) struct GuestIdentity {
     pub(crate) identity: IdentityContext,
     pub(crate) component: String,
     pub(crate) signers: Vec<String>,
+    /// The audit actor and subjects of this instance's records, built once
+    /// and shared by every record (see [`Entry::about`]).
+    pub(crate) audit_actor: Arc<Actor>,
+    pub(crate) audit_subjects: Arc<Subjects>,
+}
+
+impl GuestIdentity {
+    pub(crate) fn new(
+        container: Uuid,
+        workload: Option<String>,
+        identity: IdentityContext,
+        component: &crate::boot::VerifiedComponent,
+    ) -> GuestIdentity {
+        let digest = component.digest().to_hex();
+        GuestIdentity {
+            container,
+            workload: workload.clone(),
+            audit_actor: Arc::new(Actor::from(&identity)),
+            audit_subjects: Arc::new(Subjects {
+                component: Some(digest.clone()),
+                container: Some(container.to_string()),
+                workload,
+                node: None,
+            }),
+            identity,
+            component: digest,
+            signers: component.signers().iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    /// An audit entry for `event` about this instance, by its identity.
+    pub(crate) fn entry(&self, event: ContainerEvent) -> Entry {
+        Entry::owned(event)
+            .shared_actor(self.audit_actor.clone())
+            .about(self.audit_subjects.clone())
+    }
 }
 
 /// The host side of `forgeone:kernel/log` for one instance.
@@ -139,10 +175,9 @@ impl log::Host for &mut KernelCtx {
             if state.written == state.limit + 1 {
                 let event = ContainerEvent::LogDropped { limit: state.limit };
                 let _ = state.audit.append(
-                    Entry::new(&event)
-                        .actor(Actor::host())
-                        .container(me.container)
-                        .component(me.component.clone()),
+                    Entry::owned(event)
+                        .shared_actor(Actor::shared_host())
+                        .about(me.audit_subjects.clone()),
                 );
             }
             return;
@@ -185,14 +220,7 @@ impl log::Host for &mut KernelCtx {
             message: escaped,
             fields,
         };
-        let mut entry = Entry::new(&event)
-            .actor(&me.identity)
-            .container(me.container)
-            .component(me.component.clone());
-        if let Some(workload) = &me.workload {
-            entry = entry.workload(workload.clone());
-        }
-        if let Err(e) = state.audit.append(entry) {
+        if let Err(e) = state.audit.append(me.entry(event)) {
             tracing::error!(container = %me.container, "audit append failed: {e}");
         }
     }

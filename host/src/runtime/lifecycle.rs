@@ -320,6 +320,18 @@ impl PreparedContainer {
     }
 }
 
+impl ContainerEntry {
+    /// An audit entry for `event` about this container, by its identity.
+    fn audit_entry(&self, event: ContainerEvent) -> Entry {
+        match &self.spec {
+            Some(spec) => spec.identity.entry(event),
+            None => audit_entry(event, self.ctx.id, Some(&self.ctx)),
+        }
+    }
+}
+
+/// An audit entry about container `id` built from its context (or by the
+/// host, without one): for containers that never got a run spec.
 fn audit_entry(event: ContainerEvent, id: Uuid, ctx: Option<&ContainerContext>) -> Entry {
     let mut entry = Entry::owned(event).container(id);
     if let Some(ctx) = ctx {
@@ -482,10 +494,16 @@ impl Runtime {
             limits: config.limits.clone(),
             restart: config.restart.as_str(),
         };
-        let mut entry = audit_entry(event, id, Some(&ctx));
-        if let Some(workload) = &config.workload {
-            entry = entry.workload(workload.clone());
-        }
+        let entry = match &spec {
+            Some(spec) => spec.identity.entry(event),
+            None => {
+                let entry = audit_entry(event, id, Some(&ctx));
+                match &config.workload {
+                    Some(workload) => entry.workload(workload.clone()),
+                    None => entry,
+                }
+            }
+        };
         self.audit(entry)?;
         let control = Arc::new(Control::default());
         let (settled, _) = tokio::sync::watch::channel(None);
@@ -606,7 +624,7 @@ impl Runtime {
             fuel_consumed: outcome.stats.fuel_consumed,
             backoff: Duration::ZERO,
         });
-        let entry = audit_entry(event, id, Some(ctx));
+        let entry = entry.audit_entry(event);
         drop(containers);
         if let Err(e) = self.audit(entry) {
             tracing::error!(container = %id, "audit append failed: {e}");
@@ -671,14 +689,9 @@ impl Runtime {
                     entry.ctx.status = ContainerStatus::Running;
                 }
             }
-            // Built from the run's identity: cloning the container's whole
-            // context for an actor and a digest was the costliest step of a
-            // start.
-            let who = &spec.identity;
-            let entry = Entry::owned(ContainerEvent::Started { run })
-                .container(id)
-                .actor(&who.identity)
-                .component(who.component.clone());
+            // Built from the run's identity, with its shared actor and
+            // subjects: no strings are copied per record.
+            let entry = spec.identity.entry(ContainerEvent::Started { run });
             if let Err(e) = self.audit(entry) {
                 tracing::error!(container = %id, "audit append failed: {e}");
             }
@@ -768,7 +781,7 @@ impl Runtime {
                 backoff_ms: delay.as_millis() as u64,
                 policy: policy.as_str(),
             };
-            let entry = audit_entry(event, id, self.context(id).as_ref());
+            let entry = self.entry_for(id, event);
             if let Err(e) = self.audit(entry) {
                 tracing::error!(container = %id, "audit append failed: {e}");
             }
@@ -837,7 +850,7 @@ impl Runtime {
                 .map(|h| serde_json::to_value(h).unwrap_or_default())
                 .collect(),
         };
-        let entry = audit_entry(event, id, self.context(id).as_ref());
+        let entry = self.entry_for(id, event);
         if let Err(e) = self.audit(entry) {
             tracing::error!(container = %id, "audit append failed: {e}");
         }
@@ -879,8 +892,17 @@ impl Runtime {
         }
     }
 
+    /// An audit entry for `event` about container `id` (by the host when
+    /// the container is gone).
+    fn entry_for(&self, id: Uuid, event: ContainerEvent) -> Entry {
+        match self.containers().get(&id) {
+            Some(entry) => entry.audit_entry(event),
+            None => audit_entry(event, id, None),
+        }
+    }
+
     fn audit_ok(&self, id: Uuid, event: ContainerEvent) -> Result<(), RuntimeError> {
-        let entry = audit_entry(event, id, self.context(id).as_ref());
+        let entry = self.entry_for(id, event);
         self.audit(entry)
     }
 

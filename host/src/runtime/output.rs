@@ -14,7 +14,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi_io::bytes::Bytes;
 
-use crate::audit::{Actor, AuditLog, Entry, Untrusted, escape_untrusted};
+use crate::audit::{Actor, AuditLog, Entry, Subjects, Untrusted, escape_untrusted};
 
 use super::events::ContainerEvent;
 
@@ -100,7 +100,8 @@ impl fmt::Debug for OutputSink {
 #[derive(Debug, Clone)]
 pub(crate) struct CaptureTarget {
     pub(crate) container: Uuid,
-    pub(crate) component: String,
+    /// The subjects of the container's records.
+    pub(crate) subjects: Arc<Subjects>,
     pub(crate) audit: AuditLog,
     pub(crate) sink: Option<OutputSink>,
     pub(crate) limit: u64,
@@ -266,10 +267,9 @@ impl CaptureState {
     }
 
     fn audit(&self, event: ContainerEvent) {
-        let entry = Entry::new(&event)
-            .actor(Actor::host())
-            .container(self.target.container)
-            .component(self.target.component.clone());
+        let entry = Entry::owned(event)
+            .shared_actor(Actor::shared_host())
+            .about(self.target.subjects.clone());
         if let Err(e) = self.target.audit.append(entry) {
             tracing::error!(container = %self.target.container, "audit append failed: {e}");
         }

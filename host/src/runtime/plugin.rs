@@ -94,13 +94,7 @@ impl Runtime {
                 });
             }
         };
-        let guest = Arc::new(GuestIdentity {
-            container: id,
-            workload: None,
-            identity: identity.clone(),
-            component: component.digest().to_hex(),
-            signers: component.signers().iter().map(|k| k.to_string()).collect(),
-        });
+        let guest = Arc::new(GuestIdentity::new(id, None, identity.clone(), component));
         let mut plugin = Plugin {
             runtime: self.clone(),
             id,
@@ -196,7 +190,7 @@ impl Plugin {
         };
         let capture = Capture::new(CaptureTarget {
             container: self.id,
-            component: self.identity.component.clone(),
+            subjects: self.identity.audit_subjects.clone(),
             audit: runtime.inner.audit.clone(),
             sink: None,
             limit: self.limits.max_output,
