@@ -60,17 +60,19 @@ fn bench(c: &mut Criterion) {
         file.flush().unwrap();
     });
 
+    // Criterion calls each routine several times (warm-up, then samples);
+    // every call gets a new, empty log, removed afterwards. Reopening one
+    // log would measure opening (it checks the whole chain) as it grows.
+    let mut runs = 0u32;
     for threads in [1usize, 4] {
         group.bench_with_input(
             BenchmarkId::new("AuditLog::append (every-batch)", threads),
             &threads,
             |b, &threads| {
-                let log = AuditLog::open(
-                    dir.path().join(format!("a{threads}.jsonl")),
-                    SigningKey::generate(),
-                    &AuditConfig::new(),
-                )
-                .unwrap();
+                runs += 1;
+                let path = dir.path().join(format!("a{threads}-{runs}.jsonl"));
+                let log =
+                    AuditLog::open(&path, SigningKey::generate(), &AuditConfig::new()).unwrap();
                 b.iter(|| {
                     std::thread::scope(|s| {
                         for _ in 0..threads {
@@ -84,6 +86,7 @@ fn bench(c: &mut Criterion) {
                     });
                 });
                 log.close().unwrap();
+                std::fs::remove_file(&path).unwrap();
             },
         );
     }

@@ -1,8 +1,12 @@
 //! P2: container start. Instantiating a trivial `wasi:cli/command` as a
 //! ForgeOne container (registry record, fresh `Store`, WASI context with
-//! capture, limits, fuel, yields, identity, audit events, supervision
-//! future) versus bare wasmtime instantiating the same component from an
-//! `InstancePre` with a minimal WASI context, both running its empty `run`.
+//! capture, limits, fuel, yields, identity, the `container.created`,
+//! `container.started` and `container.exited` audit records, supervision
+//! future, removal) versus bare wasmtime instantiating the same component
+//! from an `InstancePre` with a minimal WASI context, both running its empty
+//! `run`. The ForgeOne side runs the component the way a deployment does:
+//! signed by a release key and verified against a trust anchor (once, before
+//! the loop, as at boot).
 //!
 //! Run with `cargo bench -p forgeone-benches --bench container_start`.
 
@@ -11,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::VerifiedComponent;
+use forgeone::boot::{AnchorDocument, ComponentStatement, Role, TrustAnchor, verify_component};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, EngineConfig, Runtime, RuntimeConfig};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -46,6 +50,16 @@ impl WasiView for Bare {
 
 fn bench(c: &mut Criterion) {
     let wasm = wat::parse_str(TRIVIAL).unwrap();
+    let (root, release) = (SigningKey::generate(), SigningKey::generate());
+    let mut anchor = AnchorDocument::new(chrono::Utc::now() + chrono::Duration::days(365));
+    anchor
+        .add_key(Role::Root, root.public())
+        .add_key(Role::Release, release.public());
+    let mut envelope = anchor.envelope();
+    envelope.sign(&root);
+    let anchor = TrustAnchor::from_bytes(&envelope.to_json()).unwrap();
+    let signature = ComponentStatement::new("trivial", "1.0.0", &wasm, None).sign(&[&release]);
+    let verified = verify_component(wasm.clone(), &signature, &anchor).unwrap();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,14 +114,13 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap();
         let mut config = RuntimeConfig::new();
-        config.allow_unsigned(true);
         if pooling {
             let mut engine = EngineConfig::new();
             engine.pooling(1000, 64 << 20);
             config.engine(engine);
         }
         let runtime = Runtime::new(config, log).unwrap();
-        let container = ContainerConfig::new(VerifiedComponent::unsigned("trivial", wasm.clone()));
+        let container = ContainerConfig::new(verified.clone());
         let identity = IdentityContext::new("bench", "p2", TrustVector::new(TrustLevel::Medium, 0));
         let name = if pooling {
             "forgeone container (pooling)"

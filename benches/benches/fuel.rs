@@ -3,11 +3,9 @@
 //! same guest on bare wasmtime with no metering, and with fuel alone (no
 //! yields).
 //!
-//! Needs the samples: `cargo build --release --target wasm32-wasip2
-//! --manifest-path samples/Cargo.toml`. Run with
+//! Builds the samples into `samples/target` on first use. Run with
 //! `cargo bench -p forgeone-benches --bench fuel`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -56,22 +54,8 @@ fn stub_kernel(linker: &mut Linker<Bare>) {
     let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
     log.func_new("write", |_, _, _, _| Ok(())).unwrap();
 }
-
-fn sample(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../samples/target/wasm32-wasip2/release")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}. Build the samples first: cargo build --release --target wasm32-wasip2 \
-             --manifest-path samples/Cargo.toml",
-            path.display()
-        )
-    })
-}
-
 fn bench(c: &mut Criterion) {
-    let wasm = sample("cpu-hog.wasm");
+    let wasm = forgeone_benches::sample("cpu-hog");
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

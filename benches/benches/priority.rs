@@ -52,14 +52,11 @@
 //! wasm stack (instantiation, WASI, audit, fuel), which helps tell where a
 //! difference in the wasm figures comes from.
 //!
-//! Needs the samples (built into `samples/target` on first use if
-//! missing): `cargo build --release --target wasm32-wasip2 --manifest-path
-//! samples/Cargo.toml`. Run with `cargo bench -p forgeone-benches --bench
-//! priority`.
+//! Builds the samples into `samples/target` on first use. Run with
+//! `cargo bench -p forgeone-benches --bench priority`.
 
 use std::future::Future;
 use std::hint::black_box;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,38 +86,6 @@ const CRITICAL_ITERATIONS: &str = "2000000";
 /// `EngineConfig`'s default fuel yield interval, to express a job's fuel
 /// in slices.
 const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
-
-/// The `cpu-hog` sample, built for wasm32-wasip2 into `samples/target` if
-/// it is not there yet (as the `verify` bench does for `hello`).
-fn cpu_hog() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let target = root.join("samples/target");
-    let wasm = target.join("wasm32-wasip2/release/cpu-hog.wasm");
-    if !wasm.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("samples/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo to build the samples");
-        assert!(status.success(), "building the samples failed");
-    }
-    std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()))
-}
 
 // ---------------------------------------------------------------------------
 // Bare wasmtime reference.
@@ -439,7 +404,7 @@ fn summary(cases: &mut [Case], baseline: &str) {
 }
 
 fn bench_wasm(c: &mut Criterion) {
-    let wasm = cpu_hog();
+    let wasm = forgeone_benches::sample("cpu-hog");
     let dir = tempfile::tempdir().unwrap();
     let audit = AuditLog::open(
         dir.path().join("audit.jsonl"),

@@ -9,7 +9,7 @@
 //!
 //! Run with `cargo bench -p forgeone-benches --bench verify`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -42,38 +42,6 @@ fn leb128(mut n: usize) -> Vec<u8> {
     }
 }
 
-/// The `hello` sample, built for wasm32-wasip2 into `samples/target` if it
-/// is not there yet.
-fn hello() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let target = root.join("samples/target");
-    let wasm = target.join("wasm32-wasip2/release/hello.wasm");
-    if !wasm.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("samples/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo to build the hello sample");
-        assert!(status.success(), "building the hello sample failed");
-    }
-    std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()))
-}
-
 struct Case {
     label: &'static str,
     bytes: Arc<[u8]>,
@@ -97,7 +65,7 @@ fn bench(c: &mut Criterion) {
         with_custom_section(header, "bench", 64 * 1024 - 18)
     };
     assert_eq!(small.len(), 64 * 1024);
-    let large = with_custom_section(hello(), "bench", 20 * 1024 * 1024);
+    let large = with_custom_section(forgeone_benches::sample("hello"), "bench", 20 * 1024 * 1024);
     let cases: Vec<Case> = [("64KiB", small), ("20MiB", large)]
         .into_iter()
         .map(|(label, bytes)| {

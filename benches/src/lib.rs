@@ -1,1 +1,41 @@
-//! Benchmarks live in `benches/`.
+//! Benchmarks live in `benches/`; this library holds what they share.
+
+use std::path::Path;
+
+/// The sample guest `name` (e.g. `"hello"`), built for `wasm32-wasip2` into
+/// `samples/target` first if it is not there yet, so every bench runs on a
+/// fresh clone.
+///
+/// # Panics
+///
+/// When cargo cannot build the samples or the file cannot be read: a bench
+/// without its guest has nothing to measure.
+pub fn sample(name: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ has a parent");
+    let target = root.join("samples/target");
+    let wasm = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    if !wasm.exists() {
+        eprintln!("building the samples for wasm32-wasip2 (first run only)");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join("samples/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run cargo to build the samples");
+        assert!(status.success(), "building the samples failed");
+    }
+    std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()))
+}
