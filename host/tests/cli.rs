@@ -120,6 +120,29 @@ fn audit_verify_export_and_tail() {
         "{tail}"
     );
 
+    // A reader that goes away (`| head`) ends export and tail quietly,
+    // with success; the log is not blamed.
+    for args in [
+        &["audit", "export", "audit.jsonl", "--format", "jsonl"][..],
+        &["audit", "export", "audit.jsonl", "--format", "csv"],
+        &["audit", "tail", "audit.jsonl", "--no-follow"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("error"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
     // Damage: exit 1 and the first bad sequence number.
     let original = std::fs::read_to_string(&log_path).unwrap();
     let mut lines: Vec<&str> = original.lines().collect();

@@ -106,7 +106,7 @@ pub fn export(
                 "prev",
                 "hash",
             ])
-            .map_err(|e| io(e.into()))?;
+            .map_err(csv_output)?;
             (None, Some(w))
         }
         ExportFormat::Jsonl => (Some(out), None),
@@ -159,7 +159,7 @@ pub fn export(
         }
         summary.exported += 1;
         match (&mut raw, &mut csv) {
-            (Some(out), _) => out.write_all(&line).map_err(io)?,
+            (Some(out), _) => out.write_all(&line).map_err(AuditError::Output)?,
             (None, None) => unreachable!("one writer is always set"),
             (None, Some(w)) => {
                 let actor = record.actor.as_ref();
@@ -181,17 +181,27 @@ pub fn export(
                     &record.prev,
                     &record.hash,
                 ])
-                .map_err(|e| io(e.into()))?;
+                .map_err(csv_output)?;
             }
         }
     }
     if let Some(w) = &mut csv {
-        w.flush().map_err(io)?;
+        w.flush().map_err(AuditError::Output)?;
     }
     if let Some(out) = &mut raw {
-        out.flush().map_err(io)?;
+        out.flush().map_err(AuditError::Output)?;
     }
     Ok(summary)
+}
+
+/// A CSV writer's error as an output error, keeping the I/O error kind (so
+/// a closed pipe is still recognisable as one).
+fn csv_output(e: csv::Error) -> AuditError {
+    let kind = match e.kind() {
+        csv::ErrorKind::Io(io) => io.kind(),
+        _ => std::io::ErrorKind::Other,
+    };
+    AuditError::Output(std::io::Error::new(kind, e))
 }
 
 /// Matches `text` against `pattern`, where `*` matches any run of characters

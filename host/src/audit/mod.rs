@@ -85,4 +85,7 @@ pub enum AuditError {
     /// Verification found damage.
     #[error("verification failed at {0}")]
     Verify(VerifyFailure),
+    /// Writing an export's output failed (the log itself is fine).
+    #[error("writing the export: {0}")]
+    Output(std::io::Error),
 }

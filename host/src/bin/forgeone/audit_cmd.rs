@@ -135,7 +135,16 @@ pub fn run(command: Command) -> CmdResult {
                 None => {
                     let stdout = std::io::stdout();
                     let mut lock = stdout.lock();
-                    audit::export(&log, &mut lock, format, &filter).map_err(audit_failure)?
+                    match audit::export(&log, &mut lock, format, &filter) {
+                        Ok(summary) => summary,
+                        // The reader went away (`| head`): not an error.
+                        Err(AuditError::Output(e))
+                            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                        {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        Err(e) => return Err(audit_failure(e)),
+                    }
                 }
             };
             eprintln!("exported {} of {} records", summary.exported, summary.read);
@@ -234,7 +243,7 @@ fn tail(log: PathBuf, no_follow: bool, lines: Option<usize>, kind: Option<String
         });
     }
     let stdout = std::io::stdout();
-    let print = |items: Vec<Followed>| -> Result<(), Failure> {
+    let print = |items: Vec<Followed>| -> std::io::Result<()> {
         let mut out = stdout.lock();
         for item in items {
             match item {
@@ -245,26 +254,30 @@ fn tail(log: PathBuf, no_follow: bool, lines: Option<usize>, kind: Option<String
                     {
                         continue;
                     }
-                    writeln!(out, "{}", render(&record)).map_err(Failure::input)?;
+                    writeln!(out, "{}", render(&record))?;
                 }
                 Followed::Broken { line, reason } => {
-                    writeln!(out, "!!! line {line} does not verify: {reason}")
-                        .map_err(Failure::input)?;
+                    writeln!(out, "!!! line {line} does not verify: {reason}")?;
                 }
                 _ => {}
             }
         }
-        out.flush().map_err(Failure::input)
+        out.flush()
     };
-    print(first)?;
-    if no_follow {
+    // The reader going away (`| head`) ends the command quietly.
+    let printed = |result: std::io::Result<()>| match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::input(e)),
+    };
+    if !printed(print(first))? || no_follow {
         return Ok(ExitCode::SUCCESS);
     }
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let items = follower.poll().map_err(Failure::input)?;
-        if !items.is_empty() {
-            print(items)?;
+        if !items.is_empty() && !printed(print(items))? {
+            return Ok(ExitCode::SUCCESS);
         }
     }
 }
