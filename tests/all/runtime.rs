@@ -817,6 +817,14 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
             .iter()
             .any(|c| c["details"]["failure"]["reason"] == "out-of-fuel")
     );
+    // Plugin records name the plugin and its component, by the caller's
+    // identity, like its output records.
+    let digest = component(guests::TEXT_PLUGIN).digest().to_hex();
+    for record in calls.iter().chain(&h.records_of("container.plugin.loaded")) {
+        assert_eq!(record["subjects"]["container"], plugin.id().to_string());
+        assert_eq!(record["subjects"]["component"], digest);
+        assert_eq!(record["actor"]["principal"], "alice");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

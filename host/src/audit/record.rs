@@ -152,8 +152,9 @@ pub(crate) struct Head<'a> {
 }
 
 /// Appends one record's full line (with its trailing newline) to `out` and
-/// returns the record's hash and where its details object lies in `out`. The writer thread calls this once per record,
-/// straight into its output buffer: nothing is serialised twice.
+/// returns the record's hash and where its details object lies in `out`.
+/// The writer thread calls this once per record, straight into its output
+/// buffer: nothing is serialised twice.
 ///
 /// `write_details` writes the event's details. Output that is not one JSON
 /// object (a bug in an event's `write_details`) is replaced by

@@ -37,7 +37,7 @@ use super::container::{ContainerConfig, Grants, Limits, Run, RunSpec, guest_iden
 use super::control::Control;
 use super::engine::{EngineConfig, EpochTicker};
 use super::events::ContainerEvent;
-use super::host::Host;
+use super::host::{GuestIdentity, Host};
 use super::outcome::{Failure, Outcome, RunEnd, RunStats};
 use super::plugin::PluginContext;
 use super::store::{CacheStats, ComponentStore};
@@ -257,6 +257,8 @@ pub struct RuntimeContext {
 
 struct ContainerEntry {
     ctx: ContainerContext,
+    /// Who the container is, with the actor and subjects of its records.
+    who: Arc<GuestIdentity>,
     control: Arc<Control>,
     /// `None` when the component cannot link (it can never run).
     spec: Option<RunSpec>,
@@ -323,25 +325,8 @@ impl PreparedContainer {
 impl ContainerEntry {
     /// An audit entry for `event` about this container, by its identity.
     fn audit_entry(&self, event: ContainerEvent) -> Entry {
-        match &self.spec {
-            Some(spec) => spec.identity.entry(event),
-            None => audit_entry(event, self.ctx.id, Some(&self.ctx)),
-        }
+        self.who.entry(event)
     }
-}
-
-/// An audit entry about container `id` built from its context (or by the
-/// host, without one): for containers that never got a run spec.
-fn audit_entry(event: ContainerEvent, id: Uuid, ctx: Option<&ContainerContext>) -> Entry {
-    let mut entry = Entry::owned(event).container(id);
-    if let Some(ctx) = ctx {
-        entry = entry
-            .actor(&ctx.identity)
-            .component(ctx.execution_dna.component_digest.to_hex());
-    } else {
-        entry = entry.actor(Actor::host());
-    }
-    entry
 }
 
 impl Runtime {
@@ -441,10 +426,11 @@ impl Runtime {
             let event = ContainerEvent::NetworkRefused {
                 name: config.name.clone(),
             };
-            self.audit(audit_entry(event, id, None).actor(&identity))?;
+            self.audit(Entry::owned(event).container(id).actor(&identity))?;
             return Err(RuntimeError::NetworkRefused { name: config.name });
         }
         let compiled = self.inner.store.get(&config.component)?;
+        let who = Arc::new(guest_identity(id, &config, identity.clone()));
         let spec = match &compiled.pre {
             Ok(_) => Some(RunSpec {
                 pre: compiled
@@ -454,7 +440,7 @@ impl Runtime {
                         name: config.name.clone(),
                         message,
                     })?,
-                identity: Arc::new(guest_identity(id, &config, identity.clone())),
+                identity: who.clone(),
                 config: config.clone(),
                 audit: self.inner.audit.clone(),
                 fuel_yield_interval: self.inner.config.engine.fuel_yield_interval,
@@ -494,23 +480,14 @@ impl Runtime {
             limits: config.limits.clone(),
             restart: config.restart.as_str(),
         };
-        let entry = match &spec {
-            Some(spec) => spec.identity.entry(event),
-            None => {
-                let entry = audit_entry(event, id, Some(&ctx));
-                match &config.workload {
-                    Some(workload) => entry.workload(workload.clone()),
-                    None => entry,
-                }
-            }
-        };
-        self.audit(entry)?;
+        self.audit(who.entry(event))?;
         let control = Arc::new(Control::default());
         let (settled, _) = tokio::sync::watch::channel(None);
         self.containers().insert(
             id,
             ContainerEntry {
                 ctx,
+                who,
                 control: control.clone(),
                 spec: spec.clone(),
                 settled,
@@ -857,23 +834,6 @@ impl Runtime {
         quarantine
     }
 
-    /// Refuses `action` on a container in `status`, audited.
-    fn refuse(&self, id: Uuid, action: &'static str, ctx: &ContainerContext) -> RuntimeError {
-        let event = ContainerEvent::TransitionRefused {
-            action,
-            status: ctx.status.name().to_string(),
-        };
-        let entry = audit_entry(event, id, Some(ctx));
-        if let Err(e) = self.audit(entry) {
-            tracing::error!(container = %id, "audit append failed: {e}");
-        }
-        RuntimeError::IllegalTransition {
-            id,
-            action,
-            status: ctx.status.name(),
-        }
-    }
-
     fn with_entry<R>(
         &self,
         id: Uuid,
@@ -884,10 +844,18 @@ impl Runtime {
         let entry = containers.get_mut(&id).ok_or(RuntimeError::NotFound(id))?;
         match f(entry) {
             Ok(r) => Ok(r),
+            // Refused: audited, and an error naming the current status.
             Err(_) => {
-                let ctx = entry.ctx.clone();
+                let status = entry.ctx.status.name();
+                let record = entry.audit_entry(ContainerEvent::TransitionRefused {
+                    action,
+                    status: status.to_string(),
+                });
                 drop(containers);
-                Err(self.refuse(id, action, &ctx))
+                if let Err(e) = self.audit(record) {
+                    tracing::error!(container = %id, "audit append failed: {e}");
+                }
+                Err(RuntimeError::IllegalTransition { id, action, status })
             }
         }
     }
@@ -897,7 +865,7 @@ impl Runtime {
     fn entry_for(&self, id: Uuid, event: ContainerEvent) -> Entry {
         match self.containers().get(&id) {
             Some(entry) => entry.audit_entry(event),
-            None => audit_entry(event, id, None),
+            None => Entry::owned(event).container(id).actor(Actor::host()),
         }
     }
 

@@ -13,7 +13,6 @@ use std::time::Instant;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::audit::Entry;
 use crate::boot::{Digest, VerifiedComponent};
 use crate::identity::IdentityContext;
 
@@ -129,11 +128,7 @@ impl Runtime {
             name: plugin.info.name.clone(),
             version: plugin.info.version.clone(),
         };
-        self.audit(
-            Entry::new(&event)
-                .actor(&identity)
-                .component(component.digest().to_hex()),
-        )?;
+        self.audit(plugin.identity.entry(event))?;
         Ok(plugin)
     }
 }
@@ -303,11 +298,7 @@ impl Plugin {
             failure: failure.clone(),
             stats,
         };
-        runtime.audit(
-            Entry::new(&event)
-                .actor(&self.identity.identity)
-                .component(self.identity.component.clone()),
-        )?;
+        runtime.audit(self.identity.entry(event))?;
         match (reply, failure) {
             (Some(reply), _) => Ok(reply),
             (None, failure) => Err(RuntimeError::PluginFailed {
