@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::{AnchorDocument, ComponentStatement, Role, TrustAnchor, verify_component};
+use forgeone::boot::{ComponentStatement, verify_component};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, EngineConfig, Runtime, RuntimeConfig};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -51,13 +51,7 @@ impl WasiView for Bare {
 fn bench(c: &mut Criterion) {
     let wasm = wat::parse_str(TRIVIAL).unwrap();
     let (root, release) = (SigningKey::generate(), SigningKey::generate());
-    let mut anchor = AnchorDocument::new(chrono::Utc::now() + chrono::Duration::days(365));
-    anchor
-        .add_key(Role::Root, root.public())
-        .add_key(Role::Release, release.public());
-    let mut envelope = anchor.envelope();
-    envelope.sign(&root);
-    let anchor = TrustAnchor::from_bytes(&envelope.to_json()).unwrap();
+    let anchor = forgeone_benches::anchor(&root, &release);
     let signature = ComponentStatement::new("trivial", "1.0.0", &wasm, None).sign(&[&release]);
     let verified = verify_component(wasm.clone(), &signature, &anchor).unwrap();
     let tokio = tokio::runtime::Builder::new_current_thread()

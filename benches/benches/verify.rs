@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use forgeone::SigningKey;
-use forgeone::boot::{
-    AnchorDocument, ComponentCheck, ComponentStatement, Role, TrustAnchor, verify_component,
-};
+use forgeone::boot::{ComponentCheck, ComponentStatement, verify_component};
 
 /// Appends a custom section (id 0) `name` with `len` bytes of payload.
 fn with_custom_section(mut wasm: Vec<u8>, name: &str, len: usize) -> Vec<u8> {
@@ -52,12 +50,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let root = SigningKey::generate();
     let release = SigningKey::generate();
-    let mut doc = AnchorDocument::new(chrono_in_a_year());
-    doc.add_key(Role::Root, root.public())
-        .add_key(Role::Release, release.public());
-    let mut envelope = doc.envelope();
-    envelope.sign(&root);
-    let anchor = TrustAnchor::from_bytes(&envelope.to_json()).unwrap();
+    let anchor = forgeone_benches::anchor(&root, &release);
 
     let small = {
         let header = b"\0asm\x0d\0\x01\0".to_vec();
@@ -128,10 +121,6 @@ fn bench(c: &mut Criterion) {
         );
     }
     group.finish();
-}
-
-fn chrono_in_a_year() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now() + chrono::Duration::days(365)
 }
 
 criterion_group!(benches, bench);

@@ -2,6 +2,20 @@
 
 use std::path::Path;
 
+use forgeone::SigningKey;
+use forgeone::boot::{AnchorDocument, Role, TrustAnchor};
+
+/// A trust anchor valid for a year that trusts `root` as its root key and
+/// `release` as its release key, self-signed by `root`.
+pub fn anchor(root: &SigningKey, release: &SigningKey) -> TrustAnchor {
+    let mut doc = AnchorDocument::new(chrono::Utc::now() + chrono::Duration::days(365));
+    doc.add_key(Role::Root, root.public())
+        .add_key(Role::Release, release.public());
+    let mut envelope = doc.envelope();
+    envelope.sign(root);
+    TrustAnchor::from_bytes(&envelope.to_json()).expect("a freshly signed anchor verifies")
+}
+
 /// The sample guest `name` (e.g. `"hello"`), built for `wasm32-wasip2` into
 /// `samples/target` first if it is not there yet, so every bench runs on a
 /// fresh clone.
