@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use forgeone::Priority;
 use forgeone::scheduler::{
-    Capacity, Constraint, Node, Priority, ResourceRequirements, SchedulerContext, StaticInventory,
-    Workload,
+    Capacity, Constraint, Node, ResourceRequirements, SchedulerContext, StaticInventory, Workload,
 };
 use forgeone::{IdentityContext, PolicySet, TenantPolicy, TrustLevel, TrustVector};
 

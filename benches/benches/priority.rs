@@ -64,6 +64,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use forgeone::Priority;
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
@@ -71,9 +72,7 @@ use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
 };
-use forgeone::scheduler::{
-    Executor, JoinHandle, Priority, SpawnOptions, current_worker, yield_now,
-};
+use forgeone::scheduler::{Executor, JoinHandle, SpawnOptions, current_worker, yield_now};
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;

@@ -69,9 +69,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::identity::TrustLevel;
-use crate::policy::Isolation;
-use crate::scheduler::{AffinityTerm, LabelSelector, LocationPattern, Priority};
+use crate::identity::{Priority, TrustLevel};
+use crate::policy::{Isolation, PolicySet, TenantPolicy};
+use crate::scheduler::{AffinityTerm, LabelSelector, LocationPattern};
 
 /// Largest deployment file accepted (1 MiB).
 pub const MAX_DEPLOYMENT_BYTES: u64 = 1 << 20;
@@ -247,6 +247,27 @@ pub struct TenantSpec {
     pub isolation: Isolation,
     /// Trust granted by policy. Default `medium`.
     pub trust: TrustLevel,
+}
+
+impl TenantSpec {
+    /// The tenant's policy.
+    pub fn policy(&self) -> TenantPolicy {
+        let mut policy = TenantPolicy::new();
+        policy
+            .max_priority(self.max_priority)
+            .isolation(self.isolation)
+            .trust(self.trust);
+        if let Some(n) = self.max_containers {
+            policy.max_containers(n);
+        }
+        if let Some(share) = self.cpu_share {
+            policy.cpu_share(share);
+        }
+        for l in &self.allowed_locations {
+            policy.allow_location(l.clone());
+        }
+        policy.build()
+    }
 }
 
 /// Resource requirements as written, in base units.
@@ -552,6 +573,16 @@ impl Deployment {
     /// The tenant named `name`.
     pub fn tenant(&self, name: &str) -> Option<&TenantSpec> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The policies of the `[[tenant]]` entries, with no default policy:
+    /// a workload of any other tenant is refused.
+    pub fn policies(&self) -> PolicySet {
+        let mut set = PolicySet::new();
+        for t in &self.tenants {
+            set.tenant(t.name.clone(), t.policy());
+        }
+        set
     }
 
     /// The 1-based line where workload `name` is declared.

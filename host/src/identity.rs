@@ -1,4 +1,6 @@
-//! Who a container runs as: [`IdentityContext`] and its [`TrustVector`].
+//! Who a container runs as: [`IdentityContext`] and its [`TrustVector`],
+//! and how urgent its work is: [`Priority`]. This is the shared vocabulary
+//! below every other module; it imports nothing above the audit log.
 //!
 //! An identity is fixed when a container is launched. The tenant and
 //! principal come from the deployment (or the embedding service); the trust
@@ -9,6 +11,7 @@
 //! [`TrustVector::score`], so trust is earned by signatures and policy and
 //! lost by misbehaviour, never claimed by a guest.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +118,104 @@ impl Ord for TrustVector {
             .then(self.level.cmp(&other.level))
             .then(self.signers.cmp(&other.signers))
             .then(other.incidents.cmp(&self.incidents))
+    }
+}
+
+/// How urgent a workload is. Ordered: `Background < Low < Normal < High <
+/// Critical` (so `Priority::Critical > Priority::Low`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Must run; may preempt everything below it. CPU weight 16.
+    Critical,
+    /// Important service work. CPU weight 8.
+    High,
+    /// The default. CPU weight 4.
+    #[default]
+    Normal,
+    /// Batch work. CPU weight 2.
+    Low,
+    /// Runs on what is left, but never starves. CPU weight 1.
+    Background,
+}
+
+impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 5] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+        Priority::Background,
+    ];
+
+    /// 4 for `Critical` down to 0 for `Background`.
+    pub fn rank(self) -> u8 {
+        4 - self.lane() as u8
+    }
+
+    /// 0 for `Critical` up to 4 for `Background` (the executor's lane).
+    pub(crate) fn lane(self) -> usize {
+        match self {
+            Priority::Critical => 0,
+            Priority::High => 1,
+            Priority::Normal => 2,
+            Priority::Low => 3,
+            Priority::Background => 4,
+        }
+    }
+
+    /// The executor's CPU weight of this class under contention
+    /// (16, 8, 4, 2, 1; see the executor docs).
+    pub fn cpu_weight(self) -> u32 {
+        1 << self.rank()
+    }
+
+    /// The lower-case name (`critical`, ..., `background`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+            Priority::Background => "background",
+        }
+    }
+}
+
+impl PartialOrd for Priority {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Priority {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "critical" => Priority::Critical,
+            "high" => Priority::High,
+            "normal" => Priority::Normal,
+            "low" => Priority::Low,
+            "background" => Priority::Background,
+            other => {
+                return Err(format!(
+                    "unknown priority `{other}` (expected critical, high, normal, low or background)"
+                ));
+            }
+        })
     }
 }
 

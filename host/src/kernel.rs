@@ -33,8 +33,8 @@
 //! #     -> Result<(), forgeone::kernel::KernelError> {
 //! use forgeone::kernel::{Kernel, KernelConfig};
 //! use forgeone::runtime::ContainerConfig;
-//! use forgeone::scheduler::{Node, Capacity, Priority, Workload};
-//! use forgeone::{IdentityContext, PolicySet, TrustLevel, TrustVector};
+//! use forgeone::scheduler::{Node, Capacity, Workload};
+//! use forgeone::{IdentityContext, PolicySet, Priority, TrustLevel, TrustVector};
 //!
 //! let cap = Capacity { cpu_millis: 2000, memory: 1 << 30, storage: 0, containers: 100 };
 //! let node = Node::new("local", "eu-west", "eu-west-1a", cap);
@@ -61,13 +61,14 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{Actor, AuditError, AuditEvent, AuditLog, Entry, Severity};
+use crate::identity::Priority;
 use crate::policy::PolicySet;
 use crate::runtime::{
     ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
     RuntimeError,
 };
 use crate::scheduler::{
-    Allocation, CommitGuard, Commitment, Executor, JoinHandle, LocalNode, Node, NodeId, Priority,
+    Allocation, CommitGuard, Commitment, Executor, JoinHandle, LocalNode, Node, NodeId,
     ResourceMonitor, ResourceState, ScheduleError, SchedulerContext, SpawnOptions, Workload,
 };
 

@@ -31,6 +31,7 @@ pub mod runtime;
 pub mod scheduler;
 
 pub use deployment::{Deployment, DeploymentError};
+pub use identity::Priority;
 pub use identity::{IdentityContext, TrustLevel, TrustVector};
 pub use kernel::{Kernel, KernelConfig, KernelError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
@@ -39,4 +40,4 @@ pub use runtime::{
     ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
     RuntimeContext, RuntimeError, RuntimeStatus,
 };
-pub use scheduler::{Allocation, Executor, Priority, ScheduleError, SchedulerContext, Workload};
+pub use scheduler::{Allocation, Executor, ScheduleError, SchedulerContext, Workload};

@@ -28,9 +28,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::deployment::TenantSpec;
-use crate::identity::TrustLevel;
-use crate::scheduler::Priority;
+use crate::identity::{Priority, TrustLevel};
 
 /// Who a tenant's workloads may share a node with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
@@ -204,31 +202,8 @@ impl PolicySet {
         self.tenants.get(tenant).or(self.default_policy.as_ref())
     }
 
-    /// The policies of a deployment's `[[tenant]]` entries (no default:
-    /// other tenants are refused).
-    pub fn from_tenants(tenants: &[TenantSpec]) -> PolicySet {
-        let mut set = PolicySet::new();
-        for t in tenants {
-            set.tenant(t.name.clone(), TenantPolicy::from(t));
-        }
-        set
-    }
-
     /// The listed tenants and their policies.
     pub fn tenants(&self) -> impl Iterator<Item = (&str, &TenantPolicy)> {
         self.tenants.iter().map(|(k, v)| (k.as_str(), v))
-    }
-}
-
-impl From<&TenantSpec> for TenantPolicy {
-    fn from(t: &TenantSpec) -> TenantPolicy {
-        TenantPolicy {
-            max_priority: t.max_priority,
-            max_containers: t.max_containers,
-            cpu_share: t.cpu_share,
-            allowed_locations: t.allowed_locations.clone(),
-            isolation: t.isolation,
-            trust: t.trust,
-        }
     }
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use forgeone::Priority;
 use forgeone::audit::{self, AuditConfig, AuditLog, VerifyOptions};
 use forgeone::boot::{BootBuilder, VerifiedComponent};
 use forgeone::kernel::{Kernel, KernelConfig, KernelError};
 use forgeone::runtime::{
     BackoffConfig, ContainerConfig, ContainerStatus, RestartPolicy, RuntimeConfig,
 };
-use forgeone::scheduler::{Capacity, Constraint, Node, Priority, ScheduleError, Workload};
+use forgeone::scheduler::{Capacity, Constraint, Node, ScheduleError, Workload};
 use forgeone::{IdentityContext, PolicySet, SigningKey, TrustLevel, TrustVector};
 use serde_json::Value;
 

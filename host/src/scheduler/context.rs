@@ -597,8 +597,8 @@ struct Decision {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use forgeone::scheduler::{Capacity, Constraint, Node, Priority, SchedulerContext, StaticInventory, Workload};
-/// use forgeone::{IdentityContext, PolicySet, TrustLevel, TrustVector};
+/// use forgeone::scheduler::{Capacity, Constraint, Node, SchedulerContext, StaticInventory, Workload};
+/// use forgeone::{IdentityContext, PolicySet, Priority, TrustLevel, TrustVector};
 ///
 /// let cap = Capacity { cpu_millis: 4000, memory: 8 << 30, storage: 0, containers: 100 };
 /// let nodes = vec![

@@ -4,9 +4,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::placement::Reason;
-use super::types::Priority;
+
 use crate::audit::{AuditEvent, Severity};
-use crate::identity::TrustLevel;
+use crate::identity::{Priority, TrustLevel};
 
 /// One side of a preemption.
 #[derive(Debug, Clone, PartialEq, Serialize)]

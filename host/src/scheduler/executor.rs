@@ -81,8 +81,8 @@ use async_task::{Runnable, Task};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::ScheduleError;
-use super::types::Priority;
-use crate::identity::TrustLevel;
+
+use crate::identity::{Priority, TrustLevel};
 
 const CLASSES: usize = 5;
 const LEVELS: usize = 5;

@@ -33,10 +33,10 @@ use toml::Spanned;
 use uuid::Uuid;
 
 use super::resources::ResourceMonitor;
-use super::types::{NodeId, Priority};
+use super::types::NodeId;
 use crate::deployment::units::{self, Scalar};
 use crate::deployment::{line_col, read_capped};
-use crate::identity::TrustLevel;
+use crate::identity::{Priority, TrustLevel};
 
 /// Amounts of the resources placement reserves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

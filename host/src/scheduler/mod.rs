@@ -75,13 +75,14 @@ pub use plan::{Plan, PlannedWorkload, known_labels, node_from_config, plan, work
 pub use resources::{CommitGuard, Commitment, ResourceMonitor};
 pub use selector::{AffinityTerm, LabelSelector, LocationPattern, SelectorOp};
 pub use types::{
-    Constraint, ConstraintType, CpuState, MemoryState, NetworkState, NodeId, Priority,
-    ResourceRequirements, ResourceState, SchedulerMetrics, StorageState, Workload,
+    Constraint, ConstraintType, CpuState, MemoryState, NetworkState, NodeId, ResourceRequirements,
+    ResourceState, SchedulerMetrics, StorageState, Workload,
 };
 
 use uuid::Uuid;
 
 use crate::audit::AuditError;
+use crate::identity::Priority;
 
 /// Errors of the scheduler.
 #[derive(Debug, thiserror::Error)]

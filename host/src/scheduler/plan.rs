@@ -11,12 +11,9 @@ use super::ScheduleError;
 use super::context::SchedulerContext;
 use super::inventory::{Capacity, Node, NodeInventory};
 use super::placement::Allocation;
-use super::types::{
-    Constraint, ConstraintType, Priority, ResourceRequirements, SchedulerMetrics, Workload,
-};
+use super::types::{Constraint, ConstraintType, ResourceRequirements, SchedulerMetrics, Workload};
 use crate::deployment::{Deployment, KnownLabels, NodeConfig, PreferenceKind, WorkloadSpec};
-use crate::identity::{IdentityContext, TrustVector};
-use crate::policy::PolicySet;
+use crate::identity::{IdentityContext, Priority, TrustVector};
 
 /// The scheduler's [`Workload`] for a deployment entry, with `trust` (which
 /// boot verification and policy decide; the deployment cannot claim it).
@@ -188,7 +185,7 @@ pub fn plan(
 ) -> Result<Plan, ScheduleError> {
     let nodes = inventory.nodes()?;
     deployment.check_labels(&known_labels(&nodes))?;
-    let policies = PolicySet::from_tenants(&deployment.tenants);
+    let policies = deployment.policies();
     let mut ctx = SchedulerContext::new(inventory, policies)?;
     let mut ids = Vec::new();
     for spec in &deployment.workloads {

@@ -1,115 +1,16 @@
-//! The core spec's scheduling vocabulary: [`Workload`], [`Priority`],
+//! The core spec's scheduling vocabulary: [`Workload`],
 //! [`ResourceRequirements`], [`Constraint`], [`ConstraintType`],
 //! [`ResourceState`] and [`SchedulerMetrics`].
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::identity::IdentityContext;
-
-/// How urgent a workload is. Ordered: `Background < Low < Normal < High <
-/// Critical` (so `Priority::Critical > Priority::Low`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    /// Must run; may preempt everything below it. CPU weight 16.
-    Critical,
-    /// Important service work. CPU weight 8.
-    High,
-    /// The default. CPU weight 4.
-    #[default]
-    Normal,
-    /// Batch work. CPU weight 2.
-    Low,
-    /// Runs on what is left, but never starves. CPU weight 1.
-    Background,
-}
-
-impl Priority {
-    /// Every priority, most urgent first.
-    pub const ALL: [Priority; 5] = [
-        Priority::Critical,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-        Priority::Background,
-    ];
-
-    /// 4 for `Critical` down to 0 for `Background`.
-    pub fn rank(self) -> u8 {
-        4 - self.lane() as u8
-    }
-
-    /// 0 for `Critical` up to 4 for `Background` (the executor's lane).
-    pub(crate) fn lane(self) -> usize {
-        match self {
-            Priority::Critical => 0,
-            Priority::High => 1,
-            Priority::Normal => 2,
-            Priority::Low => 3,
-            Priority::Background => 4,
-        }
-    }
-
-    /// The executor's CPU weight of this class under contention
-    /// (16, 8, 4, 2, 1; see the executor docs).
-    pub fn cpu_weight(self) -> u32 {
-        1 << self.rank()
-    }
-
-    /// The lower-case name (`critical`, ..., `background`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Critical => "critical",
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-            Priority::Background => "background",
-        }
-    }
-}
-
-impl PartialOrd for Priority {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Priority {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank().cmp(&other.rank())
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Priority {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "critical" => Priority::Critical,
-            "high" => Priority::High,
-            "normal" => Priority::Normal,
-            "low" => Priority::Low,
-            "background" => Priority::Background,
-            other => {
-                return Err(format!(
-                    "unknown priority `{other}` (expected critical, high, normal, low or background)"
-                ));
-            }
-        })
-    }
-}
+use crate::identity::{IdentityContext, Priority};
 
 /// A node's name, cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

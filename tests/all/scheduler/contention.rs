@@ -1,10 +1,11 @@
 //! Priority, trust and age ordering; preemption; caps and quotas; audit.
 
+use forgeone::Priority;
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::scheduler::{
-    Capacity, Commitment, Constraint, LocalNode, Node, Priority, ResourceMonitor,
-    ResourceRequirements, ScheduleError, ScheduleEvent,
+    Capacity, Commitment, Constraint, LocalNode, Node, ResourceMonitor, ResourceRequirements,
+    ScheduleError, ScheduleEvent,
 };
 use forgeone::{PolicySet, TenantPolicy, TrustLevel, Workload};
 

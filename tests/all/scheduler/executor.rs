@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use forgeone::Priority;
 use forgeone::TrustLevel;
 use forgeone::scheduler::{
-    Executor, JoinError, Priority, ResourceMonitor, ScheduleError, SpawnOptions, current_worker,
-    yield_now,
+    Executor, JoinError, ResourceMonitor, ScheduleError, SpawnOptions, current_worker, yield_now,
 };
 
 /// One unit of CPU work, the stand-in for a guest's fuel interval.

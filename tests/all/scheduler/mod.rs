@@ -9,9 +9,9 @@ mod placement;
 
 use std::sync::Arc;
 
+use forgeone::Priority;
 use forgeone::scheduler::{
-    Allocation, Capacity, Node, Priority, ScheduleError, SchedulerContext, StaticInventory,
-    Workload,
+    Allocation, Capacity, Node, ScheduleError, SchedulerContext, StaticInventory, Workload,
 };
 use forgeone::{IdentityContext, PolicySet, TrustLevel, TrustVector};
 

@@ -1,7 +1,8 @@
 //! Filters, scores and explanations.
 
+use forgeone::Priority;
 use forgeone::scheduler::{
-    Capacity, Constraint, ConstraintType, Priority, Reason, ResourceRequirements, ScheduleError,
+    Capacity, Constraint, ConstraintType, Reason, ResourceRequirements, ScheduleError,
 };
 use forgeone::{Isolation, PolicySet, TenantPolicy, TrustLevel, Workload};
 

@@ -20,7 +20,7 @@ use forgeone::runtime::{
     RestartPolicy, RuntimeConfig, Stream,
 };
 use forgeone::scheduler::{self, ScheduleError};
-use forgeone::{PolicySet, SigningKey, TrustVector};
+use forgeone::{SigningKey, TrustVector};
 use serde_json::json;
 
 use crate::util::{CmdResult, Failure};
@@ -431,7 +431,7 @@ async fn run_kernel(
         // The network is off unless a workload of this (operator-written)
         // deployment is granted it; each grant is audited with the container.
         .allow_network(deployment.workloads.iter().any(|w| w.capabilities.network));
-    let mut config = KernelConfig::new(node, PolicySet::from_tenants(&deployment.tenants));
+    let mut config = KernelConfig::new(node, deployment.policies());
     config.runtime(runtime);
     if let Some(n) = args.workers {
         config.workers(n);
