@@ -8,6 +8,7 @@ mod boot;
 mod deployment;
 mod guests_check;
 mod kernel;
+mod layering;
 mod runtime;
 mod scheduler;
 
