@@ -1,0 +1,264 @@
+//! The deployment file, `forgeone.toml`: what to run, as whom, how urgently,
+//! with what, and where.
+//!
+//! Strict TOML in the spirit of `spin.toml`: unknown keys, typos, bad units
+//! and contradictions are errors that name the file, line and column (and
+//! the workload), and nothing starts. This module holds plain data (paths,
+//! sizes, durations, strings); the scheduler and the runtime turn it into
+//! their own types.
+//!
+//! ```toml
+//! # Paths are relative to this file. Every top-level key is optional.
+//! state_dir     = ".forgeone"                  # default ".forgeone"
+//! trust_anchor  = ".forgeone/anchor.json"      # default <state_dir>/anchor.json
+//! boot_manifest = ".forgeone/boot.json"        # default <state_dir>/boot-manifest.json
+//! host_key      = ".forgeone/host.pem"         # default <state_dir>/host.pem
+//! audit_log     = ".forgeone/audit.jsonl"      # default <state_dir>/audit.jsonl
+//! boot_policy   = "strict"                     # strict | recover | degraded
+//!
+//! [supervision]                                # restart backoff and crash-loop detection
+//! backoff = "10s"                              # first restart delay; doubles each time
+//! max_backoff = "5m"                           # the longest delay
+//! healthy_after = "10m"                        # a run this long resets the count
+//! quarantine_after = 5                         # failed runs in a row before quarantine
+//!
+//! [node]                                       # this host, as a placement node
+//! id = "local"
+//! region = "eu-west"
+//! zone = "eu-west-1a"
+//! trust = "high"
+//! hardware = ["x86_64"]
+//! network = ["public"]
+//! labels = { disk = "ssd", tier = "standard" }
+//! memory = "2GiB"                              # offered to containers
+//!
+//! [[tenant]]
+//! name = "acme"
+//! max_priority = "critical"                    # default normal
+//! max_containers = 10                          # default unlimited
+//! cpu_share = 0.75                             # of the inventory's CPU; default unlimited
+//! allowed_locations = ["eu-*"]                 # default anywhere
+//! isolation = "shared"                         # shared | tenant | signer
+//! trust = "high"                               # trust granted by policy; default medium
+//!
+//! [[workload]]
+//! name = "api"
+//! component = "target/wasm32-wasip2/release/hello.wasm"
+//! signature = "target/wasm32-wasip2/release/hello.wasm.sig.json"
+//! priority = "critical"
+//! tenant = "acme"
+//! principal = "svc-api"                        # default: the workload name
+//! restart = "on-failure"                       # never | on-failure | always
+//! worker = 0                                   # pin to executor worker 0; default any
+//! labels = { app = "api" }
+//! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s" }
+//! constraints.location = "eu-*"                # or a list of alternatives
+//! constraints.labels = ["disk in (ssd, nvme)", "tier notin (spot)"]
+//! constraints.anti_affinity = ["app=batch"]
+//! constraints.preferred = [{ location = "eu-west-1a", weight = 50 }]
+//! capabilities = { dirs = ["data::/data:ro"], env = { RUST_LOG = "info" }, args = ["--port", "8080"] }
+//! ```
+
+mod error;
+mod parse;
+mod raw;
+mod types;
+pub(crate) mod units;
+mod workload;
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::policy::PolicySet;
+use crate::scheduler::LabelSelector;
+
+pub use error::{DeploymentError, MAX_DEPLOYMENT_BYTES, Problem};
+pub use types::{
+    BootPolicy, Capabilities, ConstraintSpec, DirGrant, KnownLabels, NodeConfig, Preference,
+    PreferenceKind, ResourceSpec, RestartPolicy, Settings, Supervision, TenantSpec, WorkloadSpec,
+};
+
+use parse::{Cx, items, node_config, settings, tenants};
+pub(crate) use parse::{line_col, read_capped};
+use raw::RawDeployment;
+use workload::{check_affinity, workloads};
+
+/// A parsed, validated `forgeone.toml`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Deployment {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Top-level settings.
+    pub settings: Settings,
+    /// The local node.
+    pub node: NodeConfig,
+    /// Tenants.
+    pub tenants: Vec<TenantSpec>,
+    /// Workloads, in file order.
+    pub workloads: Vec<WorkloadSpec>,
+    source: Arc<str>,
+    raw: Arc<RawDeployment>,
+}
+
+impl Deployment {
+    /// Reads and validates `path` (at most [`MAX_DEPLOYMENT_BYTES`]).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Deployment, DeploymentError> {
+        let path = path.as_ref();
+        let text =
+            read_capped(path, MAX_DEPLOYMENT_BYTES).map_err(|source| DeploymentError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Deployment::parse(&text, path)
+    }
+
+    /// Validates `text`; `path` names the file in errors and relative paths
+    /// resolve against its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Deployment, DeploymentError> {
+        let mut cx = Cx {
+            text,
+            problems: Vec::new(),
+        };
+        let raw: RawDeployment = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                cx.push(
+                    e.span().unwrap_or(0..0),
+                    None,
+                    e.message().trim_end().to_string(),
+                );
+                return Err(cx.into_error(path));
+            }
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let settings = settings(&raw, &base, &mut cx);
+        let node = node_config(raw.node.as_ref(), &mut cx);
+        let tenants = tenants(&raw.tenant, &mut cx);
+        let workloads = workloads(&raw.workload, &base, &tenants, &mut cx);
+        check_affinity(&raw.workload, &workloads, &mut cx);
+        if !cx.problems.is_empty() {
+            return Err(cx.into_error(path));
+        }
+        Ok(Deployment {
+            path: path.to_owned(),
+            settings,
+            node,
+            tenants,
+            workloads,
+            source: Arc::from(text),
+            raw: Arc::new(raw),
+        })
+    }
+
+    /// Checks that every hardware, network and node-label key a constraint
+    /// (or preference) names exists on at least one node of `known`; each
+    /// miss is a problem naming the line and the workload.
+    pub fn check_labels(&self, known: &KnownLabels) -> Result<(), DeploymentError> {
+        let mut cx = Cx {
+            text: &self.source,
+            problems: Vec::new(),
+        };
+        let list = |set: &BTreeSet<String>| -> String {
+            if set.is_empty() {
+                "none".into()
+            } else {
+                set.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        };
+        for w in &self.raw.workload {
+            let name = Some(w.name.get_ref().as_str());
+            let Some(c) = &w.constraints else { continue };
+            let mut hw: Vec<(Range<usize>, &str)> = items(c.hardware.as_ref());
+            let mut net: Vec<(Range<usize>, &str)> = items(c.network.as_ref());
+            let mut labels: Vec<(Range<usize>, &str)> = items(c.labels.as_ref());
+            for p in &c.preferred {
+                let r = p.get_ref();
+                if let Some(v) = &r.hardware {
+                    hw.push((v.span(), v.get_ref()));
+                }
+                if let Some(v) = &r.network {
+                    net.push((v.span(), v.get_ref()));
+                }
+                if let Some(v) = &r.labels {
+                    labels.push((v.span(), v.get_ref()));
+                }
+            }
+            for (span, label) in hw {
+                if !known.hardware.contains(label.trim()) {
+                    cx.push(
+                        span,
+                        name,
+                        format!(
+                            "hardware label `{label}` is on no node (known: {})",
+                            list(&known.hardware)
+                        ),
+                    );
+                }
+            }
+            for (span, label) in net {
+                if !known.network.contains(label.trim()) {
+                    cx.push(
+                        span,
+                        name,
+                        format!(
+                            "network label `{label}` is on no node (known: {})",
+                            list(&known.network)
+                        ),
+                    );
+                }
+            }
+            for (span, text) in labels {
+                if let Ok(sel) = LabelSelector::parse(text)
+                    && !known.label_keys.contains(&sel.key)
+                {
+                    cx.push(
+                        span,
+                        name,
+                        format!(
+                            "label `{}` in selector `{text}` is on no node (known: {})",
+                            sel.key,
+                            list(&known.label_keys)
+                        ),
+                    );
+                }
+            }
+        }
+        if cx.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(cx.into_error(&self.path))
+        }
+    }
+
+    /// The workload named `name`.
+    pub fn workload(&self, name: &str) -> Option<&WorkloadSpec> {
+        self.workloads.iter().find(|w| w.name == name)
+    }
+
+    /// The tenant named `name`.
+    pub fn tenant(&self, name: &str) -> Option<&TenantSpec> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The policies of the `[[tenant]]` entries, with no default policy:
+    /// a workload of any other tenant is refused.
+    pub fn policies(&self) -> PolicySet {
+        let mut set = PolicySet::new();
+        for t in &self.tenants {
+            set.tenant(t.name.clone(), t.policy());
+        }
+        set
+    }
+
+    /// The 1-based line where workload `name` is declared.
+    pub fn line_of(&self, name: &str) -> Option<usize> {
+        self.raw
+            .workload
+            .iter()
+            .find(|w| w.name.get_ref() == name)
+            .map(|w| line_col(&self.source, w.name.span().start).0)
+    }
+}

@@ -1,0 +1,416 @@
+//! Reading `[[workload]]` entries: priority, tenant, resources,
+//! constraints, capabilities, and the affinity graph.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::parse::{Cx, items, line_col, resolve};
+use super::raw::{RawCaps, RawConstraints, RawResources, RawWorkload};
+use super::types::{
+    Capabilities, ConstraintSpec, DirGrant, Preference, PreferenceKind, ResourceSpec,
+    RestartPolicy, TenantSpec, WorkloadSpec,
+};
+use super::units;
+use crate::identity::Priority;
+use crate::scheduler::{AffinityTerm, LabelSelector, LocationPattern};
+
+pub(super) fn workloads(
+    raw: &[RawWorkload],
+    base: &Path,
+    tenants: &[TenantSpec],
+    cx: &mut Cx<'_>,
+) -> Vec<WorkloadSpec> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for w in raw {
+        let name = w.name.get_ref().as_str();
+        let wn = Some(name);
+        if let Err(e) = units::check_label(name) {
+            cx.push(w.name.span(), wn, format!("bad workload name: {e}"));
+        }
+        if let Some(first) = seen.get(name) {
+            cx.push(
+                w.name.span(),
+                wn,
+                format!("duplicate workload name `{name}` (first declared at line {first})"),
+            );
+        } else {
+            seen.insert(name, line_col(cx.text, w.name.span().start).0);
+        }
+        let priority = w
+            .priority
+            .as_ref()
+            .and_then(|p| cx.parse(p, wn))
+            .unwrap_or(Priority::Normal);
+        let tenant_name = w.tenant.get_ref();
+        match tenants.iter().find(|t| &t.name == tenant_name) {
+            None => cx.push(
+                w.tenant.span(),
+                wn,
+                format!(
+                    "unknown tenant `{tenant_name}` (declared tenants: {})",
+                    if tenants.is_empty() {
+                        "none; add a [[tenant]]".to_string()
+                    } else {
+                        tenants
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            ),
+            Some(t) if priority > t.max_priority => {
+                let span = w.priority.as_ref().map_or(w.name.span(), |p| p.span());
+                cx.push(
+                    span,
+                    wn,
+                    format!(
+                        "priority `{priority}` is above tenant `{tenant_name}`'s cap `{}`",
+                        t.max_priority
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        let restart = match &w.restart {
+            None => RestartPolicy::Never,
+            Some(v) => match v.get_ref().as_str() {
+                "never" => RestartPolicy::Never,
+                "on-failure" => RestartPolicy::OnFailure,
+                "always" => RestartPolicy::Always,
+                other => {
+                    cx.push(
+                        v.span(),
+                        wn,
+                        format!("unknown restart policy `{other}` (expected never, on-failure or always)"),
+                    );
+                    RestartPolicy::Never
+                }
+            },
+        };
+        let mut labels = BTreeMap::new();
+        for (k, v) in &w.labels {
+            if let Err(e) = units::check_label(k).and_then(|()| units::check_label(v.get_ref())) {
+                cx.push(v.span(), wn, e);
+            }
+            labels.insert(k.clone(), v.get_ref().clone());
+        }
+        let resources = resources(w.resources.as_ref(), wn, cx);
+        let constraints = constraints(w.constraints.as_ref(), wn, cx);
+        let capabilities = capabilities(w.capabilities.as_ref(), base, wn, cx);
+        out.push(WorkloadSpec {
+            name: name.to_string(),
+            component: resolve(base, w.component.get_ref()),
+            signature: w.signature.as_ref().map(|s| resolve(base, s.get_ref())),
+            priority,
+            tenant: tenant_name.clone(),
+            principal: w.principal.clone().unwrap_or_else(|| name.to_string()),
+            labels,
+            resources,
+            constraints,
+            capabilities,
+            restart,
+            worker: w.worker,
+        });
+    }
+    out
+}
+
+pub(super) fn resources(
+    raw: Option<&RawResources>,
+    wn: Option<&str>,
+    cx: &mut Cx<'_>,
+) -> ResourceSpec {
+    let mut spec = ResourceSpec::default();
+    let Some(r) = raw else { return spec };
+    let mut take = |v: &Option<Spanned<units::Scalar>>,
+                    what: &str,
+                    f: fn(&units::Scalar) -> Result<u64, String>|
+     -> Option<u64> {
+        let v = v.as_ref()?;
+        match f(v.get_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                cx.push(v.span(), wn, format!("resources.{what}: {e}"));
+                None
+            }
+        }
+    };
+    spec.fuel = take(&r.fuel, "fuel", units::count);
+    spec.memory = take(&r.memory, "memory", units::size);
+    spec.storage = take(&r.storage, "storage", units::size);
+    spec.cpu_millis =
+        take(&r.cpu, "cpu", units::cpu_millis).map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+    if let Some(t) = &r.timeout {
+        match units::duration(t.get_ref()) {
+            Ok(d) => spec.timeout = Some(d),
+            Err(e) => cx.push(t.span(), wn, format!("resources.timeout: {e}")),
+        }
+    }
+    spec
+}
+
+pub(super) fn constraints(
+    raw: Option<&RawConstraints>,
+    wn: Option<&str>,
+    cx: &mut Cx<'_>,
+) -> ConstraintSpec {
+    let mut spec = ConstraintSpec::default();
+    let Some(c) = raw else { return spec };
+    for (span, v) in items(c.location.as_ref()) {
+        match LocationPattern::parse(v) {
+            Ok(_) => spec.location.push(v.to_string()),
+            Err(e) => cx.push(span, wn, e),
+        }
+    }
+    for (list, out) in [
+        (&c.hardware, &mut spec.hardware),
+        (&c.network, &mut spec.network),
+    ] {
+        for (span, v) in items(list.as_ref()) {
+            match units::check_label(v) {
+                Ok(()) => out.push(v.to_string()),
+                Err(e) => cx.push(span, wn, e),
+            }
+        }
+    }
+    for (span, v) in items(c.labels.as_ref()) {
+        match LabelSelector::parse(v) {
+            Ok(_) => spec.labels.push(v.to_string()),
+            Err(e) => cx.push(span, wn, e),
+        }
+    }
+    for (list, out) in [
+        (&c.affinity, &mut spec.affinity),
+        (&c.anti_affinity, &mut spec.anti_affinity),
+    ] {
+        for (span, v) in items(list.as_ref()) {
+            match AffinityTerm::parse(v) {
+                Ok(_) => out.push(v.to_string()),
+                Err(e) => cx.push(span, wn, e),
+            }
+        }
+    }
+    for p in &c.preferred {
+        let r = p.get_ref();
+        let set: Vec<(PreferenceKind, &Spanned<String>)> = [
+            (PreferenceKind::Location, &r.location),
+            (PreferenceKind::Hardware, &r.hardware),
+            (PreferenceKind::Network, &r.network),
+            (PreferenceKind::Label, &r.labels),
+            (PreferenceKind::Affinity, &r.affinity),
+            (PreferenceKind::AntiAffinity, &r.anti_affinity),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+        if set.len() != 1 {
+            cx.push(
+                p.span(),
+                wn,
+                "a preference names exactly one of location, hardware, network, labels, affinity, anti_affinity (plus weight)".into(),
+            );
+            continue;
+        }
+        let (kind, v) = set[0];
+        let weight = match &r.weight {
+            None => 1,
+            Some(wt) if (1..=100).contains(wt.get_ref()) => *wt.get_ref(),
+            Some(wt) => {
+                cx.push(
+                    wt.span(),
+                    wn,
+                    format!("weight must be within 1..=100, got {}", wt.get_ref()),
+                );
+                continue;
+            }
+        };
+        let text = v.get_ref();
+        let check = match kind {
+            PreferenceKind::Location => LocationPattern::parse(text).map(|_| ()),
+            PreferenceKind::Hardware | PreferenceKind::Network => units::check_label(text),
+            PreferenceKind::Label => LabelSelector::parse(text).map(|_| ()),
+            PreferenceKind::Affinity | PreferenceKind::AntiAffinity => {
+                AffinityTerm::parse(text).map(|_| ())
+            }
+        };
+        match check {
+            Ok(()) => spec.preferred.push(Preference {
+                kind,
+                value: text.clone(),
+                weight,
+            }),
+            Err(e) => cx.push(v.span(), wn, e),
+        }
+    }
+    spec
+}
+
+pub(super) fn capabilities(
+    raw: Option<&RawCaps>,
+    base: &Path,
+    wn: Option<&str>,
+    cx: &mut Cx<'_>,
+) -> Capabilities {
+    let mut caps = Capabilities::default();
+    let Some(c) = raw else { return caps };
+    for d in &c.dirs {
+        match parse_dir(d.get_ref()) {
+            Ok((host, guest, read_only)) => caps.dirs.push(DirGrant {
+                host: resolve(base, host),
+                guest: guest.to_string(),
+                read_only,
+            }),
+            Err(e) => cx.push(d.span(), wn, e),
+        }
+    }
+    for (k, v) in &c.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.get_ref().contains('\0') {
+            cx.push(v.span(), wn, format!("bad environment variable `{k}`"));
+        } else {
+            caps.env.insert(k.clone(), v.get_ref().clone());
+        }
+    }
+    caps.args = c.args.clone();
+    caps.network = c.network.unwrap_or(false);
+    caps
+}
+
+/// `host::guest[:ro|:rw]`.
+pub(super) fn parse_dir(text: &str) -> Result<(&str, &str, bool), String> {
+    let (rest, read_only) = if let Some(r) = text.strip_suffix(":ro") {
+        (r, true)
+    } else if let Some(r) = text.strip_suffix(":rw") {
+        (r, false)
+    } else {
+        (text, true)
+    };
+    let Some((host, guest)) = rest.split_once("::") else {
+        return Err(format!(
+            "directory `{text}`: expected `host::guest`, optionally with `:ro` (default) or `:rw`"
+        ));
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("directory `{text}`: empty host or guest path"));
+    }
+    if !guest.starts_with('/') {
+        return Err(format!(
+            "directory `{text}`: the guest path `{guest}` must be absolute"
+        ));
+    }
+    Ok((host, guest, read_only))
+}
+
+/// Rejects affinity terms naming workloads the deployment does not define
+/// and affinity cycles (each waits for the other to be placed first).
+pub(super) fn check_affinity(raw: &[RawWorkload], specs: &[WorkloadSpec], cx: &mut Cx<'_>) {
+    if raw.len() != specs.len() {
+        return;
+    }
+    let names: HashMap<&str, usize> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.name.as_str(), i))
+        .collect();
+    let mut edges: Vec<Vec<(usize, Range<usize>)>> = vec![Vec::new(); specs.len()];
+    for (i, (r, w)) in raw.iter().zip(specs).enumerate() {
+        let Some(c) = &r.constraints else { continue };
+        for (list, what) in [
+            (&c.affinity, "affinity"),
+            (&c.anti_affinity, "anti_affinity"),
+        ] {
+            for (span, text) in items(list.as_ref()) {
+                let Ok(term) = AffinityTerm::parse(text) else {
+                    continue;
+                };
+                if let AffinityTerm::Name(n) = &term
+                    && !names.contains_key(n.as_str())
+                {
+                    cx.push(
+                        span.clone(),
+                        Some(&w.name),
+                        format!(
+                            "{what} names workload `{n}`, which this deployment does not define"
+                        ),
+                    );
+                }
+                if what == "affinity" {
+                    for (j, other) in specs.iter().enumerate() {
+                        if j != i && term.matches(&other.name, &other.labels) {
+                            edges[i].push((j, span.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Depth-first search for a cycle; report each cycle once.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut mark = vec![Mark::New; specs.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    fn visit(
+        i: usize,
+        edges: &[Vec<(usize, Range<usize>)>],
+        mark: &mut [Mark],
+        stack: &mut Vec<usize>,
+        found: &mut Vec<(Vec<usize>, Range<usize>)>,
+    ) {
+        mark[i] = Mark::Active;
+        stack.push(i);
+        for (j, span) in &edges[i] {
+            match mark[*j] {
+                Mark::New => visit(*j, edges, mark, stack, found),
+                Mark::Active => {
+                    let from = stack.iter().position(|&s| s == *j).unwrap_or(0);
+                    let mut cycle = stack[from..].to_vec();
+                    cycle.push(*j);
+                    found.push((cycle, span.clone()));
+                }
+                Mark::Done => {}
+            }
+        }
+        stack.pop();
+        mark[i] = Mark::Done;
+    }
+    let mut found = Vec::new();
+    for i in 0..specs.len() {
+        if mark[i] == Mark::New {
+            visit(i, &edges, &mut mark, &mut stack, &mut found);
+        }
+    }
+    for (cycle, span) in found {
+        let path: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_str()).collect();
+        let last = cycle[cycle.len() - 2];
+        cx.push(
+            span,
+            Some(&specs[last].name),
+            format!(
+                "affinity cycle: {} (each would wait for the other to be placed first)",
+                path.join(" -> ")
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs() {
+        assert_eq!(parse_dir("data::/data:ro"), Ok(("data", "/data", true)));
+        assert_eq!(parse_dir("out::/out:rw"), Ok(("out", "/out", false)));
+        assert_eq!(parse_dir("x::/y"), Ok(("x", "/y", true)));
+        assert!(parse_dir("x:/y").is_err());
+        assert!(parse_dir("x::y").is_err());
+    }
+}
