@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::AuditError;
 use super::event::{Actor, AuditEvent, Entry, Severity};
-use super::record::{self, GENESIS, Head, LineError};
-use super::{AuditError, CHECKPOINT_CONTEXT};
+use super::record::{self, GENESIS, Head, LineError, checkpoint_message};
 use crate::keys::SigningKey;
 
 /// When the flusher calls `fsync`.
@@ -671,16 +671,6 @@ fn queue_checkpoint(state: &mut State, reason: CheckpointReason) -> u64 {
         reason,
     });
     seq
-}
-
-/// The message a checkpoint signs: a domain separator, the sequence number
-/// it covers (big-endian) and the chain head (the hash of that record).
-pub(crate) fn checkpoint_message(covers: u64, head: &[u8; 32]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(CHECKPOINT_CONTEXT.len() + 40);
-    message.extend_from_slice(CHECKPOINT_CONTEXT);
-    message.extend_from_slice(&covers.to_be_bytes());
-    message.extend_from_slice(head);
-    message
 }
 
 /// The writer thread's state: it alone encodes, hashes and writes.

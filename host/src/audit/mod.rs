@@ -40,9 +40,6 @@ pub use log::{
 pub use record::Record;
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
 
-/// Domain separator of checkpoint signatures.
-pub(crate) const CHECKPOINT_CONTEXT: &[u8] = b"forgeone.audit.checkpoint.v1\0";
-
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -12,6 +12,9 @@
 //! is the 32 raw bytes of the previous record's hash (all zeros for the first
 //! record). Verification hashes the exact bytes received; nothing is
 //! re-serialised, so the check cannot be fooled by a parser that normalises.
+//!
+//! A checkpoint record signs [`checkpoint_message`]: the writer signs it and
+//! the verifier checks it, so both take it from here.
 
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +142,19 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
     }
     record.hash = hex::encode(hash);
     Ok(ParsedLine { record, hash, prev })
+}
+
+/// Domain separator of checkpoint signatures.
+const CHECKPOINT_CONTEXT: &[u8] = b"forgeone.audit.checkpoint.v1\0";
+
+/// The message a checkpoint signs: a domain separator, the sequence number
+/// it covers (big-endian) and the chain head (the hash of that record).
+pub(crate) fn checkpoint_message(covers: u64, head: &[u8; 32]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(CHECKPOINT_CONTEXT.len() + 40);
+    message.extend_from_slice(CHECKPOINT_CONTEXT);
+    message.extend_from_slice(&covers.to_be_bytes());
+    message.extend_from_slice(head);
+    message
 }
 
 /// The fields of a record before its details.
