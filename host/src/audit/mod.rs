@@ -84,5 +84,5 @@ pub enum AuditError {
     Verify(VerifyFailure),
     /// Writing an export's output failed (the log itself is fine).
     #[error("writing the export: {0}")]
-    Output(std::io::Error),
+    Output(#[source] std::io::Error),
 }
