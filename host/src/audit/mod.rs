@@ -37,7 +37,7 @@ pub use follow::{Followed, Follower};
 pub use log::{
     AuditConfig, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy, OpenReport,
 };
-pub use record::Record;
+pub use record::{LineError, Record};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
 
 /// Errors of the audit log.
@@ -66,7 +66,8 @@ pub enum AuditError {
         /// The first bad sequence number.
         seq: u64,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: Corruption,
     },
     /// The log cannot be written right now; new work must be refused.
     #[error("audit log {path} cannot be written ({cause}); refusing to run unaudited")]
@@ -85,4 +86,26 @@ pub enum AuditError {
     /// Writing an export's output failed (the log itself is fine).
     #[error("writing the export: {0}")]
     Output(#[source] std::io::Error),
+}
+
+/// What is wrong with an existing log that refuses to open
+/// ([`AuditError::Corrupt`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The line is not a well-formed record, or its bytes do not match its
+    /// hash.
+    #[error(transparent)]
+    Line(#[from] LineError),
+    /// The record's sequence number is not the next one.
+    #[error("found sequence number {found} where {expected} was expected")]
+    OutOfSequence {
+        /// The sequence number the record states.
+        found: u64,
+        /// The sequence number that belongs there.
+        expected: u64,
+    },
+    /// The record does not chain to the record before it.
+    #[error("does not chain to the record before it")]
+    BrokenLink,
 }

@@ -54,16 +54,22 @@ pub struct Record {
     pub hash: String,
 }
 
-/// Why a line is not a well-formed record. The verifier and the recovery on
-/// open turn this into a message with the sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a line is not a well-formed record. Opening a log reports it as the
+/// source of an [`AuditError::Corrupt`](super::AuditError::Corrupt) (through
+/// [`Corruption::Line`](super::Corruption::Line)) with the sequence number.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LineError {
     /// The line does not end with `,"hash":"<64 hex>"}`.
     #[error("no well-formed hash field at the end of the line")]
     NoHash,
-    /// The body is not the expected JSON object.
+    /// The body is not the expected JSON object (unknown, missing or
+    /// duplicate fields, wrong types).
     #[error("malformed record: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
+    /// The body's `prev` field is not 64 lower-case hex characters.
+    #[error("malformed record: `prev` is not 64 lower-case hex characters")]
+    BadPrev,
     /// The stored hash does not match the bytes.
     #[error("content does not match its hash (edited)")]
     HashMismatch,
@@ -123,8 +129,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
     canonical.extend_from_slice(&line[..tail_start]);
     canonical.push(b'}');
 
-    let mut record: Record =
-        serde_json::from_slice(&canonical).map_err(|e| LineError::Json(e.to_string()))?;
+    let mut record: Record = serde_json::from_slice(&canonical).map_err(LineError::Json)?;
     let mut prev = [0u8; 32];
     if record.prev.len() != 64
         || !record
@@ -133,9 +138,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         || hex::decode_to_slice(&record.prev, &mut prev).is_err()
     {
-        return Err(LineError::Json(
-            "`prev` is not 64 lower-case hex characters".into(),
-        ));
+        return Err(LineError::BadPrev);
     }
     if chain_hash(&prev, &canonical) != hash {
         return Err(LineError::HashMismatch);
@@ -312,10 +315,11 @@ mod tests {
                 &body[..body.len() - 1],
                 hex::encode(hash)
             );
-            assert!(
-                matches!(parse_line(line.as_bytes()), Err(LineError::Json(_))),
-                "{line}"
-            );
+            let err = parse_line(line.as_bytes()).unwrap_err();
+            assert!(matches!(err, LineError::Json(_)), "{line}");
+            // The parser's own error is kept as the source.
+            let source = std::error::Error::source(&err);
+            assert!(source.is_some_and(|s| s.is::<serde_json::Error>()), "{err}");
         }
     }
 }

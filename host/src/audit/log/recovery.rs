@@ -7,8 +7,8 @@ use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use super::events::LogEvent;
-use crate::audit::AuditError;
 use crate::audit::record::{self, GENESIS, LineError};
+use crate::audit::{AuditError, Corruption};
 
 /// What [`AuditLog::open`] found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,35 +138,27 @@ fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
         }
         if line.last() != Some(&b'\n') {
             if line.len() > record::MAX_LINE {
-                return Err(corrupt(
-                    path,
-                    scan.records + 1,
-                    LineError::TooLong.to_string(),
-                ));
+                return Err(corrupt(path, scan.records + 1, LineError::TooLong.into()));
             }
             // The final bytes have no newline: a write torn by a crash.
             scan.torn_at = Some(offset);
             break;
         }
         let parsed = record::parse_line(&line[..line.len() - 1])
-            .map_err(|e| corrupt(path, scan.records + 1, e.to_string()))?;
+            .map_err(|e| corrupt(path, scan.records + 1, e.into()))?;
         let expected = scan.records + 1;
         if parsed.record.seq != expected {
             return Err(corrupt(
                 path,
                 expected,
-                format!(
-                    "found sequence number {} where {expected} was expected",
-                    parsed.record.seq
-                ),
+                Corruption::OutOfSequence {
+                    found: parsed.record.seq,
+                    expected,
+                },
             ));
         }
         if parsed.prev != scan.head {
-            return Err(corrupt(
-                path,
-                expected,
-                "does not chain to the record before it".into(),
-            ));
+            return Err(corrupt(path, expected, Corruption::BrokenLink));
         }
         scan.head = parsed.hash;
         scan.records = expected;
@@ -177,7 +169,7 @@ fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
     Ok(scan)
 }
 
-fn corrupt(path: &Path, seq: u64, reason: String) -> AuditError {
+fn corrupt(path: &Path, seq: u64, reason: Corruption) -> AuditError {
     AuditError::Corrupt {
         path: path.to_owned(),
         seq,
