@@ -475,6 +475,13 @@ fn a_write_failure_is_reported_and_new_work_refused_until_it_recovers() {
     let err = log.flush().unwrap_err();
     assert!(matches!(err, AuditError::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("No space left"), "{err}");
+    // The write error itself is the source, not only its text.
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        source.and_then(std::io::Error::raw_os_error),
+        Some(28),
+        "{err}"
+    );
     assert!(partial.load(Ordering::SeqCst));
     // Fail closed: the kernel's admission check refuses, appends are refused.
     assert!(matches!(

@@ -313,7 +313,7 @@ impl AuditLog {
         match (&state.failure, shared.config.fail_mode) {
             (None, _) => Ok(()),
             (Some(failure), FailMode::Open) => {
-                tracing::warn!(target: "forgeone::audit", error = %failure.error, "audit log unavailable; continuing (fail-open)");
+                tracing::warn!(target: "forgeone::audit", error = %failure, "audit log unavailable; continuing (fail-open)");
                 Ok(())
             }
             (Some(failure), FailMode::Closed) => Err(shared.unavailable(failure)),

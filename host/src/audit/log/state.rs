@@ -3,15 +3,16 @@
 //! current write failure. One mutex guards it; two condition variables wake
 //! the writer (work) and the appenders (progress).
 
+use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::config::AuditConfig;
-use crate::audit::AuditError;
 use crate::audit::event::Entry;
+use crate::audit::{AuditError, cut_back_note};
 use crate::keys::SigningKey;
 
 /// Why a checkpoint was written.
@@ -60,9 +61,19 @@ pub(super) struct State {
 /// refused meanwhile.
 #[derive(Clone)]
 pub(super) struct Failure {
-    pub(super) error: String,
+    /// The write or fsync error.
+    pub(super) error: Arc<std::io::Error>,
+    /// Why cutting the partial write back off failed, when it did.
+    pub(super) cut_back_failed: Option<Arc<std::io::Error>>,
     pub(super) since: Instant,
     pub(super) refused: u64,
+}
+
+/// The error as the log states it (in tracing and in `audit.resumed`).
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.error, cut_back_note(&self.cut_back_failed))
+    }
 }
 
 /// The part of a log that its handles and its writer thread share.
@@ -123,8 +134,18 @@ impl Shared {
     pub(super) fn unavailable(&self, failure: &Failure) -> AuditError {
         AuditError::Unavailable {
             path: self.path.clone(),
-            cause: failure.error.clone(),
+            cause: copy_io(&failure.error),
+            cut_back_failed: failure.cut_back_failed.as_ref().map(copy_io),
         }
+    }
+}
+
+/// One caller's copy of an I/O error the log keeps: the same OS error, or
+/// an error of the same kind that wraps the original.
+fn copy_io(error: &Arc<std::io::Error>) -> std::io::Error {
+    match error.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(error.kind(), Arc::clone(error)),
     }
 }
 
@@ -142,4 +163,24 @@ pub(super) fn queue_checkpoint(state: &mut State, reason: CheckpointReason) -> u
         reason,
     });
     seq
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_io_error_keeps_its_os_code_or_wraps_the_original() {
+        let os = Arc::new(std::io::Error::from_raw_os_error(28));
+        assert_eq!(copy_io(&os).raw_os_error(), Some(28));
+
+        let custom = Arc::new(std::io::Error::other("mirror is gone"));
+        let copy = copy_io(&custom);
+        assert_eq!(copy.kind(), std::io::ErrorKind::Other);
+        assert_eq!(copy.to_string(), "mirror is gone");
+        let inner = copy
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<Arc<std::io::Error>>());
+        assert!(inner.is_some_and(|e| Arc::ptr_eq(e, &custom)));
+    }
 }

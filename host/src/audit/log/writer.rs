@@ -95,7 +95,7 @@ impl Writer {
 
             let stop = match result {
                 Ok(()) => self.written(head, wrote, must_sync),
-                Err(error) => self.failed(&error, batch.closing, &config),
+                Err(error) => self.failed(error, batch.closing, &config),
             };
             if stop {
                 return;
@@ -172,12 +172,12 @@ impl Writer {
             state.durable_seq = self.written_seq;
         }
         if let Some(failure) = state.failure.take() {
-            tracing::warn!(target: "forgeone::audit", error = %failure.error, "audit log writable again");
+            tracing::warn!(target: "forgeone::audit", error = %failure, "audit log writable again");
             // The outage goes on the record: next in the chain.
             let seq = state.next_seq;
             state.next_seq += 1;
             let event = LogEvent::Resumed {
-                error: failure.error,
+                error: failure.to_string(),
                 outage_ms: u64::try_from(failure.since.elapsed().as_millis()).unwrap_or(u64::MAX),
                 refused_records: failure.refused,
             };
@@ -201,21 +201,18 @@ impl Writer {
     /// keeps the encoded lines for the retry, marks the log unavailable
     /// (appends are refused) and waits before the retry. Returns true when
     /// the log was closing: it cannot be closed cleanly, the writer gives up.
-    fn failed(&mut self, error: &std::io::Error, closing: bool, config: &AuditConfig) -> bool {
-        let truncated = self.storage.truncate(self.good_len).is_ok();
-        let message = if truncated {
-            error.to_string()
-        } else {
-            format!("{error} (and cutting back the partial write failed)")
-        };
+    fn failed(&mut self, error: std::io::Error, closing: bool, config: &AuditConfig) -> bool {
+        let cut_back_failed = self.storage.truncate(self.good_len).err().map(Arc::new);
         let mut state = self.shared.lock();
         if state.failure.is_none() {
-            tracing::error!(target: "forgeone::audit", path = %self.shared.path.display(), error = %message, "audit log write failed; refusing new records until it recovers");
-            state.failure = Some(Failure {
-                error: message,
+            let failure = Failure {
+                error: Arc::new(error),
+                cut_back_failed,
                 since: Instant::now(),
                 refused: 0,
-            });
+            };
+            tracing::error!(target: "forgeone::audit", path = %self.shared.path.display(), error = %failure, "audit log write failed; refusing new records until it recovers");
+            state.failure = Some(failure);
         }
         self.shared.progress.notify_all();
         if closing {
