@@ -73,7 +73,7 @@ pub enum LineError {
     /// The stored hash does not match the bytes.
     #[error("content does not match its hash (edited)")]
     HashMismatch,
-    /// The line is longer than [`MAX_LINE`].
+    /// The line is longer than the longest a reader accepts (1 MiB).
     #[error("line longer than {MAX_LINE} bytes")]
     TooLong,
 }

@@ -39,7 +39,7 @@ pub enum FailMode {
     Open,
 }
 
-/// Settings for an [`AuditLog`]. Every setter states its default.
+/// Settings for an [`AuditLog`](super::AuditLog). Every setter states its default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AuditConfig {

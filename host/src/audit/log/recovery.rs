@@ -10,7 +10,7 @@ use super::events::LogEvent;
 use crate::audit::record::{self, GENESIS, LineError};
 use crate::audit::{AuditError, Corruption};
 
-/// What [`AuditLog::open`] found and repaired.
+/// What [`AuditLog::open`](super::AuditLog::open) found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// Complete records already in the file.
