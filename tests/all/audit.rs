@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use forgeone::SigningKey;
 use forgeone::audit::{
-    self, Actor, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStorage, Damage, Entry,
-    ExportFilter, ExportFormat, FailMode, FsyncPolicy, Untrusted, VerifyOptions,
+    self, Actor, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStorage, Corruption, Damage,
+    Entry, ExportFilter, ExportFormat, FailMode, FsyncPolicy, LineError, Untrusted, VerifyOptions,
 };
 
 /// A test event: a container printed a line.
@@ -343,10 +343,18 @@ fn corruption_before_the_last_line_refuses_to_open() {
     let mut edited = lines(&path);
     edited[4] = edited[4].replace("line", "lime");
     write_lines(&path, &edited);
-    match AuditLog::open(&path, key, &AuditConfig::new()) {
-        Err(AuditError::Corrupt { seq, .. }) => assert_eq!(seq, 5),
-        other => panic!("expected corruption at seq 5, got {other:?}"),
-    }
+    let err = AuditLog::open(&path, key, &AuditConfig::new()).unwrap_err();
+    let AuditError::Corrupt { seq, reason, .. } = &err else {
+        panic!("expected corruption at seq 5, got {err:?}");
+    };
+    assert_eq!(*seq, 5);
+    // The typed reason is the error's source; the message still names it.
+    assert!(
+        matches!(reason, Corruption::Line(LineError::HashMismatch)),
+        "{reason:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+    assert!(err.to_string().contains("does not match its hash"), "{err}");
 }
 
 #[test]
@@ -467,6 +475,13 @@ fn a_write_failure_is_reported_and_new_work_refused_until_it_recovers() {
     let err = log.flush().unwrap_err();
     assert!(matches!(err, AuditError::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("No space left"), "{err}");
+    // The write error itself is the source, not only its text.
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        source.and_then(std::io::Error::raw_os_error),
+        Some(28),
+        "{err}"
+    );
     assert!(partial.load(Ordering::SeqCst));
     // Fail closed: the kernel's admission check refuses, appends are refused.
     assert!(matches!(

@@ -37,11 +37,8 @@ pub use follow::{Followed, Follower};
 pub use log::{
     AuditConfig, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy, OpenReport,
 };
-pub use record::Record;
+pub use record::{LineError, Record};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
-
-/// Domain separator of checkpoint signatures.
-pub(crate) const CHECKPOINT_CONTEXT: &[u8] = b"forgeone.audit.checkpoint.v1\0";
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -69,15 +66,25 @@ pub enum AuditError {
         /// The first bad sequence number.
         seq: u64,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: Corruption,
     },
     /// The log cannot be written right now; new work must be refused.
-    #[error("audit log {path} cannot be written ({cause}); refusing to run unaudited")]
+    #[error(
+        "audit log {path} cannot be written ({cause}{}); refusing to run unaudited",
+        cut_back_note(.cut_back_failed)
+    )]
     Unavailable {
         /// The log file.
         path: PathBuf,
-        /// The write error.
-        cause: String,
+        /// The write or fsync error that started the outage (every call
+        /// refused during it gets its own copy: the same OS error, or the
+        /// same kind wrapping the original).
+        #[source]
+        cause: std::io::Error,
+        /// Why cutting the partial write back off failed, when it did (the
+        /// file may then hold part of a record after its last good one).
+        cut_back_failed: Option<std::io::Error>,
     },
     /// The log was closed.
     #[error("audit log is closed")]
@@ -87,5 +94,60 @@ pub enum AuditError {
     Verify(VerifyFailure),
     /// Writing an export's output failed (the log itself is fine).
     #[error("writing the export: {0}")]
-    Output(std::io::Error),
+    Output(#[source] std::io::Error),
+}
+
+/// What [`AuditError::Unavailable`] adds to its message when the partial
+/// write could not be cut back off.
+fn cut_back_note<E>(cut_back_failed: &Option<E>) -> &'static str {
+    match cut_back_failed {
+        Some(_) => " (and cutting back the partial write failed)",
+        None => "",
+    }
+}
+
+/// What is wrong with an existing log that refuses to open
+/// ([`AuditError::Corrupt`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The line is not a well-formed record, or its bytes do not match its
+    /// hash.
+    #[error(transparent)]
+    Line(#[from] LineError),
+    /// The record's sequence number is not the next one.
+    #[error("found sequence number {found} where {expected} was expected")]
+    OutOfSequence {
+        /// The sequence number the record states.
+        found: u64,
+        /// The sequence number that belongs there.
+        expected: u64,
+    },
+    /// The record does not chain to the record before it.
+    #[error("does not chain to the record before it")]
+    BrokenLink,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuditError;
+
+    #[test]
+    fn unavailable_names_its_cause_and_a_failed_cut_back() {
+        let error = |cut_back_failed| AuditError::Unavailable {
+            path: "audit.jsonl".into(),
+            cause: std::io::Error::other("disk full"),
+            cut_back_failed,
+        };
+        assert_eq!(
+            error(None).to_string(),
+            "audit log audit.jsonl cannot be written (disk full); refusing to run unaudited"
+        );
+        assert_eq!(
+            error(Some(std::io::Error::other("read-only"))).to_string(),
+            "audit log audit.jsonl cannot be written (disk full (and cutting back the partial write failed)); refusing to run unaudited"
+        );
+        let source = std::error::Error::source(&error(None)).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk full"));
+    }
 }

@@ -12,6 +12,9 @@
 //! is the 32 raw bytes of the previous record's hash (all zeros for the first
 //! record). Verification hashes the exact bytes received; nothing is
 //! re-serialised, so the check cannot be fooled by a parser that normalises.
+//!
+//! A checkpoint record signs [`checkpoint_message`]: the writer signs it and
+//! the verifier checks it, so both take it from here.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,20 +54,26 @@ pub struct Record {
     pub hash: String,
 }
 
-/// Why a line is not a well-formed record. The verifier and the recovery on
-/// open turn this into a message with the sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a line is not a well-formed record. Opening a log reports it as the
+/// source of an [`AuditError::Corrupt`](super::AuditError::Corrupt) (through
+/// [`Corruption::Line`](super::Corruption::Line)) with the sequence number.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LineError {
     /// The line does not end with `,"hash":"<64 hex>"}`.
     #[error("no well-formed hash field at the end of the line")]
     NoHash,
-    /// The body is not the expected JSON object.
+    /// The body is not the expected JSON object (unknown, missing or
+    /// duplicate fields, wrong types).
     #[error("malformed record: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
+    /// The body's `prev` field is not 64 lower-case hex characters.
+    #[error("malformed record: `prev` is not 64 lower-case hex characters")]
+    BadPrev,
     /// The stored hash does not match the bytes.
     #[error("content does not match its hash (edited)")]
     HashMismatch,
-    /// The line is longer than [`MAX_LINE`].
+    /// The line is longer than the longest a reader accepts (1 MiB).
     #[error("line longer than {MAX_LINE} bytes")]
     TooLong,
 }
@@ -120,8 +129,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
     canonical.extend_from_slice(&line[..tail_start]);
     canonical.push(b'}');
 
-    let mut record: Record =
-        serde_json::from_slice(&canonical).map_err(|e| LineError::Json(e.to_string()))?;
+    let mut record: Record = serde_json::from_slice(&canonical).map_err(LineError::Json)?;
     let mut prev = [0u8; 32];
     if record.prev.len() != 64
         || !record
@@ -130,15 +138,26 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineError> {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         || hex::decode_to_slice(&record.prev, &mut prev).is_err()
     {
-        return Err(LineError::Json(
-            "`prev` is not 64 lower-case hex characters".into(),
-        ));
+        return Err(LineError::BadPrev);
     }
     if chain_hash(&prev, &canonical) != hash {
         return Err(LineError::HashMismatch);
     }
     record.hash = hex::encode(hash);
     Ok(ParsedLine { record, hash, prev })
+}
+
+/// Domain separator of checkpoint signatures.
+const CHECKPOINT_CONTEXT: &[u8] = b"forgeone.audit.checkpoint.v1\0";
+
+/// The message a checkpoint signs: a domain separator, the sequence number
+/// it covers (big-endian) and the chain head (the hash of that record).
+pub(crate) fn checkpoint_message(covers: u64, head: &[u8; 32]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(CHECKPOINT_CONTEXT.len() + 40);
+    message.extend_from_slice(CHECKPOINT_CONTEXT);
+    message.extend_from_slice(&covers.to_be_bytes());
+    message.extend_from_slice(head);
+    message
 }
 
 /// The fields of a record before its details.
@@ -296,10 +315,11 @@ mod tests {
                 &body[..body.len() - 1],
                 hex::encode(hash)
             );
-            assert!(
-                matches!(parse_line(line.as_bytes()), Err(LineError::Json(_))),
-                "{line}"
-            );
+            let err = parse_line(line.as_bytes()).unwrap_err();
+            assert!(matches!(err, LineError::Json(_)), "{line}");
+            // The parser's own error is kept as the source.
+            let source = std::error::Error::source(&err);
+            assert!(source.is_some_and(|s| s.is::<serde_json::Error>()), "{err}");
         }
     }
 }

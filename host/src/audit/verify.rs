@@ -19,8 +19,7 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 
 use super::AuditError;
-use super::log::checkpoint_message;
-use super::record::{self, GENESIS, LineError, Record};
+use super::record::{self, GENESIS, LineError, Record, checkpoint_message};
 use crate::keys::{KeyId, PublicKey};
 
 /// Options for [`verify_file`].

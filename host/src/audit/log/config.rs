@@ -1,0 +1,110 @@
+//! How a log is written: when it fsyncs, what happens when it cannot be
+//! written, how often it checkpoints, and how the writer batches.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// When the flusher calls `fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode", content = "interval_ms")]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// Every record is durable before `append` returns (concurrent appends
+    /// share one fsync). Strongest; slowest for a single appender.
+    EveryRecord,
+    /// Each batch is written and fsynced by the flusher; `append` returns
+    /// once the record is in the chain. A crash can lose the last batch
+    /// (at most [`AuditConfig::batch_delay`] of records), never corrupt the
+    /// log. The default.
+    EveryBatch,
+    /// Batches are written as they come and fsynced at most this often.
+    #[serde(serialize_with = "ser_ms")]
+    Interval(Duration),
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What happens when the log cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FailMode {
+    /// Refuse new work while the log is unavailable. The default.
+    Closed,
+    /// Keep running; records are refused and the outage is logged. The
+    /// choice is recorded in the log when it is opened.
+    Open,
+}
+
+/// Settings for an [`AuditLog`](super::AuditLog). Every setter states its default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuditConfig {
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) fail_mode: FailMode,
+    pub(crate) checkpoint_every: u64,
+    pub(crate) batch_delay: Duration,
+    pub(crate) max_pending: usize,
+    pub(crate) retry_every: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            fsync: FsyncPolicy::EveryBatch,
+            fail_mode: FailMode::Closed,
+            checkpoint_every: 1000,
+            batch_delay: Duration::from_millis(2),
+            max_pending: 65_536,
+            retry_every: Duration::from_millis(500),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// When to fsync. Default: [`FsyncPolicy::EveryBatch`].
+    pub fn fsync(&mut self, policy: FsyncPolicy) -> &mut Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// What to do when the log cannot be written. Default: [`FailMode::Closed`].
+    pub fn fail_mode(&mut self, mode: FailMode) -> &mut Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// Write a signed checkpoint after every `n` records (at least 1).
+    /// Default: 1000. A checkpoint is also written when the log is closed.
+    pub fn checkpoint_every(&mut self, n: u64) -> &mut Self {
+        self.checkpoint_every = n.max(1);
+        self
+    }
+
+    /// How long the flusher waits to gather a batch. Default: 2 ms.
+    pub fn batch_delay(&mut self, delay: Duration) -> &mut Self {
+        self.batch_delay = delay;
+        self
+    }
+
+    /// Queued records above which appenders wait for the writer.
+    /// Default: 65,536.
+    pub fn max_pending(&mut self, records: usize) -> &mut Self {
+        self.max_pending = records.max(16);
+        self
+    }
+
+    /// How often a failed write is retried. Default: 500 ms.
+    pub fn retry_every(&mut self, every: Duration) -> &mut Self {
+        self.retry_every = every;
+        self
+    }
+}

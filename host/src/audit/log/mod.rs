@@ -1,0 +1,360 @@
+//! The writer: an append-only, hash-chained, checkpointed JSON Lines file.
+//!
+//! # Concurrency
+//!
+//! [`AuditLog`] is a cheap clone. `append` takes one short lock to assign
+//! the sequence number, stamp the time and queue the (still unserialised)
+//! event: sequence numbers are gap-free and the queue order is the chain
+//! order, and an appender never serialises, hashes or waits on disk I/O. A
+//! dedicated writer thread takes the queue in batches, serialises each
+//! record, hashes it onto the chain, signs checkpoints, writes, and fsyncs
+//! according to the [`FsyncPolicy`]; with [`FsyncPolicy::EveryRecord`]
+//! appenders wait for their record to be durable, and concurrent appenders
+//! share one fsync (group commit). When more than
+//! [`AuditConfig::max_pending`] records are queued, appenders wait
+//! (back-pressure) instead of growing memory without bound.
+//!
+//! Each record is also emitted as a `tracing` event (target
+//! `forgeone::audit`) by the writer, through the subscriber that was current
+//! when the log was opened.
+//!
+//! # Failure
+//!
+//! A write or fsync error marks the log unavailable: the flusher truncates
+//! the file back to its last good length (so a partial write never leaves a
+//! torn line in the middle), keeps the unwritten batch, and retries. While
+//! unavailable, `append` refuses new records and
+//! [`AuditLog::ensure_writable`] fails, which the kernel uses to refuse new
+//! work instead of running unaudited ([`FailMode::Closed`], the default).
+//! With [`FailMode::Open`] the kernel keeps running and only logs the
+//! outage; that choice is recorded in the log's `audit.opened` record. When a
+//! retry succeeds, an `audit.resumed` record states the outage.
+//!
+//! # Files
+//!
+//! - `config`: [`AuditConfig`], [`FsyncPolicy`], [`FailMode`];
+//! - `storage`: the [`AuditStorage`] seam and its file implementation;
+//! - `recovery`: opening an existing file (lock, chain check, torn tail);
+//! - `state`: what the handles and the writer thread share;
+//! - `writer`: the writer thread (batching, group commit, retry);
+//! - `events`: the log's own `audit.*` events;
+//! - this file: the [`AuditLog`] handle.
+
+mod config;
+mod events;
+mod recovery;
+mod state;
+mod storage;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use config::{AuditConfig, FailMode, FsyncPolicy};
+pub use recovery::OpenReport;
+pub use storage::AuditStorage;
+
+use events::LogEvent;
+use state::{CheckpointReason, FULL_BATCH, Queued, Shared, queue_checkpoint};
+
+use super::AuditError;
+use super::event::{Actor, Entry};
+use crate::keys::SigningKey;
+
+/// Summary returned by [`AuditLog::close`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseSummary {
+    /// Sequence number of the last record (the closing checkpoint).
+    pub last_seq: u64,
+    /// Hash (hex) of the last record.
+    pub head: String,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    open_report: Mutex<OpenReport>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = close_inner(&self.shared, &self.writer);
+    }
+}
+
+/// A tamper-evident audit log. Clone it freely; every clone appends to the
+/// same chain. Dropping the last clone closes the log (as [`AuditLog::close`]).
+#[derive(Clone)]
+pub struct AuditLog {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.handle.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path`, signing checkpoints with `key`.
+    ///
+    /// The existing records are read and their chain checked. A torn last
+    /// line (a crash mid-write) is cut off and reported in an
+    /// `audit.recovered` record; any other damage is an
+    /// [`AuditError::Corrupt`] naming the sequence number. The file is
+    /// locked for exclusive use while the log is open.
+    pub fn open(
+        path: impl AsRef<Path>,
+        key: SigningKey,
+        config: &AuditConfig,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(path, key, config, |file| Box::new(file))
+    }
+
+    /// Like [`AuditLog::open`], with the storage wrapped by `wrap` (for
+    /// example to mirror the log elsewhere, or to simulate faults in tests).
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        key: SigningKey,
+        config: &AuditConfig,
+        wrap: impl FnOnce(File) -> Box<dyn AuditStorage>,
+    ) -> Result<AuditLog, AuditError> {
+        let path = path.as_ref().to_owned();
+        let recovered = recovery::open_file(&path)?;
+        let report = recovered.report;
+        let existing = report.existing_records;
+        let storage = wrap(recovered.file);
+
+        let log = Self::start(
+            path,
+            key,
+            config.clone(),
+            storage,
+            recovered.len,
+            existing,
+            recovered.head,
+        );
+        let opened = LogEvent::Opened {
+            version: env!("CARGO_PKG_VERSION"),
+            host_key_id: log.handle.shared.key.id().to_string(),
+            host_public_key: log.handle.shared.key.public().to_hex(),
+            fsync: config.fsync,
+            fail_mode: config.fail_mode,
+            checkpoint_every: config.checkpoint_every,
+            existing_records: existing,
+        };
+        log.append_internal(Entry::owned(opened).actor(Actor::host()))?;
+        if let Some(event) = report.recovered_event() {
+            log.append_internal(Entry::owned(event).actor(Actor::host()))?;
+        }
+        *log.handle
+            .open_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = report;
+        Ok(log)
+    }
+
+    /// What opening found in the existing file (records, torn tail, unclean
+    /// shutdown).
+    pub fn open_report(&self) -> OpenReport {
+        self.handle
+            .open_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn start(
+        path: PathBuf,
+        key: SigningKey,
+        config: AuditConfig,
+        storage: Box<dyn AuditStorage>,
+        storage_len: u64,
+        existing: u64,
+        head: [u8; 32],
+    ) -> AuditLog {
+        let shared = Arc::new(Shared::new(path, key, config, existing, head));
+        let writer = writer::spawn(shared.clone(), storage, storage_len, existing, head);
+        AuditLog {
+            handle: Arc::new(Handle {
+                shared,
+                writer: Mutex::new(Some(writer)),
+                open_report: Mutex::new(OpenReport::default()),
+            }),
+        }
+    }
+
+    /// The file this log writes.
+    pub fn path(&self) -> &Path {
+        &self.handle.shared.path
+    }
+
+    /// The id of the key that signs checkpoints.
+    pub fn host_key_id(&self) -> &crate::keys::KeyId {
+        self.handle.shared.key.id()
+    }
+
+    /// Appends an event; returns its sequence number.
+    ///
+    /// The record is in the chain when this returns (its number and time
+    /// are fixed); it is written by the log's writer thread, durably before
+    /// returning only with [`FsyncPolicy::EveryRecord`]. Fails with
+    /// [`AuditError::Unavailable`] while the log cannot be written and
+    /// [`AuditError::Closed`] after [`AuditLog::close`].
+    pub fn append(&self, entry: Entry) -> Result<u64, AuditError> {
+        debug_assert!(
+            !entry.kind.starts_with("audit."),
+            "audit.* kinds are reserved for the log itself"
+        );
+        self.append_internal(entry)
+    }
+
+    fn append_internal(&self, entry: Entry) -> Result<u64, AuditError> {
+        let shared = &self.handle.shared;
+        let mut state = shared.lock();
+        loop {
+            if state.closed || state.closing {
+                return Err(AuditError::Closed);
+            }
+            if let Some(failure) = &mut state.failure {
+                failure.refused += 1;
+                return Err(shared.unavailable(failure));
+            }
+            if state.queue.len() < shared.config.max_pending {
+                break;
+            }
+            state = shared
+                .progress
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let seq = state.next_seq;
+        let ts = chrono::Utc::now();
+        state.next_seq += 1;
+        state.queue.push(Queued::Event { seq, ts, entry });
+        state.since_checkpoint += 1;
+        if state.since_checkpoint >= shared.config.checkpoint_every {
+            queue_checkpoint(&mut state, CheckpointReason::Periodic);
+        }
+        if state.writer_idle || state.queue.len() >= FULL_BATCH {
+            state.writer_idle = false;
+            shared.work.notify_one();
+        }
+        if shared.config.fsync == FsyncPolicy::EveryRecord {
+            while state.durable_seq < seq {
+                if let Some(failure) = &state.failure {
+                    return Err(shared.unavailable(failure));
+                }
+                state = shared
+                    .progress
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Writes a signed checkpoint now; returns its sequence number.
+    pub fn checkpoint(&self) -> Result<u64, AuditError> {
+        let shared = &self.handle.shared;
+        let mut state = shared.lock();
+        if state.closed || state.closing {
+            return Err(AuditError::Closed);
+        }
+        if let Some(failure) = &state.failure {
+            return Err(shared.unavailable(failure));
+        }
+        let seq = queue_checkpoint(&mut state, CheckpointReason::Requested);
+        state.writer_idle = false;
+        shared.work.notify_one();
+        Ok(seq)
+    }
+
+    /// Waits until every record appended so far is written and fsynced.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let shared = &self.handle.shared;
+        let mut state = shared.lock();
+        let target = state.next_seq - 1;
+        state.sync_requested = true;
+        state.writer_idle = false;
+        shared.work.notify_one();
+        while state.durable_seq < target {
+            if let Some(failure) = &state.failure {
+                return Err(shared.unavailable(failure));
+            }
+            if state.closed {
+                break;
+            }
+            state = shared
+                .progress
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if state.durable_seq < target {
+                state.sync_requested = true;
+                shared.work.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails when new work must be refused because the log cannot be
+    /// written ([`FailMode::Closed`]). With [`FailMode::Open`] it only warns.
+    pub fn ensure_writable(&self) -> Result<(), AuditError> {
+        let shared = &self.handle.shared;
+        let state = shared.lock();
+        if state.closed || state.closing {
+            return Err(AuditError::Closed);
+        }
+        match (&state.failure, shared.config.fail_mode) {
+            (None, _) => Ok(()),
+            (Some(failure), FailMode::Open) => {
+                tracing::warn!(target: "forgeone::audit", error = %failure, "audit log unavailable; continuing (fail-open)");
+                Ok(())
+            }
+            (Some(failure), FailMode::Closed) => Err(shared.unavailable(failure)),
+        }
+    }
+
+    /// Sequence number of the last record appended.
+    pub fn last_seq(&self) -> u64 {
+        self.handle.shared.lock().next_seq - 1
+    }
+
+    /// Writes the closing checkpoint, flushes, fsyncs and stops the writer.
+    /// Appends after this fail with [`AuditError::Closed`].
+    pub fn close(&self) -> Result<CloseSummary, AuditError> {
+        close_inner(&self.handle.shared, &self.handle.writer)
+    }
+}
+
+fn close_inner(
+    shared: &Arc<Shared>,
+    writer: &Mutex<Option<std::thread::JoinHandle<()>>>,
+) -> Result<CloseSummary, AuditError> {
+    let Some(thread) = writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return Err(AuditError::Closed);
+    };
+    {
+        let mut state = shared.lock();
+        if state.failure.is_none() {
+            queue_checkpoint(&mut state, CheckpointReason::Shutdown);
+        }
+        state.closing = true;
+        state.writer_idle = false;
+        shared.work.notify_one();
+    }
+    let _ = thread.join();
+    let state = shared.lock();
+    if let Some(failure) = &state.failure {
+        return Err(shared.unavailable(failure));
+    }
+    Ok(CloseSummary {
+        last_seq: state.next_seq - 1,
+        head: hex::encode(state.head),
+    })
+}

@@ -1,0 +1,178 @@
+//! Opening an existing log: lock the file, read and chain-check every
+//! complete record, and cut off a torn last line (a crash mid-write). Any
+//! other damage refuses the open.
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
+use std::path::Path;
+
+use super::events::LogEvent;
+use crate::audit::record::{self, GENESIS, LineError};
+use crate::audit::{AuditError, Corruption};
+
+/// What [`AuditLog::open`](super::AuditLog::open) found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Complete records already in the file.
+    pub existing_records: u64,
+    /// Bytes of a torn last line that were cut off, and the offset they started at.
+    pub torn_tail: Option<(u64, u64)>,
+    /// True when the previous writer stopped without a closing checkpoint.
+    pub unclean_shutdown: bool,
+}
+
+impl OpenReport {
+    /// The `audit.recovered` record this open calls for: a torn tail was cut
+    /// off, or the previous writer stopped without its closing checkpoint.
+    pub(super) fn recovered_event(&self) -> Option<LogEvent> {
+        let last_seq = self.existing_records;
+        match self.torn_tail {
+            Some((offset, bytes)) => Some(LogEvent::Recovered {
+                reason: "torn last line (the writer crashed mid-write); it was cut off".into(),
+                torn_offset: Some(offset),
+                torn_bytes: Some(bytes),
+                last_seq,
+            }),
+            None if self.unclean_shutdown => Some(LogEvent::Recovered {
+                reason: "the previous writer stopped without a closing checkpoint".into(),
+                torn_offset: None,
+                torn_bytes: None,
+                last_seq,
+            }),
+            None => None,
+        }
+    }
+}
+
+/// A log file opened for appending: locked, chain-checked, any torn tail
+/// cut off, positioned at its end.
+pub(super) struct Recovered {
+    pub(super) file: File,
+    /// Length of the file: where the next record goes.
+    pub(super) len: u64,
+    /// Hash of the last record ([`GENESIS`] for an empty log).
+    pub(super) head: [u8; 32],
+    pub(super) report: OpenReport,
+}
+
+/// Opens (or creates) the log file at `path`, locks it for exclusive use,
+/// checks the chain of the records in it, and cuts off a torn last line.
+pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(AuditError::Locked {
+                path: path.to_owned(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let scan = scan_existing(&mut file, path)?;
+    let mut report = OpenReport {
+        existing_records: scan.records,
+        torn_tail: None,
+        unclean_shutdown: scan.records > 0 && !scan.closed_cleanly,
+    };
+    if let Some(torn_at) = scan.torn_at {
+        let len = file.metadata().map_err(io)?.len();
+        file.set_len(torn_at).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        report.torn_tail = Some((torn_at, len - torn_at));
+    }
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    Ok(Recovered {
+        file,
+        len,
+        head: scan.head,
+        report,
+    })
+}
+
+/// What reading an existing log found.
+struct Scan {
+    records: u64,
+    head: [u8; 32],
+    closed_cleanly: bool,
+    /// Offset of a torn (unterminated) last line.
+    torn_at: Option<u64>,
+}
+
+/// Reads and chain-checks every complete line of an existing log.
+fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut reader = BufReader::with_capacity(256 * 1024, &*file);
+    let mut scan = Scan {
+        records: 0,
+        head: GENESIS,
+        closed_cleanly: true,
+        torn_at: None,
+    };
+    let mut offset = 0u64;
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(record::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|source| AuditError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            if line.len() > record::MAX_LINE {
+                return Err(corrupt(path, scan.records + 1, LineError::TooLong.into()));
+            }
+            // The final bytes have no newline: a write torn by a crash.
+            scan.torn_at = Some(offset);
+            break;
+        }
+        let parsed = record::parse_line(&line[..line.len() - 1])
+            .map_err(|e| corrupt(path, scan.records + 1, e.into()))?;
+        let expected = scan.records + 1;
+        if parsed.record.seq != expected {
+            return Err(corrupt(
+                path,
+                expected,
+                Corruption::OutOfSequence {
+                    found: parsed.record.seq,
+                    expected,
+                },
+            ));
+        }
+        if parsed.prev != scan.head {
+            return Err(corrupt(path, expected, Corruption::BrokenLink));
+        }
+        scan.head = parsed.hash;
+        scan.records = expected;
+        scan.closed_cleanly = parsed.record.kind == "audit.checkpoint"
+            && parsed.record.details["reason"] == "shutdown";
+        offset += read as u64;
+    }
+    Ok(scan)
+}
+
+fn corrupt(path: &Path, seq: u64, reason: Corruption) -> AuditError {
+    AuditError::Corrupt {
+        path: path.to_owned(),
+        seq,
+        reason,
+    }
+}

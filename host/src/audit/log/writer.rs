@@ -1,0 +1,309 @@
+//! The writer thread: it alone encodes, hashes, signs checkpoints, writes
+//! and fsyncs. It takes the queue in batches; with
+//! [`FsyncPolicy::EveryRecord`] the appenders waiting on one batch share one
+//! fsync (group commit). A failed write is cut back off the storage and
+//! retried until it succeeds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::config::{AuditConfig, FsyncPolicy};
+use super::events::LogEvent;
+use super::state::{FULL_BATCH, Failure, Queued, Shared};
+use super::storage::AuditStorage;
+use crate::audit::event::{Actor, Entry, Severity};
+use crate::audit::record::{self, Head, checkpoint_message};
+
+/// The writer thread's state: it alone encodes, hashes and writes.
+struct Writer {
+    shared: Arc<Shared>,
+    storage: Box<dyn AuditStorage>,
+    /// Length of the storage that holds only complete, written records.
+    good_len: u64,
+    /// Hash of the last encoded record.
+    head: [u8; 32],
+    /// Encoded lines not yet written (kept across a failed write).
+    encoded: Vec<u8>,
+    /// Sequence number of the last encoded record.
+    encoded_last: u64,
+    written_seq: u64,
+    last_sync: Instant,
+}
+
+/// Starts the writer thread of a log whose storage is `storage_len` bytes
+/// long and holds `existing` records ending in `head`.
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    storage: Box<dyn AuditStorage>,
+    storage_len: u64,
+    existing: u64,
+    head: [u8; 32],
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("forgeone-audit".into())
+        .spawn(move || {
+            let mut writer = Writer {
+                shared,
+                storage,
+                good_len: storage_len,
+                head,
+                encoded: Vec::with_capacity(64 * 1024),
+                encoded_last: existing,
+                written_seq: existing,
+                last_sync: Instant::now(),
+            };
+            // Records are traced through the subscriber that was
+            // current when the log was opened.
+            let _tracing = tracing::dispatcher::set_default(&writer.shared.dispatch);
+            writer.run();
+        })
+        .expect("spawn the audit writer thread")
+}
+
+/// What the writer took from the queue in one go.
+struct Batch {
+    queued: Vec<Queued>,
+    /// `flush` asked for an fsync.
+    sync_requested: bool,
+    /// The log is closing: this is the last batch.
+    closing: bool,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        let config = self.shared.config.clone();
+        loop {
+            let batch = self.next_batch(&config);
+            for queued in batch.queued {
+                self.encode(queued);
+            }
+            let head = self.head;
+            let wrote = !self.encoded.is_empty();
+            let mut result = Ok(());
+            if wrote {
+                result = self.storage.write_all(&self.encoded);
+            }
+            let must_sync = match config.fsync {
+                FsyncPolicy::EveryRecord | FsyncPolicy::EveryBatch => wrote,
+                FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            } || batch.sync_requested
+                || batch.closing;
+            if result.is_ok() && must_sync {
+                result = self.storage.sync();
+                self.last_sync = Instant::now();
+            }
+
+            let stop = match result {
+                Ok(()) => self.written(head, wrote, must_sync),
+                Err(error) => self.failed(error, batch.closing, &config),
+            };
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Waits for work (records, a flush, a due fsync, a retry or the close)
+    /// and takes the queue.
+    fn next_batch(&self, config: &AuditConfig) -> Batch {
+        let mut state = self.shared.lock();
+        loop {
+            let interval_due = matches!(config.fsync, FsyncPolicy::Interval(every)
+                if self.written_seq > state.durable_seq && self.last_sync.elapsed() >= every);
+            // Lines kept from a failed write are work too: retry them.
+            let retry = !self.encoded.is_empty();
+            if !state.queue.is_empty()
+                || state.closing
+                || state.sync_requested
+                || interval_due
+                || retry
+            {
+                break;
+            }
+            let wait = match config.fsync {
+                FsyncPolicy::Interval(every) if self.written_seq > state.durable_seq => every
+                    .saturating_sub(self.last_sync.elapsed())
+                    .max(Duration::from_millis(1)),
+                _ => Duration::from_secs(3600),
+            };
+            state.writer_idle = true;
+            state = self
+                .shared
+                .work
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            state.writer_idle = false;
+        }
+        // Let a batch gather (not when a writer waits for durability: group
+        // commit already gathers while the previous fsync runs).
+        if config.fsync != FsyncPolicy::EveryRecord
+            && !state.closing
+            && !state.sync_requested
+            && !config.batch_delay.is_zero()
+            && state.queue.len() < FULL_BATCH
+        {
+            state = self
+                .shared
+                .work
+                .wait_timeout(state, config.batch_delay)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Batch {
+            queued: std::mem::take(&mut state.queue),
+            sync_requested: std::mem::take(&mut state.sync_requested),
+            closing: state.closing,
+        }
+    }
+
+    /// After a successful write (and fsync, if `synced`): publishes the new
+    /// head and durable point, ends an outage with an `audit.resumed`
+    /// record, and wakes the appenders. Returns true when the log is closed.
+    fn written(&mut self, head: [u8; 32], wrote: bool, synced: bool) -> bool {
+        if wrote {
+            self.good_len += self.encoded.len() as u64;
+            self.encoded.clear();
+            self.written_seq = self.encoded_last;
+        }
+        let mut state = self.shared.lock();
+        state.head = head;
+        if synced {
+            state.durable_seq = self.written_seq;
+        }
+        if let Some(failure) = state.failure.take() {
+            tracing::warn!(target: "forgeone::audit", error = %failure, "audit log writable again");
+            // The outage goes on the record: next in the chain.
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let event = LogEvent::Resumed {
+                error: failure.to_string(),
+                outage_ms: u64::try_from(failure.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                refused_records: failure.refused,
+            };
+            state.queue.push(Queued::Event {
+                seq,
+                ts: chrono::Utc::now(),
+                entry: Entry::owned(event).actor(Actor::host()),
+            });
+            state.since_checkpoint += 1;
+        }
+        self.shared.progress.notify_all();
+        if state.closing && state.queue.is_empty() {
+            state.closed = true;
+            self.shared.progress.notify_all();
+            return true;
+        }
+        false
+    }
+
+    /// After a failed write or fsync: cuts off anything partially written,
+    /// keeps the encoded lines for the retry, marks the log unavailable
+    /// (appends are refused) and waits before the retry. Returns true when
+    /// the log was closing: it cannot be closed cleanly, the writer gives up.
+    fn failed(&mut self, error: std::io::Error, closing: bool, config: &AuditConfig) -> bool {
+        let cut_back_failed = self.storage.truncate(self.good_len).err().map(Arc::new);
+        let mut state = self.shared.lock();
+        if state.failure.is_none() {
+            let failure = Failure {
+                error: Arc::new(error),
+                cut_back_failed,
+                since: Instant::now(),
+                refused: 0,
+            };
+            tracing::error!(target: "forgeone::audit", path = %self.shared.path.display(), error = %failure, "audit log write failed; refusing new records until it recovers");
+            state.failure = Some(failure);
+        }
+        self.shared.progress.notify_all();
+        if closing {
+            state.closed = true;
+            return true;
+        }
+        let _ = self.shared.work.wait_timeout(state, config.retry_every);
+        false
+    }
+
+    /// Serialises one queued record onto the chain and into `encoded`.
+    fn encode(&mut self, queued: Queued) {
+        match queued {
+            Queued::Event { seq, ts, entry } => {
+                let head = Head {
+                    seq,
+                    ts,
+                    kind: entry.kind,
+                    actor: entry.actor.as_deref(),
+                    subjects: &entry.subjects,
+                };
+                let (hash, details) = record::encode(
+                    &mut self.encoded,
+                    &head,
+                    |out| entry.event.write_details(out),
+                    &self.head,
+                );
+                self.head = hash;
+                self.encoded_last = seq;
+                // `record::encode` wrote valid JSON, i.e. UTF-8.
+                let details = std::str::from_utf8(&self.encoded[details]).unwrap_or("{}");
+                trace_event(&entry, seq, details);
+            }
+            Queued::Checkpoint { seq, ts, reason } => {
+                let covers = seq - 1;
+                let signature = self
+                    .shared
+                    .key
+                    .sign(&checkpoint_message(covers, &self.head));
+                let details = serde_json::json!({
+                    "reason": reason,
+                    "covers": covers,
+                    "head": hex::encode(self.head),
+                    "key_id": self.shared.key.id(),
+                    "signature": hex::encode(signature),
+                });
+                let head = Head {
+                    seq,
+                    ts,
+                    kind: "audit.checkpoint",
+                    actor: Some(&Actor::host()),
+                    subjects: &Default::default(),
+                };
+                self.head = record::encode(
+                    &mut self.encoded,
+                    &head,
+                    |out| {
+                        let _ = serde_json::to_writer(out, &details);
+                    },
+                    &self.head,
+                )
+                .0;
+                self.encoded_last = seq;
+            }
+        }
+    }
+}
+
+/// Emits `entry` as a tracing event, through the writer thread's default
+/// subscriber (the one current when the log was opened).
+fn trace_event(entry: &Entry, seq: u64, details: &str) {
+    let subjects = &entry.subjects;
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "forgeone::audit",
+                seq,
+                kind = entry.kind,
+                actor = entry.actor.as_ref().map(|a| a.principal.as_str()),
+                component = subjects.component.as_deref(),
+                container = subjects.container.as_deref(),
+                workload = subjects.workload.as_deref(),
+                node = subjects.node.as_deref(),
+                details,
+                "{}", entry.kind
+            )
+        };
+    }
+    match entry.event.severity() {
+        Severity::Info => emit!(info),
+        Severity::Warn => emit!(warn),
+        Severity::Error => emit!(error),
+    }
+}
