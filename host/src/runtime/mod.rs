@@ -25,16 +25,19 @@
 //!   components, limits per call.
 
 mod bindings;
+mod config;
 mod container;
 mod control;
 mod engine;
 mod events;
+mod grants;
 mod host;
 mod lifecycle;
 mod limits;
 mod outcome;
 mod output;
 mod plugin;
+mod registry;
 #[cfg(unix)]
 mod stacks;
 mod store;
@@ -44,15 +47,18 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-pub use container::{ContainerConfig, DirGrant, Grants, Limits};
+pub use config::ContainerConfig;
 pub use engine::EngineConfig;
+pub use grants::{DirGrant, Grants};
 pub use lifecycle::{
     ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, PreparedContainer,
     Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy, RuntimeResources, RuntimeStatus,
 };
+pub use limits::Limits;
 pub use outcome::{Failure, Outcome, RunEnd, RunStats};
 pub use output::{OutputLine, OutputSink, Stream};
-pub use plugin::{CallError, Plugin, PluginContext, PluginInfo, Value};
+pub use plugin::{CallError, Plugin, PluginInfo, Value};
+pub use registry::PluginContext;
 pub use store::CacheStats;
 pub use supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartRecord};
 

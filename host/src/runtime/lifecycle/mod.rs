@@ -36,7 +36,7 @@ use crate::runtime::engine::EpochTicker;
 use crate::runtime::events::ContainerEvent;
 use crate::runtime::host::{GuestIdentity, Host};
 use crate::runtime::outcome::Outcome;
-use crate::runtime::plugin::PluginContext;
+use crate::runtime::registry::PluginRegistry;
 use crate::runtime::store::ComponentStore;
 
 pub use launch::PreparedContainer;
@@ -61,7 +61,7 @@ pub(crate) struct Inner {
     pub(crate) audit: AuditLog,
     pub(crate) config: RuntimeConfig,
     containers: Mutex<HashMap<Uuid, ContainerEntry>>,
-    pub(crate) plugins: Mutex<HashMap<Uuid, PluginContext>>,
+    pub(crate) plugins: PluginRegistry,
     status: Mutex<RuntimeStatus>,
     _ticker: EpochTicker,
 }
@@ -104,7 +104,7 @@ impl Runtime {
                 audit,
                 config,
                 containers: Mutex::new(HashMap::new()),
-                plugins: Mutex::new(HashMap::new()),
+                plugins: PluginRegistry::default(),
                 status: Mutex::new(RuntimeStatus::Running),
                 _ticker: ticker,
             }),

@@ -70,7 +70,7 @@ impl Runtime {
     }
 
     /// Stops a container: it may finish within its grace period
-    /// ([`ContainerConfig::stop_grace`]); after that it is dropped at its
+    /// ([`ContainerConfig::stop_grace`](crate::runtime::ContainerConfig::stop_grace)); after that it is dropped at its
     /// next yield point. A paused container is stopped at once. Stopping a
     /// container that is already stopping forces it now.
     pub fn stop(&self, id: Uuid) -> Result<(), RuntimeError> {
@@ -263,12 +263,7 @@ impl Runtime {
                 resources.memory_reserved += ctx.execution_dna.limits.max_memory;
             }
         }
-        let plugins = self
-            .inner
-            .plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let plugins = self.inner.plugins.snapshot();
         RuntimeContext {
             containers,
             plugins,

@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 use crate::boot::Digest;
 use crate::identity::IdentityContext;
-use crate::runtime::container::{Grants, Limits};
 use crate::runtime::engine::EngineConfig;
+use crate::runtime::grants::Grants;
+use crate::runtime::limits::Limits;
 use crate::runtime::outcome::{Failure, Outcome};
-use crate::runtime::plugin::PluginContext;
+use crate::runtime::registry::PluginContext;
 use crate::runtime::store::CacheStats;
 use crate::runtime::supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartRecord};
 
