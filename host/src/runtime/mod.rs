@@ -52,7 +52,8 @@ pub use engine::EngineConfig;
 pub use grants::{DirGrant, Grants};
 pub use lifecycle::{
     ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, PreparedContainer,
-    Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy, RuntimeResources, RuntimeStatus,
+    RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy, RuntimeResources,
+    RuntimeStatus,
 };
 pub use limits::Limits;
 pub use outcome::{Failure, Outcome, RunEnd, RunStats};

@@ -144,7 +144,9 @@ pub struct Quarantine {
     pub fuel_consumed: u64,
     /// The last output lines (escaped).
     pub last_output: Vec<String>,
-    /// Every run so far.
+    /// The container's run history at the time: its last
+    /// [`ContainerContext::HISTORY_LIMIT`](super::ContainerContext::HISTORY_LIMIT)
+    /// runs, oldest first.
     pub restart_history: Vec<RestartRecord>,
 }
 

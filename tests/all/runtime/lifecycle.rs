@@ -52,6 +52,8 @@ async fn stopping_a_busy_guest_drops_it_at_its_next_yield_point() {
     assert_eq!(requested[0]["details"]["grace_ms"], 50);
     let stopped = h.records_of("container.stopped");
     assert_eq!(stopped[0]["details"]["forced"], true);
+    let totals = h.runtime.context(id).unwrap().totals;
+    assert_eq!((totals.runs, totals.stopped, totals.failures), (1, 1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +90,7 @@ async fn illegal_transitions_are_refused_and_audited() {
     assert_eq!((outcome.run, outcome.end), (2, RunEnd::Success));
     let ctx = h.runtime.remove(id).unwrap();
     assert_eq!(ctx.history.len(), 2);
+    assert_eq!((ctx.totals.runs, ctx.totals.successes), (2, 2));
     assert!(h.runtime.context(id).is_none());
     let missing = uuid::Uuid::new_v4();
     assert!(matches!(
@@ -237,4 +240,68 @@ async fn runtime_context_reports_containers_and_policies() {
             .launch_container(ContainerConfig::new(component(guests::HELLO)), identity()),
         Err(RuntimeError::ShuttingDown)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_restarted_many_times_keeps_a_bounded_history_and_exact_totals() {
+    const RUNS: u32 = 40;
+    let limit = ContainerContext::HISTORY_LIMIT;
+    assert!(RUNS as usize > limit);
+    let h = Harness::new(|c| {
+        let mut backoff = BackoffConfig::new();
+        backoff
+            .initial(Duration::from_millis(1))
+            .max(Duration::from_millis(1))
+            .crash_loop_threshold(RUNS);
+        c.backoff(backoff);
+    });
+    let mut config = ContainerConfig::new(component(guests::CRASHER));
+    config.restart(RestartPolicy::OnFailure);
+    let id = h.runtime.launch_container(config, identity()).unwrap();
+    // Every run fails; the RUNS-th makes a crash loop and settles it.
+    let outcome = h.runtime.wait(id).await.unwrap();
+    assert_eq!(outcome.run, RUNS);
+
+    let ctx = h.runtime.context(id).unwrap();
+    // The history keeps the last `limit` runs, oldest first.
+    assert_eq!(ctx.history.len(), limit);
+    let runs: Vec<u32> = ctx.history.iter().map(|r| r.run).collect();
+    let expected: Vec<u32> = (RUNS - limit as u32 + 1..=RUNS).collect();
+    assert_eq!(runs, expected);
+    // The totals still count every run, the dropped ones included.
+    let totals = ctx.totals;
+    assert_eq!(totals.runs, u64::from(RUNS));
+    assert_eq!(totals.failures, u64::from(RUNS));
+    assert_eq!((totals.successes, totals.stopped), (0, 0));
+    assert_eq!(totals.fuel_consumed, ctx.resources.fuel_consumed_total);
+    let kept_fuel: u64 = ctx.history.iter().map(|r| r.fuel_consumed).sum();
+    assert!(
+        totals.fuel_consumed > kept_fuel,
+        "the dropped runs' fuel is still counted: {totals:?}, kept {kept_fuel}"
+    );
+    // The quarantine evidence is bounded the same way.
+    let ContainerStatus::Quarantined(q) = ctx.status else {
+        panic!("expected quarantine, got {}", ctx.status);
+    };
+    assert_eq!(q.failures, RUNS);
+    assert_eq!(q.restart_history, ctx.history);
+    let quarantined = h.records_of("container.quarantined");
+    let evidence = quarantined[0]["details"]["restart_history"]
+        .as_array()
+        .unwrap();
+    assert_eq!(evidence.len(), limit);
+    assert_eq!(evidence[0]["run"], RUNS - limit as u32 + 1);
+    // The audit log, unlike the context, keeps every run.
+    assert_eq!(h.records_of("container.failed").len(), RUNS as usize);
+
+    // Stopped for good (no new run) and removed: its last context is as
+    // bounded.
+    h.runtime.stop(id).unwrap();
+    eventually("the quarantined container stops", || {
+        h.runtime.status(id).unwrap() == ContainerStatus::Stopped
+    })
+    .await;
+    let ctx = h.runtime.remove(id).unwrap();
+    assert_eq!(ctx.totals.runs, u64::from(RUNS));
+    assert_eq!(ctx.history.len(), limit);
 }

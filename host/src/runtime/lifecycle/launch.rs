@@ -18,7 +18,7 @@ use crate::runtime::events::ContainerEvent;
 use crate::runtime::outcome::{Failure, Outcome};
 
 use super::types::{
-    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RuntimeStatus,
+    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals, RuntimeStatus,
 };
 use super::{ContainerEntry, Runtime};
 
@@ -160,6 +160,7 @@ impl Runtime {
             run: 0,
             last_outcome: None,
             history: Vec::new(),
+            totals: RunTotals::default(),
             next_restart: None,
         };
         let event = ContainerEvent::Created {

@@ -41,7 +41,7 @@ use crate::runtime::store::ComponentStore;
 
 pub use launch::PreparedContainer;
 pub use types::{
-    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RuntimeConfig,
+    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals, RuntimeConfig,
     RuntimeContext, RuntimePolicy, RuntimeResources, RuntimeStatus,
 };
 

@@ -11,7 +11,7 @@ use crate::runtime::container::{Run, RunSpec};
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;
 use crate::runtime::outcome::{Failure, Outcome, RunEnd, RunStats};
-use crate::runtime::supervisor::{Quarantine, RestartPolicy, RestartRecord};
+use crate::runtime::supervisor::{Quarantine, RestartPolicy};
 
 use super::Runtime;
 use super::types::ContainerStatus;
@@ -72,23 +72,7 @@ impl Runtime {
         let Some(entry) = containers.get_mut(&id) else {
             return;
         };
-        let ctx = &mut entry.ctx;
-        ctx.resources.fuel_consumed = outcome.stats.fuel_consumed;
-        ctx.resources.fuel_consumed_total += outcome.stats.fuel_consumed;
-        ctx.resources.peak_memory = outcome.stats.peak_memory;
-        ctx.last_outcome = Some(outcome.clone());
-        ctx.history.push(RestartRecord {
-            run: outcome.run,
-            ended_at: chrono::Utc::now(),
-            ended: match &outcome.end {
-                RunEnd::Success => "exit 0".into(),
-                RunEnd::Stopped { .. } => "stopped".into(),
-                RunEnd::Failed(f) => f.kind().into(),
-            },
-            failure: outcome.failure().cloned(),
-            fuel_consumed: outcome.stats.fuel_consumed,
-            backoff: Duration::ZERO,
-        });
+        entry.ctx.record_run(outcome);
         let entry = entry.audit_entry(event);
         drop(containers);
         if let Err(e) = self.audit(entry) {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use crate::identity::IdentityContext;
 use crate::runtime::engine::EngineConfig;
 use crate::runtime::grants::Grants;
 use crate::runtime::limits::Limits;
-use crate::runtime::outcome::{Failure, Outcome};
+use crate::runtime::outcome::{Failure, Outcome, RunEnd};
 use crate::runtime::registry::PluginContext;
 use crate::runtime::store::CacheStats;
 use crate::runtime::supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartRecord};
@@ -171,7 +172,8 @@ pub struct ContainerResources {
     /// Fuel consumed by the current or last run (updated at every epoch
     /// tick while running).
     pub fuel_consumed: u64,
-    /// Fuel consumed by all runs.
+    /// Fuel consumed by all finished runs (the same figure as
+    /// [`RunTotals::fuel_consumed`]).
     pub fuel_consumed_total: u64,
     /// Peak linear memory of the current or last run.
     pub peak_memory: u64,
@@ -196,10 +198,79 @@ pub struct ContainerContext {
     pub run: u32,
     /// Outcome of the last finished run.
     pub last_outcome: Option<Outcome>,
-    /// One record per finished run.
+    /// One record per finished run, oldest first: the last
+    /// [`ContainerContext::HISTORY_LIMIT`] runs (older records are dropped;
+    /// [`totals`](ContainerContext::totals) still counts them).
     pub history: Vec<RestartRecord>,
+    /// Totals over every finished run, including those no longer in
+    /// [`history`](ContainerContext::history).
+    pub totals: RunTotals,
     /// When the next restart is due, if one is scheduled.
     pub next_restart: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ContainerContext {
+    /// How many run records [`history`](ContainerContext::history) keeps
+    /// (the most recent ones), so that a container restarting for days
+    /// takes constant memory.
+    pub const HISTORY_LIMIT: usize = 32;
+
+    /// Records a finished run: its figures become the current resources,
+    /// it is counted in the totals and appended to the history, whose
+    /// oldest record is dropped past [`HISTORY_LIMIT`](Self::HISTORY_LIMIT).
+    pub(crate) fn record_run(&mut self, outcome: &Outcome) {
+        let fuel = outcome.stats.fuel_consumed;
+        self.resources.fuel_consumed = fuel;
+        self.resources.fuel_consumed_total =
+            self.resources.fuel_consumed_total.saturating_add(fuel);
+        self.resources.peak_memory = outcome.stats.peak_memory;
+        self.totals.runs += 1;
+        self.totals.fuel_consumed = self.totals.fuel_consumed.saturating_add(fuel);
+        let ended = match &outcome.end {
+            RunEnd::Success => {
+                self.totals.successes += 1;
+                "exit 0"
+            }
+            RunEnd::Stopped { .. } => {
+                self.totals.stopped += 1;
+                "stopped"
+            }
+            RunEnd::Failed(failure) => {
+                self.totals.failures += 1;
+                failure.kind()
+            }
+        };
+        if self.history.len() >= Self::HISTORY_LIMIT {
+            let excess = self.history.len() + 1 - Self::HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+        self.history.push(RestartRecord {
+            run: outcome.run,
+            ended_at: chrono::Utc::now(),
+            ended: ended.into(),
+            failure: outcome.failure().cloned(),
+            fuel_consumed: fuel,
+            backoff: Duration::ZERO,
+        });
+        self.last_outcome = Some(outcome.clone());
+    }
+}
+
+/// Counts over every finished run of a container, kept while its
+/// [`history`](ContainerContext::history) holds only the most recent runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RunTotals {
+    /// Finished runs.
+    pub runs: u64,
+    /// Runs that exited 0.
+    pub successes: u64,
+    /// Runs that failed (any [`Failure`]).
+    pub failures: u64,
+    /// Runs an operator stopped.
+    pub stopped: u64,
+    /// Fuel consumed by all finished runs.
+    pub fuel_consumed: u64,
 }
 
 /// Totals over all containers.
