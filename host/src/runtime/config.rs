@@ -94,11 +94,14 @@ impl ContainerConfig {
         guest: impl Into<String>,
         read_only: bool,
     ) -> &mut Self {
-        self.grants.dirs.push(DirGrant {
-            host: host.into(),
-            guest: guest.into(),
-            read_only,
-        });
+        self.grant_dir(DirGrant::new(host, guest, read_only))
+    }
+
+    /// Grants a host directory, for instance one parsed from
+    /// `HOST::GUEST[:ro|:rw]` by [`DirGrant::parse`]. By default, no
+    /// directory is granted.
+    pub fn grant_dir(&mut self, grant: DirGrant) -> &mut Self {
+        self.grants.dirs.push(grant);
         self
     }
 

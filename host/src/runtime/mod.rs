@@ -49,7 +49,7 @@ use uuid::Uuid;
 
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
-pub use grants::{DirGrant, Grants};
+pub use grants::{DirGrant, DirGrantError, Grants};
 pub use lifecycle::{
     ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, PreparedContainer,
     RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy, RuntimeResources,

@@ -21,12 +21,19 @@ async fn run_fs_probe(
     read_only: bool,
     configure: impl FnOnce(&mut ContainerConfig),
 ) -> Vec<String> {
+    let grant = DirGrant::new(dir.join("data"), "/data", read_only);
+    run_fs_probe_with(h, grant, configure).await
+}
+
+/// Runs fs-probe on `/data` with `grant` (which should grant `/data`).
+async fn run_fs_probe_with(
+    h: &Harness,
+    grant: DirGrant,
+    configure: impl FnOnce(&mut ContainerConfig),
+) -> Vec<String> {
     let (sink, lines) = collector();
     let mut config = ContainerConfig::new(component(guests::FS_PROBE));
-    config
-        .dir(dir.join("data"), "/data", read_only)
-        .arg("/data")
-        .output(sink);
+    config.grant_dir(grant).arg("/data").output(sink);
     configure(&mut config);
     let id = h.runtime.launch_container(config, identity()).unwrap();
     let outcome = h.runtime.wait(id).await.unwrap();
@@ -61,6 +68,33 @@ async fn a_read_write_grant_allows_writes_inside_only() {
         std::fs::read_to_string(dir.path().join("data/written.txt")).unwrap(),
         "written by fs-probe\n"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_parsed_without_rw_is_read_only_and_with_rw_is_writable() {
+    let h = Harness::new(|_| {});
+    let dir = probe_dir();
+    let data = dir.path().join("data");
+    let written = data.join("written.txt");
+
+    let grant: DirGrant = format!("{}::/data", data.display()).parse().unwrap();
+    assert!(grant.read_only);
+    let out = run_fs_probe_with(&h, grant, |_| {}).await;
+    assert!(
+        out.iter().any(|l| l.starts_with("ok read inside.txt")),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("denied write written.txt")),
+        "{out:#?}"
+    );
+    assert!(!written.exists());
+
+    let grant = DirGrant::parse(&format!("{}::/data:rw", data.display())).unwrap();
+    let out = run_fs_probe_with(&h, grant, |_| {}).await;
+    assert!(out.iter().any(|l| l == "ok write written.txt"), "{out:#?}");
+    assert!(written.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,9 +14,9 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
-    BackoffConfig, CallError, ContainerConfig, ContainerContext, ContainerStatus, EngineConfig,
-    Failure, Limits, OutputLine, OutputSink, RestartPolicy, RunEnd, Runtime, RuntimeConfig,
-    RuntimeError, Stream, Value,
+    BackoffConfig, CallError, ContainerConfig, ContainerContext, ContainerStatus, DirGrant,
+    EngineConfig, Failure, Limits, OutputLine, OutputSink, RestartPolicy, RunEnd, Runtime,
+    RuntimeConfig, RuntimeError, Stream, Value,
 };
 use serde_json::Value as Json;
 
