@@ -18,13 +18,15 @@ use crate::runtime::events::ContainerEvent;
 use crate::runtime::outcome::{Failure, Outcome};
 
 use super::types::{
-    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals, RuntimeStatus,
+    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals,
 };
 use super::{ContainerEntry, Runtime};
 
 /// A container that is set up and has not started: the scheduler polls
 /// [`PreparedContainer::into_future`] on its own executor, or
-/// [`Runtime::launch_container`] spawns it on tokio.
+/// [`Runtime::launch_container`] spawns it on tokio. Until the future has
+/// run to its end the container counts as supervised, so poll it to
+/// completion (a stop request makes it end promptly).
 pub struct PreparedContainer {
     id: Uuid,
     future: Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>,
@@ -39,6 +41,14 @@ impl std::fmt::Debug for PreparedContainer {
 }
 
 impl PreparedContainer {
+    /// A container `id` that `future` runs.
+    pub(super) fn new(
+        id: Uuid,
+        future: Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>,
+    ) -> PreparedContainer {
+        PreparedContainer { id, future }
+    }
+
     /// The container's id (already listed by the runtime, as `Creating`).
     pub fn id(&self) -> Uuid {
         self.id
@@ -62,11 +72,7 @@ impl Runtime {
         mut identity: IdentityContext,
         subject: Option<Uuid>,
     ) -> Result<IdentityContext, RuntimeError> {
-        if *self.inner.status.lock().unwrap_or_else(|p| p.into_inner()) != RuntimeStatus::Running {
-            return Err(RuntimeError::ShuttingDown);
-        }
-        // Fail closed: no work that cannot be audited.
-        self.inner.audit.ensure_writable()?;
+        self.accepting()?;
         let digest = component.digest().to_hex();
         let entry_for = |event: &ContainerEvent| {
             let mut entry = Entry::new(event).actor(&identity).component(digest.clone());

@@ -118,6 +118,16 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Refuses new work while the runtime shuts down, and fails closed when
+    /// the audit log cannot be written (no work runs unaudited).
+    fn accepting(&self) -> Result<(), RuntimeError> {
+        if *self.inner.status.lock().unwrap_or_else(|p| p.into_inner()) != RuntimeStatus::Running {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        self.inner.audit.ensure_writable()?;
+        Ok(())
+    }
+
     pub(crate) fn audit(&self, entry: Entry) -> Result<(), RuntimeError> {
         self.inner.audit.append(entry)?;
         Ok(())

@@ -15,7 +15,7 @@ use crate::runtime::store::CacheStats;
 use super::types::{
     ContainerContext, ContainerStatus, RuntimeContext, RuntimeResources, RuntimeStatus,
 };
-use super::{Runtime, live_context};
+use super::{PreparedContainer, Runtime, live_context};
 
 impl Runtime {
     /// Pauses a running container: it stops at its next yield point and
@@ -144,9 +144,24 @@ impl Runtime {
     }
 
     /// Starts a stopped or failed container again (same configuration and
-    /// id, next run number). A quarantined container must be released
-    /// instead.
+    /// id, next run number) on tokio (the ambient runtime, or
+    /// wasmtime-wasi's fallback runtime). A quarantined container must be
+    /// released instead.
     pub fn start(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let future = self.prepare_start(id)?.into_future();
+        wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| tokio::spawn(future));
+        Ok(())
+    }
+
+    /// Like [`Runtime::start`] (the same checks, transition to `Creating`
+    /// and refusal audit) but returns the container with the future that
+    /// runs it instead of spawning it, so that the caller polls it on an
+    /// executor of its choice, as with [`Runtime::prepare_container`].
+    /// Nothing runs until the future is polled.
+    pub(crate) fn prepare_start(&self, id: Uuid) -> Result<PreparedContainer, RuntimeError> {
+        // Checked before the transition: a refusal leaves the container as
+        // it was.
+        self.accepting()?;
         let (control, spec) = self.with_entry(
             id,
             |entry| match (&entry.ctx.status, &entry.spec) {
@@ -162,12 +177,11 @@ impl Runtime {
             },
             "start",
         )?;
-        self.inner.audit.ensure_writable()?;
         let runtime = self.clone();
-        wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
-            tokio::spawn(async move { runtime.supervise(id, control, spec).await })
-        });
-        Ok(())
+        Ok(PreparedContainer::new(
+            id,
+            Box::pin(async move { runtime.supervise(id, control, spec).await }),
+        ))
     }
 
     /// Waits until the container settles (stopped, failed with no restart
@@ -301,5 +315,92 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditConfig, AuditLog};
+    use crate::boot::VerifiedComponent;
+    use crate::identity::{IdentityContext, TrustLevel, TrustVector};
+    use crate::keys::SigningKey;
+    use crate::runtime::{ContainerConfig, RuntimeConfig};
+
+    /// A command component whose `run` succeeds at once.
+    const TRIVIAL: &str = r#"
+    (component
+      (core module $m (func (export "run") (result i32) (i32.const 0)))
+      (core instance $i (instantiate $m))
+      (func $run (result (result)) (canon lift (core func $i "run")))
+      (instance $run-instance (export "run" (func $run)))
+      (export "wasi:cli/run@0.2.12" (instance $run-instance)))
+    "#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prepare_start_returns_the_restart_for_the_callers_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(
+            dir.path().join("audit.jsonl"),
+            SigningKey::generate(),
+            &AuditConfig::new(),
+        )
+        .unwrap();
+        let mut config = RuntimeConfig::new();
+        config.allow_unsigned(true);
+        let runtime = Runtime::new(config, log).unwrap();
+        let component = VerifiedComponent::unsigned("trivial", wat::parse_str(TRIVIAL).unwrap());
+        let identity =
+            IdentityContext::new("acme", "alice", TrustVector::new(TrustLevel::Medium, 0));
+        let id = runtime
+            .launch_container(ContainerConfig::new(component), identity)
+            .unwrap();
+        assert_eq!(runtime.wait(id).await.unwrap().run, 1);
+
+        // The same transition as `start`, but nothing is spawned.
+        let prepared = runtime.prepare_start(id).unwrap();
+        assert_eq!(prepared.id(), id);
+        assert_eq!(runtime.status(id).unwrap(), ContainerStatus::Creating);
+        assert_eq!(runtime.context(id).unwrap().run, 1, "nothing ran yet");
+        // Already being started: refused (and audited) like `start`.
+        for refused in [runtime.prepare_start(id).map(|_| ()), runtime.start(id)] {
+            assert!(
+                matches!(
+                    refused,
+                    Err(RuntimeError::IllegalTransition {
+                        action: "start",
+                        status: "creating",
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+
+        // The caller runs it where it chooses: here, its own thread and
+        // single-threaded executor.
+        let future = prepared.into_future();
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(future)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((outcome.run, outcome.is_success()), (2, true), "{outcome}");
+        assert_eq!(runtime.status(id).unwrap(), ContainerStatus::Stopped);
+        assert_eq!(runtime.wait(id).await.unwrap().run, 2);
+        assert_eq!(runtime.context(id).unwrap().totals.runs, 2);
+
+        // A runtime that is shutting down starts nothing, and the refusal
+        // leaves the container as it was.
+        runtime.shutdown().await;
+        assert!(matches!(
+            runtime.prepare_start(id),
+            Err(RuntimeError::ShuttingDown)
+        ));
+        assert_eq!(runtime.status(id).unwrap(), ContainerStatus::Stopped);
     }
 }
