@@ -74,7 +74,7 @@ fn wasi_ctx(
             .map_err(|e| RuntimeError::Preopen {
                 host: dir.host.clone(),
                 guest: dir.guest.clone(),
-                message: format!("{e:#}"),
+                source: e.into(),
             })?;
     }
     Ok(builder.build())
@@ -184,7 +184,7 @@ pub(crate) fn new_store(
 ) -> Result<Store<Host>, RuntimeError> {
     let mut store = Store::new(engine, host);
     let budget = limits.fuel.unwrap_or(u64::MAX);
-    let internal = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+    let internal = |e: wasmtime::Error| RuntimeError::engine("configuring a store", e);
     store.set_fuel(budget).map_err(internal)?;
     store
         .fuel_async_yield_interval(fuel_yield_interval)

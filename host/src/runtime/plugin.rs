@@ -65,12 +65,12 @@ impl Runtime {
         let pre = match &compiled.pre {
             Ok(pre) => PluginPre::new(pre.clone()).map_err(|e| RuntimeError::NotAPlugin {
                 name: component.name().to_string(),
-                message: format!("{e:#}"),
+                source: e.into(),
             })?,
             Err(failure) => {
                 return Err(RuntimeError::NotAPlugin {
                     name: component.name().to_string(),
-                    message: failure.to_string(),
+                    source: Box::new(failure.clone()),
                 });
             }
         };

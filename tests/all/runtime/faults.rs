@@ -327,3 +327,61 @@ async fn a_trap_in_one_of_100_containers_leaves_the_others_unaffected() {
     assert_eq!(h.records_of("container.exited").len(), 99);
     assert_eq!(h.records_of("container.failed").len(), 1);
 }
+
+/// The error and its chain of sources, outermost first.
+fn sources(error: &dyn std::error::Error) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    chain
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_keep_their_source_and_name_it() {
+    let h = Harness::new(|_| {});
+    // Not a component: the compiler's error is the source.
+    let junk = VerifiedComponent::unsigned("junk", b"\0asm\x0d\0\x01\0junk".to_vec());
+    let err = h
+        .runtime
+        .launch_container(ContainerConfig::new(junk), identity())
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Compile { name, .. } if name == "junk"),
+        "{err}"
+    );
+    let chain = sources(&err);
+    assert!(!chain.is_empty(), "{err:?}");
+    let message = err.to_string();
+    assert!(message.starts_with("component `junk` ("), "{message}");
+    assert!(
+        message.ends_with(&format!("does not compile: {}", chain.join(": "))),
+        "{message} / {chain:?}"
+    );
+
+    // A plugin is not a command: the export type check is the source.
+    let err = h
+        .runtime
+        .launch_container(
+            ContainerConfig::new(component(guests::TEXT_PLUGIN)),
+            identity(),
+        )
+        .unwrap_err();
+    assert!(matches!(&err, RuntimeError::NotACommand { .. }), "{err}");
+    let chain = sources(&err);
+    assert!(!chain.is_empty(), "{err:?}");
+    assert!(err.to_string().contains(&chain[0]), "{err}");
+
+    // A command is not a plugin: likewise.
+    let err = h
+        .runtime
+        .load_plugin(&component(guests::HELLO), identity(), Limits::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, RuntimeError::NotAPlugin { .. }), "{err}");
+    let chain = sources(&err);
+    assert!(!chain.is_empty(), "{err:?}");
+    assert!(err.to_string().contains(&chain[0]), "{err}");
+}

@@ -132,9 +132,9 @@ impl Runtime {
                 pre: compiled
                     .command
                     .clone()
-                    .map_err(|message| RuntimeError::NotACommand {
+                    .map_err(|source| RuntimeError::NotACommand {
                         name: config.name.clone(),
-                        message,
+                        source,
                     })?,
                 identity: who.clone(),
                 config: config.clone(),

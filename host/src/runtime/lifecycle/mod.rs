@@ -94,7 +94,7 @@ impl Runtime {
         let engine = config.engine.build()?;
         let mut linker = wasmtime::component::Linker::<Host>::new(&engine);
         crate::runtime::host::add_to_linker(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("linking host imports: {e:#}")))?;
+            .map_err(|e| RuntimeError::engine("linking the host imports", e))?;
         let ticker = EpochTicker::start(&engine, config.engine.epoch_tick)?;
         let store =
             ComponentStore::new(engine, linker, config.cache_dir.as_deref(), audit.clone())?;
