@@ -59,4 +59,4 @@ pub use output::{OutputLine, OutputSink, Stream};
 pub use plugin::{CallError, Plugin, PluginInfo, Value};
 pub use registry::PluginContext;
 pub use store::CacheStats;
-pub use supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartRecord};
+pub use supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartPolicyError, RestartRecord};
