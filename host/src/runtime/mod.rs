@@ -13,16 +13,21 @@
 //! - **Containers** ([`ContainerConfig`], [`Limits`], [`Grants`]): one
 //!   instance in its own `Store`, with fuel, memory/table/instance limits,
 //!   a wall-clock deadline, an identity, a WASI context with only the
-//!   granted directories, env and args, and bounded output capture streamed
-//!   to an [`OutputSink`] and to the audit log.
+//!   granted directories ([`DirGrant`]: `HOST::GUEST[:ro|:rw]`, read-only
+//!   unless `:rw`), env and args, and bounded output capture streamed to an
+//!   [`OutputSink`] and to the audit log.
 //! - **Lifecycle** ([`Runtime`], [`ContainerStatus`], [`ContainerContext`],
-//!   [`RuntimeContext`]): launch, pause, resume, stop, start, release, wait.
+//!   [`RuntimeContext`]): launch, pause, resume, stop, start, release, wait;
+//!   each container keeps its last [`ContainerContext::HISTORY_LIMIT`] runs
+//!   and [`RunTotals`] over all of them.
 //! - **Outcomes** ([`Outcome`], [`RunEnd`], [`Failure`]): exit, out of
 //!   fuel, deadline, memory or table limit, trap with backtrace, host call
 //!   denied.
 //! - **Supervision** ([`RestartPolicy`], [`BackoffConfig`], [`Quarantine`]).
-//! - **Plugins** ([`Plugin`], [`Value`]): typed calls into signed plugin
-//!   components, limits per call.
+//! - **Plugins** ([`Plugin`], [`Value`], [`PluginContext`]): typed calls
+//!   into signed plugin components, limits per call.
+//! - **Errors** ([`RuntimeError`]): each with its context, and the
+//!   underlying error as its source.
 
 mod bindings;
 mod config;
