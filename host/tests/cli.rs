@@ -276,6 +276,58 @@ fn run_verifies_against_the_anchor_and_refuses_what_does_not_verify() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+#[test]
+fn run_dir_grants_are_read_only_unless_rw_and_malformed_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    std::fs::create_dir(d.join("data")).unwrap();
+    std::fs::create_dir(d.join("scratch")).unwrap();
+    let run = |dirs: &[&str]| {
+        let mut args = vec!["run", "--allow-unsigned", "--audit-log", "audit.jsonl"];
+        for grant in dirs {
+            args.extend_from_slice(&["--dir", grant]);
+        }
+        args.push("app.wasm");
+        forgeone(&args, d)
+    };
+
+    // Without `:rw` a grant is read-only, as in forgeone.toml.
+    let out = run(&["data::/data", "scratch::/scratch:rw"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let created: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "container.created")
+        .expect("a container.created record");
+    let dirs = &created["details"]["capabilities"]["dirs"];
+    assert_eq!(dirs[0]["guest"], "/data");
+    assert_eq!(dirs[0]["read_only"], true);
+    assert_eq!(dirs[1]["guest"], "/scratch");
+    assert_eq!(dirs[1]["read_only"], false);
+
+    // Malformed grants are refused before anything runs, naming the fault.
+    for (grant, fault) in [
+        ("data::/data:rw:ro", "more than one mode suffix"),
+        ("data::/data/../etc", "contains a `..` component"),
+        ("data::data", "is relative; it must start with `/`"),
+        ("data", "expected HOST::GUEST[:ro|:rw]"),
+    ] {
+        let out = run(&[grant]);
+        assert_eq!(out.status.code(), Some(2), "{grant}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("directory grant `{grant}`: ")) && stderr.contains(fault),
+            "{grant}: {stderr}"
+        );
+    }
+
+    let help = text(&forgeone(&["run", "--help"], d).stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("`HOST::GUEST` is read-only"), "{help}");
+}
+
 /// Keys, an anchor and a signed TRIVIAL component `app.wasm` in `d`.
 fn signed_app(d: &Path) {
     for key in ["root", "release", "host"] {
@@ -426,7 +478,14 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
     let boot = events.iter().find(|e| e["event"] == "boot").unwrap();
     assert_eq!(boot["outcome"], "verified");
     assert_eq!(boot["components"][0]["name"], "app");
-    assert_eq!(event(&events, "status", "api")["status"], "stopped");
+    // Status events are emitted as the status changes: the last one is
+    // where `api` ended (the first may be `creating` or `running`).
+    let last_status = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "status" && e["workload"] == "api")
+        .expect("a status event for api");
+    assert_eq!(last_status["status"], "stopped", "{events:#?}");
 
     // Bad input: the line is named and nothing starts.
     let before = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();

@@ -20,8 +20,8 @@ pub(crate) mod plugin {
         world: "forgeone:kernel/plugin",
         exports: { default: async },
         with: {
-            "forgeone:kernel/identity": super::container::forgeone::kernel::identity,
-            "forgeone:kernel/log": super::container::forgeone::kernel::log,
+            "forgeone:kernel/identity": crate::runtime::bindings::container::forgeone::kernel::identity,
+            "forgeone:kernel/log": crate::runtime::bindings::container::forgeone::kernel::log,
         },
     });
 }

@@ -2,254 +2,26 @@
 //! and the future that runs it to its outcome.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
 use uuid::Uuid;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::audit::AuditLog;
-use crate::boot::VerifiedComponent;
 
 use super::RuntimeError;
 use super::bindings::container::ContainerPre;
+use super::config::ContainerConfig;
 use super::control::Control;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
-use super::limits::Limiter;
+use super::limits::{Limiter, Limits};
 use super::outcome::{Failure, Outcome, RunEnd, RunStats};
-use super::output::{Capture, CaptureTarget, OutputSink, Stream};
-use super::supervisor::RestartPolicy;
-
-/// Resource limits of one container run (or one plugin call).
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct Limits {
-    /// Fuel budget (about one unit per wasm instruction); `None` for no
-    /// budget. Default: 10,000,000,000.
-    pub fuel: Option<u64>,
-    /// Linear memory, all memories together, in bytes. Default: 64 MiB.
-    pub max_memory: u64,
-    /// Elements per table. Default: 100,000.
-    pub max_table_elements: u64,
-    /// Core and component instances per store. Default: 100.
-    pub max_instances: usize,
-    /// Wall-clock deadline (time paused does not count); `None` for none.
-    /// Default: 60 s.
-    #[serde(with = "opt_duration_ms")]
-    pub timeout: Option<Duration>,
-    /// Output kept per run (stdout and stderr together), in bytes; past it
-    /// output is dropped and a marker line is emitted. Default: 1 MiB.
-    pub max_output: u64,
-    /// Longest output line; longer lines are split. Default: 4096 bytes.
-    pub max_line: usize,
-    /// Structured log lines per run; past it lines are dropped (audited
-    /// once). Default: 10,000.
-    pub max_log_lines: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            fuel: Some(10_000_000_000),
-            max_memory: 64 * 1024 * 1024,
-            max_table_elements: 100_000,
-            max_instances: 100,
-            timeout: Some(Duration::from_secs(60)),
-            max_output: 1024 * 1024,
-            max_line: 4096,
-            max_log_lines: 10_000,
-        }
-    }
-}
-
-mod opt_duration_ms {
-    use std::time::Duration;
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-/// A host directory granted to a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DirGrant {
-    /// The directory on the host.
-    pub host: PathBuf,
-    /// Where the guest sees it (e.g. `/data`).
-    pub guest: String,
-    /// Read-only when true.
-    pub read_only: bool,
-}
-
-/// The capabilities granted to a container: nothing unless listed.
-#[derive(Debug, Clone, Default, Serialize)]
-#[non_exhaustive]
-pub struct Grants {
-    /// Preopened directories.
-    pub dirs: Vec<DirGrant>,
-    /// Environment variables.
-    pub env: Vec<(String, String)>,
-    /// Arguments after the program name.
-    pub args: Vec<String>,
-    /// Outbound and inbound network (TCP, UDP, name lookup). Requires the
-    /// runtime policy to allow network.
-    pub network: bool,
-}
-
-/// Everything needed to run a container.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ContainerConfig {
-    pub(crate) component: VerifiedComponent,
-    pub(crate) name: String,
-    pub(crate) workload: Option<String>,
-    pub(crate) limits: Limits,
-    pub(crate) grants: Grants,
-    pub(crate) restart: RestartPolicy,
-    pub(crate) stop_grace: Duration,
-    pub(crate) output: Option<OutputSink>,
-    pub(crate) keep_last_lines: usize,
-}
-
-impl ContainerConfig {
-    /// A container of `component` with the default [`Limits`], no grants,
-    /// restart policy `never`, a 5 s stop grace period, and output only to
-    /// the audit log.
-    pub fn new(component: VerifiedComponent) -> ContainerConfig {
-        ContainerConfig {
-            name: component.name().to_string(),
-            component,
-            workload: None,
-            limits: Limits::default(),
-            grants: Grants::default(),
-            restart: RestartPolicy::Never,
-            stop_grace: Duration::from_secs(5),
-            output: None,
-            keep_last_lines: 20,
-        }
-    }
-
-    /// The container's display name. By default, the component's name.
-    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
-        self.name = name.into();
-        self
-    }
-
-    /// The deployment workload this container runs for. By default, none.
-    pub fn workload(&mut self, workload: impl Into<String>) -> &mut Self {
-        self.workload = Some(workload.into());
-        self
-    }
-
-    /// Replaces all limits. By default, [`Limits::default`].
-    pub fn limits(&mut self, limits: Limits) -> &mut Self {
-        self.limits = limits;
-        self
-    }
-
-    /// The fuel budget per run; `None` for none. By default, 10,000,000,000.
-    pub fn fuel(&mut self, fuel: Option<u64>) -> &mut Self {
-        self.limits.fuel = fuel;
-        self
-    }
-
-    /// Linear memory limit in bytes. By default, 64 MiB.
-    pub fn max_memory(&mut self, bytes: u64) -> &mut Self {
-        self.limits.max_memory = bytes;
-        self
-    }
-
-    /// Wall-clock deadline per run; `None` for none. By default, 60 s.
-    pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
-        self.limits.timeout = timeout;
-        self
-    }
-
-    /// Output kept per run, in bytes. By default, 1 MiB.
-    pub fn max_output(&mut self, bytes: u64) -> &mut Self {
-        self.limits.max_output = bytes;
-        self
-    }
-
-    /// Grants a host directory at `guest`, read-only or read-write. By
-    /// default, no directory is granted.
-    pub fn dir(
-        &mut self,
-        host: impl Into<PathBuf>,
-        guest: impl Into<String>,
-        read_only: bool,
-    ) -> &mut Self {
-        self.grants.dirs.push(DirGrant {
-            host: host.into(),
-            guest: guest.into(),
-            read_only,
-        });
-        self
-    }
-
-    /// Grants an environment variable. By default, the environment is empty.
-    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
-        self.grants.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Appends an argument (after the program name, which is the container
-    /// name). By default, there are none.
-    pub fn arg(&mut self, arg: impl Into<String>) -> &mut Self {
-        self.grants.args.push(arg.into());
-        self
-    }
-
-    /// Grants network access (needs the runtime policy to allow it). By
-    /// default, no network.
-    pub fn network(&mut self, allow: bool) -> &mut Self {
-        self.grants.network = allow;
-        self
-    }
-
-    /// What to do when a run ends. By default, [`RestartPolicy::Never`].
-    pub fn restart(&mut self, policy: RestartPolicy) -> &mut Self {
-        self.restart = policy;
-        self
-    }
-
-    /// How long `stop` waits for the guest to finish before dropping it at
-    /// its next yield point. By default, 5 s.
-    pub fn stop_grace(&mut self, grace: Duration) -> &mut Self {
-        self.stop_grace = grace;
-        self
-    }
-
-    /// Streams every output line (stdout, stderr, logs) to `sink`. By
-    /// default, output goes only to the audit log.
-    pub fn output(&mut self, sink: OutputSink) -> &mut Self {
-        self.output = Some(sink);
-        self
-    }
-
-    /// The component.
-    pub fn component(&self) -> &VerifiedComponent {
-        &self.component
-    }
-
-    /// The limits.
-    pub fn current_limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    /// The grants.
-    pub fn grants(&self) -> &Grants {
-        &self.grants
-    }
-}
+use super::output::{Capture, CaptureTarget, Stream};
 
 /// Everything one run needs, cheap to clone per restart.
 #[derive(Clone)]
@@ -302,7 +74,7 @@ fn wasi_ctx(
             .map_err(|e| RuntimeError::Preopen {
                 host: dir.host.clone(),
                 guest: dir.guest.clone(),
-                message: format!("{e:#}"),
+                source: e.into(),
             })?;
     }
     Ok(builder.build())
@@ -412,7 +184,7 @@ pub(crate) fn new_store(
 ) -> Result<Store<Host>, RuntimeError> {
     let mut store = Store::new(engine, host);
     let budget = limits.fuel.unwrap_or(u64::MAX);
-    let internal = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+    let internal = |e: wasmtime::Error| RuntimeError::engine("configuring a store", e);
     store.set_fuel(budget).map_err(internal)?;
     store
         .fuel_async_yield_interval(fuel_yield_interval)

@@ -134,7 +134,7 @@ impl EngineConfig {
             #[cfg(unix)]
             config.with_host_stack(Arc::new(super::stacks::StackCache::new(self.stack_cache)));
         }
-        Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+        Engine::new(&config).map_err(|e| RuntimeError::engine("building the engine", e))
     }
 }
 
@@ -187,7 +187,7 @@ impl EpochTicker {
                     }
                 }
             })
-            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+            .map_err(|e| RuntimeError::engine("starting the epoch thread", e))?;
         Ok(EpochTicker {
             stop,
             thread: Some(thread),

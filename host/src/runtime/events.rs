@@ -1,10 +1,11 @@
 //! The runtime's audit events (`container.*`, and `policy.*` for unsigned code).
 
-use super::container::{Grants, Limits};
 use serde::Serialize;
 
 use crate::audit::{AuditEvent, Severity, Untrusted};
 
+use super::grants::Grants;
+use super::limits::Limits;
 use super::outcome::{Failure, RunStats};
 
 /// Everything the runtime writes to the audit log. Guest-supplied text is

@@ -1,12 +1,68 @@
-//! The per-container [`ResourceLimiter`]: memory, table and instance limits,
-//! peak memory, and a record of every refusal.
+//! Resource limits: what a container run (or plugin call) may use
+//! ([`Limits`]), and the per-container [`ResourceLimiter`] that enforces the
+//! memory, table and instance limits, tracks peak memory, and records every
+//! refusal.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use serde::Serialize;
 use wasmtime::ResourceLimiter;
 
 use super::control::Control;
+
+/// Resource limits of one container run (or one plugin call).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Fuel budget (about one unit per wasm instruction); `None` for no
+    /// budget. Default: 10,000,000,000.
+    pub fuel: Option<u64>,
+    /// Linear memory, all memories together, in bytes. Default: 64 MiB.
+    pub max_memory: u64,
+    /// Elements per table. Default: 100,000.
+    pub max_table_elements: u64,
+    /// Core and component instances per store. Default: 100.
+    pub max_instances: usize,
+    /// Wall-clock deadline (time paused does not count); `None` for none.
+    /// Default: 60 s.
+    #[serde(with = "opt_duration_ms")]
+    pub timeout: Option<Duration>,
+    /// Output kept per run (stdout and stderr together), in bytes; past it
+    /// output is dropped and a marker line is emitted. Default: 1 MiB.
+    pub max_output: u64,
+    /// Longest output line; longer lines are split. Default: 4096 bytes.
+    pub max_line: usize,
+    /// Structured log lines per run; past it lines are dropped (audited
+    /// once). Default: 10,000.
+    pub max_log_lines: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: Some(10_000_000_000),
+            max_memory: 64 * 1024 * 1024,
+            max_table_elements: 100_000,
+            max_instances: 100,
+            timeout: Some(Duration::from_secs(60)),
+            max_output: 1024 * 1024,
+            max_line: 4096,
+            max_log_lines: 10_000,
+        }
+    }
+}
+
+mod opt_duration_ms {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+}
 
 /// Limits enforced while a container grows its memories and tables.
 #[derive(Debug)]

@@ -10,42 +10,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use uuid::Uuid;
 
-use crate::boot::{Digest, VerifiedComponent};
+use crate::boot::VerifiedComponent;
 use crate::identity::IdentityContext;
 
 use super::RuntimeError;
 use super::bindings::plugin::PluginPre;
-use super::container::{Limits, classify, new_store};
+use super::container::{DeadlinePassed, classify, new_store};
 use super::events::ContainerEvent;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
 use super::lifecycle::Runtime;
-use super::limits::Limiter;
+use super::limits::{Limiter, Limits};
 use super::outcome::{Failure, RunEnd, RunStats};
 use super::output::{Capture, CaptureTarget, Stream};
+use super::registry::PluginContext;
 
 pub use super::bindings::plugin::forgeone::kernel::types::{CallError, PluginInfo, Value};
-
-/// A loaded plugin, as the runtime tracks it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginContext {
-    /// Plugin id.
-    pub id: Uuid,
-    /// Name the plugin reports.
-    pub name: String,
-    /// Version the plugin reports.
-    pub version: String,
-    /// blake3 digest of the component.
-    pub component_digest: Digest,
-    /// Who its calls run as.
-    pub identity: IdentityContext,
-    /// Calls made.
-    pub calls: u64,
-    /// Calls that trapped or hit a limit.
-    pub failures: u64,
-}
 
 /// A loaded plugin. Clone it to call it from several tasks.
 #[derive(Clone)]
@@ -84,12 +65,12 @@ impl Runtime {
         let pre = match &compiled.pre {
             Ok(pre) => PluginPre::new(pre.clone()).map_err(|e| RuntimeError::NotAPlugin {
                 name: component.name().to_string(),
-                message: format!("{e:#}"),
+                source: e.into(),
             })?,
             Err(failure) => {
                 return Err(RuntimeError::NotAPlugin {
                     name: component.name().to_string(),
-                    message: failure.to_string(),
+                    source: Box::new(failure.clone()),
                 });
             }
         };
@@ -107,22 +88,15 @@ impl Runtime {
             },
         };
         plugin.info = plugin.describe().await?;
-        self.inner
-            .plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                PluginContext {
-                    id,
-                    name: plugin.info.name.clone(),
-                    version: plugin.info.version.clone(),
-                    component_digest: component.digest(),
-                    identity: identity.clone(),
-                    calls: 0,
-                    failures: 0,
-                },
-            );
+        self.inner.plugins.insert(PluginContext {
+            id,
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            component_digest: component.digest(),
+            identity: identity.clone(),
+            calls: 0,
+            failures: 0,
+        });
         let event = ContainerEvent::PluginLoaded {
             plugin: id.to_string(),
             name: plugin.info.name.clone(),
@@ -247,7 +221,7 @@ impl Plugin {
                 });
                 timed
                     .await
-                    .unwrap_or_else(|_| Err(wasmtime::Error::new(super::container::DeadlinePassed)))
+                    .unwrap_or_else(|_| Err(wasmtime::Error::new(DeadlinePassed)))
             }
             None => work.await,
         };
@@ -281,16 +255,10 @@ impl Plugin {
             (Some(_), _) => "ok",
             (None, _) => "failed",
         };
-        if let Some(ctx) = runtime
+        runtime
             .inner
             .plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&self.id)
-        {
-            ctx.calls += 1;
-            ctx.failures += u64::from(failure.is_some());
-        }
+            .record_call(self.id, failure.is_some());
         let event = ContainerEvent::PluginCall {
             plugin: self.id.to_string(),
             call: call_name.clone(),

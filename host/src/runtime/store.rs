@@ -29,6 +29,7 @@ use crate::boot::{Digest, VerifiedComponent};
 use super::RuntimeError;
 use super::bindings::container::ContainerPre;
 use super::engine::engine_fingerprint;
+use super::error::BoxError;
 use super::events::ContainerEvent;
 use super::host::Host;
 use super::outcome::Failure;
@@ -60,7 +61,7 @@ pub(crate) struct Compiled {
     /// The `wasi:cli/run` export, type-checked once here rather than at
     /// every container start; `Err` says why the component is not a
     /// command (plugins are not).
-    pub(crate) command: Result<ContainerPre<Host>, String>,
+    pub(crate) command: Result<ContainerPre<Host>, SharedError>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -73,6 +74,9 @@ impl std::fmt::Debug for Compiled {
 }
 
 type Slot = Arc<Mutex<Option<Arc<Compiled>>>>;
+
+/// An error shared by every launch of one compiled component.
+pub(crate) type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 pub(crate) struct ComponentStore {
     engine: Engine,
@@ -151,8 +155,10 @@ impl ComponentStore {
             .instantiate_pre(&wasm)
             .map_err(|e| link_failure(&wasm, &self.engine, &e));
         let command = match &pre {
-            Ok(pre) => ContainerPre::new(pre.clone()).map_err(|e| format!("{e:#}")),
-            Err(_) => Err("it does not link".to_string()),
+            Ok(pre) => {
+                ContainerPre::new(pre.clone()).map_err(|e| SharedError::from(BoxError::from(e)))
+            }
+            Err(failure) => Err(Arc::new(failure.clone()) as SharedError),
         };
         let compiled = Arc::new(Compiled {
             digest: component.digest(),
@@ -205,7 +211,7 @@ impl ComponentStore {
             RuntimeError::Compile {
                 name: component.name().to_string(),
                 digest: component.digest().to_hex(),
-                message: format!("{e:#}"),
+                source: e.into(),
             }
         })?;
         self.compiled.fetch_add(1, Ordering::Relaxed);

@@ -9,12 +9,15 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::outcome::Failure;
 
-/// When a container is restarted after a run ends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// When a container is restarted after a run ends: the one restart policy
+/// of ForgeOne, for the runtime, the deployment file and the CLI. Its text
+/// form (parsed by `str::parse`, shown by `Display`, and used by serde) is
+/// `never`, `on-failure` or `always`; the default is `never`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum RestartPolicy {
@@ -38,17 +41,39 @@ impl RestartPolicy {
     }
 }
 
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for RestartPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
+    type Err = RestartPolicyError;
+
+    /// `never`, `on-failure` or `always` (exactly; as [`Display`](std::fmt::Display) writes them).
+    fn from_str(text: &str) -> Result<Self, RestartPolicyError> {
+        match text {
             "never" => Ok(RestartPolicy::Never),
             "on-failure" => Ok(RestartPolicy::OnFailure),
             "always" => Ok(RestartPolicy::Always),
-            other => Err(format!(
-                "unknown restart policy `{other}` (expected never, on-failure or always)"
-            )),
+            other => Err(RestartPolicyError {
+                text: other.to_string(),
+            }),
         }
+    }
+}
+
+/// A restart policy that is not `never`, `on-failure` or `always`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown restart policy `{text}`: expected never | on-failure | always")]
+pub struct RestartPolicyError {
+    text: String,
+}
+
+impl RestartPolicyError {
+    /// The refused text.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 }
 
@@ -144,7 +169,9 @@ pub struct Quarantine {
     pub fuel_consumed: u64,
     /// The last output lines (escaped).
     pub last_output: Vec<String>,
-    /// Every run so far.
+    /// The container's run history at the time: its last
+    /// [`ContainerContext::HISTORY_LIMIT`](super::ContainerContext::HISTORY_LIMIT)
+    /// runs, oldest first.
     pub restart_history: Vec<RestartRecord>,
 }
 
@@ -161,6 +188,35 @@ impl std::fmt::Display for Quarantine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_policy_text_display_and_serde_agree() {
+        assert_eq!(RestartPolicy::default(), RestartPolicy::Never);
+        for (policy, text) in [
+            (RestartPolicy::Never, "never"),
+            (RestartPolicy::OnFailure, "on-failure"),
+            (RestartPolicy::Always, "always"),
+        ] {
+            assert_eq!(text.parse::<RestartPolicy>(), Ok(policy));
+            assert_eq!(policy.to_string(), text);
+            assert_eq!(policy.as_str(), text);
+            let json = serde_json::to_string(&policy).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(
+                serde_json::from_str::<RestartPolicy>(&json).unwrap(),
+                policy
+            );
+        }
+        for bad in ["OnFailure", "on_failure", "Always", "", "restart"] {
+            let error = bad.parse::<RestartPolicy>().unwrap_err();
+            assert_eq!(error.text(), bad);
+            assert_eq!(
+                error.to_string(),
+                format!("unknown restart policy `{bad}`: expected never | on-failure | always")
+            );
+            assert!(serde_json::from_str::<RestartPolicy>(&format!("\"{bad}\"")).is_err());
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap() {

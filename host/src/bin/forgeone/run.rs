@@ -11,8 +11,8 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
-    ContainerConfig, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime, RuntimeConfig,
-    Stream,
+    ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
+    RuntimeConfig, Stream,
 };
 
 use crate::util::{CmdResult, Failure};
@@ -63,10 +63,11 @@ pub struct Args {
     /// Wall-clock deadline, e.g. `5s`, `500ms`, `2m`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Grant a host directory: `HOST::GUEST` (read-write) or
-    /// `HOST::GUEST:ro` (read-only); `HOST` alone maps it to the same path.
-    #[arg(long = "dir", value_name = "HOST::GUEST[:ro]", value_parser = parse_dir)]
-    dirs: Vec<(PathBuf, String, bool)>,
+    /// Grant a host directory at an absolute guest path: `HOST::GUEST` is
+    /// read-only (as in forgeone.toml), `HOST::GUEST:rw` read-write
+    /// (`:ro` may be spelled out). Repeatable.
+    #[arg(long = "dir", value_name = "HOST::GUEST[:ro|:rw]")]
+    dirs: Vec<DirGrant>,
     /// Grant an environment variable `K=V`.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     envs: Vec<(String, String)>,
@@ -116,22 +117,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 5s: {e}"))
-}
-
-fn parse_dir(text: &str) -> Result<(PathBuf, String, bool), String> {
-    let (host, guest) = match text.split_once("::") {
-        Some((host, guest)) => (host.to_string(), guest.to_string()),
-        None => (text.to_string(), text.to_string()),
-    };
-    let (guest, read_only) = match guest.rsplit_once(':') {
-        Some((g, "ro")) => (g.to_string(), true),
-        Some((g, "rw")) => (g.to_string(), false),
-        _ => (guest, false),
-    };
-    if host.is_empty() || guest.is_empty() {
-        return Err(format!("`{text}`: expected HOST::GUEST[:ro]"));
-    }
-    Ok((PathBuf::from(host), guest, read_only))
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -290,8 +275,8 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .timeout(Some(args.timeout))
         .max_output(args.max_output)
         .output(sink);
-    for (host, guest, read_only) in &args.dirs {
-        container.dir(host, guest, *read_only);
+    for grant in &args.dirs {
+        container.grant_dir(grant.clone());
     }
     for (k, v) in &args.envs {
         container.env(k, v);

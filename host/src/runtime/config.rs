@@ -1,0 +1,162 @@
+//! [`ContainerConfig`]: everything needed to run a container, built with
+//! `&mut self` setters that each state their default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::boot::VerifiedComponent;
+
+use super::grants::{DirGrant, Grants};
+use super::limits::Limits;
+use super::output::OutputSink;
+use super::supervisor::RestartPolicy;
+
+/// Everything needed to run a container.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ContainerConfig {
+    pub(crate) component: VerifiedComponent,
+    pub(crate) name: String,
+    pub(crate) workload: Option<String>,
+    pub(crate) limits: Limits,
+    pub(crate) grants: Grants,
+    pub(crate) restart: RestartPolicy,
+    pub(crate) stop_grace: Duration,
+    pub(crate) output: Option<OutputSink>,
+    pub(crate) keep_last_lines: usize,
+}
+
+impl ContainerConfig {
+    /// A container of `component` with the default [`Limits`], no grants,
+    /// restart policy `never`, a 5 s stop grace period, and output only to
+    /// the audit log.
+    pub fn new(component: VerifiedComponent) -> ContainerConfig {
+        ContainerConfig {
+            name: component.name().to_string(),
+            component,
+            workload: None,
+            limits: Limits::default(),
+            grants: Grants::default(),
+            restart: RestartPolicy::Never,
+            stop_grace: Duration::from_secs(5),
+            output: None,
+            keep_last_lines: 20,
+        }
+    }
+
+    /// The container's display name. By default, the component's name.
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The deployment workload this container runs for. By default, none.
+    pub fn workload(&mut self, workload: impl Into<String>) -> &mut Self {
+        self.workload = Some(workload.into());
+        self
+    }
+
+    /// Replaces all limits. By default, [`Limits::default`].
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The fuel budget per run; `None` for none. By default, 10,000,000,000.
+    pub fn fuel(&mut self, fuel: Option<u64>) -> &mut Self {
+        self.limits.fuel = fuel;
+        self
+    }
+
+    /// Linear memory limit in bytes. By default, 64 MiB.
+    pub fn max_memory(&mut self, bytes: u64) -> &mut Self {
+        self.limits.max_memory = bytes;
+        self
+    }
+
+    /// Wall-clock deadline per run; `None` for none. By default, 60 s.
+    pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// Output kept per run, in bytes. By default, 1 MiB.
+    pub fn max_output(&mut self, bytes: u64) -> &mut Self {
+        self.limits.max_output = bytes;
+        self
+    }
+
+    /// Grants a host directory at `guest`, read-only or read-write. By
+    /// default, no directory is granted.
+    pub fn dir(
+        &mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        read_only: bool,
+    ) -> &mut Self {
+        self.grant_dir(DirGrant::new(host, guest, read_only))
+    }
+
+    /// Grants a host directory, for instance one parsed from
+    /// `HOST::GUEST[:ro|:rw]` by [`DirGrant::parse`]. By default, no
+    /// directory is granted.
+    pub fn grant_dir(&mut self, grant: DirGrant) -> &mut Self {
+        self.grants.dirs.push(grant);
+        self
+    }
+
+    /// Grants an environment variable. By default, the environment is empty.
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.grants.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Appends an argument (after the program name, which is the container
+    /// name). By default, there are none.
+    pub fn arg(&mut self, arg: impl Into<String>) -> &mut Self {
+        self.grants.args.push(arg.into());
+        self
+    }
+
+    /// Grants network access (needs the runtime policy to allow it). By
+    /// default, no network.
+    pub fn network(&mut self, allow: bool) -> &mut Self {
+        self.grants.network = allow;
+        self
+    }
+
+    /// What to do when a run ends. By default, [`RestartPolicy::Never`].
+    pub fn restart(&mut self, policy: RestartPolicy) -> &mut Self {
+        self.restart = policy;
+        self
+    }
+
+    /// How long `stop` waits for the guest to finish before dropping it at
+    /// its next yield point. By default, 5 s.
+    pub fn stop_grace(&mut self, grace: Duration) -> &mut Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Streams every output line (stdout, stderr, logs) to `sink`. By
+    /// default, output goes only to the audit log.
+    pub fn output(&mut self, sink: OutputSink) -> &mut Self {
+        self.output = Some(sink);
+        self
+    }
+
+    /// The component.
+    pub fn component(&self) -> &VerifiedComponent {
+        &self.component
+    }
+
+    /// The limits.
+    pub fn current_limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The grants.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+}

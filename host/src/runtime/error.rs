@@ -1,0 +1,181 @@
+//! [`RuntimeError`]: what can go wrong in the runtime, with the context an
+//! operator needs and the underlying error kept as its source.
+//!
+//! wasmtime's own `wasmtime::Error` does not implement
+//! `std::error::Error`; it is kept as a boxed `std::error::Error` (its
+//! conversion keeps its context chain as the chain of sources). Where a
+//! message includes an underlying error, it renders that error's whole
+//! chain on one line (`outer: inner: innermost`), so a one-line report
+//! loses nothing; [`source`](std::error::Error::source) returns the same
+//! error for callers that walk or downcast it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::outcome::Failure;
+
+/// An underlying error kept as the source of a [`RuntimeError`].
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The engine could not be set up (or a store could not be configured).
+    #[error("wasmtime engine: {context}: {}", Chain(&**source))]
+    Engine {
+        /// What was being done.
+        context: &'static str,
+        /// wasmtime's (or the OS's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// Unsigned code, and the policy does not allow it.
+    #[error(
+        "component `{name}` ({digest}) is not signed and this runtime does not allow unsigned code"
+    )]
+    UnsignedRefused {
+        /// Component name.
+        name: String,
+        /// Its digest.
+        digest: String,
+    },
+    /// Network was requested, and the policy does not allow it.
+    #[error("container `{name}` asks for network access, which the runtime policy does not allow")]
+    NetworkRefused {
+        /// Container name.
+        name: String,
+    },
+    /// The bytes are not a valid component.
+    #[error("component `{name}` ({digest}) does not compile: {}", Chain(&**source))]
+    Compile {
+        /// Component name.
+        name: String,
+        /// Its digest.
+        digest: String,
+        /// The compiler's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The component is not a `wasi:cli/command` (no `wasi:cli/run` export).
+    #[error("component `{name}` is not a wasi:cli/command: {}", Chain(&**source))]
+    NotACommand {
+        /// Component name.
+        name: String,
+        /// Why: the type check of its exports, made once per compiled
+        /// component and shared by every launch.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The component does not export `forgeone:kernel/plugin-api`, or
+    /// cannot link.
+    #[error("component `{name}` is not a usable ForgeOne plugin: {}", Chain(&**source))]
+    NotAPlugin {
+        /// Component name.
+        name: String,
+        /// Why: the type check of its exports, or the link failure (a
+        /// [`Failure`]).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The compiled-component cache directory or its secret is unusable.
+    #[error("compiled cache {path}: {source}")]
+    Cache {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A granted directory could not be opened.
+    #[error("cannot grant directory {host} as `{guest}`: {}", Chain(&**source))]
+    Preopen {
+        /// Host path.
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// Why it could not be opened.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// No such container.
+    #[error("no container {0}")]
+    NotFound(Uuid),
+    /// The lifecycle request does not apply in the container's state (the
+    /// refusal is audited as `container.transition_refused`).
+    #[error("cannot {action} container {id}: it is {status}")]
+    IllegalTransition {
+        /// Container id.
+        id: Uuid,
+        /// The request (`pause`, `resume`, `stop`, `start`, `release`).
+        action: &'static str,
+        /// The state it is in.
+        status: &'static str,
+    },
+    /// A plugin call trapped or hit a limit.
+    #[error("plugin `{plugin}` call `{call}` failed: {failure}")]
+    PluginFailed {
+        /// Plugin name.
+        plugin: String,
+        /// Call name.
+        call: String,
+        /// What happened.
+        failure: Failure,
+    },
+    /// The runtime is shutting down or stopped.
+    #[error("the runtime is shutting down; no new work is accepted")]
+    ShuttingDown,
+    /// The audit log cannot be written: no work runs unaudited.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+impl RuntimeError {
+    /// An [`Engine`](RuntimeError::Engine) error: `context` failed with
+    /// `error` (a `wasmtime::Error`, an `io::Error`, ...).
+    pub(crate) fn engine(context: &'static str, error: impl Into<BoxError>) -> RuntimeError {
+        RuntimeError::Engine {
+            context,
+            source: error.into(),
+        }
+    }
+}
+
+/// An error and its sources on one line: `outer: inner: innermost`.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wasmtime_error_keeps_its_chain_as_sources_and_in_the_message() {
+        let inner = wasmtime::Error::msg("innermost").context("inner");
+        let error = RuntimeError::engine("building the engine", inner.context("outer"));
+        assert_eq!(
+            error.to_string(),
+            "wasmtime engine: building the engine: outer: inner: innermost"
+        );
+        let mut chain = Vec::new();
+        let mut source = std::error::Error::source(&error);
+        while let Some(e) = source {
+            chain.push(e.to_string());
+            source = e.source();
+        }
+        assert_eq!(chain, ["outer", "inner", "innermost"]);
+    }
+}

@@ -1,0 +1,228 @@
+//! Launching: admission (signatures, policy), the container's record, and
+//! the future that runs it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::audit::Entry;
+use crate::boot::VerifiedComponent;
+use crate::identity::{IdentityContext, TrustLevel};
+use crate::runtime::RuntimeError;
+use crate::runtime::config::ContainerConfig;
+use crate::runtime::container::{RunSpec, guest_identity};
+use crate::runtime::control::Control;
+use crate::runtime::events::ContainerEvent;
+use crate::runtime::outcome::{Failure, Outcome};
+
+use super::types::{
+    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals,
+};
+use super::{ContainerEntry, Runtime};
+
+/// A container that is set up and has not started: the scheduler polls
+/// [`PreparedContainer::into_future`] on its own executor, or
+/// [`Runtime::launch_container`] spawns it on tokio. Until the future has
+/// run to its end the container counts as supervised, so poll it to
+/// completion (a stop request makes it end promptly).
+pub struct PreparedContainer {
+    id: Uuid,
+    future: Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>,
+}
+
+impl std::fmt::Debug for PreparedContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedContainer")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedContainer {
+    /// A container `id` that `future` runs.
+    pub(super) fn new(
+        id: Uuid,
+        future: Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>,
+    ) -> PreparedContainer {
+        PreparedContainer { id, future }
+    }
+
+    /// The container's id (already listed by the runtime, as `Creating`).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The future that runs the container, with its restarts, until it
+    /// settles (stopped, failed for good, or quarantined). It yields at
+    /// every fuel interval, so an executor can interleave many; timers use
+    /// the ambient tokio runtime (or wasmtime-wasi's fallback runtime).
+    pub fn into_future(self) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'static>> {
+        self.future
+    }
+}
+
+impl Runtime {
+    /// Refuses unsigned code unless allowed; audits either way. Returns the
+    /// identity the code will run as.
+    pub(crate) fn admit(
+        &self,
+        component: &VerifiedComponent,
+        mut identity: IdentityContext,
+        subject: Option<Uuid>,
+    ) -> Result<IdentityContext, RuntimeError> {
+        self.accepting()?;
+        let digest = component.digest().to_hex();
+        let entry_for = |event: &ContainerEvent| {
+            let mut entry = Entry::new(event).actor(&identity).component(digest.clone());
+            if let Some(id) = subject {
+                entry = entry.container(id);
+            }
+            entry
+        };
+        if component.is_signed() {
+            identity.trust.signers = u8::try_from(component.signers().len()).unwrap_or(u8::MAX);
+            return Ok(identity);
+        }
+        let event_fields = (component.name().to_string(), digest.clone());
+        if !self.inner.config.policy.allow_unsigned {
+            let event = ContainerEvent::UnsignedRefused {
+                name: event_fields.0,
+                digest: event_fields.1,
+            };
+            self.audit(entry_for(&event))?;
+            return Err(RuntimeError::UnsignedRefused {
+                name: component.name().to_string(),
+                digest,
+            });
+        }
+        let event = ContainerEvent::UnsignedAllowed {
+            name: event_fields.0,
+            digest: event_fields.1,
+        };
+        // Loud: the event is a warning in the operator's logs too.
+        self.audit(entry_for(&event))?;
+        // Unsigned code never claims trust.
+        identity.trust.level = TrustLevel::Untrusted;
+        identity.trust.signers = 0;
+        Ok(identity)
+    }
+
+    /// Sets up a container (compiles its component once, creates its
+    /// record as `Creating`) and returns it with the future that runs it.
+    pub fn prepare_container(
+        &self,
+        config: ContainerConfig,
+        identity: IdentityContext,
+    ) -> Result<PreparedContainer, RuntimeError> {
+        let id = Uuid::new_v4();
+        let identity = self.admit(&config.component, identity, Some(id))?;
+        if config.grants.network && !self.inner.config.policy.allow_network {
+            let event = ContainerEvent::NetworkRefused {
+                name: config.name.clone(),
+            };
+            self.audit(Entry::owned(event).container(id).actor(&identity))?;
+            return Err(RuntimeError::NetworkRefused { name: config.name });
+        }
+        let compiled = self.inner.store.get(&config.component)?;
+        let who = Arc::new(guest_identity(id, &config, identity.clone()));
+        let spec = match &compiled.pre {
+            Ok(_) => Some(RunSpec {
+                pre: compiled
+                    .command
+                    .clone()
+                    .map_err(|source| RuntimeError::NotACommand {
+                        name: config.name.clone(),
+                        source,
+                    })?,
+                identity: who.clone(),
+                config: config.clone(),
+                audit: self.inner.audit.clone(),
+                fuel_yield_interval: self.inner.config.engine.fuel_yield_interval,
+            }),
+            Err(_) => None,
+        };
+        let ctx = ContainerContext {
+            id,
+            name: config.name.clone(),
+            identity: identity.clone(),
+            execution_dna: ExecutionDNA {
+                component_digest: config.component.digest(),
+                component_name: config.component.name().to_string(),
+                signers: config
+                    .component
+                    .signers()
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect(),
+                unsigned: !config.component.is_signed(),
+                capabilities: config.grants.clone(),
+                limits: config.limits.clone(),
+                restart: config.restart,
+            },
+            resources: ContainerResources::default(),
+            status: ContainerStatus::Creating,
+            run: 0,
+            last_outcome: None,
+            history: Vec::new(),
+            totals: RunTotals::default(),
+            next_restart: None,
+        };
+        let event = ContainerEvent::Created {
+            name: config.name.clone(),
+            workload: config.workload.clone(),
+            signers: ctx.execution_dna.signers.clone(),
+            capabilities: config.grants.clone(),
+            limits: config.limits.clone(),
+            restart: config.restart.as_str(),
+        };
+        self.audit(who.entry(event))?;
+        let control = Arc::new(Control::default());
+        let (settled, _) = tokio::sync::watch::channel(None);
+        self.containers().insert(
+            id,
+            ContainerEntry {
+                ctx,
+                who,
+                control: control.clone(),
+                spec: spec.clone(),
+                settled,
+                supervising: true,
+            },
+        );
+        let runtime = self.clone();
+        let future: Pin<Box<dyn Future<Output = Outcome> + Send>> = match spec {
+            Some(spec) => Box::pin(async move { runtime.supervise(id, control, spec).await }),
+            None => {
+                let failure =
+                    compiled
+                        .pre
+                        .as_ref()
+                        .err()
+                        .cloned()
+                        .unwrap_or(Failure::Instantiate {
+                            message: "cannot link".into(),
+                        });
+                Box::pin(async move { runtime.link_failed(id, failure) })
+            }
+        };
+        Ok(PreparedContainer { id, future })
+    }
+
+    /// Launches a container on tokio (the ambient runtime, or
+    /// wasmtime-wasi's fallback runtime when called outside one) and
+    /// returns its id at once. See [`Runtime::prepare_container`] to drive
+    /// it yourself.
+    pub fn launch_container(
+        &self,
+        config: ContainerConfig,
+        identity: IdentityContext,
+    ) -> Result<Uuid, RuntimeError> {
+        let prepared = self.prepare_container(config, identity)?;
+        let id = prepared.id();
+        let future = prepared.into_future();
+        wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| tokio::spawn(future));
+        Ok(id)
+    }
+}
