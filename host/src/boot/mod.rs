@@ -62,6 +62,7 @@
 use std::path::PathBuf;
 
 mod anchor;
+mod context;
 mod dsse;
 mod event;
 mod init;
@@ -71,17 +72,16 @@ mod quote;
 mod read;
 mod state;
 mod statement;
+mod status;
 mod verified;
 
 pub use anchor::{AnchorDocument, AnchorKey, AnchorKeyEntry, Role, Thresholds, TrustAnchor};
+pub use context::{BootContext, LeftOut, Recovery};
 pub use dsse::{
     ANCHOR_PAYLOAD_TYPE, COMPONENT_PAYLOAD_TYPE, Envelope, EnvelopeSignature,
     MANIFEST_PAYLOAD_TYPE, QUOTE_PAYLOAD_TYPE,
 };
-pub use init::{
-    BootBuilder, BootContext, BootOutcome, BootPolicy, IntegrityStatus, LeftOut, Recovery,
-    initialize,
-};
+pub use init::{BootBuilder, initialize};
 pub use manifest::{BootManifest, ManifestComponent, ManifestDocument};
 pub use measure::{Measurement, MeasurementKind, MeasurementRegister, MeasurementStatus};
 pub use quote::{
@@ -93,6 +93,7 @@ pub use statement::{
     ComponentCheck, ComponentPredicate, ComponentStatement, StatementSubject, SubjectDigest,
     verify_component, verify_component_file,
 };
+pub use status::{BootOutcome, BootPolicy, IntegrityStatus};
 pub use verified::{Digest, Provenance, VerifiedComponent};
 
 pub use read::DEFAULT_MAX_COMPONENT_SIZE;

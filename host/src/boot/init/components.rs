@@ -1,0 +1,251 @@
+//! Phase 3: the components, each checked against its manifest entry
+//! (rollback, boot assessment, size, blake3 over every byte, the Wasm
+//! header), refused ones replaced by a last-known-good copy when one
+//! verifies ([`super::recovery`]) or left out.
+
+use crate::audit::Untrusted;
+use crate::boot::context::{LeftOut, Recovery};
+use crate::boot::event::{BootEvent, Emitter};
+use crate::boot::manifest::{BootManifest, ManifestComponent};
+use crate::boot::measure::{MeasurementStatus, component_measurement};
+use crate::boot::read::{read_component, wasm_kind};
+use crate::boot::state::{BootState, CopyStatus};
+use crate::boot::status::BootPolicy;
+use crate::boot::{BootError, Digest, Provenance, VerifiedComponent, parse_version, shown};
+use crate::keys::KeyId;
+
+use super::{BootBuilder, Run, Tally};
+
+impl BootBuilder {
+    /// Measures every component of the verified `manifest`, in order.
+    pub(super) fn components(
+        &self,
+        run: &mut Run<'_>,
+        manifest: &BootManifest,
+        signers: &[KeyId],
+    ) -> Result<Tally, BootError> {
+        let mut tally = Tally::default();
+        for entry in manifest.components() {
+            self.report_progress(&format!(
+                "measuring {} {} ({})",
+                entry.name,
+                entry.version,
+                bytesize::ByteSize::b(entry.size)
+            ));
+            match self.measure_component(&run.emit, run.state.as_ref(), manifest, entry, signers) {
+                Ok(component) => {
+                    run.measure(component_measurement(
+                        entry,
+                        Some(component.digest()),
+                        run.now,
+                        MeasurementStatus::Valid,
+                        None,
+                    ));
+                    run.emit.emit(
+                        &BootEvent::ComponentMeasured {
+                            name: entry.name.clone(),
+                            version: entry.version.clone(),
+                            digest: component.digest().to_hex(),
+                            expected: entry.blake3.to_hex(),
+                            size: entry.size,
+                            status: MeasurementStatus::Valid.as_str(),
+                        },
+                        Some(component.digest()),
+                    )?;
+                    tally.components.push(component);
+                }
+                Err((error, measured)) => {
+                    self.refused(run, &mut tally, entry, error, measured, signers)?;
+                }
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Measures and audits a refused component, then recovers it or leaves
+    /// it out.
+    fn refused(
+        &self,
+        run: &mut Run<'_>,
+        tally: &mut Tally,
+        entry: &ManifestComponent,
+        error: BootError,
+        measured: Option<Digest>,
+        signers: &[KeyId],
+    ) -> Result<(), BootError> {
+        if matches!(error, BootError::Audit(_) | BootError::StateCorrupt { .. }) {
+            return Err(error);
+        }
+        let status = if measured.is_some() {
+            MeasurementStatus::Invalid
+        } else {
+            MeasurementStatus::NotMeasured
+        };
+        run.measure(component_measurement(
+            entry,
+            measured,
+            run.now,
+            status,
+            Some(error.to_string()),
+        ));
+        run.emit.emit(
+            &BootEvent::ComponentRefused {
+                name: Untrusted::new(&entry.name),
+                version: Some(entry.version.clone()),
+                code: error.code(),
+                reason: error.to_string(),
+                expected: Some(entry.blake3.to_hex()),
+                measured: measured.map(|d| d.to_hex()),
+            },
+            Some(measured.unwrap_or(entry.blake3)),
+        )?;
+        match self.recover(run, entry, &error, measured, signers)? {
+            Some((component, reason)) => {
+                tally.recovered.push(Recovery {
+                    name: entry.name.clone(),
+                    failed_digest: measured,
+                    reason,
+                    digest: component.digest(),
+                    version: component.version().to_owned(),
+                });
+                tally.components.push(component);
+            }
+            None => {
+                if self.policy == BootPolicy::Degraded {
+                    run.emit.emit(
+                        &BootEvent::ComponentLeftOut {
+                            name: entry.name.clone(),
+                            reason: error.to_string(),
+                            policy: self.policy.as_str(),
+                        },
+                        Some(entry.blake3),
+                    )?;
+                }
+                tally.left_out.push(LeftOut {
+                    name: entry.name.clone(),
+                    version: entry.version.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one manifest entry: rollback, boot assessment, then the bytes
+    /// (read once, hashed while read), then the Wasm header. On failure,
+    /// returns the digest of the bytes if they were measured.
+    // The error is large, but this is a private function on the refusal path.
+    #[allow(clippy::result_large_err)]
+    fn measure_component(
+        &self,
+        emit: &Emitter<'_>,
+        state: Option<&BootState>,
+        manifest: &BootManifest,
+        entry: &ManifestComponent,
+        signers: &[KeyId],
+    ) -> Result<VerifiedComponent, (BootError, Option<Digest>)> {
+        if let Some(state) = state {
+            self.check_component_version(emit, state, entry)
+                .map_err(|e| (e, None))?;
+            if let Some(bad) = state
+                .copies(&entry.name)
+                .into_iter()
+                .find(|c| c.digest == entry.blake3 && c.status == CopyStatus::Bad)
+            {
+                return Err((
+                    BootError::MarkedBad {
+                        name: entry.name.clone(),
+                        digest: bad.digest,
+                        failures: bad.failures,
+                    },
+                    None,
+                ));
+            }
+        }
+        let path = manifest.path_of(entry);
+        let (bytes, digest) = read_component(
+            &path,
+            &entry.name,
+            self.max_component_size,
+            Some(entry.size),
+        )
+        .map_err(|e| (e, None))?;
+        if digest != entry.blake3 {
+            return Err((
+                BootError::DigestMismatch {
+                    name: entry.name.clone(),
+                    expected: entry.blake3,
+                    actual: digest,
+                },
+                Some(digest),
+            ));
+        }
+        wasm_kind(&bytes).map_err(|reason| {
+            (
+                BootError::NotWasm {
+                    name: entry.name.clone(),
+                    reason,
+                },
+                Some(digest),
+            )
+        })?;
+        Ok(VerifiedComponent::verified(
+            entry.name.clone(),
+            entry.version.clone(),
+            digest,
+            bytes,
+            signers.to_vec(),
+            Provenance::Manifest {
+                release: manifest.release().to_owned(),
+            },
+        ))
+    }
+
+    fn check_component_version(
+        &self,
+        emit: &Emitter<'_>,
+        state: &BootState,
+        entry: &ManifestComponent,
+    ) -> Result<(), BootError> {
+        let Some(highest) = state.highest_version(&entry.name) else {
+            return Ok(());
+        };
+        let highest_v = semver::Version::parse(&highest).map_err(|e| BootError::StateCorrupt {
+            path: state.dir().join("state.json"),
+            reason: format!(
+                "component {} highest version `{}`: {e}",
+                entry.name,
+                shown(&highest)
+            ),
+        })?;
+        let version = parse_version(&format!("component {}", entry.name), &entry.version)?;
+        if version >= highest_v {
+            return Ok(());
+        }
+        let what = format!("component {}", entry.name);
+        if !self.allow_downgrade {
+            emit.emit(
+                &BootEvent::RollbackRefused {
+                    what: what.clone(),
+                    found: entry.version.clone(),
+                    highest: highest.clone(),
+                },
+                Some(entry.blake3),
+            )?;
+            return Err(BootError::Rollback {
+                what,
+                found: entry.version.clone(),
+                highest,
+            });
+        }
+        emit.emit(
+            &BootEvent::DowngradeAllowed {
+                what,
+                from: highest,
+                to: entry.version.clone(),
+            },
+            Some(entry.blake3),
+        )?;
+        Ok(())
+    }
+}

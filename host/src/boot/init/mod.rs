@@ -1,0 +1,281 @@
+//! The boot itself, phase by phase: the trust anchor ([`anchor`]), the
+//! boot manifest ([`manifest`]), the components ([`components`]) with
+//! recovery from last-known-good copies ([`recovery`]), and the outcome,
+//! the state and the quote ([`outcome`]). [`BootBuilder`] holds the
+//! configuration and runs the phases in order.
+
+use std::path::{Path, PathBuf};
+
+use crate::audit::{AuditLog, Untrusted};
+use crate::boot::anchor::TrustAnchor;
+use crate::boot::context::{BootContext, LeftOut, Recovery};
+use crate::boot::event::{BootEvent, Emitter};
+use crate::boot::manifest::BootManifest;
+use crate::boot::measure::{Measurement, MeasurementRegister};
+use crate::boot::read::DEFAULT_MAX_COMPONENT_SIZE;
+use crate::boot::state::{BootState, DEFAULT_MAX_TRIES};
+use crate::boot::status::BootPolicy;
+use crate::boot::{BootError, VerifiedComponent};
+use crate::keys::SigningKey;
+
+mod anchor;
+mod components;
+mod manifest;
+mod outcome;
+mod recovery;
+
+use manifest::ManifestPhase;
+
+/// A progress reporter.
+type ProgressFn = Box<dyn Fn(&str) + Send + Sync>;
+
+enum Source<T> {
+    Loaded(T),
+    File(PathBuf),
+}
+
+/// Boots with everything beyond the anchor and manifest made explicit.
+///
+/// ```no_run
+/// # fn main() -> Result<(), forgeone::boot::BootError> {
+/// use forgeone::boot::{self, BootBuilder, BootManifest, BootPolicy, TrustAnchor};
+/// let anchor = TrustAnchor::from_file("trust_anchor.json")?;
+/// let manifest = BootManifest::from_file("boot/manifest.json")?;
+/// let ctx = BootBuilder::new(anchor, &manifest)
+///     .state_dir("/var/lib/forgeone/boot")
+///     .policy(BootPolicy::Degraded)
+///     .run()?;
+/// if ctx.integrity_status == boot::IntegrityStatus::Verified {
+///     println!("register {}", ctx.register);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct BootBuilder {
+    anchor: Source<TrustAnchor>,
+    manifest: Source<BootManifest>,
+    state_dir: Option<PathBuf>,
+    state: Option<BootState>,
+    policy: BootPolicy,
+    audit: Option<AuditLog>,
+    host_key: Option<SigningKey>,
+    quote_nonce: Option<String>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+    max_tries: u32,
+    max_component_size: u64,
+    allow_downgrade: bool,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for BootBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootBuilder")
+            .field("state_dir", &self.state_dir)
+            .field("policy", &self.policy)
+            .field("now", &self.now)
+            .field("max_tries", &self.max_tries)
+            .field("max_component_size", &self.max_component_size)
+            .field("allow_downgrade", &self.allow_downgrade)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Boots `manifest` under `anchor` with the defaults of [`BootBuilder`]: no
+/// state directory (so no rollback protection, pinning or recovery),
+/// fail-closed, no audit log (events are traced), the system clock.
+pub fn initialize(anchor: TrustAnchor, manifest: &BootManifest) -> Result<BootContext, BootError> {
+    BootBuilder::new(anchor, manifest).run()
+}
+
+impl BootBuilder {
+    /// A boot of `manifest` under an already loaded `anchor`.
+    pub fn new(anchor: TrustAnchor, manifest: &BootManifest) -> BootBuilder {
+        Self::with(Source::Loaded(anchor), Source::Loaded(manifest.clone()))
+    }
+
+    /// A boot that loads both files itself, so that a refused anchor or
+    /// manifest file is audited like every other refusal.
+    pub fn from_files(anchor: impl AsRef<Path>, manifest: impl AsRef<Path>) -> BootBuilder {
+        Self::with(
+            Source::File(anchor.as_ref().to_owned()),
+            Source::File(manifest.as_ref().to_owned()),
+        )
+    }
+
+    fn with(anchor: Source<TrustAnchor>, manifest: Source<BootManifest>) -> BootBuilder {
+        BootBuilder {
+            anchor,
+            manifest,
+            state_dir: None,
+            state: None,
+            policy: BootPolicy::FailClosed,
+            audit: None,
+            host_key: None,
+            quote_nonce: None,
+            now: None,
+            max_tries: DEFAULT_MAX_TRIES,
+            max_component_size: DEFAULT_MAX_COMPONENT_SIZE,
+            allow_downgrade: false,
+            progress: None,
+        }
+    }
+
+    /// The state directory (pinning, rollback protection, last-known-good
+    /// copies, try counters), opened and locked by [`BootBuilder::run`].
+    /// Default: none.
+    pub fn state_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// An already open state directory (takes precedence over
+    /// [`BootBuilder::state_dir`]). Default: none.
+    pub fn state(&mut self, state: BootState) -> &mut Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// What a refused component without a good copy does to the boot.
+    /// Default: [`BootPolicy::FailClosed`].
+    pub fn policy(&mut self, policy: BootPolicy) -> &mut Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The audit log every step is written to; if it cannot be written the
+    /// boot stops. Default: none (events are traced under `forgeone::boot`).
+    pub fn audit(&mut self, log: AuditLog) -> &mut Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The host key that signs the boot quote ([`BootContext::quote`]).
+    /// Default: none (no quote).
+    pub fn host_key(&mut self, key: SigningKey) -> &mut Self {
+        self.host_key = Some(key);
+        self
+    }
+
+    /// A verifier's challenge to include in the quote. Default: none.
+    pub fn quote_nonce(&mut self, nonce: impl Into<String>) -> &mut Self {
+        self.quote_nonce = Some(nonce.into());
+        self
+    }
+
+    /// The time expiries are checked against and measurements stamped with.
+    /// Default: the system clock when [`BootBuilder::run`] starts.
+    pub fn now(&mut self, now: chrono::DateTime<chrono::Utc>) -> &mut Self {
+        self.now = Some(now);
+        self
+    }
+
+    /// Consecutive failed starts after which a new version is marked bad.
+    /// Default: 3.
+    pub fn max_tries(&mut self, tries: u32) -> &mut Self {
+        self.max_tries = tries.max(1);
+        self
+    }
+
+    /// Largest component file read. Default:
+    /// [`DEFAULT_MAX_COMPONENT_SIZE`](crate::boot::DEFAULT_MAX_COMPONENT_SIZE) (256 MiB).
+    pub fn max_component_size(&mut self, bytes: u64) -> &mut Self {
+        self.max_component_size = bytes;
+        self
+    }
+
+    /// Accept an older anchor, manifest or component version than the
+    /// highest accepted one; every such downgrade is audited
+    /// (`boot.downgrade.allowed`) and becomes the new recorded version.
+    /// Default: false.
+    pub fn allow_downgrade(&mut self, allow: bool) -> &mut Self {
+        self.allow_downgrade = allow;
+        self
+    }
+
+    /// Called with a line of progress before each long step (for a CLI's
+    /// stderr). Default: none.
+    pub fn progress(&mut self, report: impl Fn(&str) + Send + Sync + 'static) -> &mut Self {
+        self.progress = Some(Box::new(report));
+        self
+    }
+
+    /// Boots.
+    ///
+    /// `Err` means no trust could be established: the anchor was refused
+    /// (malformed, badly signed, expired, not the pinned one, a rollback or
+    /// an unauthorised rotation), the manifest file could not be read, or
+    /// the state directory or the audit log cannot be used. Every other refusal (the manifest, a component) is
+    /// an `Ok` context whose [`BootContext::integrity_status`] and
+    /// [`BootContext::outcome`] say what happened, with nothing of what
+    /// failed in [`BootContext::components`].
+    pub fn run(&self) -> Result<BootContext, BootError> {
+        let now = self.now.unwrap_or_else(chrono::Utc::now);
+        let emit = Emitter::new(self.audit.as_ref());
+        if let Some(log) = &self.audit {
+            log.ensure_writable()?;
+        }
+        emit.emit(
+            &BootEvent::Started {
+                policy: self.policy.as_str(),
+                state_dir: self
+                    .state
+                    .as_ref()
+                    .map(|s| s.dir().to_owned())
+                    .or_else(|| self.state_dir.clone())
+                    .map(|d| Untrusted::new(&d.display().to_string())),
+                anchor: source_path(&self.anchor),
+                manifest: source_path(&self.manifest),
+                allow_downgrade: self.allow_downgrade,
+            },
+            None,
+        )?;
+        let mut run = self.trust_anchor(emit, now)?;
+        let (manifest, signers) = match self.boot_manifest(&mut run) {
+            ManifestPhase::Verified(manifest, signers) => (manifest, signers),
+            ManifestPhase::Refused(manifest, error) => {
+                return self.manifest_refused(run, manifest.as_ref(), error);
+            }
+        };
+        let tally = self.components(&mut run, &manifest, &signers)?;
+        self.outcome(run, manifest, tally)
+    }
+
+    fn report_progress(&self, line: &str) {
+        if let Some(report) = &self.progress {
+            report(line);
+        }
+    }
+}
+
+fn source_path<T>(source: &Source<T>) -> Option<Untrusted> {
+    match source {
+        Source::File(p) => Some(Untrusted::new(&p.display().to_string())),
+        Source::Loaded(_) => None,
+    }
+}
+
+/// What the components phase found: what runs, what was recovered, what
+/// was left out.
+#[derive(Default)]
+struct Tally {
+    components: Vec<VerifiedComponent>,
+    recovered: Vec<Recovery>,
+    left_out: Vec<LeftOut>,
+}
+
+/// One boot in progress: its clock, its audit, its measurements so far, the
+/// anchor it trusts and the state directory it uses.
+struct Run<'a> {
+    emit: Emitter<'a>,
+    now: chrono::DateTime<chrono::Utc>,
+    measurements: Vec<Measurement>,
+    register: MeasurementRegister,
+    anchor: TrustAnchor,
+    state: Option<BootState>,
+}
+
+impl Run<'_> {
+    fn measure(&mut self, measurement: Measurement) {
+        self.register.extend_measurement(&measurement);
+        self.measurements.push(measurement);
+    }
+}

@@ -1,0 +1,123 @@
+//! Phase 4: the outcome under the policy, the state written (last-known-good
+//! copies of what booted verified), `boot.completed` and the quote.
+
+use crate::audit::Untrusted;
+use crate::boot::BootError;
+use crate::boot::Provenance;
+use crate::boot::context::BootContext;
+use crate::boot::event::{BootEvent, Emitter};
+use crate::boot::manifest::BootManifest;
+use crate::boot::status::{BootOutcome, BootPolicy, IntegrityStatus};
+
+use super::{BootBuilder, Run, Tally};
+
+impl BootBuilder {
+    /// Decides the outcome, keeps copies of what booted verified, and
+    /// completes the boot.
+    pub(super) fn outcome(
+        &self,
+        run: Run<'_>,
+        manifest: BootManifest,
+        tally: Tally,
+    ) -> Result<BootContext, BootError> {
+        let Tally {
+            mut components,
+            recovered,
+            left_out,
+        } = tally;
+        let (outcome, integrity) = if left_out.is_empty() {
+            let outcome = if recovered.is_empty() {
+                BootOutcome::Verified
+            } else {
+                BootOutcome::Recovered
+            };
+            (outcome, IntegrityStatus::Verified)
+        } else {
+            let reasons = left_out
+                .iter()
+                .map(|l| format!("{}: {}", l.name, l.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            match self.policy {
+                BootPolicy::Degraded => (
+                    BootOutcome::Degraded,
+                    IntegrityStatus::Compromised(format!(
+                        "degraded: {} component(s) left out ({reasons})",
+                        left_out.len()
+                    )),
+                ),
+                BootPolicy::FailClosed => (
+                    BootOutcome::Compromised,
+                    IntegrityStatus::Compromised(format!("failed closed: {reasons}")),
+                ),
+            }
+        };
+        if outcome == BootOutcome::Compromised {
+            components.clear();
+        }
+        if let Some(state) = &run.state {
+            if outcome != BootOutcome::Compromised {
+                for component in &components {
+                    if matches!(component.provenance(), Provenance::Manifest { .. }) {
+                        state.store_copy(component, &manifest, run.now, true)?;
+                    }
+                }
+            }
+            state.prune_and_save()?;
+        }
+        let ctx = BootContext {
+            trust_anchor: run.anchor,
+            boot_measurements: run.measurements,
+            integrity_status: integrity,
+            boot_time: run.now,
+            outcome,
+            components,
+            recovered,
+            left_out,
+            register: run.register.value(),
+            release: Some(manifest.release().to_owned()),
+            manifest_version: Some(manifest.version()),
+            quote: None,
+            state: run.state,
+        };
+        self.complete(&run.emit, ctx)
+    }
+
+    /// Writes `boot.completed` and signs the quote.
+    pub(super) fn complete(
+        &self,
+        emit: &Emitter<'_>,
+        mut ctx: BootContext,
+    ) -> Result<BootContext, BootError> {
+        emit.emit(
+            &BootEvent::Completed {
+                outcome: ctx.outcome.as_str(),
+                integrity: ctx.integrity_status.to_string(),
+                register: ctx.register.to_hex(),
+                components: ctx
+                    .components
+                    .iter()
+                    .map(|c| format!("{}@{} {}", c.name(), c.version(), c.digest()))
+                    .collect(),
+                recovered: ctx.recovered.iter().map(|r| r.name.clone()).collect(),
+                left_out: ctx.left_out.iter().map(|l| l.name.clone()).collect(),
+                measurements: ctx.boot_measurements.len(),
+            },
+            None,
+        )?;
+        if let Some(key) = &self.host_key {
+            let quote = ctx.sign_quote(key, self.quote_nonce.as_deref());
+            emit.emit(
+                &BootEvent::QuoteSigned {
+                    register: ctx.register.to_hex(),
+                    host_key: key.id().to_string(),
+                    quote_digest: quote.digest().to_hex(),
+                    nonce: self.quote_nonce.as_deref().map(Untrusted::new),
+                },
+                None,
+            )?;
+            ctx.quote = Some(quote);
+        }
+        Ok(ctx)
+    }
+}
