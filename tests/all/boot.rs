@@ -24,6 +24,7 @@ use crate::guests;
 
 mod anchor;
 mod happy;
+mod policy;
 mod refusals;
 
 /// Appends a custom section `name` holding `payload` (a custom section may

@@ -44,9 +44,11 @@
 //! with the signed manifest that authorised it) and try counters in the style
 //! of systemd's boot assessment ([`BootState::record_start`]).
 //!
-//! A component that fails is replaced by a last-known-good copy that still
-//! verifies against the current anchor; otherwise the [`BootPolicy`]
-//! decides between failing closed and booting degraded without it.
+//! The [`BootPolicy`] decides what a component that fails does to the boot:
+//! `fail-closed` (the default) makes the boot compromised at once;
+//! `recover` replaces it by a last-known-good copy that still verifies
+//! against the current anchor, or fails closed without one; `degraded` does
+//! the same but boots the rest without it.
 //!
 //! # Formats and limits
 //!
@@ -93,7 +95,7 @@ pub use statement::{
     ComponentCheck, ComponentPredicate, ComponentStatement, StatementSubject, SubjectDigest,
     verify_component, verify_component_file,
 };
-pub use status::{BootOutcome, BootPolicy, IntegrityStatus};
+pub use status::{BootOutcome, BootPolicy, IntegrityStatus, ParseBootPolicyError};
 pub use verified::{Digest, Provenance, VerifiedComponent};
 
 pub use read::DEFAULT_MAX_COMPONENT_SIZE;

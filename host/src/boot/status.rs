@@ -3,38 +3,93 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What happens when a component fails verification and no last-known-good
-/// copy of it verifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// What a boot does with a component that fails verification. One policy
+/// for the library, `forgeone boot --policy` and `boot_policy` in
+/// `forgeone.toml`.
+///
+/// | policy | a refused component | with no usable copy |
+/// |---|---|---|
+/// | [`FailClosed`](BootPolicy::FailClosed) | never replaced | the boot is compromised: nothing runs |
+/// | [`Recover`](BootPolicy::Recover) | replaced by a last-known-good copy that still verifies | the boot is compromised: nothing runs |
+/// | [`Degraded`](BootPolicy::Degraded) | replaced by a last-known-good copy that still verifies | left out; the rest runs |
+///
+/// Recovery needs a state directory (it keeps the copies).
+///
+/// Parsed from `fail-closed` (or its alias `strict`), `recover` and
+/// `degraded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum BootPolicy {
-    /// The whole boot is [`IntegrityStatus::Compromised`] and nothing runs.
-    /// The default.
+    /// Any component that fails verification makes the boot
+    /// [`IntegrityStatus::Compromised`] and nothing runs; no last-known-good
+    /// copy is ever used. The default.
     #[default]
+    #[serde(alias = "strict")]
     FailClosed,
-    /// Boot without that component; the rest runs.
+    /// Fall back to a last-known-good copy that still verifies; without
+    /// one, the boot is compromised and nothing runs.
+    Recover,
+    /// Fall back to a last-known-good copy that still verifies; without
+    /// one, boot without that component and run the rest.
     Degraded,
 }
 
 impl BootPolicy {
-    /// `fail-closed` or `degraded`.
+    /// `fail-closed`, `recover` or `degraded`.
     pub fn as_str(&self) -> &'static str {
         match self {
             BootPolicy::FailClosed => "fail-closed",
+            BootPolicy::Recover => "recover",
             BootPolicy::Degraded => "degraded",
         }
     }
+
+    /// True when a refused component may be replaced by a last-known-good
+    /// copy.
+    pub(crate) fn recovers(&self) -> bool {
+        !matches!(self, BootPolicy::FailClosed)
+    }
+}
+
+impl std::fmt::Display for BootPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BootPolicy {
+    type Err = ParseBootPolicyError;
+
+    /// `fail-closed` (or `strict`), `recover` or `degraded`.
+    fn from_str(text: &str) -> Result<BootPolicy, ParseBootPolicyError> {
+        match text {
+            "fail-closed" | "strict" => Ok(BootPolicy::FailClosed),
+            "recover" => Ok(BootPolicy::Recover),
+            "degraded" => Ok(BootPolicy::Degraded),
+            other => Err(ParseBootPolicyError {
+                found: crate::boot::shown(other),
+            }),
+        }
+    }
+}
+
+/// A boot policy name that is none of the choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown boot policy `{found}`: expected fail-closed (alias strict), recover or degraded")]
+pub struct ParseBootPolicyError {
+    found: String,
 }
 
 /// The integrity of a boot, as in the core spec.
 ///
 /// `Verified`: every component of the manifest runs from bytes that
 /// verified (some possibly recovered from their last-known-good copy; see
-/// [`BootContext::outcome`]). `Compromised(reason)`: the manifest was
-/// refused, or a component was refused without a good copy to fall back on;
-/// with [`BootPolicy::FailClosed`] nothing runs, with
-/// [`BootPolicy::Degraded`] the verified rest runs. `Unknown`: not measured.
+/// [`BootContext::outcome`](super::BootContext::outcome)).
+/// `Compromised(reason)`: the manifest was refused, or a component was
+/// refused without a good copy to fall back on (with
+/// [`BootPolicy::Degraded`] the verified rest runs, otherwise nothing).
+/// `Unknown`: not measured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "status", content = "reason")]
 pub enum IntegrityStatus {

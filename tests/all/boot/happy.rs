@@ -4,9 +4,9 @@
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{
-    self, BootError, BootOutcome, BootState, ComponentStatement, Digest, Envelope, IntegrityStatus,
-    MeasurementKind, MeasurementRegister, MeasurementStatus, Provenance, QUOTE_PAYLOAD_TYPE,
-    QuoteCheck, StartVerdict, TrustAnchor,
+    self, BootError, BootOutcome, BootPolicy, BootState, ComponentStatement, Digest, Envelope,
+    IntegrityStatus, MeasurementKind, MeasurementRegister, MeasurementStatus, Provenance,
+    QUOTE_PAYLOAD_TYPE, QuoteCheck, StartVerdict, TrustAnchor,
 };
 
 use super::{World, boot_records, flip, kinds, other_bytes, record, refused};
@@ -130,7 +130,7 @@ fn tampered_component_is_refused_and_recovered_from_last_known_good() {
     let tampered = flip(&world.hello, world.hello.len() - 10);
     world.write("hello.wasm", &tampered);
     let booted = world.boot(&anchor, &manifest, |b| {
-        b.state_dir(&state);
+        b.state_dir(&state).policy(BootPolicy::Recover);
     });
     let ctx = booted.ctx();
     assert_eq!(ctx.outcome, BootOutcome::Recovered);
@@ -196,7 +196,7 @@ fn damaged_last_known_good_copy_is_not_used() {
     std::fs::write(&object, flip(&world.hello, 200)).unwrap();
 
     let booted = world.boot(&anchor, &manifest, |b| {
-        b.state_dir(&state);
+        b.state_dir(&state).policy(BootPolicy::Recover);
     });
     super::assert_nothing_runs(booted.ctx());
     let copy = booted
@@ -331,7 +331,9 @@ fn try_counters_mark_a_failing_version_bad_and_fall_back() {
 
     // The next boot of the same manifest uses the previous good copy.
     let booted = world.boot(&anchor, &v2, |b| {
-        b.state_dir(&state_dir).max_tries(2);
+        b.state_dir(&state_dir)
+            .max_tries(2)
+            .policy(BootPolicy::Recover);
     });
     let ctx = booted.ctx();
     assert_eq!(ctx.outcome, BootOutcome::Recovered);

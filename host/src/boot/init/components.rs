@@ -99,7 +99,11 @@ impl BootBuilder {
             },
             Some(measured.unwrap_or(entry.blake3)),
         )?;
-        match self.recover(run, entry, &error, measured, signers)? {
+        let copy = match self.policy.recovers() {
+            true => self.recover(run, entry, &error, measured, signers)?,
+            false => None,
+        };
+        match copy {
             Some((component, reason)) => {
                 tally.recovered.push(Recovery {
                     name: entry.name.clone(),

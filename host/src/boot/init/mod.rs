@@ -134,8 +134,10 @@ impl BootBuilder {
         self
     }
 
-    /// What a refused component without a good copy does to the boot.
-    /// Default: [`BootPolicy::FailClosed`].
+    /// What a refused component does to the boot: fail closed at once,
+    /// recover from a last-known-good copy or fail closed, or recover or
+    /// leave it out (see [`BootPolicy`]). Default: [`BootPolicy::FailClosed`]
+    /// (no recovery).
     pub fn policy(&mut self, policy: BootPolicy) -> &mut Self {
         self.policy = policy;
         self

@@ -46,7 +46,7 @@ impl BootBuilder {
                         left_out.len()
                     )),
                 ),
-                BootPolicy::FailClosed => (
+                _ => (
                     BootOutcome::Compromised,
                     IntegrityStatus::Compromised(format!("failed closed: {reasons}")),
                 ),
