@@ -24,6 +24,7 @@ use crate::guests;
 
 mod anchor;
 mod happy;
+mod lookup;
 mod policy;
 mod refusals;
 

@@ -1,8 +1,11 @@
 //! The result of a boot: what was measured, how it ended and what may run.
 
+use std::path::{Component, Path, PathBuf};
+
 use serde::Serialize;
 
 use super::anchor::TrustAnchor;
+use super::manifest::BootManifest;
 use super::measure::Measurement;
 use super::quote::{BootQuote, BootReport, REPORT_FORMAT, ReportAnchor, ReportComponent};
 use super::state::BootState;
@@ -15,6 +18,8 @@ use crate::keys::{KeyId, SigningKey};
 pub struct Recovery {
     /// The component.
     pub name: String,
+    /// The component file that was refused.
+    pub path: PathBuf,
     /// The digest of the refused bytes, when they could be measured.
     pub failed_digest: Option<Digest>,
     /// Why they were refused.
@@ -25,14 +30,18 @@ pub struct Recovery {
     pub version: String,
 }
 
-/// A component that does not run.
+/// A component that does not run: it was refused and no copy could replace
+/// it, or (in a compromised boot, where nothing runs) it verified but the
+/// boot failed closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeftOut {
     /// The component.
     pub name: String,
     /// The version the manifest listed.
     pub version: String,
-    /// Why it was refused (and why no copy could replace it).
+    /// The component file.
+    pub path: PathBuf,
+    /// Why it does not run (and why no copy could replace it).
     pub reason: String,
 }
 
@@ -57,7 +66,8 @@ pub struct BootContext {
     pub components: Vec<VerifiedComponent>,
     /// Components replaced by their last-known-good copy.
     pub recovered: Vec<Recovery>,
-    /// Components that do not run.
+    /// Components that do not run, in boot order: those refused without a
+    /// copy to replace them, then (when nothing runs) those that verified.
     pub left_out: Vec<LeftOut>,
     /// The final measurement register.
     pub register: Digest,
@@ -68,6 +78,72 @@ pub struct BootContext {
     /// The boot quote, when the boot was given a host key.
     pub quote: Option<BootQuote>,
     pub(crate) state: Option<BootState>,
+    pub(crate) manifest: Option<BootManifest>,
+    pub(crate) files: Vec<BootFile>,
+}
+
+/// Where one boot entry's component file led: to a component that runs
+/// (an index into [`BootContext::components`]) or to one that does not
+/// (into [`BootContext::left_out`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Runs(usize),
+    LeftOut(usize),
+}
+
+/// One boot entry's component file, as [`BootContext::lookup`] matches it.
+#[derive(Debug, Clone)]
+pub(crate) struct BootFile {
+    /// The path as the boot read it.
+    pub(crate) path: PathBuf,
+    pub(crate) key: FileKey,
+    pub(crate) slot: Slot,
+}
+
+/// A file's identity for lookups: its canonical path when it exists, and
+/// its absolute, lexically normalised path in any case (for files deleted
+/// since, or never there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileKey {
+    canonical: Option<PathBuf>,
+    lexical: PathBuf,
+}
+
+impl FileKey {
+    pub(crate) fn of(path: &Path) -> FileKey {
+        FileKey {
+            canonical: std::fs::canonicalize(path).ok(),
+            lexical: lexical(path),
+        }
+    }
+
+    fn matches(&self, other: &FileKey) -> bool {
+        match (&self.canonical, &other.canonical) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => self.lexical == other.lexical,
+        }
+    }
+}
+
+/// `path` made absolute (against the current directory) with `.` and `..`
+/// folded lexically.
+fn lexical(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(part),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 impl BootContext {
@@ -80,6 +156,34 @@ impl BootContext {
     /// The verified component called `name`.
     pub fn component(&self, name: &str) -> Option<&VerifiedComponent> {
         self.components.iter().find(|c| c.name() == name)
+    }
+
+    /// The boot manifest exactly as it verified (signatures, content rules,
+    /// validity, rollback), so that nothing reads `boot-manifest.json` a
+    /// second time. `None` when the manifest was refused, or in a boot by
+    /// per-component signatures.
+    pub fn manifest(&self) -> Option<&BootManifest> {
+        self.manifest.as_ref()
+    }
+
+    /// What the boot made of the component file at `path`: the component it
+    /// verified (or recovered) from it, or why it does not run. `None` when
+    /// no boot entry names that file (or the manifest was refused).
+    ///
+    /// Paths are compared after canonicalisation (symbolic links, `.` and
+    /// `..` resolved), falling back to the absolute, lexically normalised
+    /// path when a file does not exist (deleted since the boot, say). In a
+    /// manifest boot an entry's file is
+    /// [`BootManifest::path_of`]; when two entries name one file, the first
+    /// wins. The bytes handed out are those the boot verified, never the
+    /// file's current content.
+    pub fn lookup(&self, path: &Path) -> Option<Result<&VerifiedComponent, &LeftOut>> {
+        let key = FileKey::of(path);
+        let file = self.files.iter().find(|f| f.key.matches(&key))?;
+        Some(match file.slot {
+            Slot::Runs(i) => Ok(&self.components[i]),
+            Slot::LeftOut(i) => Err(&self.left_out[i]),
+        })
     }
 
     /// The boot report (what a quote signs). `host_key` is the id of the key

@@ -261,7 +261,16 @@ fn fail_closed_boot_runs_nothing() {
     super::assert_nothing_runs(ctx);
     // hello verified, yet nothing runs.
     assert_eq!(ctx.boot_measurements[2].status, MeasurementStatus::Valid);
-    assert_eq!(ctx.left_out.len(), 1);
+    // Both are left out: other refused, hello held back.
+    let left_out: Vec<&str> = ctx.left_out.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(left_out, ["other", "hello"]);
+    assert!(
+        ctx.left_out[1].reason.starts_with(
+            "verified, but nothing runs: the boot is compromised: failed closed: other:"
+        ),
+        "{}",
+        ctx.left_out[1].reason
+    );
     refused(&booted.records, "digest-mismatch");
     assert_eq!(
         record(&booted.records, "boot.completed")["details"]["outcome"],

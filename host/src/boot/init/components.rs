@@ -3,6 +3,8 @@
 //! header), refused ones replaced by a last-known-good copy when one
 //! verifies ([`super::recovery`]) or left out.
 
+use std::path::PathBuf;
+
 use crate::audit::Untrusted;
 use crate::boot::context::{LeftOut, Recovery};
 use crate::boot::event::{BootEvent, Emitter};
@@ -52,10 +54,11 @@ impl BootBuilder {
                         },
                         Some(component.digest()),
                     )?;
-                    tally.components.push(component);
+                    tally.runs(&manifest.path_of(entry), component);
                 }
                 Err((error, measured)) => {
-                    self.refused(run, &mut tally, entry, error, measured, signers)?;
+                    let path = manifest.path_of(entry);
+                    self.refused(run, &mut tally, path, entry, error, measured, signers)?;
                 }
             }
         }
@@ -64,10 +67,12 @@ impl BootBuilder {
 
     /// Measures and audits a refused component, then recovers it or leaves
     /// it out.
+    #[allow(clippy::too_many_arguments)]
     fn refused(
         &self,
         run: &mut Run<'_>,
         tally: &mut Tally,
+        path: PathBuf,
         entry: &ManifestComponent,
         error: BootError,
         measured: Option<Digest>,
@@ -107,12 +112,13 @@ impl BootBuilder {
             Some((component, reason)) => {
                 tally.recovered.push(Recovery {
                     name: entry.name.clone(),
+                    path: path.clone(),
                     failed_digest: measured,
                     reason,
                     digest: component.digest(),
                     version: component.version().to_owned(),
                 });
-                tally.components.push(component);
+                tally.runs(&path, component);
             }
             None => {
                 if self.policy == BootPolicy::Degraded {
@@ -125,9 +131,10 @@ impl BootBuilder {
                         Some(entry.blake3),
                     )?;
                 }
-                tally.left_out.push(LeftOut {
+                tally.left_out(LeftOut {
                     name: entry.name.clone(),
                     version: entry.version.clone(),
+                    path,
                     reason: error.to_string(),
                 });
             }

@@ -193,6 +193,8 @@ impl BootBuilder {
             manifest_version: None,
             quote: None,
             state: run.state,
+            manifest: None,
+            files: Vec::new(),
         };
         self.complete(&run.emit, ctx)
     }

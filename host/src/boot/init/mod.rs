@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::audit::{AuditLog, Untrusted};
 use crate::boot::anchor::TrustAnchor;
-use crate::boot::context::{BootContext, LeftOut, Recovery};
+use crate::boot::context::{BootContext, BootFile, FileKey, LeftOut, Recovery, Slot};
 use crate::boot::event::{BootEvent, Emitter};
 use crate::boot::manifest::BootManifest;
 use crate::boot::measure::{Measurement, MeasurementRegister};
@@ -262,6 +262,47 @@ struct Tally {
     components: Vec<VerifiedComponent>,
     recovered: Vec<Recovery>,
     left_out: Vec<LeftOut>,
+    files: Vec<BootFile>,
+}
+
+impl Tally {
+    /// `component`, read from `path`, runs.
+    fn runs(&mut self, path: &Path, component: VerifiedComponent) {
+        self.files.push(BootFile {
+            path: path.to_owned(),
+            key: FileKey::of(path),
+            slot: Slot::Runs(self.components.len()),
+        });
+        self.components.push(component);
+    }
+
+    /// The component read from `left_out.path` does not run.
+    fn left_out(&mut self, left_out: LeftOut) {
+        self.files.push(BootFile {
+            path: left_out.path.clone(),
+            key: FileKey::of(&left_out.path),
+            slot: Slot::LeftOut(self.left_out.len()),
+        });
+        self.left_out.push(left_out);
+    }
+
+    /// Nothing runs: every component that verified becomes a left-out one
+    /// with `reason`.
+    fn hold_back(&mut self, reason: &str) {
+        let components = std::mem::take(&mut self.components);
+        for file in &mut self.files {
+            if let Slot::Runs(i) = file.slot {
+                let component = &components[i];
+                file.slot = Slot::LeftOut(self.left_out.len());
+                self.left_out.push(LeftOut {
+                    name: component.name().to_owned(),
+                    version: component.version().to_owned(),
+                    path: file.path.clone(),
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
 }
 
 /// One boot in progress: its clock, its audit, its measurements so far, the

@@ -18,43 +18,20 @@ impl BootBuilder {
         &self,
         run: Run<'_>,
         manifest: BootManifest,
-        tally: Tally,
+        mut tally: Tally,
     ) -> Result<BootContext, BootError> {
+        let (outcome, integrity) = self.decide(&tally);
+        if outcome == BootOutcome::Compromised {
+            tally.hold_back(&format!(
+                "verified, but nothing runs: the boot is {integrity}"
+            ));
+        }
         let Tally {
-            mut components,
+            components,
             recovered,
             left_out,
+            files,
         } = tally;
-        let (outcome, integrity) = if left_out.is_empty() {
-            let outcome = if recovered.is_empty() {
-                BootOutcome::Verified
-            } else {
-                BootOutcome::Recovered
-            };
-            (outcome, IntegrityStatus::Verified)
-        } else {
-            let reasons = left_out
-                .iter()
-                .map(|l| format!("{}: {}", l.name, l.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
-            match self.policy {
-                BootPolicy::Degraded => (
-                    BootOutcome::Degraded,
-                    IntegrityStatus::Compromised(format!(
-                        "degraded: {} component(s) left out ({reasons})",
-                        left_out.len()
-                    )),
-                ),
-                _ => (
-                    BootOutcome::Compromised,
-                    IntegrityStatus::Compromised(format!("failed closed: {reasons}")),
-                ),
-            }
-        };
-        if outcome == BootOutcome::Compromised {
-            components.clear();
-        }
         if let Some(state) = &run.state {
             if outcome != BootOutcome::Compromised {
                 for component in &components {
@@ -79,8 +56,43 @@ impl BootBuilder {
             manifest_version: Some(manifest.version()),
             quote: None,
             state: run.state,
+            manifest: Some(manifest),
+            files,
         };
         self.complete(&run.emit, ctx)
+    }
+
+    /// The outcome and integrity of a boot that found `tally`, under the
+    /// policy.
+    pub(super) fn decide(&self, tally: &Tally) -> (BootOutcome, IntegrityStatus) {
+        let left_out = &tally.left_out;
+        if left_out.is_empty() {
+            let outcome = if tally.recovered.is_empty() {
+                BootOutcome::Verified
+            } else {
+                BootOutcome::Recovered
+            };
+            (outcome, IntegrityStatus::Verified)
+        } else {
+            let reasons = left_out
+                .iter()
+                .map(|l| format!("{}: {}", l.name, l.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            match self.policy {
+                BootPolicy::Degraded => (
+                    BootOutcome::Degraded,
+                    IntegrityStatus::Compromised(format!(
+                        "degraded: {} component(s) left out ({reasons})",
+                        left_out.len()
+                    )),
+                ),
+                _ => (
+                    BootOutcome::Compromised,
+                    IntegrityStatus::Compromised(format!("failed closed: {reasons}")),
+                ),
+            }
+        }
     }
 
     /// Writes `boot.completed` and signs the quote.
