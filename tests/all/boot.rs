@@ -23,6 +23,8 @@ use serde_json::Value;
 use crate::guests;
 
 mod anchor;
+mod downgrade;
+
 mod happy;
 mod lookup;
 mod policy;

@@ -13,7 +13,8 @@ use super::status::{BootOutcome, IntegrityStatus};
 use super::{Digest, Provenance, VerifiedComponent};
 use crate::keys::{KeyId, SigningKey};
 
-/// A component that was refused and replaced by a last-known-good copy.
+/// A component that was refused and replaced by a last-known-good copy (of
+/// the same or a newer version, or, when allowed, an older one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recovery {
     /// The component.
@@ -26,8 +27,12 @@ pub struct Recovery {
     pub reason: String,
     /// The digest of the copy used instead.
     pub digest: Digest,
-    /// Its version.
+    /// Its version (as the signed manifest that authorised it lists it).
     pub version: String,
+    /// When the copy is older than the highest accepted version of the
+    /// component, that version: the recovery is a downgrade (allowed
+    /// explicitly, and the boot is [`BootOutcome::Downgraded`]).
+    pub downgraded_from: Option<String>,
 }
 
 /// A component that does not run: it was refused and no copy could replace
@@ -64,7 +69,7 @@ pub struct BootContext {
     pub outcome: BootOutcome,
     /// The components allowed to run, in manifest order.
     pub components: Vec<VerifiedComponent>,
-    /// Components replaced by their last-known-good copy.
+    /// Components replaced by a last-known-good copy (downgrades included).
     pub recovered: Vec<Recovery>,
     /// Components that do not run, in boot order: those refused without a
     /// copy to replace them, then (when nothing runs) those that verified.

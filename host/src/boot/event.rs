@@ -16,6 +16,7 @@ pub(crate) enum BootEvent {
         anchor: Option<Untrusted>,
         manifest: Option<Untrusted>,
         allow_downgrade: bool,
+        allow_recovery_downgrade: bool,
     },
     /// `boot.anchor.verified`
     AnchorVerified {
@@ -97,6 +98,20 @@ pub(crate) enum BootEvent {
         version: String,
         reason: String,
     },
+    /// `boot.component.downgraded`: a refused component replaced by an older
+    /// copy than its highest accepted version (explicitly allowed).
+    ComponentDowngraded {
+        name: String,
+        /// The highest accepted version.
+        from_version: String,
+        /// The version of the copy that runs instead.
+        to_version: String,
+        listed_version: String,
+        listed_digest: String,
+        failed_digest: Option<String>,
+        digest: String,
+        reason: String,
+    },
     /// `boot.component.left-out`
     ComponentLeftOut {
         name: String,
@@ -161,6 +176,7 @@ impl AuditEvent for BootEvent {
             BootEvent::ComponentMeasured { .. } => "boot.component.measured",
             BootEvent::ComponentRefused { .. } => "boot.component.refused",
             BootEvent::ComponentRecovered { .. } => "boot.component.recovered",
+            BootEvent::ComponentDowngraded { .. } => "boot.component.downgraded",
             BootEvent::ComponentLeftOut { .. } => "boot.component.left-out",
             BootEvent::ComponentVerified { .. } => "boot.component.verified",
             BootEvent::StartRecorded { .. } => "boot.component.start-recorded",
@@ -184,6 +200,7 @@ impl AuditEvent for BootEvent {
             },
             BootEvent::ComponentRefused { .. }
             | BootEvent::ComponentRecovered { .. }
+            | BootEvent::ComponentDowngraded { .. }
             | BootEvent::ComponentLeftOut { .. }
             | BootEvent::RollbackRefused { .. }
             | BootEvent::DowngradeAllowed { .. }

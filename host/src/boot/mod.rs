@@ -49,6 +49,12 @@
 //! `recover` replaces it by a last-known-good copy that still verifies
 //! against the current anchor, or fails closed without one; `degraded` does
 //! the same but boots the rest without it.
+//! Recovery never downgrades silently: a copy older than the component's
+//! highest accepted version is used only when
+//! [`BootBuilder::allow_recovery_downgrade`] allows it, the boot is then
+//! [`BootOutcome::Downgraded`] (not verified) and each fall-back is audited
+//! as `boot.component.downgraded`; the recorded highest version is never
+//! lowered by a recovery.
 //!
 //! # Formats and limits
 //!

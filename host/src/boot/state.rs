@@ -464,13 +464,15 @@ impl BootState {
     }
 
     /// Stores a copy of a component that booted verified (its bytes and the
-    /// manifest that authorised it) and raises its highest version.
+    /// manifest that authorised it) and raises its highest version to the
+    /// component's. The highest version is lowered only when `lower` says
+    /// the operator explicitly accepted an older version.
     pub(crate) fn store_copy(
         &self,
         component: &VerifiedComponent,
         manifest: &BootManifest,
         now: chrono::DateTime<chrono::Utc>,
-        set_highest: bool,
+        lower: bool,
     ) -> Result<(), BootError> {
         let object = self.object_path(&component.digest());
         // An existing copy is kept only if it still hashes to its name.
@@ -492,7 +494,7 @@ impl BootState {
                 highest_version: component.version().to_owned(),
                 copies: Vec::new(),
             });
-        if set_highest {
+        if lower || is_newer(component.version(), &record.highest_version) {
             record.highest_version = component.version().to_owned();
         }
         match record
@@ -579,6 +581,19 @@ impl BootState {
     pub(crate) fn save(&self) -> Result<(), BootError> {
         let doc = self.lock_doc();
         self.save_locked(&doc)
+    }
+}
+
+/// True when `version` is a higher semantic version than `highest` (or
+/// `highest` does not parse: it is replaced).
+fn is_newer(version: &str, highest: &str) -> bool {
+    match (
+        semver::Version::parse(version),
+        semver::Version::parse(highest),
+    ) {
+        (Ok(v), Ok(h)) => v > h,
+        (Ok(_), Err(_)) => true,
+        (Err(_), _) => false,
     }
 }
 

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 /// | [`Recover`](BootPolicy::Recover) | replaced by a last-known-good copy that still verifies | the boot is compromised: nothing runs |
 /// | [`Degraded`](BootPolicy::Degraded) | replaced by a last-known-good copy that still verifies | left out; the rest runs |
 ///
-/// Recovery needs a state directory (it keeps the copies).
+/// Recovery needs a state directory (it keeps the copies), and a copy
+/// older than the highest accepted version of its component is used only
+/// when recovery downgrades are allowed
+/// ([`BootBuilder::allow_recovery_downgrade`](super::BootBuilder::allow_recovery_downgrade)).
 ///
 /// Parsed from `fail-closed` (or its alias `strict`), `recover` and
 /// `degraded`.
@@ -84,11 +87,14 @@ pub struct ParseBootPolicyError {
 /// The integrity of a boot, as in the core spec.
 ///
 /// `Verified`: every component of the manifest runs from bytes that
-/// verified (some possibly recovered from their last-known-good copy; see
+/// verified (some possibly recovered from a last-known-good copy of the
+/// same or a newer version; see
 /// [`BootContext::outcome`](super::BootContext::outcome)).
 /// `Compromised(reason)`: the manifest was refused, or a component was
 /// refused without a good copy to fall back on (with
-/// [`BootPolicy::Degraded`] the verified rest runs, otherwise nothing).
+/// [`BootPolicy::Degraded`] the verified rest runs, otherwise nothing), or
+/// a component runs from a copy older than its highest accepted version (an
+/// explicitly allowed downgrade: [`BootOutcome::Downgraded`]).
 /// `Unknown`: not measured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "status", content = "reason")]
@@ -121,6 +127,10 @@ pub enum BootOutcome {
     /// Everything runs verified, but at least one component came from its
     /// last-known-good copy.
     Recovered,
+    /// Everything runs from bytes that verified, but at least one component
+    /// fell back to a copy older than its highest accepted version (allowed
+    /// explicitly). The integrity is not `Verified`.
+    Downgraded,
     /// At least one component is left out (degraded policy).
     Degraded,
     /// Nothing runs.
@@ -128,11 +138,12 @@ pub enum BootOutcome {
 }
 
 impl BootOutcome {
-    /// `verified`, `recovered`, `degraded` or `compromised`.
+    /// `verified`, `recovered`, `downgraded`, `degraded` or `compromised`.
     pub fn as_str(&self) -> &'static str {
         match self {
             BootOutcome::Verified => "verified",
             BootOutcome::Recovered => "recovered",
+            BootOutcome::Downgraded => "downgraded",
             BootOutcome::Degraded => "degraded",
             BootOutcome::Compromised => "compromised",
         }

@@ -16,6 +16,7 @@ use crate::boot::status::BootPolicy;
 use crate::boot::{BootError, Digest, Provenance, VerifiedComponent, parse_version, shown};
 use crate::keys::KeyId;
 
+use super::recovery::Fallback;
 use super::{BootBuilder, Run, Tally};
 
 impl BootBuilder {
@@ -104,12 +105,16 @@ impl BootBuilder {
             },
             Some(measured.unwrap_or(entry.blake3)),
         )?;
-        let copy = match self.policy.recovers() {
+        let fallback = match self.policy.recovers() {
             true => self.recover(run, entry, &error, measured, signers)?,
-            false => None,
+            false => Fallback::Unavailable { note: None },
         };
-        match copy {
-            Some((component, reason)) => {
+        match fallback {
+            Fallback::Used {
+                component,
+                reason,
+                downgraded_from,
+            } => {
                 tally.recovered.push(Recovery {
                     name: entry.name.clone(),
                     path: path.clone(),
@@ -117,15 +122,20 @@ impl BootBuilder {
                     reason,
                     digest: component.digest(),
                     version: component.version().to_owned(),
+                    downgraded_from,
                 });
                 tally.runs(&path, component);
             }
-            None => {
+            Fallback::Unavailable { note } => {
+                let reason = match note {
+                    Some(note) => format!("{error}; {note}"),
+                    None => error.to_string(),
+                };
                 if self.policy == BootPolicy::Degraded {
                     run.emit.emit(
                         &BootEvent::ComponentLeftOut {
                             name: entry.name.clone(),
-                            reason: error.to_string(),
+                            reason: reason.clone(),
                             policy: self.policy.as_str(),
                         },
                         Some(entry.blake3),
@@ -135,7 +145,7 @@ impl BootBuilder {
                     name: entry.name.clone(),
                     version: entry.version.clone(),
                     path,
-                    reason: error.to_string(),
+                    reason,
                 });
             }
         }

@@ -63,6 +63,7 @@ pub struct BootBuilder {
     max_tries: u32,
     max_component_size: u64,
     allow_downgrade: bool,
+    allow_recovery_downgrade: bool,
     progress: Option<ProgressFn>,
 }
 
@@ -75,6 +76,7 @@ impl std::fmt::Debug for BootBuilder {
             .field("max_tries", &self.max_tries)
             .field("max_component_size", &self.max_component_size)
             .field("allow_downgrade", &self.allow_downgrade)
+            .field("allow_recovery_downgrade", &self.allow_recovery_downgrade)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +117,7 @@ impl BootBuilder {
             max_tries: DEFAULT_MAX_TRIES,
             max_component_size: DEFAULT_MAX_COMPONENT_SIZE,
             allow_downgrade: false,
+            allow_recovery_downgrade: false,
             progress: None,
         }
     }
@@ -185,11 +188,33 @@ impl BootBuilder {
     }
 
     /// Accept an older anchor, manifest or component version than the
-    /// highest accepted one; every such downgrade is audited
-    /// (`boot.downgrade.allowed`) and becomes the new recorded version.
-    /// Default: false.
+    /// highest accepted one when it is the one presented (the anchor file,
+    /// the manifest, a version the manifest lists); every such downgrade is
+    /// audited (`boot.downgrade.allowed`) and becomes the new recorded
+    /// version. It does not let recovery fall back to an older copy: see
+    /// [`BootBuilder::allow_recovery_downgrade`]. Default: false.
     pub fn allow_downgrade(&mut self, allow: bool) -> &mut Self {
         self.allow_downgrade = allow;
+        self
+    }
+
+    /// Let recovery ([`BootPolicy::Recover`], [`BootPolicy::Degraded`]) fall
+    /// back to a last-known-good copy older than the highest accepted
+    /// version of its component: the larger of the version the state
+    /// directory records and the version the verified manifest lists (with
+    /// [`BootBuilder::allow_downgrade`], the listed one). A boot that does is
+    /// [`BootOutcome::Downgraded`](crate::boot::BootOutcome::Downgraded)
+    /// (its integrity is not `Verified`), each fall-back is audited as
+    /// `boot.component.downgraded` (component, from and to versions,
+    /// digests) and listed with
+    /// [`Recovery::downgraded_from`](crate::boot::Recovery::downgraded_from),
+    /// and the recorded highest version stays where it was.
+    ///
+    /// Without it such a copy is not used (`boot.component.refused` with
+    /// code `recovery-downgrade`): the component has no usable copy, and the
+    /// refusal says a downgrade would have been needed. Default: false.
+    pub fn allow_recovery_downgrade(&mut self, allow: bool) -> &mut Self {
+        self.allow_recovery_downgrade = allow;
         self
     }
 
@@ -227,6 +252,7 @@ impl BootBuilder {
                 anchor: source_path(&self.anchor),
                 manifest: source_path(&self.manifest),
                 allow_downgrade: self.allow_downgrade,
+                allow_recovery_downgrade: self.allow_recovery_downgrade,
             },
             None,
         )?;

@@ -36,7 +36,7 @@ impl BootBuilder {
             if outcome != BootOutcome::Compromised {
                 for component in &components {
                     if matches!(component.provenance(), Provenance::Manifest { .. }) {
-                        state.store_copy(component, &manifest, run.now, true)?;
+                        state.store_copy(component, &manifest, run.now, self.allow_downgrade)?;
                     }
                 }
             }
@@ -65,33 +65,51 @@ impl BootBuilder {
     /// The outcome and integrity of a boot that found `tally`, under the
     /// policy.
     pub(super) fn decide(&self, tally: &Tally) -> (BootOutcome, IntegrityStatus) {
+        let downgrades = tally
+            .recovered
+            .iter()
+            .filter_map(|r| {
+                let from = r.downgraded_from.as_ref()?;
+                Some(format!(
+                    "{} {from} -> {} (last-known-good copy, allowed explicitly)",
+                    r.name, r.version
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         let left_out = &tally.left_out;
         if left_out.is_empty() {
-            let outcome = if tally.recovered.is_empty() {
-                BootOutcome::Verified
+            return if !downgrades.is_empty() {
+                (
+                    BootOutcome::Downgraded,
+                    IntegrityStatus::Compromised(format!("downgraded: {downgrades}")),
+                )
+            } else if tally.recovered.is_empty() {
+                (BootOutcome::Verified, IntegrityStatus::Verified)
             } else {
-                BootOutcome::Recovered
+                (BootOutcome::Recovered, IntegrityStatus::Verified)
             };
-            (outcome, IntegrityStatus::Verified)
-        } else {
-            let reasons = left_out
-                .iter()
-                .map(|l| format!("{}: {}", l.name, l.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
-            match self.policy {
-                BootPolicy::Degraded => (
-                    BootOutcome::Degraded,
-                    IntegrityStatus::Compromised(format!(
-                        "degraded: {} component(s) left out ({reasons})",
-                        left_out.len()
-                    )),
-                ),
-                _ => (
-                    BootOutcome::Compromised,
-                    IntegrityStatus::Compromised(format!("failed closed: {reasons}")),
-                ),
+        }
+        let reasons = left_out
+            .iter()
+            .map(|l| format!("{}: {}", l.name, l.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match self.policy {
+            BootPolicy::Degraded => {
+                let mut reason = format!(
+                    "degraded: {} component(s) left out ({reasons})",
+                    left_out.len()
+                );
+                if !downgrades.is_empty() {
+                    reason.push_str(&format!("; downgraded: {downgrades}"));
+                }
+                (BootOutcome::Degraded, IntegrityStatus::Compromised(reason))
             }
+            _ => (
+                BootOutcome::Compromised,
+                IntegrityStatus::Compromised(format!("failed closed: {reasons}")),
+            ),
         }
     }
 

@@ -14,10 +14,16 @@ use crate::keys::KeyId;
 use super::{BootBuilder, Run};
 
 impl BootBuilder {
-    /// Looks for a last-known-good copy of `entry` that still verifies:
-    /// the exact bytes the manifest lists first, then good copies, then
-    /// pending ones, newest first; never a copy marked bad, and after a
-    /// rollback refusal never one older than the highest accepted version.
+    /// Looks for a last-known-good copy of `entry` that still verifies: the
+    /// exact bytes the manifest lists first, then good copies, then pending
+    /// ones, newest first, copies at or above the highest accepted version
+    /// before older ones; never a copy marked bad.
+    ///
+    /// The highest accepted version is the larger of the version the state
+    /// records and the version the verified manifest lists (only the listed
+    /// one when the operator allowed a downgrade to it). A copy below it is
+    /// used only with [`BootBuilder::allow_recovery_downgrade`], and then as
+    /// a downgrade; the recorded version is never lowered by a recovery.
     pub(super) fn recover(
         &self,
         run: &mut Run<'_>,
@@ -25,86 +31,149 @@ impl BootBuilder {
         error: &BootError,
         failed: Option<Digest>,
         signers: &[KeyId],
-    ) -> Result<Option<(VerifiedComponent, String)>, BootError> {
+    ) -> Result<Fallback, BootError> {
         let Some(state) = run.state.clone() else {
-            return Ok(None);
+            return Ok(Fallback::Unavailable { note: None });
         };
-        let floor = match error {
-            BootError::Rollback { .. } => state
-                .highest_version(&entry.name)
-                .and_then(|h| semver::Version::parse(&h).ok()),
-            _ => None,
-        };
+        let floor = self.highest_accepted(&state, entry);
+        let below = |version: &str| semver::Version::parse(version).map_or(true, |v| v < floor);
         let mut candidates: Vec<StoredCopy> = state
             .copies(&entry.name)
             .into_iter()
             .filter(|c| c.status != CopyStatus::Bad && Some(c.digest) != failed)
-            .filter(|c| match (&floor, semver::Version::parse(&c.version)) {
-                (Some(floor), Ok(v)) => v >= *floor,
-                (Some(_), Err(_)) => false,
-                (None, _) => true,
-            })
             .collect();
-        // Stable sort of the newest-first list: exact match, then good, then pending.
+        // Stable sort of the newest-first list: not a downgrade, exact match,
+        // then good before pending.
         candidates.sort_by_key(|c| {
             let exact = c.digest == entry.blake3 && c.version == entry.version;
-            (!exact, c.status != CopyStatus::Good)
+            (below(&c.version), !exact, c.status != CopyStatus::Good)
         });
+        let mut refused_downgrade = None;
         for copy in candidates {
             self.report_progress(&format!(
                 "trying the last-known-good copy of {} ({})",
                 entry.name,
                 copy.digest.short()
             ));
-            match self.verify_copy(&state, &run.anchor, entry, &copy, error, signers, run.now) {
-                Ok(component) => {
-                    let reason = format!(
-                        "{}; booted the last-known-good copy {}@{} instead",
-                        error,
-                        component.version(),
-                        component.digest()
-                    );
-                    run.measure(Measurement {
-                        component: entry.name.clone(),
-                        kind: MeasurementKind::Recovery,
-                        version: component.version().to_owned(),
-                        hash: component.digest().to_hex(),
-                        expected_hash: copy.digest.to_hex(),
-                        timestamp: run.now,
-                        status: MeasurementStatus::Valid,
-                        reason: Some(reason.clone()),
-                    });
-                    run.emit.emit(
-                        &BootEvent::ComponentRecovered {
-                            name: entry.name.clone(),
-                            failed_digest: failed.map(|d| d.to_hex()),
-                            digest: component.digest().to_hex(),
-                            version: component.version().to_owned(),
-                            reason: error.to_string(),
-                        },
-                        Some(component.digest()),
-                    )?;
-                    return Ok(Some((component, reason)));
-                }
+            let component = match self.verify_copy(
+                &state,
+                &run.anchor,
+                entry,
+                &copy,
+                error,
+                signers,
+                run.now,
+            ) {
+                Ok(component) => component,
                 Err(copy_error) => {
-                    run.emit.emit(
-                        &BootEvent::ComponentRefused {
-                            name: Untrusted::new(&entry.name),
-                            version: Some(copy.version.clone()),
-                            code: copy_error.code(),
-                            reason: format!(
-                                "last-known-good copy {} does not verify: {copy_error}",
-                                copy.digest
-                            ),
-                            expected: Some(copy.digest.to_hex()),
-                            measured: None,
-                        },
-                        Some(copy.digest),
-                    )?;
+                    let reason = format!(
+                        "last-known-good copy {} does not verify: {copy_error}",
+                        copy.digest
+                    );
+                    refuse_copy(run, entry, &copy, copy_error.code(), reason)?;
+                    continue;
                 }
+            };
+            // The version that counts is the one its signed manifest lists.
+            if !below(component.version()) {
+                return self.recovered(run, entry, error, failed, component, None);
             }
+            if self.allow_recovery_downgrade {
+                let from = floor.to_string();
+                return self.recovered(run, entry, error, failed, component, Some(from));
+            }
+            let note = format!(
+                "its last-known-good copy {}@{} would downgrade it from {floor}, and recovery \
+                 downgrades are not allowed",
+                component.version(),
+                component.digest()
+            );
+            refuse_copy(
+                run,
+                entry,
+                &copy,
+                "recovery-downgrade",
+                format!("last-known-good copy: {note}"),
+            )?;
+            refused_downgrade.get_or_insert(note);
         }
-        Ok(None)
+        Ok(Fallback::Unavailable {
+            note: refused_downgrade,
+        })
+    }
+
+    /// The version below which a fall-back is a downgrade.
+    fn highest_accepted(&self, state: &BootState, entry: &ManifestComponent) -> semver::Version {
+        let listed = semver::Version::parse(&entry.version)
+            .expect("a verified manifest lists semantic versions");
+        if self.allow_downgrade {
+            return listed;
+        }
+        state
+            .highest_version(&entry.name)
+            .and_then(|h| semver::Version::parse(&h).ok())
+            .map_or(listed.clone(), |recorded| recorded.max(listed))
+    }
+
+    /// Measures and audits the copy used for `entry`: a recovery, or (when
+    /// `downgraded_from` is set) a downgrade.
+    fn recovered(
+        &self,
+        run: &mut Run<'_>,
+        entry: &ManifestComponent,
+        error: &BootError,
+        failed: Option<Digest>,
+        component: VerifiedComponent,
+        downgraded_from: Option<String>,
+    ) -> Result<Fallback, BootError> {
+        let reason = match &downgraded_from {
+            None => format!(
+                "{error}; booted the last-known-good copy {}@{} instead",
+                component.version(),
+                component.digest()
+            ),
+            Some(from) => format!(
+                "{error}; booted the older last-known-good copy {}@{} instead: a downgrade \
+                 from {from}, allowed explicitly",
+                component.version(),
+                component.digest()
+            ),
+        };
+        run.measure(Measurement {
+            component: entry.name.clone(),
+            kind: MeasurementKind::Recovery,
+            version: component.version().to_owned(),
+            hash: component.digest().to_hex(),
+            expected_hash: component.digest().to_hex(),
+            timestamp: run.now,
+            status: MeasurementStatus::Valid,
+            reason: Some(reason.clone()),
+        });
+        let event = match &downgraded_from {
+            None => BootEvent::ComponentRecovered {
+                name: entry.name.clone(),
+                failed_digest: failed.map(|d| d.to_hex()),
+                digest: component.digest().to_hex(),
+                version: component.version().to_owned(),
+                reason: error.to_string(),
+            },
+            Some(from) => BootEvent::ComponentDowngraded {
+                name: entry.name.clone(),
+                from_version: from.clone(),
+                to_version: component.version().to_owned(),
+                listed_version: entry.version.clone(),
+                listed_digest: entry.blake3.to_hex(),
+                failed_digest: failed.map(|d| d.to_hex()),
+                digest: component.digest().to_hex(),
+                reason: error.to_string(),
+            },
+        };
+        run.emit.emit(&event, Some(component.digest()))?;
+        Ok(Fallback::Used {
+            component,
+            reason,
+            downgraded_from,
+        })
     }
 
     /// Re-verifies a stored copy: its bytes against its digest, its header,
@@ -168,4 +237,38 @@ impl BootBuilder {
             },
         ))
     }
+}
+
+/// What recovery found for a refused component.
+pub(super) enum Fallback {
+    /// A copy that verified, and why it is used.
+    Used {
+        component: VerifiedComponent,
+        reason: String,
+        /// The highest accepted version, when the copy is older (a downgrade).
+        downgraded_from: Option<String>,
+    },
+    /// No usable copy; `note` says why a copy that verified was not used.
+    Unavailable { note: Option<String> },
+}
+
+/// Audits a stored copy that recovery does not use.
+fn refuse_copy(
+    run: &Run<'_>,
+    entry: &ManifestComponent,
+    copy: &StoredCopy,
+    code: &'static str,
+    reason: String,
+) -> Result<(), BootError> {
+    run.emit.emit(
+        &BootEvent::ComponentRefused {
+            name: Untrusted::new(&entry.name),
+            version: Some(copy.version.clone()),
+            code,
+            reason,
+            expected: Some(copy.digest.to_hex()),
+            measured: None,
+        },
+        Some(copy.digest),
+    )
 }
