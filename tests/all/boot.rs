@@ -29,6 +29,7 @@ mod happy;
 mod lookup;
 mod policy;
 mod refusals;
+mod signatures;
 
 /// Appends a custom section `name` holding `payload` (a custom section may
 /// follow any section of a component; its bytes are covered by the digest

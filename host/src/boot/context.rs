@@ -40,9 +40,11 @@ pub struct Recovery {
 /// boot failed closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeftOut {
-    /// The component.
+    /// The component (in a boot by signatures, a file whose signature did
+    /// not verify is named by its path).
     pub name: String,
-    /// The version the manifest listed.
+    /// The version the manifest listed (empty in a boot by signatures when
+    /// the file's signature did not verify).
     pub version: String,
     /// The component file.
     pub path: PathBuf,
@@ -67,7 +69,8 @@ pub struct BootContext {
     pub boot_time: chrono::DateTime<chrono::Utc>,
     /// How it ended.
     pub outcome: BootOutcome,
-    /// The components allowed to run, in manifest order.
+    /// The components allowed to run, in boot order (the manifest's, or the
+    /// order they were added to a boot by signatures).
     pub components: Vec<VerifiedComponent>,
     /// Components replaced by a last-known-good copy (downgrades included).
     pub recovered: Vec<Recovery>,
@@ -76,9 +79,11 @@ pub struct BootContext {
     pub left_out: Vec<LeftOut>,
     /// The final measurement register.
     pub register: Digest,
-    /// The manifest's release, when the manifest verified.
+    /// The manifest's release, when the manifest verified (none in a boot
+    /// by signatures).
     pub release: Option<String>,
-    /// The manifest's version, when the manifest verified.
+    /// The manifest's version, when the manifest verified (none in a boot
+    /// by signatures).
     pub manifest_version: Option<u64>,
     /// The boot quote, when the boot was given a host key.
     pub quote: Option<BootQuote>,
@@ -122,7 +127,7 @@ impl FileKey {
         }
     }
 
-    fn matches(&self, other: &FileKey) -> bool {
+    pub(crate) fn matches(&self, other: &FileKey) -> bool {
         match (&self.canonical, &other.canonical) {
             (Some(a), Some(b)) if a == b => true,
             _ => self.lexical == other.lexical,

@@ -11,6 +11,8 @@ use crate::audit::{Actor, AuditEvent, AuditLog, Entry, Severity, Untrusted};
 pub(crate) enum BootEvent {
     /// `boot.started`
     Started {
+        /// `manifest` or `signatures`.
+        mode: &'static str,
         policy: &'static str,
         state_dir: Option<Untrusted>,
         anchor: Option<Untrusted>,
@@ -18,6 +20,9 @@ pub(crate) enum BootEvent {
         allow_downgrade: bool,
         allow_recovery_downgrade: bool,
     },
+    /// `boot.refused`: the boot as a whole was refused before anything was
+    /// measured (a boot by signatures where a manifest was accepted).
+    Refused { code: &'static str, reason: String },
     /// `boot.anchor.verified`
     AnchorVerified {
         anchor_id: String,
@@ -166,6 +171,7 @@ impl AuditEvent for BootEvent {
     fn kind(&self) -> &'static str {
         match self {
             BootEvent::Started { .. } => "boot.started",
+            BootEvent::Refused { .. } => "boot.refused",
             BootEvent::AnchorVerified { .. } => "boot.anchor.verified",
             BootEvent::AnchorRefused { .. } => "boot.anchor.refused",
             BootEvent::AnchorRotated { .. } => "boot.anchor.rotated",
@@ -192,7 +198,9 @@ impl AuditEvent for BootEvent {
 
     fn severity(&self) -> Severity {
         match self {
-            BootEvent::AnchorRefused { .. } | BootEvent::ManifestRefused { .. } => Severity::Error,
+            BootEvent::AnchorRefused { .. }
+            | BootEvent::ManifestRefused { .. }
+            | BootEvent::Refused { .. } => Severity::Error,
             BootEvent::Completed { outcome, .. } => match *outcome {
                 "compromised" => Severity::Error,
                 "verified" => Severity::Info,

@@ -19,10 +19,14 @@
 //!    is exactly what is handed over ([`VerifiedComponent`]); nothing is read
 //!    twice.
 //!
-//! Outside a boot, a component can carry its own signature: a DSSE envelope
-//! over an in-toto style [`ComponentStatement`] (`app.wasm.sig.json`),
-//! checked by [`verify_component`] / [`verify_component_file`] /
-//! [`ComponentCheck`].
+//! A component can also carry its own signature: a DSSE envelope over an
+//! in-toto style [`ComponentStatement`] (`app.wasm.sig.json`), checked by
+//! [`verify_component`] / [`verify_component_file`] / [`ComponentCheck`]
+//! (with [`ComponentCheck::state`], under the same pinning and rollback
+//! protection as a manifest boot). A boot can be made of such components
+//! ([`BootBuilder::signatures`]); it yields the same [`BootContext`], and
+//! is refused once the state directory has accepted a boot manifest, so
+//! that deleting the manifest cannot drop its rollback protection.
 //!
 //! # Measurements
 //!
@@ -78,6 +82,7 @@ mod manifest;
 mod measure;
 mod quote;
 mod read;
+mod rollback;
 mod state;
 mod statement;
 mod status;
@@ -408,6 +413,20 @@ pub enum BootError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A boot by per-component signatures on a state directory that has
+    /// accepted a boot manifest: it would drop the manifest's rollback
+    /// protection (the pinned release and its components' versions).
+    #[error(
+        "state directory {state_dir} has accepted boot manifest version {version} (release {release}); a boot by per-component signatures would drop its rollback protection: boot with the manifest"
+    )]
+    ManifestRequired {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// The highest accepted manifest version.
+        version: u64,
+        /// Its release.
+        release: String,
+    },
     /// A boot quote is invalid or does not match what was expected.
     #[error("boot quote: {0}")]
     Quote(String),
@@ -462,6 +481,7 @@ impl BootError {
             BootError::MarkedBad { .. } => "marked-bad",
             BootError::StateCorrupt { .. } => "state-corrupt",
             BootError::StateLocked { .. } => "state-locked",
+            BootError::ManifestRequired { .. } => "manifest-required",
             BootError::Quote(_) => "quote",
             BootError::RegisterMismatch { .. } => "register-mismatch",
             BootError::Key(_) => "key",

@@ -456,11 +456,39 @@ impl BootState {
     }
 
     /// The highest manifest record.
-    pub(crate) fn manifest_record(&self) -> Option<(u64, Digest)> {
-        self.lock_doc()
-            .manifest
-            .as_ref()
-            .map(|m| (m.version, m.digest))
+    pub(crate) fn manifest_record(&self) -> Option<ManifestRecord> {
+        self.lock_doc().manifest.clone()
+    }
+
+    /// Records `version` of `name` as accepted: it becomes the highest
+    /// version when it is newer (or, with `lower`, an explicitly accepted
+    /// older one). Written through before it returns.
+    pub(crate) fn record_version(
+        &self,
+        name: &str,
+        version: &str,
+        lower: bool,
+    ) -> Result<(), BootError> {
+        let mut doc = self.lock_doc();
+        match doc.components.get_mut(name) {
+            None => {
+                doc.components.insert(
+                    name.to_owned(),
+                    ComponentRecord {
+                        highest_version: version.to_owned(),
+                        copies: Vec::new(),
+                    },
+                );
+            }
+            Some(record)
+                if record.highest_version != version
+                    && (lower || is_newer(version, &record.highest_version)) =>
+            {
+                record.highest_version = version.to_owned();
+            }
+            Some(_) => return Ok(()),
+        }
+        self.save_locked(&doc)
     }
 
     /// Stores a copy of a component that booted verified (its bytes and the

@@ -6,9 +6,10 @@ use crate::boot::BootError;
 use crate::boot::anchor::TrustAnchor;
 use crate::boot::event::{BootEvent, Emitter};
 use crate::boot::measure::{MeasurementRegister, anchor_measurement};
+use crate::boot::rollback::check_pin;
 use crate::boot::state::BootState;
 
-use super::{BootBuilder, Run, Source};
+use super::{BootBuilder, Mode, Run, Source};
 
 impl BootBuilder {
     /// Loads and checks the anchor, opens the state directory and checks
@@ -33,6 +34,9 @@ impl BootBuilder {
             (None, Some(dir)) => Some(BootState::open(dir)?),
             (None, None) => None,
         };
+        if let (Mode::Signatures(_), Some(state)) = (&self.mode, &state) {
+            self.refuse_signatures_after_manifest(&emit, state)?;
+        }
         if let Some(state) = &state {
             state.set_max_tries(self.max_tries);
             if let Some(log) = &self.audit {
@@ -40,7 +44,9 @@ impl BootBuilder {
             }
         }
         let pin = match &state {
-            Some(state) => self.check_pin(&emit, state, &anchor)?,
+            Some(state) => check_pin(&emit, state, &anchor, self.allow_downgrade, |e| {
+                self.refuse_anchor(&emit, e, Some(&anchor))
+            })?,
             None => "unpinned",
         };
         let mut run = Run {
@@ -103,67 +109,5 @@ impl BootBuilder {
             Ok(()) => error,
             Err(audit) => audit,
         }
-    }
-
-    /// Pins the anchor on first use; afterwards accepts the pinned one, an
-    /// authorised rotation, or (explicitly) a downgrade.
-    fn check_pin(
-        &self,
-        emit: &Emitter<'_>,
-        state: &BootState,
-        anchor: &TrustAnchor,
-    ) -> Result<&'static str, BootError> {
-        let refuse = |e| self.refuse_anchor(emit, e, Some(anchor));
-        let Some(pinned) = state.pinned_anchor()? else {
-            state.pin_anchor(anchor)?;
-            return Ok("first-use");
-        };
-        if pinned.id() != anchor.id() {
-            return Err(refuse(BootError::AnchorMismatch {
-                pinned: pinned.id(),
-                found: anchor.id(),
-            }));
-        }
-        if anchor.version() == pinned.version() {
-            if anchor.digest() != pinned.digest() {
-                return Err(refuse(BootError::VersionConflict {
-                    what: format!("trust anchor {}", anchor.id()),
-                    version: anchor.version().to_string(),
-                }));
-            }
-            return Ok("pinned");
-        }
-        if anchor.version() > pinned.version() {
-            let previous = pinned.verify_successor(anchor).map_err(refuse)?;
-            state.pin_anchor(anchor)?;
-            emit.emit(
-                &BootEvent::AnchorRotated {
-                    anchor_id: anchor.id().to_string(),
-                    from_version: pinned.version(),
-                    to_version: anchor.version(),
-                    signed_by_previous: previous.iter().map(ToString::to_string).collect(),
-                    signed_by_new: anchor.signers().iter().map(ToString::to_string).collect(),
-                },
-                None,
-            )?;
-            return Ok("rotated");
-        }
-        if !self.allow_downgrade {
-            return Err(refuse(BootError::Rollback {
-                what: format!("trust anchor {}", anchor.id()),
-                found: anchor.version().to_string(),
-                highest: pinned.version().to_string(),
-            }));
-        }
-        emit.emit(
-            &BootEvent::DowngradeAllowed {
-                what: format!("trust anchor {}", anchor.id()),
-                from: pinned.version().to_string(),
-                to: anchor.version().to_string(),
-            },
-            None,
-        )?;
-        state.pin_anchor(anchor)?;
-        Ok("downgraded")
     }
 }

@@ -11,9 +11,10 @@ use crate::boot::event::{BootEvent, Emitter};
 use crate::boot::manifest::{BootManifest, ManifestComponent};
 use crate::boot::measure::{MeasurementStatus, component_measurement};
 use crate::boot::read::{read_component, wasm_kind};
+use crate::boot::rollback::check_component_version;
 use crate::boot::state::{BootState, CopyStatus};
 use crate::boot::status::BootPolicy;
-use crate::boot::{BootError, Digest, Provenance, VerifiedComponent, parse_version, shown};
+use crate::boot::{BootError, Digest, Provenance, VerifiedComponent};
 use crate::keys::KeyId;
 
 use super::recovery::Fallback;
@@ -166,8 +167,15 @@ impl BootBuilder {
         signers: &[KeyId],
     ) -> Result<VerifiedComponent, (BootError, Option<Digest>)> {
         if let Some(state) = state {
-            self.check_component_version(emit, state, entry)
-                .map_err(|e| (e, None))?;
+            check_component_version(
+                emit,
+                state,
+                &entry.name,
+                &entry.version,
+                Some(entry.blake3),
+                self.allow_downgrade,
+            )
+            .map_err(|e| (e, None))?;
             if let Some(bad) = state
                 .copies(&entry.name)
                 .into_iter()
@@ -220,53 +228,5 @@ impl BootBuilder {
                 release: manifest.release().to_owned(),
             },
         ))
-    }
-
-    fn check_component_version(
-        &self,
-        emit: &Emitter<'_>,
-        state: &BootState,
-        entry: &ManifestComponent,
-    ) -> Result<(), BootError> {
-        let Some(highest) = state.highest_version(&entry.name) else {
-            return Ok(());
-        };
-        let highest_v = semver::Version::parse(&highest).map_err(|e| BootError::StateCorrupt {
-            path: state.dir().join("state.json"),
-            reason: format!(
-                "component {} highest version `{}`: {e}",
-                entry.name,
-                shown(&highest)
-            ),
-        })?;
-        let version = parse_version(&format!("component {}", entry.name), &entry.version)?;
-        if version >= highest_v {
-            return Ok(());
-        }
-        let what = format!("component {}", entry.name);
-        if !self.allow_downgrade {
-            emit.emit(
-                &BootEvent::RollbackRefused {
-                    what: what.clone(),
-                    found: entry.version.clone(),
-                    highest: highest.clone(),
-                },
-                Some(entry.blake3),
-            )?;
-            return Err(BootError::Rollback {
-                what,
-                found: entry.version.clone(),
-                highest,
-            });
-        }
-        emit.emit(
-            &BootEvent::DowngradeAllowed {
-                what,
-                from: highest,
-                to: entry.version.clone(),
-            },
-            Some(entry.blake3),
-        )?;
-        Ok(())
     }
 }

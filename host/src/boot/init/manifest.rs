@@ -29,9 +29,13 @@ impl BootBuilder {
     /// anchor and the state's highest manifest version, measures it and
     /// records it as accepted. A refusal comes back with the manifest, when
     /// it could be parsed, for [`BootBuilder::manifest_refused`].
-    pub(super) fn boot_manifest(&self, run: &mut Run<'_>) -> ManifestPhase {
+    pub(super) fn boot_manifest(
+        &self,
+        run: &mut Run<'_>,
+        source: &Source<BootManifest>,
+    ) -> ManifestPhase {
         self.report_progress("verifying the boot manifest");
-        let manifest = match &self.manifest {
+        let manifest = match source {
             Source::Loaded(manifest) => manifest.clone(),
             Source::File(path) => match BootManifest::from_file(path) {
                 Ok(manifest) => manifest,
@@ -78,9 +82,10 @@ impl BootBuilder {
         state: Option<&BootState>,
         manifest: &BootManifest,
     ) -> Result<(), BootError> {
-        let Some((highest, digest)) = state.and_then(BootState::manifest_record) else {
+        let Some(record) = state.and_then(BootState::manifest_record) else {
             return Ok(());
         };
+        let (highest, digest) = (record.version, record.digest);
         let what = "boot manifest".to_owned();
         if manifest.version() < highest {
             if !self.allow_downgrade {

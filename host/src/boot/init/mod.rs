@@ -14,6 +14,7 @@ use crate::boot::manifest::BootManifest;
 use crate::boot::measure::{Measurement, MeasurementRegister};
 use crate::boot::read::DEFAULT_MAX_COMPONENT_SIZE;
 use crate::boot::state::{BootState, DEFAULT_MAX_TRIES};
+use crate::boot::statement::default_signature_path;
 use crate::boot::status::BootPolicy;
 use crate::boot::{BootError, VerifiedComponent};
 use crate::keys::SigningKey;
@@ -23,6 +24,7 @@ mod components;
 mod manifest;
 mod outcome;
 mod recovery;
+mod signatures;
 
 use manifest::ManifestPhase;
 
@@ -34,7 +36,25 @@ enum Source<T> {
     File(PathBuf),
 }
 
+/// What is booted: the components a signed manifest lists, or component
+/// files that each carry their own signature.
+enum Mode {
+    Manifest(Source<BootManifest>),
+    Signatures(Vec<SignedFile>),
+}
+
+/// A component file and its signature file.
+struct SignedFile {
+    path: PathBuf,
+    signature: PathBuf,
+}
+
 /// Boots with everything beyond the anchor and manifest made explicit.
+///
+/// Two modes, one result ([`BootContext`]): a boot of the components a
+/// signed boot manifest lists ([`BootBuilder::new`],
+/// [`BootBuilder::from_files`]), and a boot of component files that each
+/// carry their own signature ([`BootBuilder::signatures`]).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), forgeone::boot::BootError> {
@@ -52,7 +72,9 @@ enum Source<T> {
 /// ```
 pub struct BootBuilder {
     anchor: Source<TrustAnchor>,
-    manifest: Source<BootManifest>,
+    mode: Mode,
+    /// `component` was called on a manifest boot.
+    misplaced_component: bool,
     state_dir: Option<PathBuf>,
     state: Option<BootState>,
     policy: BootPolicy,
@@ -69,7 +91,12 @@ pub struct BootBuilder {
 
 impl std::fmt::Debug for BootBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.mode {
+            Mode::Manifest(_) => "manifest",
+            Mode::Signatures(_) => "signatures",
+        };
         f.debug_struct("BootBuilder")
+            .field("mode", &mode)
             .field("state_dir", &self.state_dir)
             .field("policy", &self.policy)
             .field("now", &self.now)
@@ -91,7 +118,10 @@ pub fn initialize(anchor: TrustAnchor, manifest: &BootManifest) -> Result<BootCo
 impl BootBuilder {
     /// A boot of `manifest` under an already loaded `anchor`.
     pub fn new(anchor: TrustAnchor, manifest: &BootManifest) -> BootBuilder {
-        Self::with(Source::Loaded(anchor), Source::Loaded(manifest.clone()))
+        Self::with(
+            Source::Loaded(anchor),
+            Mode::Manifest(Source::Loaded(manifest.clone())),
+        )
     }
 
     /// A boot that loads both files itself, so that a refused anchor or
@@ -99,14 +129,69 @@ impl BootBuilder {
     pub fn from_files(anchor: impl AsRef<Path>, manifest: impl AsRef<Path>) -> BootBuilder {
         Self::with(
             Source::File(anchor.as_ref().to_owned()),
-            Source::File(manifest.as_ref().to_owned()),
+            Mode::Manifest(Source::File(manifest.as_ref().to_owned())),
         )
     }
 
-    fn with(anchor: Source<TrustAnchor>, manifest: Source<BootManifest>) -> BootBuilder {
+    /// A boot by per-component signatures under the anchor file `anchor`:
+    /// each file added with [`BootBuilder::component`] is read once and
+    /// verified against its own signature as [`ComponentCheck`] does
+    /// (audited as `boot.component.verified` / `boot.component.refused`),
+    /// and measured into the register after the anchor.
+    ///
+    /// With a state directory the anchor is pinned and each component's
+    /// highest accepted version enforced and recorded, as in a manifest
+    /// boot; but once the state directory has accepted a boot manifest
+    /// version, this boot is refused ([`BootError::ManifestRequired`]):
+    /// deleting the manifest must not drop its rollback protection.
+    ///
+    /// There is no recovery in this mode (no manifest authorises a stored
+    /// copy): under [`BootPolicy::FailClosed`] and [`BootPolicy::Recover`] a
+    /// refused component makes the boot compromised, under
+    /// [`BootPolicy::Degraded`] it is left out and the rest runs.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), forgeone::boot::BootError> {
+    /// use forgeone::boot::BootBuilder;
+    /// let ctx = BootBuilder::signatures("trust_anchor.json")
+    ///     .component("app.wasm", None) // signature: app.wasm.sig.json
+    ///     .component("auth.wasm", Some("signatures/auth.json".into()))
+    ///     .state_dir("/var/lib/forgeone/boot")
+    ///     .run()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`ComponentCheck`]: crate::boot::ComponentCheck
+    pub fn signatures(anchor: impl AsRef<Path>) -> BootBuilder {
+        Self::with(
+            Source::File(anchor.as_ref().to_owned()),
+            Mode::Signatures(Vec::new()),
+        )
+    }
+
+    /// Adds the component file `path` to a boot by signatures
+    /// ([`BootBuilder::signatures`]), verified against `signature`
+    /// (default: `path` with `.sig.json` appended). Components are
+    /// measured in the order they are added; a file added twice is booted
+    /// once. On a manifest boot, which boots what its manifest lists,
+    /// [`BootBuilder::run`] refuses to start ([`BootError::Invalid`]).
+    pub fn component(&mut self, path: impl Into<PathBuf>, signature: Option<PathBuf>) -> &mut Self {
+        let path = path.into();
+        match &mut self.mode {
+            Mode::Signatures(files) => files.push(SignedFile {
+                signature: signature.unwrap_or_else(|| default_signature_path(&path)),
+                path,
+            }),
+            Mode::Manifest(_) => self.misplaced_component = true,
+        }
+        self
+    }
+
+    fn with(anchor: Source<TrustAnchor>, mode: Mode) -> BootBuilder {
         BootBuilder {
             anchor,
-            manifest,
+            mode,
+            misplaced_component: false,
             state_dir: None,
             state: None,
             policy: BootPolicy::FailClosed,
@@ -235,13 +320,26 @@ impl BootBuilder {
     /// [`BootContext::outcome`] say what happened, with nothing of what
     /// failed in [`BootContext::components`].
     pub fn run(&self) -> Result<BootContext, BootError> {
+        if self.misplaced_component {
+            return Err(BootError::Invalid {
+                what: "boot".into(),
+                reason: "component() adds files to a boot by per-component signatures \
+                         (BootBuilder::signatures); a manifest boot boots what its manifest lists"
+                    .into(),
+            });
+        }
         let now = self.now.unwrap_or_else(chrono::Utc::now);
         let emit = Emitter::new(self.audit.as_ref());
         if let Some(log) = &self.audit {
             log.ensure_writable()?;
         }
+        let (mode, manifest) = match &self.mode {
+            Mode::Manifest(source) => ("manifest", source_path(source)),
+            Mode::Signatures(_) => ("signatures", None),
+        };
         emit.emit(
             &BootEvent::Started {
+                mode,
                 policy: self.policy.as_str(),
                 state_dir: self
                     .state
@@ -250,21 +348,28 @@ impl BootBuilder {
                     .or_else(|| self.state_dir.clone())
                     .map(|d| Untrusted::new(&d.display().to_string())),
                 anchor: source_path(&self.anchor),
-                manifest: source_path(&self.manifest),
+                manifest,
                 allow_downgrade: self.allow_downgrade,
                 allow_recovery_downgrade: self.allow_recovery_downgrade,
             },
             None,
         )?;
         let mut run = self.trust_anchor(emit, now)?;
-        let (manifest, signers) = match self.boot_manifest(&mut run) {
+        let source = match &self.mode {
+            Mode::Manifest(source) => source,
+            Mode::Signatures(files) => {
+                let tally = self.signed_components(&mut run, files)?;
+                return self.outcome(run, None, tally);
+            }
+        };
+        let (manifest, signers) = match self.boot_manifest(&mut run, source) {
             ManifestPhase::Verified(manifest, signers) => (manifest, signers),
             ManifestPhase::Refused(manifest, error) => {
                 return self.manifest_refused(run, manifest.as_ref(), error);
             }
         };
         let tally = self.components(&mut run, &manifest, &signers)?;
-        self.outcome(run, manifest, tally)
+        self.outcome(run, Some(manifest), tally)
     }
 
     fn report_progress(&self, line: &str) {

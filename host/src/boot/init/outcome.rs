@@ -12,12 +12,12 @@ use crate::boot::status::{BootOutcome, BootPolicy, IntegrityStatus};
 use super::{BootBuilder, Run, Tally};
 
 impl BootBuilder {
-    /// Decides the outcome, keeps copies of what booted verified, and
-    /// completes the boot.
+    /// Decides the outcome, keeps copies of what booted verified under
+    /// `manifest` (none in a boot by signatures), and completes the boot.
     pub(super) fn outcome(
         &self,
         run: Run<'_>,
-        manifest: BootManifest,
+        manifest: Option<BootManifest>,
         mut tally: Tally,
     ) -> Result<BootContext, BootError> {
         let (outcome, integrity) = self.decide(&tally);
@@ -33,10 +33,12 @@ impl BootBuilder {
             files,
         } = tally;
         if let Some(state) = &run.state {
-            if outcome != BootOutcome::Compromised {
+            if let Some(manifest) = &manifest
+                && outcome != BootOutcome::Compromised
+            {
                 for component in &components {
                     if matches!(component.provenance(), Provenance::Manifest { .. }) {
-                        state.store_copy(component, &manifest, run.now, self.allow_downgrade)?;
+                        state.store_copy(component, manifest, run.now, self.allow_downgrade)?;
                     }
                 }
             }
@@ -52,11 +54,11 @@ impl BootBuilder {
             recovered,
             left_out,
             register: run.register.value(),
-            release: Some(manifest.release().to_owned()),
-            manifest_version: Some(manifest.version()),
+            release: manifest.as_ref().map(|m| m.release().to_owned()),
+            manifest_version: manifest.as_ref().map(BootManifest::version),
             quote: None,
             state: run.state,
-            manifest: Some(manifest),
+            manifest,
             files,
         };
         self.complete(&run.emit, ctx)
