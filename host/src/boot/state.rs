@@ -81,18 +81,18 @@ pub struct StoredCopy {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ComponentRecord {
-    pub(crate) highest_version: String,
+struct ComponentRecord {
+    highest_version: String,
     #[serde(default)]
-    pub(crate) copies: Vec<StoredCopy>,
+    copies: Vec<StoredCopy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PinnedAnchor {
-    pub(crate) id: uuid::Uuid,
-    pub(crate) version: u64,
-    pub(crate) digest: Digest,
+struct PinnedAnchor {
+    id: uuid::Uuid,
+    version: u64,
+    digest: Digest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,14 +105,14 @@ pub(crate) struct ManifestRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StateDoc {
+struct StateDoc {
     format: String,
     #[serde(default)]
-    pub(crate) anchor: Option<PinnedAnchor>,
+    anchor: Option<PinnedAnchor>,
     #[serde(default)]
-    pub(crate) manifest: Option<ManifestRecord>,
+    manifest: Option<ManifestRecord>,
     #[serde(default)]
-    pub(crate) components: BTreeMap<String, ComponentRecord>,
+    components: BTreeMap<String, ComponentRecord>,
 }
 
 impl StateDoc {
@@ -165,6 +165,14 @@ struct Inner {
 
 /// An open state directory. Clone it freely; clones share one lock and one
 /// in-memory state, and every change is written through atomically.
+///
+/// What is public is what an operator tool or an embedder needs: opening
+/// it, boot assessment ([`BootState::record_start`] with its settings) and
+/// read-only views ([`BootState::copies`], [`BootState::highest_version`],
+/// [`BootState::manifest_version`]). Everything that writes the pin, the
+/// versions or the copies belongs to the boot and to [`ComponentCheck`].
+///
+/// [`ComponentCheck`]: super::ComponentCheck
 #[derive(Clone)]
 pub struct BootState {
     inner: Arc<Inner>,
@@ -383,7 +391,7 @@ impl BootState {
     }
 
     /// The pinned trust anchor, checked again as it is read.
-    pub fn pinned_anchor(&self) -> Result<Option<TrustAnchor>, BootError> {
+    pub(crate) fn pinned_anchor(&self) -> Result<Option<TrustAnchor>, BootError> {
         let pinned = self.lock_doc().anchor.clone();
         let Some(pinned) = pinned else {
             return Ok(None);
@@ -413,7 +421,7 @@ impl BootState {
     }
 
     /// Where the copy with `digest` is stored.
-    pub fn object_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn object_path(&self, digest: &Digest) -> PathBuf {
         self.inner
             .dir
             .join("objects")
@@ -427,7 +435,7 @@ impl BootState {
             .join(format!("{digest}.json"))
     }
 
-    pub(crate) fn lock_doc(&self) -> MutexGuard<'_, StateDoc> {
+    fn lock_doc(&self) -> MutexGuard<'_, StateDoc> {
         self.inner.doc.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -599,7 +607,7 @@ impl BootState {
     }
 
     /// Writes the state (caller holds the lock on the document).
-    pub(crate) fn save_locked(&self, doc: &StateDoc) -> Result<(), BootError> {
+    fn save_locked(&self, doc: &StateDoc) -> Result<(), BootError> {
         let mut bytes = serde_json::to_vec_pretty(doc).expect("the state serialises");
         bytes.push(b'\n');
         write_atomic(&self.inner.dir.join("state.json"), &bytes)
@@ -625,7 +633,7 @@ fn is_newer(version: &str, highest: &str) -> bool {
     }
 }
 
-pub(crate) fn status_str(status: CopyStatus) -> &'static str {
+fn status_str(status: CopyStatus) -> &'static str {
     match status {
         CopyStatus::Pending => "pending",
         CopyStatus::Good => "good",
@@ -635,7 +643,7 @@ pub(crate) fn status_str(status: CopyStatus) -> &'static str {
 
 /// Writes `bytes` to `path` atomically: a new temporary file in the same
 /// directory, fsync, rename over `path`, fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io = |p: &Path| {
         let p = p.to_owned();

@@ -103,12 +103,23 @@ fn verified_boot_audits_every_step() {
     let completed = record(&booted.records, "boot.completed");
     assert_eq!(completed["details"]["register"], ctx.register.to_hex());
     assert_eq!(completed["details"]["outcome"], "verified");
-    // The copy that booted verified is kept, content addressed.
+    // The copy that booted verified is kept, content addressed
+    // (`objects/<blake3>.wasm`), pending its first successful start.
     let state = ctx.state().unwrap();
+    let copies = state.copies("hello");
+    assert_eq!(copies.len(), 1);
+    let copy = &copies[0];
     assert_eq!(
-        std::fs::read(state.object_path(&Digest::of(&world.hello))).unwrap(),
-        world.hello
+        (copy.digest, copy.version.as_str(), copy.status),
+        (Digest::of(&world.hello), "1.0.0", boot::CopyStatus::Pending)
     );
+    let object = state
+        .dir()
+        .join("objects")
+        .join(format!("{}.wasm", copy.digest));
+    assert_eq!(std::fs::read(object).unwrap(), world.hello);
+    assert_eq!(state.highest_version("hello").as_deref(), Some("1.0.0"));
+    assert_eq!(state.manifest_version(), Some(1));
 }
 
 #[test]
