@@ -30,6 +30,7 @@ mod lookup;
 mod policy;
 mod refusals;
 mod signatures;
+mod sources;
 
 /// Appends a custom section `name` holding `payload` (a custom section may
 /// follow any section of a component; its bytes are covered by the digest

@@ -177,6 +177,9 @@ pub enum BootError {
         source_name: String,
         /// What is wrong.
         reason: String,
+        /// The JSON or base64 error behind it, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// An envelope of another kind (a signature for a different document
     /// type cannot be replayed as this one).
@@ -232,12 +235,14 @@ pub enum BootError {
     },
     /// A signed document (anchor, manifest, statement, report) is not valid
     /// JSON of its schema.
-    #[error("{what}: malformed document: {reason}")]
+    #[error("{what}: malformed document: {source}")]
     MalformedDocument {
         /// Which document.
         what: String,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong: the JSON error (unknown field, missing field,
+        /// wrong type, at line and column).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// A trust anchor lists a weak (small-order) or malformed public key.
     #[error("trust anchor key {index} ({role}): {source}")]
@@ -357,7 +362,7 @@ pub enum BootError {
     },
     /// A new anchor version not signed by a threshold of the previous
     /// version's root keys.
-    #[error("trust anchor rotation {from} -> {to} refused: {reason}")]
+    #[error("trust anchor rotation {from} -> {to} refused: {reason}: {source}")]
     Rotation {
         /// The pinned version.
         from: u64,
@@ -365,6 +370,10 @@ pub enum BootError {
         to: u64,
         /// Why.
         reason: String,
+        /// The refusal of the pinned version's root signatures (a
+        /// [`BootError`]).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// A manifest component belongs to another release than the manifest.
     #[error(
@@ -386,6 +395,10 @@ pub enum BootError {
         what: String,
         /// The rule broken.
         reason: String,
+        /// The parse error behind it (a version that is not a semantic
+        /// version), if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A component version failed to start too many times in a row and is
     /// marked bad (boot assessment).
@@ -406,6 +419,9 @@ pub enum BootError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+        /// The read, JSON or verification error behind it, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// Another process holds the state directory.
     #[error("boot state {path} is in use by another process")]
@@ -565,5 +581,6 @@ pub(crate) fn parse_version(what: &str, version: &str) -> Result<semver::Version
             "version `{}` is not a semantic version ({e}); versions are compared for rollback protection",
             shown(version)
         ),
+        source: Some(Box::new(e)),
     })
 }

@@ -163,7 +163,7 @@ pub fn verify_quote(
     let report: BootReport =
         serde_json::from_slice(envelope.payload()).map_err(|e| BootError::MalformedDocument {
             what: "boot report".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     if report.format != REPORT_FORMAT {
         return Err(BootError::Quote(format!(

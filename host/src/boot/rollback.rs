@@ -96,6 +96,7 @@ pub(crate) fn check_component_version(
             "component {name} highest version `{}`: {e}",
             shown(&highest)
         ),
+        source: Some(Box::new(e)),
     })?;
     let what = format!("component {name}");
     let presented = parse_version(&what, version)?;

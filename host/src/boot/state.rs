@@ -226,17 +226,10 @@ impl BootState {
         let doc = match std::fs::symlink_metadata(&state_path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateDoc::new(),
             _ => {
-                let bytes = super::read::read_small(&state_path, MAX_STATE_BYTES).map_err(|e| {
-                    BootError::StateCorrupt {
-                        path: state_path.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let bytes = super::read::read_small(&state_path, MAX_STATE_BYTES)
+                    .map_err(|e| corrupt_by(&state_path, e))?;
                 let doc: StateDoc =
-                    serde_json::from_slice(&bytes).map_err(|e| BootError::StateCorrupt {
-                        path: state_path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt_by(&state_path, e))?;
                 if doc.format != FORMAT {
                     return Err(BootError::StateCorrupt {
                         path: state_path,
@@ -244,6 +237,7 @@ impl BootState {
                             "format `{}`, expected `{FORMAT}`",
                             super::shown(&doc.format)
                         ),
+                        source: None,
                     });
                 }
                 doc
@@ -400,10 +394,11 @@ impl BootState {
         let corrupt = |reason: String| BootError::StateCorrupt {
             path: path.clone(),
             reason,
+            source: None,
         };
         let bytes =
-            super::read::read_small(&path, MAX_ANCHOR_BYTES).map_err(|e| corrupt(e.to_string()))?;
-        let anchor = TrustAnchor::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            super::read::read_small(&path, MAX_ANCHOR_BYTES).map_err(|e| corrupt_by(&path, e))?;
+        let anchor = TrustAnchor::from_bytes(&bytes).map_err(|e| corrupt_by(&path, e))?;
         if anchor.id() != pinned.id
             || anchor.version() != pinned.version
             || anchor.digest() != pinned.digest
@@ -617,6 +612,15 @@ impl BootState {
     pub(crate) fn save(&self) -> Result<(), BootError> {
         let doc = self.lock_doc();
         self.save_locked(&doc)
+    }
+}
+
+/// The state file `path` is damaged: `error` says how.
+fn corrupt_by(path: &Path, error: impl std::error::Error + Send + Sync + 'static) -> BootError {
+    BootError::StateCorrupt {
+        path: path.to_owned(),
+        reason: error.to_string(),
+        source: Some(Box::new(error)),
     }
 }
 

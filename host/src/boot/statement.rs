@@ -142,6 +142,7 @@ impl ComponentStatement {
         let invalid = |reason: String| BootError::Invalid {
             what: "component statement".into(),
             reason,
+            source: None,
         };
         if self.statement_type != STATEMENT_TYPE {
             return Err(invalid(format!(
@@ -371,7 +372,7 @@ impl<'a> ComponentCheck<'a> {
             serde_json::from_slice(envelope.payload()).map_err(|e| {
                 BootError::MalformedDocument {
                     what: "component statement".into(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 }
             })?;
         statement.validate()?;

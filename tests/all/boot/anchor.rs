@@ -98,6 +98,7 @@ fn rotation_signed_only_by_new_keys_is_refused() {
             from: 1,
             to: 2,
             reason,
+            ..
         } => {
             assert!(
                 reason.contains("not signed by a threshold of v1's root keys"),

@@ -326,6 +326,7 @@ impl BootBuilder {
                 reason: "component() adds files to a boot by per-component signatures \
                          (BootBuilder::signatures); a manifest boot boots what its manifest lists"
                     .into(),
+                source: None,
             });
         }
         let now = self.now.unwrap_or_else(chrono::Utc::now);

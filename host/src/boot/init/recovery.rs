@@ -213,6 +213,7 @@ impl BootBuilder {
                 return Err(BootError::StateCorrupt {
                     path: state.manifest_path(&copy.manifest),
                     reason: format!("holds manifest {}", stored.digest()),
+                    source: None,
                 });
             }
             let signers = stored.verify(anchor, now)?;
@@ -223,6 +224,7 @@ impl BootBuilder {
                 .ok_or_else(|| BootError::Invalid {
                     what: format!("stored manifest {} v{}", stored.release(), stored.version()),
                     reason: format!("does not list {} {}", entry.name, copy.digest),
+                    source: None,
                 })?;
             (listed.version.clone(), signers)
         };
