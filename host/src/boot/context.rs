@@ -16,6 +16,7 @@ use crate::keys::{KeyId, SigningKey};
 /// A component that was refused and replaced by a last-known-good copy (of
 /// the same or a newer version, or, when allowed, an older one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Recovery {
     /// The component.
     pub name: String,
@@ -39,6 +40,7 @@ pub struct Recovery {
 /// it, or (in a compromised boot, where nothing runs) it verified but the
 /// boot failed closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LeftOut {
     /// The component (in a boot by signatures, a file whose signature did
     /// not verify is named by its path).

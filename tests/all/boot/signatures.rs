@@ -38,7 +38,7 @@ fn signed_files(world: &World) -> (PathBuf, PathBuf, PathBuf) {
 
 /// Runs a boot by signatures under `anchor` with an audit log.
 fn boot(world: &World, anchor: &Path, configure: impl FnOnce(&mut BootBuilder)) -> Booted {
-    let log_path = world.path(&format!("sig-audit-{}.jsonl", rand_suffix()));
+    let log_path = world.path(&format!("sig-audit-{}.jsonl", next_log()));
     let log = AuditLog::open(&log_path, SigningKey::generate(), &AuditConfig::new()).unwrap();
     let mut builder = BootBuilder::signatures(anchor);
     builder.audit(log.clone());
@@ -52,7 +52,8 @@ fn boot(world: &World, anchor: &Path, configure: impl FnOnce(&mut BootBuilder)) 
     }
 }
 
-fn rand_suffix() -> String {
+/// A fresh number for each audit log.
+fn next_log() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     N.fetch_add(1, Ordering::Relaxed).to_string()

@@ -1,8 +1,9 @@
 //! The boot itself, phase by phase: the trust anchor ([`anchor`]), the
 //! boot manifest ([`manifest`]), the components ([`components`]) with
 //! recovery from last-known-good copies ([`recovery`]), and the outcome,
-//! the state and the quote ([`outcome`]). [`BootBuilder`] holds the
-//! configuration and runs the phases in order.
+//! the state and the quote ([`outcome`]). A boot by per-component
+//! signatures ([`signatures`]) replaces the manifest and components phases.
+//! [`BootBuilder`] holds the configuration and runs the phases in order.
 
 use std::path::{Path, PathBuf};
 
@@ -314,11 +315,14 @@ impl BootBuilder {
     ///
     /// `Err` means no trust could be established: the anchor was refused
     /// (malformed, badly signed, expired, not the pinned one, a rollback or
-    /// an unauthorised rotation), the manifest file could not be read, or
-    /// the state directory or the audit log cannot be used. Every other refusal (the manifest, a component) is
-    /// an `Ok` context whose [`BootContext::integrity_status`] and
-    /// [`BootContext::outcome`] say what happened, with nothing of what
-    /// failed in [`BootContext::components`].
+    /// an unauthorised rotation), the manifest file could not be read, a
+    /// boot by signatures met a state directory that has accepted a
+    /// manifest ([`BootError::ManifestRequired`]), or the state directory
+    /// or the audit log cannot be used. Every other refusal (the manifest,
+    /// a component) is an `Ok` context whose
+    /// [`BootContext::integrity_status`] and [`BootContext::outcome`] say
+    /// what happened, with nothing of what failed in
+    /// [`BootContext::components`].
     pub fn run(&self) -> Result<BootContext, BootError> {
         if self.misplaced_component {
             return Err(BootError::Invalid {
