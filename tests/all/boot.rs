@@ -23,8 +23,14 @@ use serde_json::Value;
 use crate::guests;
 
 mod anchor;
+mod downgrade;
+
 mod happy;
+mod lookup;
+mod policy;
 mod refusals;
+mod signatures;
+mod sources;
 
 /// Appends a custom section `name` holding `payload` (a custom section may
 /// follow any section of a component; its bytes are covered by the digest

@@ -198,7 +198,7 @@ impl TrustAnchor {
         let doc: AnchorDocument = serde_json::from_slice(envelope.payload()).map_err(|e| {
             BootError::MalformedDocument {
                 what: format!("{source_name} (trust anchor)"),
-                reason: e.to_string(),
+                source: Box::new(e),
             }
         })?;
         let keys = validate(&doc)?;
@@ -327,9 +327,10 @@ impl TrustAnchor {
                 from: self.version(),
                 to: next.version(),
                 reason: format!(
-                    "not signed by a threshold of v{}'s root keys: {e}",
+                    "not signed by a threshold of v{}'s root keys",
                     self.version()
                 ),
+                source: Box::new(e),
             })
     }
 
@@ -348,6 +349,7 @@ fn validate(doc: &AnchorDocument) -> Result<Vec<AnchorKey>, BootError> {
     let invalid = |reason: String| BootError::Invalid {
         what: what.clone(),
         reason,
+        source: None,
     };
     if doc.version == 0 {
         return Err(invalid("version must be at least 1".into()));

@@ -123,20 +123,29 @@ impl Envelope {
         let malformed = |reason: String| BootError::MalformedEnvelope {
             source_name: source_name.to_owned(),
             reason,
+            source: None,
+        };
+        let malformed_by = |reason: String, e: Box<dyn std::error::Error + Send + Sync>| {
+            BootError::MalformedEnvelope {
+                source_name: source_name.to_owned(),
+                reason,
+                source: Some(e),
+            }
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(malformed("empty".into()));
         }
         let wire: Wire = serde_json::from_slice(bytes).map_err(|e| {
-            malformed(if e.is_eof() {
+            let reason = if e.is_eof() {
                 format!("truncated ({e})")
             } else {
                 format!("not DSSE JSON ({e})")
-            })
+            };
+            malformed_by(reason, Box::new(e))
         })?;
-        let payload = STANDARD
-            .decode(wire.payload.as_bytes())
-            .map_err(|e| malformed(format!("payload is not standard base64 ({e})")))?;
+        let payload = STANDARD.decode(wire.payload.as_bytes()).map_err(|e| {
+            malformed_by(format!("payload is not standard base64 ({e})"), Box::new(e))
+        })?;
         if wire.signatures.len() > MAX_SIGNATURES {
             return Err(malformed(format!(
                 "{} signatures, more than the {MAX_SIGNATURES} allowed",
@@ -146,7 +155,10 @@ impl Envelope {
         let mut signatures = Vec::with_capacity(wire.signatures.len());
         for (index, s) in wire.signatures.into_iter().enumerate() {
             let sig = STANDARD.decode(s.sig.as_bytes()).map_err(|e| {
-                malformed(format!("signature {index} is not standard base64 ({e})"))
+                malformed_by(
+                    format!("signature {index} is not standard base64 ({e})"),
+                    Box::new(e),
+                )
             })?;
             if sig.len() != 64 {
                 return Err(malformed(format!(

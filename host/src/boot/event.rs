@@ -11,12 +11,18 @@ use crate::audit::{Actor, AuditEvent, AuditLog, Entry, Severity, Untrusted};
 pub(crate) enum BootEvent {
     /// `boot.started`
     Started {
+        /// `manifest` or `signatures`.
+        mode: &'static str,
         policy: &'static str,
         state_dir: Option<Untrusted>,
         anchor: Option<Untrusted>,
         manifest: Option<Untrusted>,
         allow_downgrade: bool,
+        allow_recovery_downgrade: bool,
     },
+    /// `boot.refused`: the boot as a whole was refused before anything was
+    /// measured (a boot by signatures where a manifest was accepted).
+    Refused { code: &'static str, reason: String },
     /// `boot.anchor.verified`
     AnchorVerified {
         anchor_id: String,
@@ -97,6 +103,20 @@ pub(crate) enum BootEvent {
         version: String,
         reason: String,
     },
+    /// `boot.component.downgraded`: a refused component replaced by an older
+    /// copy than its highest accepted version (explicitly allowed).
+    ComponentDowngraded {
+        name: String,
+        /// The highest accepted version.
+        from_version: String,
+        /// The version of the copy that runs instead.
+        to_version: String,
+        listed_version: String,
+        listed_digest: String,
+        failed_digest: Option<String>,
+        digest: String,
+        reason: String,
+    },
     /// `boot.component.left-out`
     ComponentLeftOut {
         name: String,
@@ -151,6 +171,7 @@ impl AuditEvent for BootEvent {
     fn kind(&self) -> &'static str {
         match self {
             BootEvent::Started { .. } => "boot.started",
+            BootEvent::Refused { .. } => "boot.refused",
             BootEvent::AnchorVerified { .. } => "boot.anchor.verified",
             BootEvent::AnchorRefused { .. } => "boot.anchor.refused",
             BootEvent::AnchorRotated { .. } => "boot.anchor.rotated",
@@ -161,6 +182,7 @@ impl AuditEvent for BootEvent {
             BootEvent::ComponentMeasured { .. } => "boot.component.measured",
             BootEvent::ComponentRefused { .. } => "boot.component.refused",
             BootEvent::ComponentRecovered { .. } => "boot.component.recovered",
+            BootEvent::ComponentDowngraded { .. } => "boot.component.downgraded",
             BootEvent::ComponentLeftOut { .. } => "boot.component.left-out",
             BootEvent::ComponentVerified { .. } => "boot.component.verified",
             BootEvent::StartRecorded { .. } => "boot.component.start-recorded",
@@ -176,7 +198,9 @@ impl AuditEvent for BootEvent {
 
     fn severity(&self) -> Severity {
         match self {
-            BootEvent::AnchorRefused { .. } | BootEvent::ManifestRefused { .. } => Severity::Error,
+            BootEvent::AnchorRefused { .. }
+            | BootEvent::ManifestRefused { .. }
+            | BootEvent::Refused { .. } => Severity::Error,
             BootEvent::Completed { outcome, .. } => match *outcome {
                 "compromised" => Severity::Error,
                 "verified" => Severity::Info,
@@ -184,6 +208,7 @@ impl AuditEvent for BootEvent {
             },
             BootEvent::ComponentRefused { .. }
             | BootEvent::ComponentRecovered { .. }
+            | BootEvent::ComponentDowngraded { .. }
             | BootEvent::ComponentLeftOut { .. }
             | BootEvent::RollbackRefused { .. }
             | BootEvent::DowngradeAllowed { .. }

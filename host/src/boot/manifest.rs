@@ -105,6 +105,7 @@ impl ManifestDocument {
         let invalid = |reason: String| BootError::Invalid {
             what: what.clone(),
             reason,
+            source: None,
         };
         if !valid_name(&self.release) {
             return Err(invalid(format!(
@@ -228,7 +229,7 @@ impl BootManifest {
         let doc: ManifestDocument = serde_json::from_slice(envelope.payload()).map_err(|e| {
             BootError::MalformedDocument {
                 what: format!("{source_name} (boot manifest)"),
-                reason: e.to_string(),
+                source: Box::new(e),
             }
         })?;
         Ok(BootManifest {

@@ -3,6 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::Digest;
+use super::anchor::TrustAnchor;
+use super::manifest::{BootManifest, ManifestComponent};
+
+/// Name of the anchor's measurement.
+pub(crate) const ANCHOR_MEASUREMENT: &str = "trust-anchor";
+/// Name of the manifest's measurement.
+pub(crate) const MANIFEST_MEASUREMENT: &str = "boot-manifest";
 
 /// The outcome of one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,5 +145,65 @@ impl MeasurementRegister {
             register.extend_measurement(m);
         }
         register.value()
+    }
+}
+
+/// The anchor's measurement when it is accepted.
+pub(crate) fn anchor_measurement(
+    anchor: &TrustAnchor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Measurement {
+    Measurement {
+        component: ANCHOR_MEASUREMENT.into(),
+        kind: MeasurementKind::Anchor,
+        version: anchor.version().to_string(),
+        hash: anchor.digest().to_hex(),
+        expected_hash: anchor.digest().to_hex(),
+        timestamp: now,
+        status: MeasurementStatus::Valid,
+        reason: None,
+    }
+}
+
+/// The manifest's measurement.
+pub(crate) fn manifest_measurement(
+    manifest: &BootManifest,
+    now: chrono::DateTime<chrono::Utc>,
+    status: MeasurementStatus,
+    reason: Option<String>,
+) -> Measurement {
+    Measurement {
+        component: MANIFEST_MEASUREMENT.into(),
+        kind: MeasurementKind::Manifest,
+        version: manifest.version().to_string(),
+        hash: manifest.digest().to_hex(),
+        expected_hash: if status == MeasurementStatus::Valid {
+            manifest.digest().to_hex()
+        } else {
+            String::new()
+        },
+        timestamp: now,
+        status,
+        reason,
+    }
+}
+
+/// A component's measurement.
+pub(crate) fn component_measurement(
+    entry: &ManifestComponent,
+    measured: Option<Digest>,
+    now: chrono::DateTime<chrono::Utc>,
+    status: MeasurementStatus,
+    reason: Option<String>,
+) -> Measurement {
+    Measurement {
+        component: entry.name.clone(),
+        kind: MeasurementKind::Component,
+        version: entry.version.clone(),
+        hash: measured.map(|d| d.to_hex()).unwrap_or_default(),
+        expected_hash: entry.blake3.to_hex(),
+        timestamp: now,
+        status,
+        reason,
     }
 }

@@ -19,10 +19,14 @@
 //!    is exactly what is handed over ([`VerifiedComponent`]); nothing is read
 //!    twice.
 //!
-//! Outside a boot, a component can carry its own signature: a DSSE envelope
-//! over an in-toto style [`ComponentStatement`] (`app.wasm.sig.json`),
-//! checked by [`verify_component`] / [`verify_component_file`] /
-//! [`ComponentCheck`].
+//! A component can also carry its own signature: a DSSE envelope over an
+//! in-toto style [`ComponentStatement`] (`app.wasm.sig.json`), checked by
+//! [`verify_component`] / [`verify_component_file`] / [`ComponentCheck`]
+//! (with [`ComponentCheck::state`], under the same pinning and rollback
+//! protection as a manifest boot). A boot can be made of such components
+//! ([`BootBuilder::signatures`]); it yields the same [`BootContext`], and
+//! is refused once the state directory has accepted a boot manifest, so
+//! that deleting the manifest cannot drop its rollback protection.
 //!
 //! # Measurements
 //!
@@ -44,9 +48,17 @@
 //! with the signed manifest that authorised it) and try counters in the style
 //! of systemd's boot assessment ([`BootState::record_start`]).
 //!
-//! A component that fails is replaced by a last-known-good copy that still
-//! verifies against the current anchor; otherwise the [`BootPolicy`]
-//! decides between failing closed and booting degraded without it.
+//! The [`BootPolicy`] decides what a component that fails does to the boot:
+//! `fail-closed` (the default) makes the boot compromised at once;
+//! `recover` replaces it by a last-known-good copy that still verifies
+//! against the current anchor, or fails closed without one; `degraded` does
+//! the same but boots the rest without it.
+//! Recovery never downgrades silently: a copy older than the component's
+//! highest accepted version is used only when
+//! [`BootBuilder::allow_recovery_downgrade`] allows it, the boot is then
+//! [`BootOutcome::Downgraded`] (not verified) and each fall-back is audited
+//! as `boot.component.downgraded`; the recorded highest version is never
+//! lowered by a recovery.
 //!
 //! # Formats and limits
 //!
@@ -62,6 +74,7 @@
 use std::path::PathBuf;
 
 mod anchor;
+mod context;
 mod dsse;
 mod event;
 mod init;
@@ -69,19 +82,19 @@ mod manifest;
 mod measure;
 mod quote;
 mod read;
+mod rollback;
 mod state;
 mod statement;
+mod status;
 mod verified;
 
 pub use anchor::{AnchorDocument, AnchorKey, AnchorKeyEntry, Role, Thresholds, TrustAnchor};
+pub use context::{BootContext, LeftOut, Recovery};
 pub use dsse::{
     ANCHOR_PAYLOAD_TYPE, COMPONENT_PAYLOAD_TYPE, Envelope, EnvelopeSignature,
     MANIFEST_PAYLOAD_TYPE, QUOTE_PAYLOAD_TYPE,
 };
-pub use init::{
-    BootBuilder, BootContext, BootOutcome, BootPolicy, IntegrityStatus, LeftOut, Recovery,
-    initialize,
-};
+pub use init::{BootBuilder, initialize};
 pub use manifest::{BootManifest, ManifestComponent, ManifestDocument};
 pub use measure::{Measurement, MeasurementKind, MeasurementRegister, MeasurementStatus};
 pub use quote::{
@@ -93,6 +106,7 @@ pub use statement::{
     ComponentCheck, ComponentPredicate, ComponentStatement, StatementSubject, SubjectDigest,
     verify_component, verify_component_file,
 };
+pub use status::{BootOutcome, BootPolicy, IntegrityStatus, ParseBootPolicyError};
 pub use verified::{Digest, Provenance, VerifiedComponent};
 
 pub use read::DEFAULT_MAX_COMPONENT_SIZE;
@@ -163,6 +177,9 @@ pub enum BootError {
         source_name: String,
         /// What is wrong.
         reason: String,
+        /// The JSON or base64 error behind it, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// An envelope of another kind (a signature for a different document
     /// type cannot be replayed as this one).
@@ -218,12 +235,14 @@ pub enum BootError {
     },
     /// A signed document (anchor, manifest, statement, report) is not valid
     /// JSON of its schema.
-    #[error("{what}: malformed document: {reason}")]
+    #[error("{what}: malformed document: {source}")]
     MalformedDocument {
         /// Which document.
         what: String,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong: the JSON error (unknown field, missing field,
+        /// wrong type, at line and column).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// A trust anchor lists a weak (small-order) or malformed public key.
     #[error("trust anchor key {index} ({role}): {source}")]
@@ -343,7 +362,7 @@ pub enum BootError {
     },
     /// A new anchor version not signed by a threshold of the previous
     /// version's root keys.
-    #[error("trust anchor rotation {from} -> {to} refused: {reason}")]
+    #[error("trust anchor rotation {from} -> {to} refused: {reason}: {source}")]
     Rotation {
         /// The pinned version.
         from: u64,
@@ -351,6 +370,10 @@ pub enum BootError {
         to: u64,
         /// Why.
         reason: String,
+        /// The refusal of the pinned version's root signatures (a
+        /// [`BootError`]).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// A manifest component belongs to another release than the manifest.
     #[error(
@@ -372,6 +395,10 @@ pub enum BootError {
         what: String,
         /// The rule broken.
         reason: String,
+        /// The parse error behind it (a version that is not a semantic
+        /// version), if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A component version failed to start too many times in a row and is
     /// marked bad (boot assessment).
@@ -392,12 +419,29 @@ pub enum BootError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+        /// The read, JSON or verification error behind it, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// Another process holds the state directory.
     #[error("boot state {path} is in use by another process")]
     StateLocked {
         /// The lock file.
         path: PathBuf,
+    },
+    /// A boot by per-component signatures on a state directory that has
+    /// accepted a boot manifest: it would drop the manifest's rollback
+    /// protection (the pinned release and its components' versions).
+    #[error(
+        "state directory {state_dir} has accepted boot manifest version {version} (release {release}); a boot by per-component signatures would drop its rollback protection: boot with the manifest"
+    )]
+    ManifestRequired {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// The highest accepted manifest version.
+        version: u64,
+        /// Its release.
+        release: String,
     },
     /// A boot quote is invalid or does not match what was expected.
     #[error("boot quote: {0}")]
@@ -453,6 +497,7 @@ impl BootError {
             BootError::MarkedBad { .. } => "marked-bad",
             BootError::StateCorrupt { .. } => "state-corrupt",
             BootError::StateLocked { .. } => "state-locked",
+            BootError::ManifestRequired { .. } => "manifest-required",
             BootError::Quote(_) => "quote",
             BootError::RegisterMismatch { .. } => "register-mismatch",
             BootError::Key(_) => "key",
@@ -536,5 +581,6 @@ pub(crate) fn parse_version(what: &str, version: &str) -> Result<semver::Version
             "version `{}` is not a semantic version ({e}); versions are compared for rollback protection",
             shown(version)
         ),
+        source: Some(Box::new(e)),
     })
 }

@@ -4,11 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use super::anchor::TrustAnchor;
 use super::dsse::{Envelope, QUOTE_PAYLOAD_TYPE};
-use super::init::{
-    BootOutcome, IntegrityStatus, anchor_measurement, component_measurement, manifest_measurement,
-};
 use super::manifest::BootManifest;
-use super::measure::{Measurement, MeasurementRegister, MeasurementStatus};
+use super::measure::{
+    Measurement, MeasurementRegister, MeasurementStatus, anchor_measurement, component_measurement,
+    manifest_measurement,
+};
+use super::status::{BootOutcome, IntegrityStatus};
 use super::{BootError, Digest, MAX_QUOTE_BYTES, shown};
 use crate::keys::{PublicKey, SigningKey};
 
@@ -162,7 +163,7 @@ pub fn verify_quote(
     let report: BootReport =
         serde_json::from_slice(envelope.payload()).map_err(|e| BootError::MalformedDocument {
             what: "boot report".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     if report.format != REPORT_FORMAT {
         return Err(BootError::Quote(format!(

@@ -81,18 +81,18 @@ pub struct StoredCopy {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ComponentRecord {
-    pub(crate) highest_version: String,
+struct ComponentRecord {
+    highest_version: String,
     #[serde(default)]
-    pub(crate) copies: Vec<StoredCopy>,
+    copies: Vec<StoredCopy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PinnedAnchor {
-    pub(crate) id: uuid::Uuid,
-    pub(crate) version: u64,
-    pub(crate) digest: Digest,
+struct PinnedAnchor {
+    id: uuid::Uuid,
+    version: u64,
+    digest: Digest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,14 +105,14 @@ pub(crate) struct ManifestRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StateDoc {
+struct StateDoc {
     format: String,
     #[serde(default)]
-    pub(crate) anchor: Option<PinnedAnchor>,
+    anchor: Option<PinnedAnchor>,
     #[serde(default)]
-    pub(crate) manifest: Option<ManifestRecord>,
+    manifest: Option<ManifestRecord>,
     #[serde(default)]
-    pub(crate) components: BTreeMap<String, ComponentRecord>,
+    components: BTreeMap<String, ComponentRecord>,
 }
 
 impl StateDoc {
@@ -165,6 +165,14 @@ struct Inner {
 
 /// An open state directory. Clone it freely; clones share one lock and one
 /// in-memory state, and every change is written through atomically.
+///
+/// What is public is what an operator tool or an embedder needs: opening
+/// it, boot assessment ([`BootState::record_start`] with its settings) and
+/// read-only views ([`BootState::copies`], [`BootState::highest_version`],
+/// [`BootState::manifest_version`]). Everything that writes the pin, the
+/// versions or the copies belongs to the boot and to [`ComponentCheck`].
+///
+/// [`ComponentCheck`]: super::ComponentCheck
 #[derive(Clone)]
 pub struct BootState {
     inner: Arc<Inner>,
@@ -218,17 +226,10 @@ impl BootState {
         let doc = match std::fs::symlink_metadata(&state_path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateDoc::new(),
             _ => {
-                let bytes = super::read::read_small(&state_path, MAX_STATE_BYTES).map_err(|e| {
-                    BootError::StateCorrupt {
-                        path: state_path.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let bytes = super::read::read_small(&state_path, MAX_STATE_BYTES)
+                    .map_err(|e| corrupt_by(&state_path, e))?;
                 let doc: StateDoc =
-                    serde_json::from_slice(&bytes).map_err(|e| BootError::StateCorrupt {
-                        path: state_path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt_by(&state_path, e))?;
                 if doc.format != FORMAT {
                     return Err(BootError::StateCorrupt {
                         path: state_path,
@@ -236,6 +237,7 @@ impl BootState {
                             "format `{}`, expected `{FORMAT}`",
                             super::shown(&doc.format)
                         ),
+                        source: None,
                     });
                 }
                 doc
@@ -383,7 +385,7 @@ impl BootState {
     }
 
     /// The pinned trust anchor, checked again as it is read.
-    pub fn pinned_anchor(&self) -> Result<Option<TrustAnchor>, BootError> {
+    pub(crate) fn pinned_anchor(&self) -> Result<Option<TrustAnchor>, BootError> {
         let pinned = self.lock_doc().anchor.clone();
         let Some(pinned) = pinned else {
             return Ok(None);
@@ -392,10 +394,11 @@ impl BootState {
         let corrupt = |reason: String| BootError::StateCorrupt {
             path: path.clone(),
             reason,
+            source: None,
         };
         let bytes =
-            super::read::read_small(&path, MAX_ANCHOR_BYTES).map_err(|e| corrupt(e.to_string()))?;
-        let anchor = TrustAnchor::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            super::read::read_small(&path, MAX_ANCHOR_BYTES).map_err(|e| corrupt_by(&path, e))?;
+        let anchor = TrustAnchor::from_bytes(&bytes).map_err(|e| corrupt_by(&path, e))?;
         if anchor.id() != pinned.id
             || anchor.version() != pinned.version
             || anchor.digest() != pinned.digest
@@ -413,7 +416,7 @@ impl BootState {
     }
 
     /// Where the copy with `digest` is stored.
-    pub fn object_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn object_path(&self, digest: &Digest) -> PathBuf {
         self.inner
             .dir
             .join("objects")
@@ -427,7 +430,7 @@ impl BootState {
             .join(format!("{digest}.json"))
     }
 
-    pub(crate) fn lock_doc(&self) -> MutexGuard<'_, StateDoc> {
+    fn lock_doc(&self) -> MutexGuard<'_, StateDoc> {
         self.inner.doc.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -456,21 +459,51 @@ impl BootState {
     }
 
     /// The highest manifest record.
-    pub(crate) fn manifest_record(&self) -> Option<(u64, Digest)> {
-        self.lock_doc()
-            .manifest
-            .as_ref()
-            .map(|m| (m.version, m.digest))
+    pub(crate) fn manifest_record(&self) -> Option<ManifestRecord> {
+        self.lock_doc().manifest.clone()
+    }
+
+    /// Records `version` of `name` as accepted: it becomes the highest
+    /// version when it is newer (or, with `lower`, an explicitly accepted
+    /// older one). Written through before it returns.
+    pub(crate) fn record_version(
+        &self,
+        name: &str,
+        version: &str,
+        lower: bool,
+    ) -> Result<(), BootError> {
+        let mut doc = self.lock_doc();
+        match doc.components.get_mut(name) {
+            None => {
+                doc.components.insert(
+                    name.to_owned(),
+                    ComponentRecord {
+                        highest_version: version.to_owned(),
+                        copies: Vec::new(),
+                    },
+                );
+            }
+            Some(record)
+                if record.highest_version != version
+                    && (lower || is_newer(version, &record.highest_version)) =>
+            {
+                record.highest_version = version.to_owned();
+            }
+            Some(_) => return Ok(()),
+        }
+        self.save_locked(&doc)
     }
 
     /// Stores a copy of a component that booted verified (its bytes and the
-    /// manifest that authorised it) and raises its highest version.
+    /// manifest that authorised it) and raises its highest version to the
+    /// component's. The highest version is lowered only when `lower` says
+    /// the operator explicitly accepted an older version.
     pub(crate) fn store_copy(
         &self,
         component: &VerifiedComponent,
         manifest: &BootManifest,
         now: chrono::DateTime<chrono::Utc>,
-        set_highest: bool,
+        lower: bool,
     ) -> Result<(), BootError> {
         let object = self.object_path(&component.digest());
         // An existing copy is kept only if it still hashes to its name.
@@ -492,7 +525,7 @@ impl BootState {
                 highest_version: component.version().to_owned(),
                 copies: Vec::new(),
             });
-        if set_highest {
+        if lower || is_newer(component.version(), &record.highest_version) {
             record.highest_version = component.version().to_owned();
         }
         match record
@@ -569,7 +602,7 @@ impl BootState {
     }
 
     /// Writes the state (caller holds the lock on the document).
-    pub(crate) fn save_locked(&self, doc: &StateDoc) -> Result<(), BootError> {
+    fn save_locked(&self, doc: &StateDoc) -> Result<(), BootError> {
         let mut bytes = serde_json::to_vec_pretty(doc).expect("the state serialises");
         bytes.push(b'\n');
         write_atomic(&self.inner.dir.join("state.json"), &bytes)
@@ -582,7 +615,29 @@ impl BootState {
     }
 }
 
-pub(crate) fn status_str(status: CopyStatus) -> &'static str {
+/// The state file `path` is damaged: `error` says how.
+fn corrupt_by(path: &Path, error: impl std::error::Error + Send + Sync + 'static) -> BootError {
+    BootError::StateCorrupt {
+        path: path.to_owned(),
+        reason: error.to_string(),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// True when `version` is a higher semantic version than `highest` (or
+/// `highest` does not parse: it is replaced).
+fn is_newer(version: &str, highest: &str) -> bool {
+    match (
+        semver::Version::parse(version),
+        semver::Version::parse(highest),
+    ) {
+        (Ok(v), Ok(h)) => v > h,
+        (Ok(_), Err(_)) => true,
+        (Err(_), _) => false,
+    }
+}
+
+fn status_str(status: CopyStatus) -> &'static str {
     match status {
         CopyStatus::Pending => "pending",
         CopyStatus::Good => "good",
@@ -592,7 +647,7 @@ pub(crate) fn status_str(status: CopyStatus) -> &'static str {
 
 /// Writes `bytes` to `path` atomically: a new temporary file in the same
 /// directory, fsync, rename over `path`, fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io = |p: &Path| {
         let p = p.to_owned();

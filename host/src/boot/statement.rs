@@ -10,6 +10,8 @@ use super::anchor::{Role, TrustAnchor};
 use super::dsse::{COMPONENT_PAYLOAD_TYPE, Envelope};
 use super::event::{BootEvent, Emitter};
 use super::read::{DEFAULT_MAX_COMPONENT_SIZE, read_component, wasm_kind};
+use super::rollback::{check_component_version, check_pin};
+use super::state::BootState;
 use super::{
     BootError, Digest, MAX_STATEMENT_BYTES, Provenance, VerifiedComponent, check_validity,
     parse_version, shown, valid_name,
@@ -140,6 +142,7 @@ impl ComponentStatement {
         let invalid = |reason: String| BootError::Invalid {
             what: "component statement".into(),
             reason,
+            source: None,
         };
         if self.statement_type != STATEMENT_TYPE {
             return Err(invalid(format!(
@@ -193,13 +196,16 @@ pub fn verify_component_file(
 /// Verifies components that carry their own signature (plugins,
 /// `forgeone run --anchor`), outside a boot manifest.
 ///
-/// The checks, in order: the anchor is not expired; the envelope is a
-/// component statement ([`COMPONENT_PAYLOAD_TYPE`]); a threshold of the
-/// anchor's release keys signed it (distinct keys; key ids derived); the
-/// statement is well-formed and within its validity; it names the expected
-/// component and version (when set); the size and the blake3 digest of every
-/// byte match; the bytes are Wasm at all. Every outcome is audited when a
-/// log is set (`boot.component.verified` / `boot.component.refused`).
+/// The checks, in order: the anchor is not expired; with a state directory
+/// ([`ComponentCheck::state`]), the anchor is the pinned one; the envelope
+/// is a component statement ([`COMPONENT_PAYLOAD_TYPE`]); a threshold of
+/// the anchor's release keys signed it (distinct keys; key ids derived);
+/// the statement is well-formed and within its validity; it names the
+/// expected component and version (when set); the size and the blake3
+/// digest of every byte match; the bytes are Wasm at all; with a state
+/// directory, the version is not older than the highest accepted one.
+/// Every outcome is audited when a log is set (`boot.component.verified` /
+/// `boot.component.refused`).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), forgeone::boot::BootError> {
@@ -219,6 +225,10 @@ pub struct ComponentCheck<'a> {
     max_size: u64,
     signature_path: Option<PathBuf>,
     audit: Option<AuditLog>,
+    state: Option<&'a BootState>,
+    allow_downgrade: bool,
+    /// The caller (a boot) already checked the anchor against the pin.
+    pin_checked: bool,
 }
 
 impl<'a> ComponentCheck<'a> {
@@ -232,6 +242,9 @@ impl<'a> ComponentCheck<'a> {
             max_size: DEFAULT_MAX_COMPONENT_SIZE,
             signature_path: None,
             audit: None,
+            state: None,
+            allow_downgrade: false,
+            pin_checked: false,
         }
     }
 
@@ -274,6 +287,33 @@ impl<'a> ComponentCheck<'a> {
         self
     }
 
+    /// Enforce the rollback protection of `state`, as a manifest boot does:
+    /// the anchor is pinned on first use, another anchor id is refused, a
+    /// newer anchor version only when the pinned version's root keys
+    /// authorise the rotation; a component version older than the highest
+    /// accepted version of its name is refused (see
+    /// [`ComponentCheck::allow_downgrade`]), and a newer one is recorded as
+    /// the new highest. Default: none (no pinning, no version check).
+    pub fn state(&mut self, state: &'a BootState) -> &mut Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// With [`ComponentCheck::state`]: accept an older anchor or component
+    /// version than the highest accepted one. Each such downgrade is
+    /// audited (`boot.downgrade.allowed`) and becomes the recorded version.
+    /// Default: false.
+    pub fn allow_downgrade(&mut self, allow: bool) -> &mut Self {
+        self.allow_downgrade = allow;
+        self
+    }
+
+    /// The anchor was already checked against the state's pin (by a boot).
+    pub(crate) fn pin_checked(&mut self) -> &mut Self {
+        self.pin_checked = true;
+        self
+    }
+
     /// Verifies in-memory `bytes` (taken without a copy when given an
     /// `Arc<[u8]>` or a `Vec<u8>`).
     pub fn verify(
@@ -312,6 +352,14 @@ impl<'a> ComponentCheck<'a> {
     ) -> Result<VerifiedComponent, BootError> {
         let now = self.now.unwrap_or_else(chrono::Utc::now);
         self.anchor.check_time(now)?;
+        let emit = Emitter::new(self.audit.as_ref());
+        if let Some(state) = self.state
+            && !self.pin_checked
+        {
+            check_pin(&emit, state, self.anchor, self.allow_downgrade, |e| {
+                audit_rollback(&emit, e)
+            })?;
+        }
         let signers = envelope.verify_threshold(
             "component signature",
             COMPONENT_PAYLOAD_TYPE,
@@ -324,7 +372,7 @@ impl<'a> ComponentCheck<'a> {
             serde_json::from_slice(envelope.payload()).map_err(|e| {
                 BootError::MalformedDocument {
                     what: "component statement".into(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 }
             })?;
         statement.validate()?;
@@ -367,6 +415,17 @@ impl<'a> ComponentCheck<'a> {
             name: name.clone(),
             reason,
         })?;
+        if let Some(state) = self.state {
+            check_component_version(
+                &emit,
+                state,
+                &name,
+                &version,
+                Some(digest),
+                self.allow_downgrade,
+            )?;
+            state.record_version(&name, &version, self.allow_downgrade)?;
+        }
         Ok(VerifiedComponent::verified(
             name,
             version,
@@ -409,6 +468,28 @@ impl<'a> ComponentCheck<'a> {
             )?,
         }
         result
+    }
+}
+
+/// Audits a rollback refusal (`boot.rollback.refused`) before it is
+/// returned; other refusals are audited with the check's outcome.
+fn audit_rollback(emit: &Emitter<'_>, error: BootError) -> BootError {
+    let BootError::Rollback {
+        what,
+        found,
+        highest,
+    } = &error
+    else {
+        return error;
+    };
+    let event = BootEvent::RollbackRefused {
+        what: what.clone(),
+        found: found.clone(),
+        highest: highest.clone(),
+    };
+    match emit.emit(&event, None) {
+        Ok(()) => error,
+        Err(audit) => audit,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use forgeone::SigningKey;
 use forgeone::boot::{
-    AnchorDocument, BootError, BootOutcome, Digest, Provenance, Role, TrustAnchor,
+    AnchorDocument, BootError, BootOutcome, BootPolicy, Digest, Provenance, Role, TrustAnchor,
 };
 
 use super::{World, assert_nothing_runs, other_bytes, record, refused};
@@ -98,6 +98,7 @@ fn rotation_signed_only_by_new_keys_is_refused() {
             from: 1,
             to: 2,
             reason,
+            ..
         } => {
             assert!(
                 reason.contains("not signed by a threshold of v1's root keys"),
@@ -316,7 +317,7 @@ fn component_rollback_is_refused_and_the_newer_copy_recovered() {
     );
 
     let booted = world.boot(&anchor, &m2, |b| {
-        b.state_dir(&state);
+        b.state_dir(&state).policy(BootPolicy::Recover);
     });
     let ctx = booted.ctx();
     assert_eq!(ctx.outcome, BootOutcome::Recovered);
@@ -349,7 +350,7 @@ fn component_rollback_is_refused_and_the_newer_copy_recovered() {
     std::fs::remove_dir_all(fresh.join("objects")).unwrap();
     std::fs::create_dir(fresh.join("objects")).unwrap();
     let booted = world.boot(&anchor, &m2, |b| {
-        b.state_dir(&fresh);
+        b.state_dir(&fresh).policy(BootPolicy::Recover);
     });
     assert_nothing_runs(booted.ctx());
     refused(&booted.records, "rollback");

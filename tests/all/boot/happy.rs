@@ -4,9 +4,9 @@
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{
-    self, BootError, BootOutcome, BootState, ComponentStatement, Digest, Envelope, IntegrityStatus,
-    MeasurementKind, MeasurementRegister, MeasurementStatus, Provenance, QUOTE_PAYLOAD_TYPE,
-    QuoteCheck, StartVerdict, TrustAnchor,
+    self, BootError, BootOutcome, BootPolicy, BootState, ComponentStatement, Digest, Envelope,
+    IntegrityStatus, MeasurementKind, MeasurementRegister, MeasurementStatus, Provenance,
+    QUOTE_PAYLOAD_TYPE, QuoteCheck, StartVerdict, TrustAnchor,
 };
 
 use super::{World, boot_records, flip, kinds, other_bytes, record, refused};
@@ -103,12 +103,23 @@ fn verified_boot_audits_every_step() {
     let completed = record(&booted.records, "boot.completed");
     assert_eq!(completed["details"]["register"], ctx.register.to_hex());
     assert_eq!(completed["details"]["outcome"], "verified");
-    // The copy that booted verified is kept, content addressed.
+    // The copy that booted verified is kept, content addressed
+    // (`objects/<blake3>.wasm`), pending its first successful start.
     let state = ctx.state().unwrap();
+    let copies = state.copies("hello");
+    assert_eq!(copies.len(), 1);
+    let copy = &copies[0];
     assert_eq!(
-        std::fs::read(state.object_path(&Digest::of(&world.hello))).unwrap(),
-        world.hello
+        (copy.digest, copy.version.as_str(), copy.status),
+        (Digest::of(&world.hello), "1.0.0", boot::CopyStatus::Pending)
     );
+    let object = state
+        .dir()
+        .join("objects")
+        .join(format!("{}.wasm", copy.digest));
+    assert_eq!(std::fs::read(object).unwrap(), world.hello);
+    assert_eq!(state.highest_version("hello").as_deref(), Some("1.0.0"));
+    assert_eq!(state.manifest_version(), Some(1));
 }
 
 #[test]
@@ -130,7 +141,7 @@ fn tampered_component_is_refused_and_recovered_from_last_known_good() {
     let tampered = flip(&world.hello, world.hello.len() - 10);
     world.write("hello.wasm", &tampered);
     let booted = world.boot(&anchor, &manifest, |b| {
-        b.state_dir(&state);
+        b.state_dir(&state).policy(BootPolicy::Recover);
     });
     let ctx = booted.ctx();
     assert_eq!(ctx.outcome, BootOutcome::Recovered);
@@ -196,7 +207,7 @@ fn damaged_last_known_good_copy_is_not_used() {
     std::fs::write(&object, flip(&world.hello, 200)).unwrap();
 
     let booted = world.boot(&anchor, &manifest, |b| {
-        b.state_dir(&state);
+        b.state_dir(&state).policy(BootPolicy::Recover);
     });
     super::assert_nothing_runs(booted.ctx());
     let copy = booted
@@ -261,7 +272,16 @@ fn fail_closed_boot_runs_nothing() {
     super::assert_nothing_runs(ctx);
     // hello verified, yet nothing runs.
     assert_eq!(ctx.boot_measurements[2].status, MeasurementStatus::Valid);
-    assert_eq!(ctx.left_out.len(), 1);
+    // Both are left out: other refused, hello held back.
+    let left_out: Vec<&str> = ctx.left_out.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(left_out, ["other", "hello"]);
+    assert!(
+        ctx.left_out[1].reason.starts_with(
+            "verified, but nothing runs: the boot is compromised: failed closed: other:"
+        ),
+        "{}",
+        ctx.left_out[1].reason
+    );
     refused(&booted.records, "digest-mismatch");
     assert_eq!(
         record(&booted.records, "boot.completed")["details"]["outcome"],
@@ -329,16 +349,20 @@ fn try_counters_mark_a_failing_version_bad_and_fall_back() {
     assert_eq!(bad["subjects"]["component"], Digest::of(&new).to_hex());
     drop((booted, state));
 
-    // The next boot of the same manifest uses the previous good copy.
+    // The next boot of the same manifest may use the previous good copy:
+    // it is older than the accepted 2.0.0, so only as an allowed downgrade.
     let booted = world.boot(&anchor, &v2, |b| {
-        b.state_dir(&state_dir).max_tries(2);
+        b.state_dir(&state_dir)
+            .max_tries(2)
+            .policy(BootPolicy::Recover)
+            .allow_recovery_downgrade(true);
     });
     let ctx = booted.ctx();
-    assert_eq!(ctx.outcome, BootOutcome::Recovered);
+    assert_eq!(ctx.outcome, BootOutcome::Downgraded);
     let hello = ctx.component("hello").unwrap();
     assert_eq!((hello.version(), hello.digest()), ("1.0.0", good));
     refused(&booted.records, "marked-bad");
-    record(&booted.records, "boot.component.recovered");
+    record(&booted.records, "boot.component.downgraded");
 
     // The state survives reopening (written through atomically).
     drop(booted);

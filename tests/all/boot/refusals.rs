@@ -374,6 +374,7 @@ fn truncated_envelope_is_refused() {
         BootError::MalformedEnvelope {
             source_name,
             reason,
+            ..
         } => {
             assert!(
                 source_name.ends_with("hello.wasm.sig.json"),
@@ -919,7 +920,7 @@ fn state_file_damage_is_a_precise_error() {
         b.state_dir(&state);
     });
     match booted.err() {
-        BootError::StateCorrupt { path, reason } => {
+        BootError::StateCorrupt { path, reason, .. } => {
             assert_eq!(path, &state.join("state.json"));
             assert!(reason.contains("invalid type"), "{reason}");
         }

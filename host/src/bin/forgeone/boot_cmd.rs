@@ -21,19 +21,12 @@ const BOOT_EXIT_CODES: &str = "\
 Exit codes:
   0  verified: every component verified as listed
   1  compromised or refused: the anchor or manifest was refused, or a component
-     failed with no good copy under --policy fail-closed (nothing runs)
+     failed under --policy fail-closed, or failed with no good copy under
+     --policy recover (nothing runs)
   2  bad command line
   3  could not do the work: missing or unreadable input, state or audit log
   4  recovered: every component runs verified, some from their last-known-good copy
   5  degraded: a component was left out (--policy degraded)";
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Policy {
-    /// A component that fails without a good copy stops the whole boot.
-    FailClosed,
-    /// Boot without a component that fails and has no good copy.
-    Degraded,
-}
 
 /// Boot: verify the trust anchor, the boot manifest and every component,
 /// recover from last-known-good copies, and print the measurements.
@@ -51,9 +44,12 @@ pub struct Args {
     /// is no pinning, rollback protection or recovery.
     #[arg(long, value_name = "DIR", env = "FORGEONE_BOOT_STATE")]
     state: Option<PathBuf>,
-    /// What a component that fails without a good copy does to the boot.
-    #[arg(long, value_enum, default_value = "fail-closed")]
-    policy: Policy,
+    /// What a component that fails does to the boot: fail-closed (alias
+    /// strict: nothing runs), recover (run its last-known-good copy, else
+    /// nothing runs) or degraded (run its last-known-good copy, else run the
+    /// rest without it).
+    #[arg(long, value_name = "POLICY", default_value = "fail-closed")]
+    policy: BootPolicy,
     /// Accept an older anchor, manifest or component version (audited).
     #[arg(long)]
     allow_downgrade: bool,
@@ -102,10 +98,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     let mut builder = BootBuilder::from_files(&args.anchor, &args.manifest);
     builder
-        .policy(match args.policy {
-            Policy::FailClosed => BootPolicy::FailClosed,
-            Policy::Degraded => BootPolicy::Degraded,
-        })
+        .policy(args.policy)
         .allow_downgrade(args.allow_downgrade)
         .max_tries(args.max_tries)
         .max_component_size(args.max_component_size.as_u64());
@@ -466,8 +459,8 @@ mod tests {
             ExitCode::from(1)
         );
 
-        // Tamper: refused by verify, recovered by boot (4); without a good copy
-        // fail-closed (1) or degraded (5).
+        // Tamper: refused by verify, recovered by boot --policy recover (4);
+        // without a good copy fail-closed (1) or degraded (5).
         wasm[10] ^= 1;
         std::fs::write(&component, &wasm).unwrap();
         assert_eq!(
@@ -475,9 +468,11 @@ mod tests {
             ExitCode::from(1)
         );
         assert_eq!(
-            boot(&["--state", s(&state)]),
+            boot(&["--state", s(&state), "--policy", "recover"]),
             ExitCode::from(super::EXIT_RECOVERED)
         );
+        // Fail-closed never falls back, even with a good copy at hand.
+        assert_eq!(boot(&["--state", s(&state)]), ExitCode::from(1));
         assert_eq!(boot(&["--state", s(&p("fresh"))]), ExitCode::from(1));
         assert_eq!(
             boot(&["--state", s(&p("fresh2")), "--policy", "degraded", "--json"]),

@@ -261,6 +261,7 @@ fn boot_with_manifest(
     let settings = &deployment.settings;
     let policy = match settings.boot_policy {
         DeploymentBootPolicy::Degraded => BootPolicy::Degraded,
+        DeploymentBootPolicy::Recover => BootPolicy::Recover,
         _ => BootPolicy::FailClosed,
     };
     let mut builder = BootBuilder::from_files(&settings.trust_anchor, &settings.boot_manifest);
@@ -295,14 +296,6 @@ fn boot_with_manifest(
             "boot: {}; nothing runs (boot_policy = \"{}\")",
             ctx.integrity_status,
             policy_name(settings.boot_policy)
-        )));
-    }
-    if settings.boot_policy == DeploymentBootPolicy::Strict && !ctx.recovered.is_empty() {
-        let names: Vec<&str> = ctx.recovered.iter().map(|r| r.name.as_str()).collect();
-        return Err(Failure::check(format!(
-            "boot: {} failed verification and only a last-known-good copy verified; boot_policy \
-             = \"strict\" runs nothing then (use \"recover\" to run the good copy)",
-            names.join(", ")
         )));
     }
     let manifest = BootManifest::from_file(&settings.boot_manifest)
