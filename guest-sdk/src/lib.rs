@@ -10,8 +10,8 @@
 //! forgeone_guest::log::info!("started with {} signer(s)", me.signers.len());
 //! ```
 //!
-//! A plugin enables the `plugin` feature, implements [`Plugin`] and exports
-//! it with [`export_plugin!`]:
+//! A plugin enables the `plugin` feature, implements its `Plugin` trait and
+//! exports it with `export_plugin!` (both exist with the feature only):
 //!
 //! ```ignore
 //! use forgeone_guest::{CallError, Plugin, PluginInfo, PluginInfoExt, Value};

@@ -75,6 +75,8 @@ pub struct TenantPolicy {
     pub isolation: Isolation,
     /// The trust level policy grants the tenant's workloads.
     pub trust: TrustLevel,
+    /// Whether the tenant's workloads may be granted network access.
+    pub network: bool,
 }
 
 impl Default for TenantPolicy {
@@ -93,6 +95,7 @@ impl TenantPolicy {
             allowed_locations: Vec::new(),
             isolation: Isolation::Shared,
             trust: TrustLevel::Medium,
+            network: false,
         }
     }
 
@@ -131,6 +134,14 @@ impl TenantPolicy {
     /// [`TrustLevel::Medium`].
     pub fn trust(&mut self, level: TrustLevel) -> &mut Self {
         self.trust = level;
+        self
+    }
+
+    /// Lets the tenant's workloads be granted network access (each grant
+    /// is still audited with its container). Default false: a workload
+    /// asking for the network is refused.
+    pub fn network(&mut self, allow: bool) -> &mut Self {
+        self.network = allow;
         self
     }
 

@@ -360,7 +360,7 @@ fn signed_app(d: &Path) {
 
 const DEPLOYMENT_HEAD: &str = r#"
 trust_anchor = "anchor.json"
-boot_manifest = "boot-manifest.json"
+boot = "signatures"
 host_key = "keys/host.pem"
 audit_log = "audit.jsonl"
 state_dir = "state"
@@ -471,11 +471,16 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
         d,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let manifest_mode = DEPLOYMENT_HEAD.replace(
+        "boot = \"signatures\"",
+        "boot = \"manifest\"\nboot_manifest = \"boot-manifest.json\"",
+    );
+    std::fs::write(d.join("forgeone.toml"), &manifest_mode).unwrap();
     let out = forgeone(&["up", "forgeone.toml", "--json"], d);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let events = json_events(&out);
     let boot = events.iter().find(|e| e["event"] == "boot").unwrap();
+    assert_eq!(boot["mode"], "manifest");
     assert_eq!(boot["outcome"], "verified");
     assert_eq!(boot["components"][0]["name"], "app");
     // Status events are emitted as the status changes: the last one is
@@ -486,6 +491,27 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
         .find(|e| e["event"] == "status" && e["workload"] == "api")
         .expect("a status event for api");
     assert_eq!(last_status["status"], "stopped", "{events:#?}");
+
+    // Rollback protection cannot be switched off by deleting the manifest:
+    // in manifest mode a missing manifest is an error, and signatures mode
+    // is refused now that the state has accepted a manifest.
+    std::fs::rename(d.join("boot-manifest.json"), d.join("moved.json")).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("boot-manifest.json: no such file"),
+        "{stderr}"
+    );
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("has accepted boot manifest version 1"),
+        "{stderr}"
+    );
+    std::fs::rename(d.join("moved.json"), d.join("boot-manifest.json")).unwrap();
 
     // Bad input: the line is named and nothing starts.
     let before = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();

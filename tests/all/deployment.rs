@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use forgeone::boot::BootPolicy;
 use forgeone::deployment::{
-    BootPolicy, Deployment, DeploymentError, PreferenceKind, RestartPolicy,
+    self, BootMode, Deployment, DeploymentError, PlanError, PreferenceKind,
 };
-use forgeone::scheduler::{self, ScheduleError, StaticInventory};
+use forgeone::runtime::RestartPolicy;
+use forgeone::scheduler::{ScheduleError, StaticInventory};
 use forgeone::{Isolation, Priority};
 
 fn data(name: &str) -> PathBuf {
@@ -30,7 +32,9 @@ fn problem(text: &str) -> String {
     problems[0].to_string()
 }
 
-const TENANT: &str = r#"
+/// The boot mode and a tenant (the boot line replaces the usual leading
+/// blank line, so line numbers in the tests stay as they read).
+const TENANT: &str = r#"boot = "signatures"
 [[tenant]]
 name = "acme"
 max_priority = "high"
@@ -84,7 +88,7 @@ fn the_sample_deployment_parses_with_units_and_defaults() {
         d.workload("crunch").unwrap().resources.fuel,
         Some(5_000_000_000)
     );
-    assert_eq!(d.line_of("cache"), Some(57));
+    assert_eq!(d.line_of("cache"), Some(58));
 }
 
 #[test]
@@ -230,7 +234,19 @@ fn other_bad_values_are_refused_precisely() {
         ),
         (
             "capabilities.dirs = [\"data:/data\"]",
-            "expected `host::guest`",
+            "with `::` between the host and guest paths",
+        ),
+        (
+            "capabilities.dirs = [\"data::/data:rw:ro\"]",
+            "directory grant `data::/data:rw:ro`",
+        ),
+        (
+            "capabilities.dirs = [\"data::data\"]",
+            "directory grant `data::data`",
+        ),
+        (
+            "capabilities.dirs = [\"data::/data/../etc\"]",
+            "directory grant `data::/data/../etc`",
         ),
         (
             "constraints.preferred = [{ location = \"eu-*\", weight = 500 }]",
@@ -265,9 +281,9 @@ constraints.preferred = [{{ network = "infiniband" }}]
 "#
     );
     let d = parse(&text).unwrap();
-    let inventory = StaticInventory::from_file(data("nodes.toml")).unwrap();
-    let err = scheduler::plan(&d, Arc::new(inventory)).unwrap_err();
-    let ScheduleError::Deployment(err) = err else {
+    let inventory = StaticInventory::new(deployment::read_nodes(data("nodes.toml")).unwrap());
+    let err = d.plan(Arc::new(inventory)).unwrap_err();
+    let PlanError::Deployment(err) = err else {
         panic!("{err}")
     };
     let msgs: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
@@ -283,7 +299,7 @@ constraints.preferred = [{{ network = "infiniband" }}]
 
 #[test]
 fn nodes_files_are_strict_too() {
-    let err = StaticInventory::parse(
+    let err = deployment::parse_nodes(
         "[[node]]\nid = \"a\"\nregion = \"r\"\nzone = \"z\"\ncapacity = { cpu = 4, memroy = \"1GiB\" }\n",
         Path::new("nodes.toml"),
     )
@@ -293,7 +309,7 @@ fn nodes_files_are_strict_too() {
             .starts_with("nodes.toml:5:23: unknown field `memroy`"),
         "{err}"
     );
-    let err = StaticInventory::parse(
+    let err = deployment::parse_nodes(
         "[[node]]\nid = \"a\"\nregion = \"r\"\nzone = \"z\"\ncapacity = { memory = \"lots\" }\n",
         Path::new("nodes.toml"),
     )
@@ -307,8 +323,8 @@ fn nodes_files_are_strict_too() {
 #[test]
 fn the_sample_plan_places_what_fits_and_explains_the_rest() {
     let d = Deployment::from_file(data("forgeone.toml")).unwrap();
-    let inventory = StaticInventory::from_file(data("nodes.toml")).unwrap();
-    let plan = scheduler::plan(&d, Arc::new(inventory)).unwrap();
+    let inventory = StaticInventory::new(deployment::read_nodes(data("nodes.toml")).unwrap());
+    let plan = d.plan(Arc::new(inventory)).unwrap();
     assert_eq!(plan.nodes, 8);
     assert!(!plan.all_placed());
     let get = |name: &str| plan.workloads.iter().find(|w| w.name == name).unwrap();
@@ -350,7 +366,7 @@ fn the_sample_plan_places_what_fits_and_explains_the_rest() {
 #[test]
 fn supervision_settings_parse_with_units_and_refuse_nonsense() {
     let d = parse(
-        "[supervision]\nbackoff = \"100ms\"\nmax_backoff = \"2s\"\nhealthy_after = \"1m\"\nquarantine_after = 3\n",
+        "boot = \"signatures\"\n[supervision]\nbackoff = \"100ms\"\nmax_backoff = \"2s\"\nhealthy_after = \"1m\"\nquarantine_after = 3\n",
     )
     .unwrap();
     let s = d.settings.supervision;
@@ -359,7 +375,7 @@ fn supervision_settings_parse_with_units_and_refuse_nonsense() {
     assert_eq!(s.healthy_after, std::time::Duration::from_secs(60));
     assert_eq!(s.quarantine_after, 3);
     // Defaults are Kubernetes'.
-    let d = parse("").unwrap();
+    let d = parse("boot = \"signatures\"\n").unwrap();
     assert_eq!(
         d.settings.supervision.backoff,
         std::time::Duration::from_secs(10)
@@ -367,15 +383,15 @@ fn supervision_settings_parse_with_units_and_refuse_nonsense() {
     assert_eq!(d.settings.supervision.quarantine_after, 5);
 
     assert!(
-        problem("[supervision]\nbackoff = \"10 parsecs\"\n")
-            .starts_with("2:11: supervision.backoff:")
+        problem("boot = \"signatures\"\n[supervision]\nbackoff = \"10 parsecs\"\n")
+            .starts_with("3:11: supervision.backoff:")
     );
     assert_eq!(
-        problem("[supervision]\nquarantine_after = 0\n"),
-        "2:20: supervision.quarantine_after: must be at least 1"
+        problem("boot = \"signatures\"\n[supervision]\nquarantine_after = 0\n"),
+        "3:20: supervision.quarantine_after: must be at least 1"
     );
     assert!(
-        problem("[supervision]\nbackoff = \"10s\"\nmax_backoff = \"1s\"\n")
+        problem("boot = \"signatures\"\n[supervision]\nbackoff = \"10s\"\nmax_backoff = \"1s\"\n")
             .contains("max_backoff (1s) is shorter than backoff (10s)")
     );
     assert!(problem("[supervision]\nbackof = \"1s\"\n").contains("backof"));
@@ -392,4 +408,55 @@ fn worker_affinity_is_parsed() {
         "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nworker = -1\n"
     ))
     .contains("invalid value: integer `-1`"));
+}
+
+#[test]
+fn the_boot_mode_is_explicit() {
+    let p = problem(&TENANT.replace("boot = \"signatures\"", ""));
+    assert!(p.starts_with("1:1: missing `boot`"), "{p}");
+    assert!(p.contains("boot = \"manifest\""), "{p}");
+    let p = problem(&TENANT.replace("\"signatures\"", "\"sometimes\""));
+    assert_eq!(
+        p,
+        "1:8: unknown boot mode `sometimes` (expected manifest or signatures)"
+    );
+    let d = parse(&TENANT.replace("\"signatures\"", "\"manifest\"")).unwrap();
+    assert_eq!(d.settings.boot, BootMode::Manifest);
+    assert_eq!(
+        d.settings.boot_manifest,
+        Path::new("/deploy/.forgeone/boot-manifest.json")
+    );
+    assert_eq!(parse(TENANT).unwrap().settings.boot, BootMode::Signatures);
+}
+
+#[test]
+fn each_boot_mode_refuses_the_other_modes_keys() {
+    // A manifest that signatures mode would never read.
+    let p = problem(&format!("boot_manifest = \"m.json\"\n{TENANT}"));
+    assert!(p.starts_with("1:17: boot_manifest is set but"), "{p}");
+    // A signature that manifest mode would never read.
+    let text = format!(
+        "{}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\nsignature = \"a.sig.json\"\ntenant = \"acme\"\n",
+        TENANT.replace("\"signatures\"", "\"manifest\"")
+    );
+    let p = problem(&text);
+    assert!(
+        p.starts_with("9:13: workload `a`: `signature` is read only with"),
+        "{p}"
+    );
+}
+
+#[test]
+fn network_is_granted_by_the_tenant_not_by_the_workload() {
+    let workload = "\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\ncapabilities = { network = true }\n";
+    let p = problem(&format!("{TENANT}{workload}"));
+    assert!(
+        p.starts_with("10:28: workload `a`: network access is granted by tenant policy"),
+        "{p}"
+    );
+    let open = format!("{TENANT}network = true\n{workload}");
+    let d = parse(&open).unwrap();
+    assert!(d.tenant("acme").unwrap().network);
+    assert!(d.workloads[0].capabilities.network);
+    assert!(d.policies().get("acme").unwrap().network);
 }

@@ -59,8 +59,12 @@
 //! capabilities = { dirs = ["data::/data:ro"], env = { RUST_LOG = "info" }, args = ["--port", "8080"] }
 //! ```
 
+mod boot;
+mod convert;
 mod error;
+mod nodes;
 mod parse;
+mod plan;
 mod raw;
 mod types;
 pub(crate) mod units;
@@ -75,9 +79,11 @@ use crate::policy::PolicySet;
 use crate::scheduler::LabelSelector;
 
 pub use error::{DeploymentError, MAX_DEPLOYMENT_BYTES, Problem};
+pub use nodes::{MAX_NODES_BYTES, parse_nodes, read_nodes};
+pub use plan::{Plan, PlanError, PlannedWorkload};
 pub use types::{
-    BootPolicy, Capabilities, ConstraintSpec, DirGrant, KnownLabels, NodeConfig, Preference,
-    PreferenceKind, ResourceSpec, RestartPolicy, Settings, Supervision, TenantSpec, WorkloadSpec,
+    BootMode, Capabilities, ConstraintSpec, KnownLabels, NodeConfig, Preference, PreferenceKind,
+    ResourceSpec, Settings, Supervision, TenantSpec, WorkloadSpec,
 };
 
 use parse::{Cx, items, node_config, settings, tenants};
@@ -137,7 +143,7 @@ impl Deployment {
         let settings = settings(&raw, &base, &mut cx);
         let node = node_config(raw.node.as_ref(), &mut cx);
         let tenants = tenants(&raw.tenant, &mut cx);
-        let workloads = workloads(&raw.workload, &base, &tenants, &mut cx);
+        let workloads = workloads(&raw.workload, &base, &tenants, settings.boot, &mut cx);
         check_affinity(&raw.workload, &workloads, &mut cx);
         if !cx.problems.is_empty() {
             return Err(cx.into_error(path));

@@ -10,8 +10,9 @@ use toml::Spanned;
 
 use super::error::{DeploymentError, Problem};
 use super::raw::{List, RawDeployment, RawNodeCfg, RawSupervision, RawTenant};
-use super::types::{BootPolicy, NodeConfig, Settings, Supervision, TenantSpec};
+use super::types::{BootMode, NodeConfig, Settings, Supervision, TenantSpec};
 use super::units;
+use crate::boot::BootPolicy;
 use crate::identity::{Priority, TrustLevel};
 use crate::policy::Isolation;
 use crate::scheduler::LocationPattern;
@@ -52,15 +53,15 @@ impl Cx<'_> {
         }
     }
 
-    pub(super) fn parse<T: std::str::FromStr<Err = String>>(
-        &mut self,
-        v: &Spanned<String>,
-        workload: Option<&str>,
-    ) -> Option<T> {
+    pub(super) fn parse<T>(&mut self, v: &Spanned<String>, workload: Option<&str>) -> Option<T>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
         match v.get_ref().parse() {
             Ok(t) => Some(t),
             Err(e) => {
-                self.push(v.span(), workload, e);
+                self.push(v.span(), workload, e.to_string());
                 None
             }
         }
@@ -111,28 +112,54 @@ pub(super) fn settings(raw: &RawDeployment, base: &Path, cx: &mut Cx<'_>) -> Set
         Some(v) => resolve(base, v.get_ref()),
         None => state_dir.join(default),
     };
-    let boot_policy = match &raw.boot_policy {
-        None => BootPolicy::Strict,
+    let boot_policy = raw
+        .boot_policy
+        .as_ref()
+        .and_then(|v| cx.parse::<BootPolicy>(v, None))
+        .unwrap_or_default();
+    let boot = match &raw.boot {
+        None => {
+            cx.push(
+                0..0,
+                None,
+                "missing `boot`: say how components are verified, `boot = \"manifest\"` (the signed \
+                 boot manifest, with rollback protection) or `boot = \"signatures\"` (each \
+                 component's own signature)"
+                    .into(),
+            );
+            BootMode::Manifest
+        }
         Some(v) => match v.get_ref().as_str() {
-            "strict" => BootPolicy::Strict,
-            "recover" => BootPolicy::Recover,
-            "degraded" => BootPolicy::Degraded,
+            "manifest" => BootMode::Manifest,
+            "signatures" => BootMode::Signatures,
             other => {
                 cx.push(
                     v.span(),
                     None,
-                    format!("unknown boot_policy `{other}` (expected strict, recover or degraded)"),
+                    format!("unknown boot mode `{other}` (expected manifest or signatures)"),
                 );
-                BootPolicy::Strict
+                BootMode::Manifest
             }
         },
     };
+    if boot == BootMode::Signatures
+        && let Some(m) = &raw.boot_manifest
+    {
+        cx.push(
+            m.span(),
+            None,
+            "boot_manifest is set but `boot = \"signatures\"` never reads it: remove it, or boot \
+             with `boot = \"manifest\"`"
+                .into(),
+        );
+    }
     Settings {
         trust_anchor: path_or(&raw.trust_anchor, "anchor.json"),
         boot_manifest: path_or(&raw.boot_manifest, "boot-manifest.json"),
         host_key: path_or(&raw.host_key, "host.pem"),
         audit_log: path_or(&raw.audit_log, "audit.jsonl"),
         state_dir,
+        boot,
         boot_policy,
         supervision: supervision(raw.supervision.as_ref(), cx),
     }
@@ -319,7 +346,20 @@ pub(super) fn tenants(raw: &[RawTenant], cx: &mut Cx<'_>) -> Vec<TenantSpec> {
             allowed_locations,
             isolation,
             trust,
+            network: t.network.unwrap_or(false),
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters_from_one() {
+        assert_eq!(line_col("a\nbc\nd", 4), (2, 3));
+        assert_eq!(line_col("é\nx", 3), (2, 1));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
 }

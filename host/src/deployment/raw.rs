@@ -54,6 +54,8 @@ pub(super) struct RawDeployment {
     #[serde(default)]
     pub(super) boot_policy: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) boot: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) supervision: Option<RawSupervision>,
     #[serde(default)]
     pub(super) node: Option<RawNodeCfg>,
@@ -119,6 +121,8 @@ pub(super) struct RawTenant {
     pub(super) isolation: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) trust: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) network: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,5 +214,5 @@ pub(super) struct RawCaps {
     #[serde(default)]
     pub(super) args: Vec<String>,
     #[serde(default)]
-    pub(super) network: Option<bool>,
+    pub(super) network: Option<Spanned<bool>>,
 }

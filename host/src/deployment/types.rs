@@ -4,21 +4,34 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::boot::BootPolicy;
 use crate::identity::{Priority, TrustLevel};
 use crate::policy::{Isolation, TenantPolicy};
+use crate::runtime::{DirGrant, RestartPolicy};
 
-/// What boot does when a component fails verification.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How the components are verified at boot (`boot`, required).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum BootPolicy {
-    /// Any failure stops the boot. The default.
-    #[default]
-    Strict,
-    /// Fall back to the last-known-good copy if it still verifies, else
-    /// stop.
-    Recover,
-    /// Fall back if possible, else boot without the failing component.
-    Degraded,
+pub enum BootMode {
+    /// Against the signed boot manifest (`boot = "manifest"`): rollback
+    /// protection, the pinned anchor, last-known-good recovery. A missing
+    /// manifest is an error.
+    Manifest,
+    /// Each workload's component against its own detached signature
+    /// (`boot = "signatures"`). Refused once the state directory has
+    /// accepted a boot manifest, so deleting the manifest cannot switch
+    /// rollback protection off.
+    Signatures,
+}
+
+impl BootMode {
+    /// `manifest` or `signatures`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Manifest => "manifest",
+            BootMode::Signatures => "signatures",
+        }
+    }
 }
 
 /// The top-level settings, paths resolved against the file's directory.
@@ -29,12 +42,14 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The trust anchor.
     pub trust_anchor: PathBuf,
-    /// The signed boot manifest.
+    /// The signed boot manifest (read in [`BootMode::Manifest`] only).
     pub boot_manifest: PathBuf,
     /// The host's signing key (audit checkpoints).
     pub host_key: PathBuf,
     /// The audit log.
     pub audit_log: PathBuf,
+    /// How components are verified (`boot`).
+    pub boot: BootMode,
     /// What boot does with a failing component.
     pub boot_policy: BootPolicy,
     /// Restart backoff and crash-loop detection (`[supervision]`).
@@ -114,6 +129,9 @@ pub struct TenantSpec {
     pub isolation: Isolation,
     /// Trust granted by policy. Default `medium`.
     pub trust: TrustLevel,
+    /// Whether the tenant's workloads may be granted network access.
+    /// Default false.
+    pub network: bool,
 }
 
 impl TenantSpec {
@@ -123,7 +141,8 @@ impl TenantSpec {
         policy
             .max_priority(self.max_priority)
             .isolation(self.isolation)
-            .trust(self.trust);
+            .trust(self.trust)
+            .network(self.network);
         if let Some(n) = self.max_containers {
             policy.max_containers(n);
         }
@@ -203,18 +222,6 @@ pub struct ConstraintSpec {
     pub preferred: Vec<Preference>,
 }
 
-/// A preopened directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DirGrant {
-    /// The host directory (resolved against the deployment's directory).
-    pub host: PathBuf,
-    /// Where the guest sees it.
-    pub guest: String,
-    /// Read-only (`:ro`, the default) or read-write (`:rw`).
-    pub read_only: bool,
-}
-
 /// What the workload may touch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -225,21 +232,9 @@ pub struct Capabilities {
     pub env: BTreeMap<String, String>,
     /// Arguments (after the program name).
     pub args: Vec<String>,
-    /// Network access. Default false.
+    /// Network access. Default false; only a tenant with `network = true`
+    /// may grant it.
     pub network: bool,
-}
-
-/// What the supervisor does when the workload exits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RestartPolicy {
-    /// Never restart. The default.
-    #[default]
-    Never,
-    /// Restart after a failure (trap, non-zero exit, timeout).
-    OnFailure,
-    /// Restart whenever it ends.
-    Always,
 }
 
 /// One `[[workload]]`.
@@ -273,7 +268,8 @@ pub struct WorkloadSpec {
     pub worker: Option<usize>,
 }
 
-/// Labels present on at least one node, for [`Deployment::check_labels`].
+/// Labels present on at least one node, for
+/// [`Deployment::check_labels`](super::Deployment::check_labels).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownLabels {
     /// Hardware labels.

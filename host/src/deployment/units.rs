@@ -145,7 +145,6 @@ pub(crate) fn check_label(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::parse::line_col;
 
     #[test]
     fn unit_parsing() {
@@ -162,6 +161,5 @@ mod tests {
             Ok(Duration::from_secs(5))
         );
         assert!(duration(&Scalar::Int(5)).is_err());
-        assert_eq!(line_col("a\nbc\nd", 4), (2, 3));
     }
 }

@@ -10,17 +10,19 @@ use toml::Spanned;
 use super::parse::{Cx, items, line_col, resolve};
 use super::raw::{RawCaps, RawConstraints, RawResources, RawWorkload};
 use super::types::{
-    Capabilities, ConstraintSpec, DirGrant, Preference, PreferenceKind, ResourceSpec,
-    RestartPolicy, TenantSpec, WorkloadSpec,
+    BootMode, Capabilities, ConstraintSpec, Preference, PreferenceKind, ResourceSpec, TenantSpec,
+    WorkloadSpec,
 };
 use super::units;
 use crate::identity::Priority;
+use crate::runtime::DirGrant;
 use crate::scheduler::{AffinityTerm, LabelSelector, LocationPattern};
 
 pub(super) fn workloads(
     raw: &[RawWorkload],
     base: &Path,
     tenants: &[TenantSpec],
+    boot: BootMode,
     cx: &mut Cx<'_>,
 ) -> Vec<WorkloadSpec> {
     let mut out = Vec::new();
@@ -46,7 +48,8 @@ pub(super) fn workloads(
             .and_then(|p| cx.parse(p, wn))
             .unwrap_or(Priority::Normal);
         let tenant_name = w.tenant.get_ref();
-        match tenants.iter().find(|t| &t.name == tenant_name) {
+        let tenant = tenants.iter().find(|t| &t.name == tenant_name);
+        match tenant {
             None => cx.push(
                 w.tenant.span(),
                 wn,
@@ -76,22 +79,11 @@ pub(super) fn workloads(
             }
             Some(_) => {}
         }
-        let restart = match &w.restart {
-            None => RestartPolicy::Never,
-            Some(v) => match v.get_ref().as_str() {
-                "never" => RestartPolicy::Never,
-                "on-failure" => RestartPolicy::OnFailure,
-                "always" => RestartPolicy::Always,
-                other => {
-                    cx.push(
-                        v.span(),
-                        wn,
-                        format!("unknown restart policy `{other}` (expected never, on-failure or always)"),
-                    );
-                    RestartPolicy::Never
-                }
-            },
-        };
+        let restart = w
+            .restart
+            .as_ref()
+            .and_then(|r| cx.parse(r, wn))
+            .unwrap_or_default();
         let mut labels = BTreeMap::new();
         for (k, v) in &w.labels {
             if let Err(e) = units::check_label(k).and_then(|()| units::check_label(v.get_ref())) {
@@ -102,6 +94,30 @@ pub(super) fn workloads(
         let resources = resources(w.resources.as_ref(), wn, cx);
         let constraints = constraints(w.constraints.as_ref(), wn, cx);
         let capabilities = capabilities(w.capabilities.as_ref(), base, wn, cx);
+        if let Some(net) = w.capabilities.as_ref().and_then(|c| c.network.as_ref())
+            && *net.get_ref()
+            && tenant.is_some_and(|t| !t.network)
+        {
+            cx.push(
+                net.span(),
+                wn,
+                format!(
+                    "network access is granted by tenant policy, and tenant `{tenant_name}` does \
+                     not grant it (add `network = true` to its [[tenant]])"
+                ),
+            );
+        }
+        if boot == BootMode::Manifest
+            && let Some(s) = &w.signature
+        {
+            cx.push(
+                s.span(),
+                wn,
+                "`signature` is read only with `boot = \"signatures\"`; with `boot = \"manifest\"` \
+                 the boot manifest signs the component"
+                    .into(),
+            );
+        }
         out.push(WorkloadSpec {
             name: name.to_string(),
             component: resolve(base, w.component.get_ref()),
@@ -259,13 +275,14 @@ pub(super) fn capabilities(
     let mut caps = Capabilities::default();
     let Some(c) = raw else { return caps };
     for d in &c.dirs {
-        match parse_dir(d.get_ref()) {
-            Ok((host, guest, read_only)) => caps.dirs.push(DirGrant {
-                host: resolve(base, host),
-                guest: guest.to_string(),
-                read_only,
-            }),
-            Err(e) => cx.push(d.span(), wn, e),
+        // The one grant parser, shared with `forgeone run --dir`.
+        match DirGrant::parse(d.get_ref()) {
+            Ok(grant) => caps.dirs.push(DirGrant::new(
+                base.join(&grant.host),
+                grant.guest,
+                grant.read_only,
+            )),
+            Err(e) => cx.push(d.span(), wn, e.to_string()),
         }
     }
     for (k, v) in &c.env {
@@ -276,33 +293,8 @@ pub(super) fn capabilities(
         }
     }
     caps.args = c.args.clone();
-    caps.network = c.network.unwrap_or(false);
+    caps.network = c.network.as_ref().is_some_and(|n| *n.get_ref());
     caps
-}
-
-/// `host::guest[:ro|:rw]`.
-pub(super) fn parse_dir(text: &str) -> Result<(&str, &str, bool), String> {
-    let (rest, read_only) = if let Some(r) = text.strip_suffix(":ro") {
-        (r, true)
-    } else if let Some(r) = text.strip_suffix(":rw") {
-        (r, false)
-    } else {
-        (text, true)
-    };
-    let Some((host, guest)) = rest.split_once("::") else {
-        return Err(format!(
-            "directory `{text}`: expected `host::guest`, optionally with `:ro` (default) or `:rw`"
-        ));
-    };
-    if host.is_empty() || guest.is_empty() {
-        return Err(format!("directory `{text}`: empty host or guest path"));
-    }
-    if !guest.starts_with('/') {
-        return Err(format!(
-            "directory `{text}`: the guest path `{guest}` must be absolute"
-        ));
-    }
-    Ok((host, guest, read_only))
 }
 
 /// Rejects affinity terms naming workloads the deployment does not define
@@ -398,19 +390,5 @@ pub(super) fn check_affinity(raw: &[RawWorkload], specs: &[WorkloadSpec], cx: &m
                 path.join(" -> ")
             ),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dirs() {
-        assert_eq!(parse_dir("data::/data:ro"), Ok(("data", "/data", true)));
-        assert_eq!(parse_dir("out::/out:rw"), Ok(("out", "/out", false)));
-        assert_eq!(parse_dir("x::/y"), Ok(("x", "/y", true)));
-        assert!(parse_dir("x:/y").is_err());
-        assert!(parse_dir("x::y").is_err());
     }
 }

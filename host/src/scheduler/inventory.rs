@@ -24,18 +24,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-use toml::Spanned;
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::resources::ResourceMonitor;
 use super::types::NodeId;
-use crate::deployment::units::{self, Scalar};
-use crate::deployment::{line_col, read_capped};
 use crate::identity::{Priority, TrustLevel};
 
 /// Amounts of the resources placement reserves.
@@ -168,27 +164,6 @@ pub struct Claim {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InventoryError {
-    /// The inventory file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The inventory file is malformed (syntax, unknown key, bad unit,
-    /// duplicate node).
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong.
-        message: String,
-    },
     /// A claim or release named a node the inventory does not have.
     #[error("unknown node `{0}`")]
     UnknownNode(NodeId),
@@ -229,7 +204,8 @@ pub trait NodeInventory: Send + Sync + fmt::Debug {
     }
 }
 
-/// A fixed set of nodes, in memory or from a `nodes.toml` file.
+/// A fixed set of nodes (for `forgeone plan`, read from a `nodes.toml`
+/// by [`crate::deployment::read_nodes`]).
 #[derive(Debug)]
 pub struct StaticInventory {
     nodes: Vec<Node>,
@@ -245,113 +221,6 @@ impl StaticInventory {
             nodes,
             claims: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Reads a `nodes.toml` file (capped at 16 MiB).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<StaticInventory, InventoryError> {
-        let path = path.as_ref();
-        let text = read_capped(path, 16 << 20).map_err(|source| InventoryError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parses `nodes.toml` text; `path` only names the file in errors.
-    ///
-    /// ```toml
-    /// [[node]]
-    /// id = "fra-1"                 # with `count = 3`: fra-1-1, fra-1-2, fra-1-3
-    /// region = "eu-central"
-    /// zone = "eu-central-1a"
-    /// trust = "high"               # default medium
-    /// hardware = ["x86_64", "avx2"]
-    /// network = ["public"]
-    /// labels = { disk = "ssd" }
-    /// capacity = { cpu = 16, memory = "64GiB", storage = "1TiB", containers = 110 }
-    /// used = { cpu = 2, memory = "8GiB" } # committed by other work; default none
-    /// ```
-    pub fn parse(text: &str, path: &Path) -> Result<StaticInventory, InventoryError> {
-        let invalid = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            InventoryError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        };
-        let raw: RawNodes = toml::from_str(text)
-            .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().trim_end().to_string()))?;
-        let mut nodes = Vec::new();
-        let mut seen = HashSet::new();
-        for n in raw.node {
-            let count = n.count.as_ref().map(|c| *c.get_ref()).unwrap_or(1);
-            if count == 0 {
-                let span = n.count.as_ref().map(|c| c.span()).unwrap_or(0..0);
-                return Err(invalid(span, "`count` must be at least 1".into()));
-            }
-            let trust = match &n.trust {
-                Some(t) => t.get_ref().parse().map_err(|e| invalid(t.span(), e))?,
-                None => TrustLevel::Medium,
-            };
-            let capacity = n
-                .capacity
-                .resolve(u32::MAX)
-                .map_err(|(span, e)| invalid(span, format!("capacity: {e}")))?;
-            let used = match &n.used {
-                Some(u) => u
-                    .resolve(0)
-                    .map_err(|(span, e)| invalid(span, format!("used: {e}")))?,
-                None => Capacity::default(),
-            };
-            let utilisation = match &n.utilisation {
-                Some(u) if !(0.0..=1.0).contains(u.get_ref()) => {
-                    return Err(invalid(
-                        u.span(),
-                        "`utilisation` must be within 0..=1".into(),
-                    ));
-                }
-                u => u.as_ref().map(|u| *u.get_ref()),
-            };
-            for label in n.hardware.iter().chain(&n.network) {
-                units::check_label(label.get_ref()).map_err(|e| invalid(label.span(), e))?;
-            }
-            for (k, v) in &n.labels {
-                units::check_label(k).map_err(|e| invalid(v.span(), e))?;
-                units::check_label(v.get_ref()).map_err(|e| invalid(v.span(), e))?;
-            }
-            for i in 1..=count {
-                let id = if n.count.is_some() {
-                    format!("{}-{i}", n.id.get_ref())
-                } else {
-                    n.id.get_ref().clone()
-                };
-                if !seen.insert(id.clone()) {
-                    return Err(invalid(n.id.span(), format!("duplicate node id `{id}`")));
-                }
-                nodes.push(Node {
-                    id: NodeId::new(id),
-                    region: n.region.clone(),
-                    zone: n.zone.clone(),
-                    hardware: n.hardware.iter().map(|s| s.get_ref().clone()).collect(),
-                    network: n.network.iter().map(|s| s.get_ref().clone()).collect(),
-                    labels: n
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.get_ref().clone()))
-                        .collect(),
-                    capacity,
-                    used,
-                    utilisation,
-                    trust,
-                });
-            }
-        }
-        if nodes.is_empty() {
-            return Err(invalid(0..0, "no `[[node]]` entries".into()));
-        }
-        Ok(StaticInventory::new(nodes))
     }
 
     /// Placements recorded through [`NodeInventory::claim`].
@@ -458,76 +327,5 @@ impl NodeInventory for LocalNode {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&workload);
         Ok(())
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNodes {
-    #[serde(default)]
-    node: Vec<RawNode>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNode {
-    id: Spanned<String>,
-    #[serde(default)]
-    count: Option<Spanned<u32>>,
-    region: String,
-    zone: String,
-    #[serde(default)]
-    trust: Option<Spanned<String>>,
-    #[serde(default)]
-    hardware: Vec<Spanned<String>>,
-    #[serde(default)]
-    network: Vec<Spanned<String>>,
-    #[serde(default)]
-    labels: BTreeMap<String, Spanned<String>>,
-    capacity: RawCapacity,
-    #[serde(default)]
-    used: Option<RawCapacity>,
-    #[serde(default)]
-    utilisation: Option<Spanned<f64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCapacity {
-    #[serde(default)]
-    cpu: Option<Spanned<Scalar>>,
-    #[serde(default)]
-    memory: Option<Spanned<Scalar>>,
-    #[serde(default)]
-    storage: Option<Spanned<Scalar>>,
-    #[serde(default)]
-    containers: Option<Spanned<u32>>,
-}
-
-impl RawCapacity {
-    fn resolve(
-        &self,
-        default_containers: u32,
-    ) -> Result<Capacity, (std::ops::Range<usize>, String)> {
-        let with_span = |s: &Spanned<Scalar>, r: Result<u64, String>| r.map_err(|e| (s.span(), e));
-        Ok(Capacity {
-            cpu_millis: match &self.cpu {
-                Some(c) => with_span(c, units::cpu_millis(c.get_ref()))?,
-                None => 0,
-            },
-            memory: match &self.memory {
-                Some(m) => with_span(m, units::size(m.get_ref()))?,
-                None => 0,
-            },
-            storage: match &self.storage {
-                Some(s) => with_span(s, units::size(s.get_ref()))?,
-                None => 0,
-            },
-            containers: self
-                .containers
-                .as_ref()
-                .map(|c| *c.get_ref())
-                .unwrap_or(default_containers),
-        })
     }
 }

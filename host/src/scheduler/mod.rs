@@ -55,7 +55,6 @@ mod events;
 mod executor;
 mod inventory;
 mod placement;
-mod plan;
 mod resources;
 mod selector;
 mod types;
@@ -71,7 +70,6 @@ pub use inventory::{
 pub use placement::{
     Allocation, Explanation, NodeScore, Reason, RejectGroup, ScoreParts, ScoreWeights,
 };
-pub use plan::{Plan, PlannedWorkload, known_labels, node_from_config, plan, workload_from_spec};
 pub use resources::{CommitGuard, Commitment, ResourceMonitor};
 pub use selector::{AffinityTerm, LabelSelector, LocationPattern, SelectorOp};
 pub use types::{
@@ -177,8 +175,4 @@ pub enum ScheduleError {
     /// The executor could not start.
     #[error("executor: {0}")]
     Executor(String),
-    /// The deployment does not fit the inventory (e.g. a constraint names a
-    /// label no node has).
-    #[error(transparent)]
-    Deployment(#[from] crate::deployment::DeploymentError),
 }

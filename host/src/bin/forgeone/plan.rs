@@ -5,9 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use forgeone::Deployment;
-use forgeone::scheduler::{
-    self, Explanation, NodeInventory, Plan, PlannedWorkload, ScheduleError, StaticInventory,
-};
+use forgeone::deployment::{self, Plan, PlannedWorkload};
+use forgeone::scheduler::{Explanation, NodeInventory, ScheduleError, StaticInventory};
 
 use crate::util::{CmdResult, Failure};
 
@@ -20,7 +19,8 @@ use crate::util::{CmdResult, Failure};
 /// file order; affinity targets first; preemption of lower priorities.
 /// Prints a table (workload, priority, tenant, node, zone, score, fitting
 /// nodes) and, for every workload, which nodes each constraint rejected.
-/// Signatures are not verified: trust is the tenant's policy level.
+/// Signatures are not verified: each workload is planned as signed code at
+/// its tenant's trust level, which is what it runs as once it verifies.
 ///
 /// Exit codes: 0 every workload placed; 1 some workload unschedulable or
 /// refused by policy; 3 bad input (the error names file, line and column).
@@ -41,12 +41,14 @@ pub fn run(args: Args) -> CmdResult {
     let deployment = Deployment::from_file(&args.deployment).map_err(Failure::input)?;
     let (inventory, source): (Arc<dyn NodeInventory>, String) = match &args.nodes {
         Some(path) => (
-            Arc::new(StaticInventory::from_file(path).map_err(Failure::input)?),
+            Arc::new(StaticInventory::new(
+                deployment::read_nodes(path).map_err(Failure::input)?,
+            )),
             path.display().to_string(),
         ),
         None => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let node = scheduler::node_from_config(&deployment.node, cores);
+            let node = deployment.node.node(cores);
             (
                 Arc::new(StaticInventory::new(vec![node])),
                 "the local [node]".to_string(),
@@ -55,7 +57,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     // Errors here are bad input: a label no node has, an unreadable
     // inventory, an invalid policy.
-    let plan = scheduler::plan(&deployment, inventory).map_err(Failure::input)?;
+    let plan = deployment.plan(inventory).map_err(Failure::input)?;
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Failure::input)?;
         println!("{text}");

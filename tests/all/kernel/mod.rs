@@ -21,8 +21,12 @@ use crate::audit::FullDisk;
 use crate::boot::World;
 use crate::guests;
 
+mod deploy;
+mod ops;
+mod trust;
+
 /// hello, crasher and cpu-hog, signed in one boot manifest and booted.
-fn booted(world: &World) -> Vec<VerifiedComponent> {
+pub(crate) fn booted(world: &World) -> Vec<VerifiedComponent> {
     for (name, path) in [
         ("hello.wasm", guests::HELLO),
         ("crasher.wasm", guests::CRASHER),
@@ -46,11 +50,14 @@ fn booted(world: &World) -> Vec<VerifiedComponent> {
     ctx.components
 }
 
-fn component<'a>(components: &'a [VerifiedComponent], name: &str) -> &'a VerifiedComponent {
+pub(crate) fn component<'a>(
+    components: &'a [VerifiedComponent],
+    name: &str,
+) -> &'a VerifiedComponent {
     components.iter().find(|c| c.name() == name).unwrap()
 }
 
-fn node(containers: u32) -> Node {
+pub(crate) fn node(containers: u32) -> Node {
     let cap = Capacity {
         cpu_millis: 2000,
         memory: 1 << 30,
@@ -60,7 +67,7 @@ fn node(containers: u32) -> Node {
     Node::new("local", "eu-west", "eu-west-1a", cap)
 }
 
-fn workload(name: &str, priority: Priority, c: &VerifiedComponent) -> Workload {
+pub(crate) fn workload(name: &str, priority: Priority, c: &VerifiedComponent) -> Workload {
     let signers = u8::try_from(c.signers().len()).unwrap();
     let identity = IdentityContext::new("acme", name, TrustVector::new(TrustLevel::High, signers));
     let mut w = Workload::new(name, priority, identity);
@@ -68,7 +75,7 @@ fn workload(name: &str, priority: Priority, c: &VerifiedComponent) -> Workload {
     w
 }
 
-fn kernel(world: &World, containers: u32, log: &AuditLog) -> Kernel {
+pub(crate) fn kernel(world: &World, containers: u32, log: &AuditLog) -> Kernel {
     let mut backoff = BackoffConfig::new();
     backoff
         .initial(Duration::from_millis(5))
@@ -81,7 +88,7 @@ fn kernel(world: &World, containers: u32, log: &AuditLog) -> Kernel {
     Kernel::new(config, log.clone()).unwrap()
 }
 
-fn records(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn records(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -89,7 +96,7 @@ fn records(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-fn kinds(records: &[Value], kind: &str) -> Vec<Value> {
+pub(crate) fn kinds(records: &[Value], kind: &str) -> Vec<Value> {
     records
         .iter()
         .filter(|r| r["kind"] == kind)
@@ -97,7 +104,7 @@ fn kinds(records: &[Value], kind: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn settle(kernel: &Kernel) {
+pub(crate) async fn settle(kernel: &Kernel) {
     tokio::time::timeout(Duration::from_secs(60), kernel.wait_settled())
         .await
         .expect("containers did not settle within 60 s");
@@ -119,16 +126,22 @@ async fn kernel_places_runs_supervises_and_releases_every_workload_audited() {
 
     let hello = component(&components, "hello");
     let crasher = component(&components, "crasher");
-    kernel.submit(
-        workload("api", Priority::Critical, hello),
-        ContainerConfig::new(hello.clone()),
-    );
+    kernel
+        .submit(
+            workload("api", Priority::Critical, hello),
+            ContainerConfig::new(hello.clone()),
+        )
+        .unwrap();
     let mut flaky = ContainerConfig::new(crasher.clone());
     flaky.restart(RestartPolicy::OnFailure);
-    kernel.submit(workload("flaky", Priority::Normal, crasher), flaky);
+    kernel
+        .submit(workload("flaky", Priority::Normal, crasher), flaky)
+        .unwrap();
     let mut us = workload("us-only", Priority::High, hello);
     us.constraint(Constraint::location("us-*"));
-    kernel.submit(us, ContainerConfig::new(hello.clone()));
+    kernel
+        .submit(us, ContainerConfig::new(hello.clone()))
+        .unwrap();
 
     let report = kernel.schedule().unwrap();
     // Placed in priority order; the US-only workload fits nowhere, with
@@ -219,19 +232,23 @@ async fn a_critical_workload_preempts_background_work_and_its_container_is_stopp
         .fuel(None)
         .timeout(None)
         .stop_grace(Duration::from_millis(50));
-    kernel.submit(workload("batch", Priority::Background, hog), forever);
+    kernel
+        .submit(workload("batch", Priority::Background, hog), forever)
+        .unwrap();
     let first = kernel.schedule().unwrap();
     assert_eq!(first.launched.len(), 1);
     let hog_container = first.launched[0].container;
     // Let it spin.
-    while kernel.runtime().status(hog_container).unwrap() != ContainerStatus::Running {
+    while kernel.container(hog_container).unwrap().status != ContainerStatus::Running {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    kernel.submit(
-        workload("api", Priority::Critical, hello),
-        ContainerConfig::new(hello.clone()),
-    );
+    kernel
+        .submit(
+            workload("api", Priority::Critical, hello),
+            ContainerConfig::new(hello.clone()),
+        )
+        .unwrap();
     let second = kernel.schedule().unwrap();
     assert_eq!(second.launched.len(), 1, "{:?}", second.refused);
     assert_eq!(second.launched[0].name, "api");
@@ -243,7 +260,7 @@ async fn a_critical_workload_preempts_background_work_and_its_container_is_stopp
     settle(&kernel).await;
     // The hog was stopped (at a yield point: it never calls the host).
     assert_eq!(
-        kernel.runtime().status(hog_container).unwrap(),
+        kernel.container(hog_container).unwrap().status,
         ContainerStatus::Stopped
     );
     kernel.wait().await;
@@ -284,10 +301,12 @@ async fn the_kernel_refuses_new_work_while_the_audit_log_cannot_be_written() {
     full.store(true, Ordering::SeqCst);
     log.checkpoint().unwrap();
     assert!(log.flush().is_err());
-    kernel.submit(
-        workload("api", Priority::Critical, hello),
-        ContainerConfig::new(hello.clone()),
-    );
+    kernel
+        .submit(
+            workload("api", Priority::Critical, hello),
+            ContainerConfig::new(hello.clone()),
+        )
+        .unwrap();
     let report = kernel.schedule().unwrap();
     assert!(report.launched.is_empty(), "ran unaudited work");
     assert_eq!(report.refused.len(), 1);
@@ -300,7 +319,7 @@ async fn the_kernel_refuses_new_work_while_the_audit_log_cannot_be_written() {
         report.refused[0].error
     );
     // Nothing was created, and nothing was lost: the workload waits.
-    assert!(kernel.runtime().list().is_empty());
+    assert!(kernel.workloads().iter().all(|v| v.container.is_none()));
     assert_eq!(kernel.pending(), 1);
 
     // Space comes back: the same workload is placed and runs.
