@@ -60,7 +60,7 @@ mod resources;
 mod selector;
 mod types;
 
-pub use context::{Outcome, SchedulerContext};
+pub use context::{Scheduled, SchedulerContext};
 pub use events::{Party, Rejection, ScheduleEvent};
 pub use executor::{
     Executor, ExecutorBuilder, JoinError, JoinHandle, SpawnOptions, current_worker, yield_now,

@@ -74,9 +74,11 @@ impl Ord for Pending {
     }
 }
 
-/// The result of one queued workload in [`SchedulerContext::schedule_pending`].
+/// What became of one queued workload in
+/// [`SchedulerContext::schedule_pending`]: placed (its [`Allocation`]) or
+/// refused (the error).
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Scheduled {
     /// The workload's id.
     pub workload: Uuid,
     /// Its name.
@@ -361,7 +363,7 @@ impl SchedulerContext {
     /// target is still queued waits for it; workloads evicted by a
     /// preemption are queued again (keeping their age) and get their own
     /// outcome. Load is refreshed from the inventory first.
-    pub fn schedule_pending(&mut self) -> Result<Vec<Outcome>, ScheduleError> {
+    pub fn schedule_pending(&mut self) -> Result<Vec<Scheduled>, ScheduleError> {
         self.refresh()?;
         let mut outcomes = Vec::new();
         loop {
@@ -383,7 +385,7 @@ impl SchedulerContext {
                                 self.pending.push(Pending { w: v.clone(), seq });
                             }
                         }
-                        outcomes.push(Outcome {
+                        outcomes.push(Scheduled {
                             workload: id,
                             name,
                             result,
@@ -396,7 +398,7 @@ impl SchedulerContext {
                     }
                     Err(f) => {
                         let result = Err(self.fail(&p.w, f, t0));
-                        outcomes.push(Outcome {
+                        outcomes.push(Scheduled {
                             workload: p.w.id,
                             name: p.w.name.clone(),
                             result,
@@ -415,7 +417,7 @@ impl SchedulerContext {
             }
             for (p, e) in deferred {
                 let result = Err(self.fail(&p.w, Failure::Unschedulable(e), Instant::now()));
-                outcomes.push(Outcome {
+                outcomes.push(Scheduled {
                     workload: p.w.id,
                     name: p.w.name.clone(),
                     result,
