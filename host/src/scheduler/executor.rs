@@ -340,7 +340,10 @@ impl ExecutorBuilder {
                     .thread_name("forgeone-exec-io")
                     .enable_time()
                     .build()
-                    .map_err(|e| ScheduleError::Executor(format!("tokio runtime: {e}")))?;
+                    .map_err(|source| ScheduleError::Executor {
+                        what: "tokio runtime".into(),
+                        source,
+                    })?;
                 (rt.handle().clone(), Some(rt))
             }
         };
@@ -398,9 +401,10 @@ impl ExecutorBuilder {
                     for j in joins {
                         let _ = j.join();
                     }
-                    return Err(ScheduleError::Executor(format!(
-                        "cannot start worker thread {index}: {e}"
-                    )));
+                    return Err(ScheduleError::Executor {
+                        what: format!("cannot start worker thread {index}"),
+                        source: e,
+                    });
                 }
             }
         }

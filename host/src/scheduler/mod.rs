@@ -174,9 +174,16 @@ pub enum ScheduleError {
         /// Workers available.
         workers: usize,
     },
-    /// The executor could not start.
-    #[error("executor: {0}")]
-    Executor(String),
+    /// The executor could not start: its own tokio runtime or a worker
+    /// thread could not be created.
+    #[error("executor: {what}: {source}")]
+    Executor {
+        /// What could not be started.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The deployment does not fit the inventory (e.g. a constraint names a
     /// label no node has).
     #[error(transparent)]
