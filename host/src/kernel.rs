@@ -17,7 +17,7 @@
 //!    (compiled once per digest, `container.created`), its resources are
 //!    committed to the node's [`ResourceMonitor`] (which feeds the next
 //!    placement's load score), and its future is spawned on the
-//!    work-stealing [`Executor`] in the lane of its priority class and
+//!    work-stealing executor in the lane of its priority class and
 //!    trust level.
 //! 4. When the container settles (stopped, failed for good, quarantined)
 //!    the resources are given back and the placement is released
@@ -314,11 +314,6 @@ impl Kernel {
     /// The runtime (pause, resume, stop, release, status of containers).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
-    }
-
-    /// The executor the containers run on.
-    pub fn executor(&self) -> &Executor {
-        &self.executor
     }
 
     /// The audit log.

@@ -11,41 +11,35 @@ use super::{Executor, Inner};
 
 /// Configures an [`Executor`]. Every setter states its default.
 #[derive(Debug, Clone, Default)]
-pub struct ExecutorBuilder {
+pub(crate) struct ExecutorBuilder {
     workers: Option<usize>,
     handle: Option<tokio::runtime::Handle>,
-    thread_name: Option<String>,
 }
 
 impl ExecutorBuilder {
     /// A builder with the defaults.
-    pub fn new() -> ExecutorBuilder {
+    pub(crate) fn new() -> ExecutorBuilder {
         ExecutorBuilder::default()
     }
 
     /// Number of worker threads. Default: the machine's available
     /// parallelism (one per core).
-    pub fn workers(&mut self, n: usize) -> &mut Self {
+    pub(crate) fn workers(&mut self, n: usize) -> &mut Self {
         self.workers = Some(n.max(1));
         self
     }
 
     /// The tokio runtime the workers enter. Default: the runtime current
     /// when [`build`](Self::build) is called, else a one-thread runtime the
-    /// executor owns.
-    pub fn tokio_handle(&mut self, handle: tokio::runtime::Handle) -> &mut Self {
+    /// executor owns. (Only the tests choose; the kernel takes the default.)
+    #[cfg(test)]
+    pub(crate) fn tokio_handle(&mut self, handle: tokio::runtime::Handle) -> &mut Self {
         self.handle = Some(handle);
         self
     }
 
-    /// Worker thread name prefix. Default `forgeone-worker`.
-    pub fn thread_name(&mut self, name: impl Into<String>) -> &mut Self {
-        self.thread_name = Some(name.into());
-        self
-    }
-
-    /// Starts the workers.
-    pub fn build(&self) -> Result<Executor, ScheduleError> {
+    /// Starts the workers, named `forgeone-worker-{index}`.
+    pub(crate) fn build(&self) -> Result<Executor, ScheduleError> {
         let workers = self
             .workers
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
@@ -69,16 +63,12 @@ impl ExecutorBuilder {
             }
         };
         let (shared, locals) = Shared::new(workers);
-        let prefix = self
-            .thread_name
-            .clone()
-            .unwrap_or_else(|| "forgeone-worker".into());
         let mut joins = Vec::with_capacity(workers);
         for (index, queues) in locals.into_iter().enumerate() {
             let worker_shared = shared.clone();
             let handle = handle.clone();
             let spawned = thread::Builder::new()
-                .name(format!("{prefix}-{index}"))
+                .name(format!("forgeone-worker-{index}"))
                 .spawn(move || worker_main(worker_shared, index, queues, handle));
             match spawned {
                 Ok(j) => joins.push(j),

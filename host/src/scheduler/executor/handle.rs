@@ -1,12 +1,10 @@
-//! What a caller holds: the options a task is spawned with, the handle
-//! that awaits its output, and the one yield a task makes to the executor.
+//! What a caller holds: the options a task is spawned with and the handle
+//! that awaits its output.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::task::{Context, Poll};
 
 use async_task::Task;
 
@@ -16,7 +14,7 @@ use super::lanes::TaskMeta;
 
 /// How to run a spawned task. Every setter states its default.
 #[derive(Debug, Clone)]
-pub struct SpawnOptions {
+pub(crate) struct SpawnOptions {
     pub(super) class: Priority,
     pub(super) trust: TrustLevel,
     pub(super) worker: Option<usize>,
@@ -24,7 +22,7 @@ pub struct SpawnOptions {
 
 impl SpawnOptions {
     /// Options for a task of `class`, trust `Medium`, on any worker.
-    pub fn new(class: Priority) -> SpawnOptions {
+    pub(crate) fn new(class: Priority) -> SpawnOptions {
         SpawnOptions {
             class,
             trust: TrustLevel::Medium,
@@ -34,14 +32,14 @@ impl SpawnOptions {
 
     /// The trust level the task is shared by within its class. Default
     /// `Medium`.
-    pub fn trust(&mut self, level: TrustLevel) -> &mut Self {
+    pub(crate) fn trust(&mut self, level: TrustLevel) -> &mut Self {
         self.trust = level;
         self
     }
 
     /// Pins the task to worker `index` (0-based): it runs only there and is
     /// never stolen. Default: any worker.
-    pub fn worker(&mut self, index: usize) -> &mut Self {
+    pub(crate) fn worker(&mut self, index: usize) -> &mut Self {
         self.worker = Some(index);
         self
     }
@@ -49,9 +47,8 @@ impl SpawnOptions {
 
 /// Why a task did not produce its output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum JoinError {
-    /// The task was cancelled (executor shut down, or [`JoinHandle::cancel`]).
+pub(crate) enum JoinError {
+    /// The task was cancelled: the executor shut down.
     #[error("task cancelled")]
     Cancelled,
     /// The task panicked; the message if it was a string.
@@ -60,8 +57,8 @@ pub enum JoinError {
 }
 
 /// Awaits a spawned task's output. Dropping it detaches the task (it keeps
-/// running); [`JoinHandle::cancel`] stops it.
-pub struct JoinHandle<T> {
+/// running).
+pub(crate) struct JoinHandle<T> {
     task: Option<async_task::FallibleTask<T, TaskMeta>>,
 }
 
@@ -81,19 +78,14 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the task has completed (or was cancelled).
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.task.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Cancels the task. Its future is dropped the next time it would run
-    /// (at once if it is queued).
-    pub fn cancel(mut self) {
-        drop(self.task.take());
-    }
-
     /// Blocks the calling thread until the task is done. Do not call from
-    /// inside a task of the same executor.
-    pub fn join(self) -> Result<T, JoinError> {
+    /// inside a task of the same executor. (Tests only: the kernel awaits.)
+    #[cfg(test)]
+    pub(crate) fn join(self) -> Result<T, JoinError> {
         block_on(self)
     }
 }
@@ -141,7 +133,12 @@ impl<T> Drop for JoinHandle<T> {
 }
 
 /// Blocks the current thread on `future` (a minimal park/unpark waker).
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+#[cfg(test)]
+fn block_on<F: Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+    use std::thread::{self, Thread};
+
     struct Unparker(Thread);
     impl Wake for Unparker {
         fn wake(self: Arc<Self>) {
@@ -160,21 +157,4 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
         }
         thread::park();
     }
-}
-
-/// Yields once to the executor: wakes itself and returns `Pending`, so
-/// the worker can serve a more urgent lane before polling it again (what a
-/// fuel-metered guest does at every fuel interval).
-pub async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
 }

@@ -2,21 +2,24 @@
 //! `Send + 'static` future) across all cores, sharing contended CPU by
 //! priority class and, within a class, by trust.
 //!
+//! Crate-private: the [`Kernel`](crate::Kernel) is the only public path that
+//! runs containers, through placement and then a lane here.
+//!
 //! # Protocol
 //!
 //! A task is an [`async_task`] task whose metadata names its *lane*: its
-//! priority class ([`Priority`]) and its identity's [`TrustLevel`], 25 lanes
-//! in all. Every lane has a global injector and, on each worker, a local
-//! deque whose far end other workers steal from (crossbeam-deque). A task
-//! woken on a worker goes to that worker's local deque, otherwise to the
-//! injector. A task pinned to a worker ([`SpawnOptions::worker`]) goes to
-//! that worker's private pinned queue instead, which nobody else can see:
-//! pinned tasks are never stolen.
+//! priority class ([`Priority`](crate::Priority)) and its identity's
+//! [`TrustLevel`](crate::TrustLevel), 25 lanes in all. Every lane has a
+//! global injector and, on each worker, a local deque whose far end other
+//! workers steal from (crossbeam-deque). A task woken on a worker goes to
+//! that worker's local deque, otherwise to the injector. A task pinned to a
+//! worker ([`SpawnOptions::worker`]) goes to that worker's private pinned
+//! queue instead, which nobody else can see: pinned tasks are never stolen.
 //!
 //! Guests are fuel-metered and yield to the executor at every fuel interval
-//! (their future returns `Pending` after waking itself, like
-//! [`yield_now`]), so each poll is one bounded *slice*. Before each slice a
-//! worker picks the lane to serve with two-level stride scheduling:
+//! (their future returns `Pending` after waking itself, as the tests'
+//! `yield_now` does), so each poll is one bounded *slice*. Before each
+//! slice a worker picks the lane to serve with two-level stride scheduling:
 //!
 //! 1. the runnable **class** with the smallest virtual time, where running a
 //!    slice of `t` ns advances the class's virtual time by `t × 16 / w`
@@ -56,11 +59,12 @@
 //! - **Affinity.** A pinned task runs only on its worker, never stolen.
 //! - **Shutdown.** [`Executor::shutdown`] stops the workers after their
 //!   current slice, joins them, and cancels every task left (their join
-//!   handles resolve to [`JoinError::Cancelled`]); it never waits for a
-//!   task to finish.
+//!   handles resolve to [`JoinError::Cancelled`](handle::JoinError::Cancelled));
+//!   it never waits for a task to finish.
 //!
 //! The shares are a property of the policy, not of wall-clock time: the
-//! test suite checks them by counting fixed work units per class.
+//! unit tests (`tests.rs`) check them by counting fixed work units per
+//! class.
 //!
 //! Worker threads run inside a tokio runtime context (the handle given to
 //! the builder, the current one, or a small runtime of the executor's own)
@@ -70,6 +74,8 @@ mod builder;
 mod handle;
 mod lanes;
 mod queues;
+#[cfg(test)]
+pub(super) mod tests;
 mod worker;
 
 use std::fmt;
@@ -77,23 +83,20 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
 
 use super::ScheduleError;
-use crate::identity::{Priority, TrustLevel};
 
-pub use builder::ExecutorBuilder;
-pub use handle::{JoinError, JoinHandle, SpawnOptions, yield_now};
+pub(crate) use builder::ExecutorBuilder;
+pub(crate) use handle::{JoinHandle, SpawnOptions};
 pub(crate) use lanes::CpuStats;
 use lanes::{TaskMeta, trust_index};
 use queues::Shared;
-pub use queues::current_worker;
 
 /// A handle to the work-stealing executor. Cheap to clone; the workers stop
 /// when [`Executor::shutdown`] is called or the last handle is dropped
 /// (a task holding a handle keeps the executor alive: call `shutdown`).
 #[derive(Clone)]
-pub struct Executor {
+pub(crate) struct Executor {
     inner: Arc<Inner>,
 }
 
@@ -150,24 +153,21 @@ impl Inner {
 }
 
 impl Executor {
-    /// An executor with the default settings ([`ExecutorBuilder`]).
-    pub fn new() -> Result<Executor, ScheduleError> {
-        ExecutorBuilder::new().build()
-    }
-
     /// A builder.
-    pub fn builder() -> ExecutorBuilder {
+    pub(crate) fn builder() -> ExecutorBuilder {
         ExecutorBuilder::new()
     }
 
     /// Number of worker threads.
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.inner.shared.stats.workers
     }
 
     /// Runs `future` as a task of priority `class` (trust `Medium`, any
-    /// worker). After shutdown the handle resolves to `Cancelled`.
-    pub fn spawn<F>(&self, future: F, class: Priority) -> JoinHandle<F::Output>
+    /// worker). After shutdown the handle resolves to `Cancelled`. (Tests
+    /// only: the kernel spawns with options.)
+    #[cfg(test)]
+    pub(crate) fn spawn<F>(&self, future: F, class: crate::Priority) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -176,7 +176,7 @@ impl Executor {
             future,
             TaskMeta {
                 class: class.lane(),
-                level: trust_index(TrustLevel::Medium),
+                level: trust_index(crate::TrustLevel::Medium),
                 pin: None,
             },
         )
@@ -184,7 +184,7 @@ impl Executor {
 
     /// Runs `future` with `options`. Refused when the pinned worker does not
     /// exist.
-    pub fn spawn_with<F>(
+    pub(crate) fn spawn_with<F>(
         &self,
         future: F,
         options: &SpawnOptions,
@@ -221,7 +221,7 @@ impl Executor {
 
     /// Stops the workers after their current slice, joins them and cancels
     /// the remaining tasks. Idempotent.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.inner.shutdown();
     }
 
@@ -231,14 +231,13 @@ impl Executor {
     }
 
     /// Cumulative busy time per class (Critical first) since the executor
-    /// started.
-    pub fn busy(&self) -> [Duration; 5] {
+    /// started. (Tests only: the kernel reads it through the
+    /// `ResourceMonitor`.)
+    #[cfg(test)]
+    pub(crate) fn busy(&self) -> [std::time::Duration; 5] {
         let s = &self.inner.shared.stats;
-        std::array::from_fn(|c| Duration::from_nanos(s.busy_ns[c].load(Ordering::Relaxed)))
-    }
-
-    /// Time since the executor started.
-    pub fn uptime(&self) -> Duration {
-        self.inner.shared.started.elapsed()
+        std::array::from_fn(|c| {
+            std::time::Duration::from_nanos(s.busy_ns[c].load(Ordering::Relaxed))
+        })
     }
 }

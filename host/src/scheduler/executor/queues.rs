@@ -42,7 +42,6 @@ pub(super) struct Shared {
     pub(super) threads: OnceLock<Vec<Thread>>,
     pub(super) shutdown: AtomicBool,
     pub(super) stats: Arc<CpuStats>,
-    pub(super) started: Instant,
     /// Running average slice length in ns (exponential, 1/64).
     avg_slice: AtomicU64,
     /// Every live task's last waker, so shutdown can cancel idle tasks
@@ -84,9 +83,11 @@ impl<F: Future> Future for Tracked<F> {
 }
 
 /// A worker thread's own state: which executor it serves (compared,
-/// never dereferenced), its index and its local deques.
+/// never dereferenced), its index (read by the tests only) and its local
+/// deques.
 pub(super) struct Local {
     pub(super) shared: *const Shared,
+    #[cfg(test)]
     pub(super) index: usize,
     pub(super) queues: LocalQueues,
 }
@@ -129,7 +130,6 @@ impl Shared {
                 busy_ns: Default::default(),
                 workers,
             }),
-            started: Instant::now(),
             avg_slice: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             running_class: Default::default(),
@@ -448,6 +448,7 @@ impl Shared {
 }
 
 /// The index of the executor worker running the current thread, if any.
-pub fn current_worker() -> Option<usize> {
+#[cfg(test)]
+pub(crate) fn current_worker() -> Option<usize> {
     LOCAL.with(|l| l.borrow().as_ref().map(|l| l.index))
 }

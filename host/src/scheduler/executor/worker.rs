@@ -20,6 +20,7 @@ pub(super) fn worker_main(
     LOCAL.with(|l| {
         *l.borrow_mut() = Some(Local {
             shared: Arc::as_ptr(&shared),
+            #[cfg(test)]
             index,
             queues,
         })
