@@ -359,10 +359,11 @@ impl SchedulerContext {
     }
 
     /// Places every queued workload in order: priority, then trust (the
-    /// identity's [`TrustVector`]), then age. A workload whose affinity
-    /// target is still queued waits for it; workloads evicted by a
-    /// preemption are queued again (keeping their age) and get their own
-    /// outcome. Load is refreshed from the inventory first.
+    /// identity's [`TrustVector`](crate::TrustVector)), then age. A
+    /// workload whose affinity target is still queued waits for it;
+    /// workloads evicted by a preemption are queued again (keeping their
+    /// age) and get their own [`Scheduled`]. Load is refreshed from the
+    /// inventory first.
     pub fn schedule_pending(&mut self) -> Result<Vec<Scheduled>, ScheduleError> {
         self.refresh()?;
         let mut outcomes = Vec::new();
