@@ -1,21 +1,23 @@
-//! P6: priority isolation, on real wasm guests on the real stack.
+//! P6: priority isolation, on real wasm guests through the public `Kernel`.
 //!
 //! The *critical workload* is the `cpu-hog` sample run for a bounded
-//! number of iterations ([`CRITICAL_ITERATIONS`]) as a ForgeOne container
-//! (`Runtime::prepare_container`, default limits, fuel-metered with a
-//! preemptive yield every fuel interval, output captured to the audit log)
-//! spawned on the work-stealing [`Executor`] at `Priority::Critical` — the
-//! same two calls `Kernel` makes for a placed workload, without placement.
-//! Its latency is the wall time from `spawn_with` to the settled
-//! [`Outcome`] (the container is prepared and removed outside the timing).
+//! number of iterations ([`CRITICAL_ITERATIONS`]) as the container of a
+//! `Priority::Critical` workload, submitted to a [`Kernel`] whose only node
+//! is the local one (permissive policy, one executor worker per core,
+//! default limits: fuel-metered with a preemptive yield every fuel
+//! interval, output captured to the audit log). Its latency is the wall
+//! time from [`Kernel::submit`] and [`Kernel::schedule`] (placement, its
+//! audit events, container preparation, spawn in its executor lane) to the
+//! settled [`Outcome`] (`Runtime::wait`); the settled container is removed
+//! outside the timing.
 //!
-//! It is measured, in the same run and on the same executor:
+//! It is measured, in the same run and on the same kernel:
 //!
 //! - **alone** (the P6 baseline: idle workers);
 //! - with **background hogs** filling every worker: one endless `cpu-hog`
-//!   (no argument, no fuel budget, no timeout) per worker at
-//!   `Priority::Background`, stopped with `stop_with_grace(id, 0)` after the
-//!   case;
+//!   (no argument, no fuel budget, no timeout) per worker, each the
+//!   container of a `Priority::Background` workload placed through the same
+//!   kernel, stopped with `stop_with_grace(id, 0)` after the case;
 //! - with the same hogs at `Priority::Normal` (class weight 4 against
 //!   Critical's 16) and at `Priority::Critical` (the critical job's own
 //!   class: the share a FIFO pool without priority classes would give);
@@ -27,40 +29,37 @@
 //! each case's median and p99 per-job latency (every job criterion ran,
 //! its warm-up included: all of them are steady state) with the ratio of
 //! medians to the critical job alone, and the share of executor CPU time
-//! each class got during the case ([`Executor::busy`]), and how the job
-//! was polled (a probe wrapping its future counts slices, and migrations:
-//! slices run on another worker than the one before).
+//! each class got during the case (the kernel's
+//! [`ResourceState`](forgeone::scheduler::ResourceState) `cpu.busy`, read
+//! before and after).
 //!
-//! Reading the figures: the critical job is one task, so it occupies one
-//! worker at a time, and the CPU share is over all workers. The bound the
-//! executor promises is a wait of one slice (one fuel interval of whatever
-//! runs there) per slice of the critical job. With hogs at its own class
-//! the job stays in the local deque of the worker it started on and shares
-//! that worker with its hog, so expect about 2x rather than the 1.5x a
-//! global fair share of three tasks on two workers would give. "Alone"
-//! leaves the other workers idle; every yield of the lone task then wakes
-//! an idle worker, which can make "alone" slightly slower than "with
-//! background hogs".
+//! Reading the figures: the critical job is one container, so it occupies
+//! one worker at a time, and the CPU share is over all workers. The bound
+//! the executor promises is a wait of one slice (one fuel interval of
+//! whatever runs there) per slice of the critical job. With hogs at its own
+//! class the job shares a worker with a hog, so expect about 2x rather than
+//! the 1.5x a global fair share of three tasks on two workers would give.
+//! "Alone" leaves the other workers idle; every yield of the lone task then
+//! wakes an idle worker, which can make "alone" slightly slower than "with
+//! background hogs". The latency includes the kernel's placement and
+//! container preparation (a few hundred microseconds at most), which the
+//! hogs do not slow down.
+//!
+//! The executor is crate-private, so this bench no longer counts the
+//! critical job's slices and worker migrations (that took a probe around
+//! the container's future), and the former `P6 synthetic` group (the
+//! executor alone, with Rust futures) is gone. Its essence is a unit test
+//! counted in work units instead of timed:
+//! `a_critical_task_waits_about_one_slice_in_sixteen_for_background_hogs`
+//! in `host/src/scheduler/executor/tests.rs`.
 //!
 //! The components are loaded with `VerifiedComponent::unsigned` and
 //! `RuntimeConfig::allow_unsigned(true)`: signature checking happens at
 //! load time, which P1 measures, and has no bearing on scheduling.
 //!
-//! A second group, `P6 synthetic`, keeps the earlier executor-only
-//! measurement: CPU-bound Rust futures that yield like fuel-metered guests,
-//! with four hogs per worker. It isolates the executor's policy from the
-//! wasm stack (instantiation, WASI, audit, fuel), which helps tell where a
-//! difference in the wasm figures comes from.
-//!
 //! Builds the samples into `samples/target` on first use. Run with
 //! `cargo bench -p forgeone-benches --bench priority`.
 
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -69,10 +68,10 @@ use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
-use forgeone::runtime::{
-    ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
-};
-use forgeone::scheduler::{Executor, JoinHandle, SpawnOptions, current_worker, yield_now};
+use forgeone::kernel::{Kernel, KernelConfig, Launched};
+use forgeone::policy::PolicySet;
+use forgeone::runtime::{ContainerConfig, ContainerStatus, Outcome, RuntimeConfig};
+use forgeone::scheduler::{Capacity, Node, Workload};
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -172,44 +171,13 @@ impl BareJob {
 }
 
 // ---------------------------------------------------------------------------
-// ForgeOne: runtime + executor.
-
-/// How a task was polled: slices run, and how often consecutive slices ran
-/// on different workers.
-#[derive(Debug, Default, Clone, Copy)]
-struct Polls {
-    slices: u32,
-    migrations: u32,
-    last_worker: Option<usize>,
-}
-
-/// Wraps a container's future to count its slices and worker migrations
-/// (one thread-local read per poll, nothing else).
-struct Probe<F> {
-    inner: F,
-    polls: Polls,
-}
-
-impl<F: Future + Unpin> Future for Probe<F> {
-    type Output = (F::Output, Polls);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let worker = current_worker();
-        this.polls.slices += 1;
-        if this.polls.last_worker.is_some() && this.polls.last_worker != worker {
-            this.polls.migrations += 1;
-        }
-        this.polls.last_worker = worker;
-        Pin::new(&mut this.inner)
-            .poll(cx)
-            .map(|out| (out, this.polls))
-    }
-}
+// ForgeOne: the kernel.
 
 struct Stack {
-    runtime: Runtime,
-    executor: Executor,
+    kernel: Kernel,
+    /// Blocks the bench thread on `Runtime::wait`.
+    tokio: tokio::runtime::Runtime,
+    workers: usize,
     identity: IdentityContext,
     critical: ContainerConfig,
     hog: ContainerConfig,
@@ -218,116 +186,120 @@ struct Stack {
 impl Stack {
     fn new(wasm: &[u8], audit: AuditLog) -> Stack {
         // Unsigned components are fine here: see the module docs.
-        let mut config = RuntimeConfig::new();
-        config.allow_unsigned(true);
-        let runtime = Runtime::new(config, audit).unwrap();
-        let executor = Executor::new().unwrap();
+        let mut runtime = RuntimeConfig::new();
+        runtime.allow_unsigned(true);
+        // Room for every container the bench places: capacity is not what
+        // is measured.
+        let cap = Capacity {
+            cpu_millis: 1_000_000,
+            memory: 1 << 40,
+            storage: 0,
+            containers: 10_000,
+        };
+        let node = Node::new("local", "bench", "bench-1a", cap);
+        let mut config = KernelConfig::new(node, PolicySet::permissive());
+        config.runtime(runtime);
+        let kernel = Kernel::new(config, audit).unwrap();
+        let workers = kernel.resources().cpu.cores as usize;
         let component = VerifiedComponent::unsigned("cpu-hog", wasm.to_vec());
         let mut critical = ContainerConfig::new(component.clone());
         critical.name("critical").arg(CRITICAL_ITERATIONS);
         let mut hog = ContainerConfig::new(component);
-        hog.name("hog").fuel(None).timeout(None);
+        hog.name("hog")
+            .fuel(None)
+            .timeout(None)
+            .stop_grace(Duration::ZERO);
         Stack {
-            runtime,
-            executor,
+            kernel,
+            tokio: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            workers,
             identity: IdentityContext::new("bench", "p6", TrustVector::new(TrustLevel::Medium, 0)),
             critical,
             hog,
         }
     }
 
-    /// Prepares `config` and spawns it at `class`. Every task here, the
-    /// critical job and the hogs alike, runs at the same trust level within
-    /// its class, so only the priority class differs between them.
-    fn spawn(&self, config: &ContainerConfig, class: Priority) -> JoinHandle<Outcome> {
-        let prepared = self
-            .runtime
-            .prepare_container(config.clone(), self.identity.clone())
-            .unwrap();
-        let mut options = SpawnOptions::new(class);
-        options.trust(self.identity.trust.level);
-        self.executor
-            .spawn_with(prepared.into_future(), &options)
+    /// Submits `config` as the container of a workload of `class` and
+    /// places it, returning its launch. Every workload here, the
+    /// critical job and the hogs alike, has the same identity, so only the
+    /// priority class differs between them.
+    fn launch(&self, name: &str, config: &ContainerConfig, class: Priority) -> Launched {
+        let workload = Workload::new(name, class, self.identity.clone());
+        self.kernel.submit(workload, config.clone()).unwrap();
+        let report = self.kernel.schedule().unwrap();
+        assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+        assert!(
+            report.preempted.is_empty(),
+            "preempted: {:?}",
+            report.preempted
+        );
+        let mut launched = report.launched;
+        assert_eq!(launched.len(), 1, "expected one launch: {launched:?}");
+        launched.remove(0)
+    }
+
+    fn wait(&self, launched: &Launched) -> Outcome {
+        self.tokio
+            .block_on(self.kernel.wait_for(launched.workload))
             .unwrap()
     }
 
-    /// Runs the critical job once: its latency from spawn to settled, its
-    /// outcome, and how it was polled.
-    fn critical_job(&self) -> (Duration, Outcome, Polls) {
-        let prepared = self
-            .runtime
-            .prepare_container(self.critical.clone(), self.identity.clone())
-            .unwrap();
-        let id = prepared.id();
-        let mut options = SpawnOptions::new(Priority::Critical);
-        options.trust(self.identity.trust.level);
-        let probe = Probe {
-            inner: prepared.into_future(),
-            polls: Polls::default(),
-        };
+    /// Runs the critical job once: its latency from submit to settled, and
+    /// its outcome.
+    fn critical_job(&self) -> (Duration, Outcome) {
         let start = Instant::now();
-        let (outcome, polls) = self
-            .executor
-            .spawn_with(probe, &options)
-            .unwrap()
-            .join()
-            .unwrap();
+        let job = self.launch("critical", &self.critical, Priority::Critical);
+        let outcome = self.wait(&job);
         let elapsed = start.elapsed();
         assert!(outcome.is_success(), "critical job: {outcome}");
-        self.runtime.remove(id).unwrap();
-        (elapsed, outcome, polls)
-    }
-
-    /// The hog containers the runtime knows of.
-    fn hogs(&self) -> Vec<ContainerContext> {
-        self.runtime
-            .list()
-            .into_iter()
-            .filter(|c| c.name == "hog")
-            .collect()
+        self.kernel.remove(job.workload).unwrap();
+        (elapsed, outcome)
     }
 
     /// Starts one endless hog per worker at `class` and waits until they
     /// all run.
-    fn start_hogs(&self, class: Priority) -> Vec<JoinHandle<Outcome>> {
-        let workers = self.executor.workers();
-        let handles = (0..workers).map(|_| self.spawn(&self.hog, class)).collect();
+    fn start_hogs(&self, class: Priority) -> Vec<Launched> {
+        let hogs: Vec<Launched> = (0..self.workers)
+            .map(|_| self.launch("hog", &self.hog, class))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let hogs = self.hogs();
-            let running = hogs
-                .iter()
-                .filter(|c| matches!(c.status, ContainerStatus::Running))
-                .count();
-            if hogs.len() == workers && running == workers {
-                break;
-            }
-            assert!(Instant::now() < deadline, "hogs did not start: {hogs:?}");
+        let running = |h: &Launched| {
+            self.kernel
+                .container(h.container)
+                .is_some_and(|c| c.status == ContainerStatus::Running)
+        };
+        while !hogs.iter().all(running) {
+            assert!(Instant::now() < deadline, "hogs did not start");
             std::thread::sleep(Duration::from_millis(1));
         }
         // Let them settle into their steady state.
         std::thread::sleep(Duration::from_millis(100));
-        handles
+        hogs
     }
 
     /// Stops the hogs at once, checks they were still running (not ended
     /// by a limit) when stopped, and forgets them.
-    fn stop_hogs(&self, handles: Vec<JoinHandle<Outcome>>) {
-        for hog in self.hogs() {
-            self.runtime
-                .stop_with_grace(hog.id, Duration::ZERO)
-                .unwrap();
+    fn stop_hogs(&self, hogs: Vec<Launched>) {
+        for hog in &hogs {
+            // Their stop grace is zero: stopped at the next yield point.
+            self.kernel.stop(hog.workload).unwrap();
         }
-        for handle in handles {
-            let outcome = handle.join().unwrap();
+        for hog in &hogs {
+            let outcome = self.wait(hog);
             assert!(
                 outcome.failure().is_none() && !outcome.is_success(),
                 "a hog ended by itself: {outcome}"
             );
+            self.kernel.remove(hog.workload).unwrap();
         }
-        for hog in self.hogs() {
-            self.runtime.remove(hog.id).unwrap();
-        }
+    }
+
+    /// The executor's cumulative busy time per class (Critical first).
+    fn busy(&self) -> [Duration; 5] {
+        self.kernel.resources().cpu.busy
     }
 }
 
@@ -336,8 +308,6 @@ impl Stack {
 struct Case {
     name: &'static str,
     latencies: Vec<Duration>,
-    /// Per ForgeOne job: slices and worker migrations.
-    polls: Vec<Polls>,
     busy: Option<[Duration; 5]>,
 }
 
@@ -356,14 +326,10 @@ fn summary(cases: &mut [Case], baseline: &str) {
         .find(|c| c.name == baseline && !c.latencies.is_empty())
         .map(|c| percentile(&c.latencies, 0.5));
     println!();
+    println!("P6 summary (per critical job, submit to settled; ratio = median / median alone)");
     println!(
-        "P6 summary (per critical job, spawn to settled; ratio = median / median alone; \
-         slices and migrations: mean polls per job and mean polls on a different worker than \
-         the previous one)"
-    );
-    println!(
-        "{:<44} {:>6} {:>10} {:>10} {:>7} {:>8} {:>11}   executor CPU share Crit/High/Norm/Low/Bg",
-        "case", "jobs", "median", "p99", "ratio", "slices", "migrations"
+        "{:<44} {:>6} {:>10} {:>10} {:>7}   executor CPU share Crit/High/Norm/Low/Bg",
+        "case", "jobs", "median", "p99", "ratio"
     );
     for case in cases.iter().filter(|c| !c.latencies.is_empty()) {
         let median = percentile(&case.latencies, 0.5);
@@ -375,28 +341,17 @@ fn summary(cases: &mut [Case], baseline: &str) {
                 .collect::<Vec<_>>()
                 .join(" / ")
         });
-        // Mean slices per job and mean worker migrations per job.
-        let mean = |f: fn(&Polls) -> u32| {
-            if case.polls.is_empty() {
-                "-".to_string()
-            } else {
-                let sum: u64 = case.polls.iter().map(|p| u64::from(f(p))).sum();
-                format!("{:.1}", sum as f64 / case.polls.len() as f64)
-            }
-        };
         let ratio = base.map_or_else(
             || "-".to_string(),
             |base| format!("{:.2}x", median.as_secs_f64() / base.as_secs_f64()),
         );
         println!(
-            "{:<44} {:>6} {:>10} {:>10} {:>7} {:>8} {:>11}   {share}",
+            "{:<44} {:>6} {:>10} {:>10} {:>7}   {share}",
             case.name,
             case.latencies.len(),
             format!("{:.2?}", median),
             format!("{:.2?}", p99),
             ratio,
-            mean(|p| p.slices),
-            mean(|p| p.migrations),
         );
     }
     println!();
@@ -412,12 +367,12 @@ fn bench_wasm(c: &mut Criterion) {
     )
     .unwrap();
     let stack = Stack::new(&wasm, audit);
-    let workers = stack.executor.workers();
+    let workers = stack.workers;
     let bare = BareJob::new(&wasm);
 
     // One untimed run compiles the component and tells how much work a
     // critical job is.
-    let (first, outcome, _) = stack.critical_job();
+    let (first, outcome) = stack.critical_job();
     eprintln!(
         "P6 wasm: {workers} workers, {workers} hogs per case; critical job = cpu-hog \
          {CRITICAL_ITERATIONS} = {} fuel (~{} fuel-interval slices), first run {first:.2?}",
@@ -448,7 +403,6 @@ fn bench_wasm(c: &mut Criterion) {
     cases.push(Case {
         name: "bare wasmtime, alone (reference)",
         latencies,
-        polls: Vec::new(),
         busy: None,
     });
 
@@ -466,110 +420,33 @@ fn bench_wasm(c: &mut Criterion) {
     ];
     for (name, hogs) in contenders {
         let running = hogs.map(|class| stack.start_hogs(class));
-        let before = stack.executor.busy();
+        let before = stack.busy();
         let mut latencies = Vec::new();
-        let mut polls = Vec::new();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        let (t, _, p) = stack.critical_job();
+                        let (t, _) = stack.critical_job();
                         latencies.push(t);
-                        polls.push(p);
                         t
                     })
                     .sum()
             })
         });
-        let after = stack.executor.busy();
+        let after = stack.busy();
         if let Some(running) = running {
             stack.stop_hogs(running);
         }
         cases.push(Case {
             name,
             latencies,
-            polls,
             busy: Some(std::array::from_fn(|i| after[i] - before[i])),
         });
     }
     group.finish();
     summary(&mut cases, "critical alone (baseline)");
-    stack.executor.shutdown();
+    stack.kernel.shutdown("bench done");
 }
 
-// ---------------------------------------------------------------------------
-// Synthetic: the executor alone, with CPU-bound futures.
-
-/// One unit of CPU work (about a fuel interval's worth).
-fn unit() {
-    let mut x = 1u64;
-    for i in 0..20_000u64 {
-        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    black_box(x);
-}
-
-/// 20 work units, yielding after each, like a fuel-metered guest at every
-/// fuel interval.
-async fn critical_task() {
-    for _ in 0..20 {
-        unit();
-        yield_now().await;
-    }
-}
-
-/// Starts `n` hogs at `class`; they run until the returned flag is set.
-fn hogs(ex: &Executor, n: usize, class: Priority) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for _ in 0..n {
-        let stop = stop.clone();
-        drop(ex.spawn(
-            async move {
-                while !stop.load(Ordering::Relaxed) {
-                    unit();
-                    yield_now().await;
-                }
-            },
-            class,
-        ));
-    }
-    stop
-}
-
-fn bench_synthetic(c: &mut Criterion) {
-    let ex = Executor::new().unwrap();
-    let workers = ex.workers();
-    eprintln!("P6 synthetic: {workers} workers, {} hogs", 4 * workers);
-    let mut group = c.benchmark_group("P6 synthetic (executor only)");
-    group.sample_size(30);
-    group.bench_function("critical_alone", |b| {
-        b.iter(|| {
-            ex.spawn(critical_task(), Priority::Critical)
-                .join()
-                .unwrap()
-        })
-    });
-    let stop = hogs(&ex, 4 * workers, Priority::Background);
-    group.bench_function("critical_with_background_hogs", |b| {
-        b.iter(|| {
-            ex.spawn(critical_task(), Priority::Critical)
-                .join()
-                .unwrap()
-        })
-    });
-    stop.store(true, Ordering::Relaxed);
-    let stop = hogs(&ex, 4 * workers, Priority::Critical);
-    group.bench_function("critical_with_same_priority_hogs", |b| {
-        b.iter(|| {
-            ex.spawn(critical_task(), Priority::Critical)
-                .join()
-                .unwrap()
-        })
-    });
-    stop.store(true, Ordering::Relaxed);
-    group.finish();
-    ex.shutdown();
-}
-
-criterion_group!(benches, bench_wasm, bench_synthetic);
+criterion_group!(benches, bench_wasm);
 criterion_main!(benches);

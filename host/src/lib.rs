@@ -40,4 +40,4 @@ pub use runtime::{
     ContainerConfig, ContainerContext, ContainerStatus, Outcome, Runtime, RuntimeConfig,
     RuntimeContext, RuntimeError, RuntimeStatus,
 };
-pub use scheduler::{Allocation, Executor, ScheduleError, SchedulerContext, Workload};
+pub use scheduler::{Allocation, ScheduleError, SchedulerContext, Workload};

@@ -147,7 +147,8 @@ pub enum KernelError {
     IllegalTransition {
         /// The workload's name.
         workload: String,
-        /// The request (`start`, `stop`, `pause`, `resume`, `release`, `remove`).
+        /// The request (`start`, `stop`, `pause`, `resume`, `release`,
+        /// `remove`, `wait for`).
         action: &'static str,
         /// Where it is (`queued`, `running`, `not run`, ...).
         state: String,
@@ -337,11 +338,6 @@ impl Kernel {
         self.executor.workers()
     }
 
-    /// Executor CPU time per priority class (critical first), since start.
-    pub fn cpu_busy(&self) -> [Duration; 5] {
-        self.executor.busy()
-    }
-
     /// Every submitted workload, in submission order: where it runs and
     /// its container's current state, or why it does not run.
     pub fn workloads(&self) -> Vec<WorkloadView> {
@@ -395,6 +391,29 @@ impl Kernel {
             // Gone (removed by an operator) counts as settled.
             let _ = self.runtime.wait(c).await;
         }
+    }
+
+    /// Waits until the workload's container settles (stopped, failed with
+    /// no restart due, or quarantined) and returns its last run's outcome.
+    pub async fn wait_for(&self, workload: Uuid) -> Result<Outcome, KernelError> {
+        let container = {
+            let book = lock(&self.book);
+            let slot = book
+                .entries
+                .get(&workload)
+                .ok_or(KernelError::UnknownWorkload(workload))?;
+            slot.running.ok_or_else(|| KernelError::IllegalTransition {
+                workload: slot.workload.name.clone(),
+                action: "wait for",
+                state: if slot.not_run.is_some() {
+                    "not run"
+                } else {
+                    "queued"
+                }
+                .to_string(),
+            })?
+        };
+        Ok(self.runtime.wait(container).await?)
     }
 
     /// Container tasks still alive (running, restarting, or quarantined

@@ -117,6 +117,9 @@ impl Kernel {
         if let Some(c) = &view.container {
             self.runtime.remove(c.id)?;
         }
+        // Its task releases the placement as it ends; if it has not ended
+        // yet, release it here (a second release is harmless).
+        let _ = lock(&self.scheduler).release(workload);
         let mut book = lock(&self.book);
         book.entries.remove(&workload);
         book.order.retain(|id| *id != workload);

@@ -176,8 +176,12 @@ pub enum InventoryError {
         reason: String,
     },
     /// The inventory backend cannot be reached.
-    #[error("node inventory unavailable: {0}")]
-    Unavailable(String),
+    #[error("node inventory unavailable: {source}")]
+    Unavailable {
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The nodes placement chooses from. See the module docs for why each

@@ -29,6 +29,8 @@ pub struct Commitment {
 }
 
 /// Measures a node's resources. Cheap to clone; clones share the counters.
+/// The [`Kernel`](crate::Kernel) attaches its monitor to its executor for
+/// CPU; a monitor made elsewhere reports commitments but no CPU.
 #[derive(Clone)]
 pub struct ResourceMonitor {
     inner: Arc<MonitorInner>,
@@ -76,7 +78,7 @@ impl ResourceMonitor {
     }
 
     /// Reads CPU from `executor` from now on.
-    pub fn attach(&self, executor: &Executor) {
+    pub(crate) fn attach(&self, executor: &Executor) {
         *self.inner.cpu.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor.stats());
     }
 
@@ -158,5 +160,51 @@ impl Drop for CommitGuard {
         if c.network {
             i.network.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::identity::Priority;
+
+    use super::super::executor::Executor;
+    use super::super::executor::tests::{unit, yield_now};
+    use super::ResourceMonitor;
+
+    #[test]
+    fn cpu_accounting_feeds_resource_state() {
+        let ex = Executor::builder().workers(2).build().unwrap();
+        let monitor = ResourceMonitor::new(1 << 30, 0);
+        monitor.attach(&ex);
+        let _ = monitor.snapshot();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                ex.spawn(
+                    async {
+                        for _ in 0..20 {
+                            unit();
+                            yield_now().await;
+                        }
+                    },
+                    Priority::Critical,
+                )
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let state = monitor.snapshot();
+        assert_eq!(state.cpu.cores, 2);
+        assert!(state.cpu.busy[0] > Duration::ZERO);
+        assert_eq!(state.cpu.busy[4], Duration::ZERO);
+        assert!(
+            state.cpu.class_share[0] > 0.99,
+            "{:?}",
+            state.cpu.class_share
+        );
+        assert!(state.cpu.utilisation > 0.0);
+        ex.shutdown();
     }
 }

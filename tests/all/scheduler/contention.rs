@@ -32,7 +32,7 @@ fn sized(name: &str, priority: Priority, tenant: &str, trust: TrustLevel, cpu: u
     w
 }
 
-fn placed_names(outcomes: &[forgeone::scheduler::Outcome]) -> Vec<String> {
+fn placed_names(outcomes: &[forgeone::scheduler::Scheduled]) -> Vec<String> {
     outcomes
         .iter()
         .filter(|o| o.result.is_ok())

@@ -1,10 +1,10 @@
 //! Scheduler tests: placement (every constraint type, scoring,
-//! explanations), contention (priority, trust, preemption, quotas, audit),
-//! the executor (fairness, starvation, affinity, shutdown) and resource
-//! accounting.
+//! explanations) and contention (priority, trust, preemption, quotas,
+//! audit). The executor is crate-private: its tests (fairness, starvation,
+//! affinity, shutdown, CPU accounting) are unit tests in
+//! `host/src/scheduler/executor/tests.rs` and `resources.rs`.
 
 mod contention;
-mod executor;
 mod placement;
 
 use std::sync::Arc;
