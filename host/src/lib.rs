@@ -8,16 +8,21 @@
 //!
 //! This crate is the host library and the `forgeone` CLI. The modules:
 //!
-//! - [`audit`]: the hash-chained, checkpointed audit log.
-//! - [`boot`]: trust anchor, signatures, boot manifest, measurements, recovery.
 //! - [`keys`]: Ed25519 keys and key ids.
-//! - [`identity`]: who a container runs as, and how far it is trusted.
-//! - [`runtime`]: containers: fuel-metered sandboxes with a lifecycle, supervision and plugins.
-//! - [`scheduler`]: placement (nodes, constraints, scores, preemption) and
-//!   the work-stealing executor.
+//! - [`audit`]: the hash-chained, checkpointed audit log.
+//! - [`identity`]: who a container runs as, how far it is trusted and how
+//!   urgent its work is (the shared vocabulary).
 //! - [`policy`]: who may run what, where, how urgently and how much.
-//! - [`deployment`]: the `forgeone.toml` format.
+//! - [`boot`]: trust anchor, signatures, boot manifest, measurements, recovery.
+//! - [`runtime`]: containers: fuel-metered sandboxes with a lifecycle, supervision and plugins.
+//! - [`scheduler`]: placement (nodes, constraints, scores, preemption); its
+//!   work-stealing executor is the kernel's own.
+//! - [`deployment`]: the `forgeone.toml` and `nodes.toml` formats, and their
+//!   conversion into the other modules' inputs.
 //! - [`kernel`]: all of the above wired together, as `forgeone up` runs it.
+//!
+//! Each module uses only those listed before it (the kernel uses them all);
+//! `tests/all/layering.rs` checks this on the source.
 #![deny(missing_docs)]
 
 pub mod audit;
@@ -31,8 +36,7 @@ pub mod runtime;
 pub mod scheduler;
 
 pub use deployment::{Deployment, DeploymentError};
-pub use identity::Priority;
-pub use identity::{IdentityContext, TrustLevel, TrustVector};
+pub use identity::{IdentityContext, Priority, TrustLevel, TrustVector};
 pub use kernel::{Kernel, KernelConfig, KernelError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use policy::{Isolation, PolicySet, TenantPolicy};

@@ -83,12 +83,13 @@ impl Inner {
         loop {
             tokio::select! {
                 outcome = &mut settled => {
-                    let status = self.runtime.status(self.container).ok();
-                    return match (status, outcome.map(|o| o.end)) {
-                        (Some(ContainerStatus::Quarantined(_) | ContainerStatus::Failed(_)), _) => {
-                            Some(false)
-                        }
-                        (_, Ok(RunEnd::Success)) => Some(true),
+                    // Decided by the outcome it settled with, not by its
+                    // status now: an operator may already be stopping it.
+                    // A failure it settled with failed it for good or
+                    // quarantined it.
+                    return match outcome.map(|o| o.end) {
+                        Ok(RunEnd::Success) => Some(true),
+                        Ok(RunEnd::Failed(_)) => Some(false),
                         _ => None,
                     };
                 }

@@ -380,7 +380,9 @@ impl Kernel {
         self.workloads().iter().all(WorkloadView::settled)
     }
 
-    /// Waits until every started container has settled.
+    /// Waits until every started container has settled. Each container's
+    /// boot assessment is recorded by its task just after it settles;
+    /// [`Kernel::wait`] waits for that too.
     pub async fn wait_settled(&self) {
         let containers: Vec<Uuid> = lock(&self.book)
             .entries

@@ -139,8 +139,11 @@ async fn a_deployment_runs_from_the_library_with_a_handful_of_calls() {
         other => panic!("stray: {other:?}"),
     }
 
+    kernel.drain("test over", Duration::ZERO).unwrap();
+    kernel.wait().await;
     // Boot assessment, done by the library: hello ran healthily and is now
-    // last-known-good; the crasher counted a failed start.
+    // last-known-good; the crasher counted a failed start. Each verdict is
+    // recorded by its container's task, so it is in once the tasks ended.
     let state = kernel.boot().unwrap().state().unwrap();
     let hello = state.copies("hello");
     assert_eq!(hello[0].status, CopyStatus::Good, "{hello:?}");
@@ -148,8 +151,6 @@ async fn a_deployment_runs_from_the_library_with_a_handful_of_calls() {
     assert_eq!(crasher[0].status, CopyStatus::Pending, "{crasher:?}");
     assert_eq!(crasher[0].failures, 1, "{crasher:?}");
 
-    kernel.drain("test over", Duration::ZERO).unwrap();
-    kernel.wait().await;
     kernel.shutdown("test over");
     audit.close().unwrap();
     let records = super::records(&deployment.settings.audit_log);
@@ -205,4 +206,58 @@ fn signatures_mode_is_refused_once_the_state_has_accepted_a_manifest() {
     let text = err.to_string();
     assert!(text.contains("manifest"), "{text}");
     drop(world);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_keeps_running_for_healthy_after_becomes_last_known_good() {
+    use forgeone::boot::BootBuilder;
+    use forgeone::kernel::KernelConfig;
+    use forgeone::runtime::ContainerConfig;
+    use forgeone::scheduler::Workload;
+    use forgeone::{IdentityContext, PolicySet, Priority, TrustVector};
+
+    let world = World::new();
+    world.write("cpu-hog.wasm", &std::fs::read(guests::CPU_HOG).unwrap());
+    let doc = world.manifest_doc(1, &[("cpu-hog", "1.0.0", "cpu-hog.wasm")]);
+    let manifest = world.write_manifest(&doc, &[&world.release]);
+    let log = AuditLog::open(
+        world.path("healthy.jsonl"),
+        SigningKey::generate(),
+        &AuditConfig::new(),
+    )
+    .unwrap();
+    let boot = BootBuilder::from_files(world.anchor(), manifest)
+        .state_dir(world.state())
+        .audit(log.clone())
+        .run()
+        .unwrap();
+    let hog = boot.components[0].clone();
+    let mut config = KernelConfig::new(super::node(4), PolicySet::permissive());
+    config
+        .boot(boot)
+        .healthy_after(Duration::from_millis(200))
+        .workers(1);
+    let kernel = Kernel::new(config, log.clone()).unwrap();
+    let mut service = ContainerConfig::new(hog);
+    service.fuel(None).timeout(None).stop_grace(Duration::ZERO);
+    let identity = IdentityContext::new("acme", "svc", TrustVector::default());
+    kernel
+        .submit(Workload::new("svc", Priority::Normal, identity), service)
+        .unwrap();
+    kernel.schedule().unwrap();
+    let state = kernel.boot().unwrap().state().unwrap();
+    let pending = state.copies("cpu-hog");
+    assert_eq!(pending[0].status, CopyStatus::Pending);
+    // Still running, never exited: confirmed once it has run long enough.
+    let mut waited = 0;
+    while state.copies("cpu-hog")[0].status != CopyStatus::Good {
+        waited += 1;
+        assert!(waited < 1000, "never confirmed while running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let running = kernel.workloads()[0].container.clone().unwrap();
+    assert_eq!(running.status, ContainerStatus::Running);
+    kernel.drain("test over", Duration::ZERO).unwrap();
+    kernel.wait().await;
+    kernel.shutdown("test over");
 }

@@ -43,6 +43,18 @@ pub(super) async fn watch(kernel: &Kernel, pending: &Pending, grace: Duration, o
                 }
             }
         }
+        // Work kept queued (the audit log could not be written, or it was
+        // preempted) is placed again once it can be.
+        if !interrupted && kernel.pending() > 0 {
+            match kernel.schedule() {
+                Ok(report) => {
+                    for l in &report.launched {
+                        out.note(format!("placed {} on {}", l.name, l.allocation.node_id));
+                    }
+                }
+                Err(e) => out.note(format!("scheduling: {e}")),
+            }
+        }
         drawn = render(kernel, pending, &mut last, drawn, started, out);
         if kernel.settled() {
             break;
