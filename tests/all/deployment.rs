@@ -426,7 +426,20 @@ fn the_boot_mode_is_explicit() {
         d.settings.boot_manifest,
         Path::new("/deploy/.forgeone/boot-manifest.json")
     );
-    assert_eq!(parse(TENANT).unwrap().settings.boot, BootMode::Signatures);
+    let d = parse(TENANT).unwrap();
+    assert_eq!(d.settings.boot, BootMode::Signatures);
+    assert_eq!(d.settings.boot_policy, BootPolicy::FailClosed);
+    assert!(!d.settings.allow_recovery_downgrade, "off unless asked");
+    let d = parse(&format!(
+        "allow_recovery_downgrade = true\nboot_policy = \"strict\"\n{TENANT}"
+    ))
+    .unwrap();
+    assert!(d.settings.allow_recovery_downgrade);
+    assert_eq!(
+        d.settings.boot_policy,
+        BootPolicy::FailClosed,
+        "strict is fail-closed"
+    );
 }
 
 #[test]

@@ -44,7 +44,8 @@ impl Deployment {
         };
         builder
             .state_dir(s.state_dir.join("boot"))
-            .policy(s.boot_policy);
+            .policy(s.boot_policy)
+            .allow_recovery_downgrade(s.allow_recovery_downgrade);
         builder
     }
 }

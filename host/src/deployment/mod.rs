@@ -8,13 +8,15 @@
 //! their own types.
 //!
 //! ```toml
-//! # Paths are relative to this file. Every top-level key is optional.
+//! # Paths are relative to this file. Every top-level key but `boot` is optional.
+//! boot          = "signatures"                 # required: manifest | signatures
 //! state_dir     = ".forgeone"                  # default ".forgeone"
 //! trust_anchor  = ".forgeone/anchor.json"      # default <state_dir>/anchor.json
-//! boot_manifest = ".forgeone/boot.json"        # default <state_dir>/boot-manifest.json
+//! boot_manifest = ".forgeone/boot.json"        # manifest mode only; default <state_dir>/boot-manifest.json
 //! host_key      = ".forgeone/host.pem"         # default <state_dir>/host.pem
 //! audit_log     = ".forgeone/audit.jsonl"      # default <state_dir>/audit.jsonl
-//! boot_policy   = "strict"                     # strict | recover | degraded
+//! boot_policy   = "fail-closed"                # fail-closed (alias strict) | recover | degraded
+//! allow_recovery_downgrade = false             # may recovery run an older copy? default false
 //!
 //! [supervision]                                # restart backoff and crash-loop detection
 //! backoff = "10s"                              # first restart delay; doubles each time
@@ -40,11 +42,12 @@
 //! allowed_locations = ["eu-*"]                 # default anywhere
 //! isolation = "shared"                         # shared | tenant | signer
 //! trust = "high"                               # trust granted by policy; default medium
+//! network = true                               # its workloads may be granted the network; default false
 //!
 //! [[workload]]
 //! name = "api"
 //! component = "target/wasm32-wasip2/release/hello.wasm"
-//! signature = "target/wasm32-wasip2/release/hello.wasm.sig.json"
+//! signature = "target/wasm32-wasip2/release/hello.wasm.sig.json"  # signatures mode only
 //! priority = "critical"
 //! tenant = "acme"
 //! principal = "svc-api"                        # default: the workload name
@@ -56,8 +59,20 @@
 //! constraints.labels = ["disk in (ssd, nvme)", "tier notin (spot)"]
 //! constraints.anti_affinity = ["app=batch"]
 //! constraints.preferred = [{ location = "eu-west-1a", weight = 50 }]
-//! capabilities = { dirs = ["data::/data:ro"], env = { RUST_LOG = "info" }, args = ["--port", "8080"] }
+//! capabilities = { dirs = ["data::/data"], env = { RUST_LOG = "info" }, args = ["--port", "8080"], network = true }
 //! ```
+//!
+//! The boot mode is explicit so that deleting the manifest can never switch
+//! rollback protection off: in manifest mode a missing manifest is an error,
+//! and signatures mode is refused once the state directory has accepted a
+//! manifest. In manifest mode each workload's `component` must be a file the
+//! manifest lists (it is matched by its path, never by a similar name).
+//!
+//! A directory grant is `HOST::GUEST`, read-only unless it ends in `:rw`
+//! ([`DirGrant::parse`](crate::runtime::DirGrant::parse), the parser
+//! `forgeone run --dir` uses too). Network access is granted by the tenant's
+//! policy (`network = true` on the `[[tenant]]`), never by the workload alone;
+//! trust likewise comes from the tenant's `trust` and the verified signers.
 
 mod boot;
 mod convert;

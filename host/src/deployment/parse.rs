@@ -161,6 +161,7 @@ pub(super) fn settings(raw: &RawDeployment, base: &Path, cx: &mut Cx<'_>) -> Set
         state_dir,
         boot,
         boot_policy,
+        allow_recovery_downgrade: raw.allow_recovery_downgrade.unwrap_or(false),
         supervision: supervision(raw.supervision.as_ref(), cx),
     }
 }

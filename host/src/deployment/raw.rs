@@ -56,6 +56,8 @@ pub(super) struct RawDeployment {
     #[serde(default)]
     pub(super) boot: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) allow_recovery_downgrade: Option<bool>,
+    #[serde(default)]
     pub(super) supervision: Option<RawSupervision>,
     #[serde(default)]
     pub(super) node: Option<RawNodeCfg>,

@@ -52,6 +52,10 @@ pub struct Settings {
     pub boot: BootMode,
     /// What boot does with a failing component.
     pub boot_policy: BootPolicy,
+    /// Whether recovery may fall back to a last-known-good copy older than
+    /// the highest accepted version (`allow_recovery_downgrade`; audited,
+    /// and the boot is then `downgraded`). Default false.
+    pub allow_recovery_downgrade: bool,
     /// Restart backoff and crash-loop detection (`[supervision]`).
     pub supervision: Supervision,
 }

@@ -16,6 +16,9 @@ use crate::util::{CmdResult, Failure};
 pub const EXIT_RECOVERED: u8 = 4;
 /// Exit code of a boot that left a component out (degraded policy).
 pub const EXIT_DEGRADED: u8 = 5;
+/// Exit code of a boot that runs an older last-known-good copy than the
+/// highest accepted version (only with --allow-recovery-downgrade).
+pub const EXIT_DOWNGRADED: u8 = 6;
 
 const BOOT_EXIT_CODES: &str = "\
 Exit codes:
@@ -26,7 +29,9 @@ Exit codes:
   2  bad command line
   3  could not do the work: missing or unreadable input, state or audit log
   4  recovered: every component runs verified, some from their last-known-good copy
-  5  degraded: a component was left out (--policy degraded)";
+  5  degraded: a component was left out (--policy degraded)
+  6  downgraded: a component runs from a last-known-good copy older than the
+     highest accepted version (--allow-recovery-downgrade)";
 
 /// Boot: verify the trust anchor, the boot manifest and every component,
 /// recover from last-known-good copies, and print the measurements.
@@ -53,6 +58,12 @@ pub struct Args {
     /// Accept an older anchor, manifest or component version (audited).
     #[arg(long)]
     allow_downgrade: bool,
+    /// Let recovery fall back to a last-known-good copy older than the
+    /// highest accepted version (audited as boot.component.downgraded; the
+    /// boot is reported as downgraded, never as verified). By default such
+    /// a copy is not used.
+    #[arg(long)]
+    allow_recovery_downgrade: bool,
     /// Failed starts in a row after which a new version is marked bad.
     #[arg(long, default_value_t = 3)]
     max_tries: u32,
@@ -100,6 +111,7 @@ pub fn run(args: Args) -> CmdResult {
     builder
         .policy(args.policy)
         .allow_downgrade(args.allow_downgrade)
+        .allow_recovery_downgrade(args.allow_recovery_downgrade)
         .max_tries(args.max_tries)
         .max_component_size(args.max_component_size.as_u64());
     if let Some(dir) = &args.state {
@@ -149,6 +161,7 @@ pub fn exit_code(outcome: BootOutcome) -> u8 {
         BootOutcome::Verified => 0,
         BootOutcome::Recovered => EXIT_RECOVERED,
         BootOutcome::Degraded => EXIT_DEGRADED,
+        BootOutcome::Downgraded => EXIT_DOWNGRADED,
         _ => 1,
     }
 }
@@ -539,5 +552,53 @@ mod tests {
         );
         // And now v1 is a rollback.
         assert_eq!(boot(&["--state", s(&state)]), ExitCode::from(1));
+
+        // Release 2 lists app 2.0.0, whose file is then damaged: its only
+        // good copy is 1.0.0, older than the highest accepted version, so
+        // recovery refuses it (1) unless a downgrade is allowed (6).
+        let component2 = p("release/app2.wasm");
+        let mut v2_bytes = wasm.clone();
+        v2_bytes.push(0);
+        std::fs::write(&component2, &v2_bytes).unwrap();
+        let manifest2 = p("release/manifest2.json");
+        assert_eq!(
+            forgeone(&[
+                "manifest",
+                "create",
+                "--release",
+                "r2",
+                "--manifest-version",
+                "2",
+                "--key",
+                s(&key),
+                "-o",
+                s(&manifest2),
+                &format!("app@2.0.0={}", s(&component2)),
+            ]),
+            ExitCode::SUCCESS
+        );
+        v2_bytes.push(0);
+        std::fs::write(&component2, &v2_bytes).unwrap();
+        let boot2 = |extra: &[&str]| {
+            let mut args = vec![
+                "boot",
+                "-q",
+                "--anchor",
+                s(&v2),
+                "--manifest",
+                s(&manifest2),
+                "--state",
+                s(&state),
+                "--policy",
+                "recover",
+            ];
+            args.extend_from_slice(extra);
+            forgeone(&args)
+        };
+        assert_eq!(boot2(&[]), ExitCode::from(1));
+        assert_eq!(
+            boot2(&["--allow-recovery-downgrade"]),
+            ExitCode::from(super::EXIT_DOWNGRADED)
+        );
     }
 }
