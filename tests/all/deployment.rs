@@ -430,8 +430,9 @@ fn the_boot_mode_is_explicit() {
     assert_eq!(d.settings.boot, BootMode::Signatures);
     assert_eq!(d.settings.boot_policy, BootPolicy::FailClosed);
     assert!(!d.settings.allow_recovery_downgrade, "off unless asked");
+    let manifest_mode = TENANT.replace("\"signatures\"", "\"manifest\"");
     let d = parse(&format!(
-        "allow_recovery_downgrade = true\nboot_policy = \"strict\"\n{TENANT}"
+        "allow_recovery_downgrade = true\nboot_policy = \"strict\"\n{manifest_mode}"
     ))
     .unwrap();
     assert!(d.settings.allow_recovery_downgrade);
@@ -439,6 +440,44 @@ fn the_boot_mode_is_explicit() {
         d.settings.boot_policy,
         BootPolicy::FailClosed,
         "strict is fail-closed"
+    );
+    // Without a manifest there is no recovery to allow anything to.
+    let p = problem(&format!("allow_recovery_downgrade = true\n{TENANT}"));
+    assert!(
+        p.starts_with("1:28: allow_recovery_downgrade has no effect"),
+        "{p}"
+    );
+}
+
+#[test]
+fn one_component_file_is_verified_against_one_signature() {
+    let two = |sig_a: &str, sig_b: &str| {
+        format!(
+            "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"app.wasm\"\n{sig_a}tenant = \"acme\"\n\n[[workload]]\nname = \"b\"\ncomponent = \"app.wasm\"\n{sig_b}tenant = \"acme\"\n"
+        )
+    };
+    // The default and the same file named explicitly agree.
+    parse(&two("", "signature = \"app.wasm.sig.json\"\n")).unwrap();
+    let p = problem(&two("", "signature = \"other.sig.json\"\n"));
+    assert!(
+        p.contains(
+            "workload `b`: /deploy/app.wasm is verified once, against /deploy/app.wasm.sig.json as workload `a` says"
+        ),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_node_count_is_bounded() {
+    let err = deployment::parse_nodes(
+        "[[node]]\nid = \"a\"\ncount = 4000000000\nregion = \"r\"\nzone = \"z\"\ncapacity = { cpu = 1 }\n",
+        Path::new("nodes.toml"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`count` must be within 1..=100000"),
+        "{err}"
     );
 }
 

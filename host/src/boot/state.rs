@@ -223,8 +223,25 @@ impl BootState {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         let state_path = dir.join("state.json");
-        let doc = match std::fs::symlink_metadata(&state_path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateDoc::new(),
+        let loaded = match std::fs::symlink_metadata(&state_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A fresh directory starts empty; one that already holds a
+                // pinned anchor, copies or manifests lost its record, and
+                // starting afresh would drop its rollback protection.
+                if let Some(left) = leftover(&dir) {
+                    return Err(BootError::StateCorrupt {
+                        path: state_path,
+                        reason: format!(
+                            "state.json is missing but {} is still there; restore it from a \
+                             backup, or remove the whole directory to start afresh (which drops \
+                             rollback protection)",
+                            left.display()
+                        ),
+                        source: None,
+                    });
+                }
+                None
+            }
             _ => {
                 let bytes = super::read::read_small(&state_path, MAX_STATE_BYTES)
                     .map_err(|e| corrupt_by(&state_path, e))?;
@@ -240,18 +257,25 @@ impl BootState {
                         source: None,
                     });
                 }
-                doc
+                Some(doc)
             }
         };
-        Ok(BootState {
+        let fresh = loaded.is_none();
+        let state = BootState {
             inner: Arc::new(Inner {
                 dir,
                 _lock: lock,
-                doc: Mutex::new(doc),
+                doc: Mutex::new(loaded.unwrap_or_else(StateDoc::new)),
                 max_tries: AtomicU32::new(DEFAULT_MAX_TRIES),
                 audit: Mutex::new(None),
             }),
-        })
+        };
+        if fresh {
+            // Written first, so that a crash while the anchor is pinned
+            // leaves a directory that still opens.
+            state.save()?;
+        }
+        Ok(state)
     }
 
     /// The directory.
@@ -616,6 +640,22 @@ impl BootState {
 }
 
 /// The state file `path` is damaged: `error` says how.
+/// What a state directory without `state.json` still holds, if anything:
+/// the pinned anchor, or a stored copy or manifest.
+fn leftover(dir: &Path) -> Option<PathBuf> {
+    let anchor = dir.join("anchor.json");
+    if anchor.exists() {
+        return Some(anchor);
+    }
+    ["objects", "manifests"].into_iter().find_map(|sub| {
+        std::fs::read_dir(dir.join(sub))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .next()
+    })
+}
+
 fn corrupt_by(path: &Path, error: impl std::error::Error + Send + Sync + 'static) -> BootError {
     BootError::StateCorrupt {
         path: path.to_owned(),

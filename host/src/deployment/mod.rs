@@ -94,7 +94,7 @@ use crate::policy::PolicySet;
 use crate::scheduler::LabelSelector;
 
 pub use error::{DeploymentError, MAX_DEPLOYMENT_BYTES, Problem};
-pub use nodes::{MAX_NODES_BYTES, parse_nodes, read_nodes};
+pub use nodes::{MAX_NODE_COUNT, MAX_NODES_BYTES, parse_nodes, read_nodes};
 pub use plan::{Plan, PlanError, PlannedWorkload};
 pub use types::{
     BootMode, Capabilities, ConstraintSpec, KnownLabels, NodeConfig, Preference, PreferenceKind,

@@ -14,6 +14,9 @@ use super::error::{DeploymentError, Problem};
 use super::parse::{line_col, read_capped};
 use super::units::{self, Scalar};
 
+/// Most nodes one `[[node]]` entry may describe with `count`.
+pub const MAX_NODE_COUNT: u32 = 100_000;
+
 /// Largest node inventory file read (16 MiB).
 pub const MAX_NODES_BYTES: u64 = 16 << 20;
 
@@ -62,9 +65,12 @@ pub fn parse_nodes(text: &str, path: &Path) -> Result<Vec<Node>, DeploymentError
     let mut seen = HashSet::new();
     for n in raw.node {
         let count = n.count.as_ref().map(|c| *c.get_ref()).unwrap_or(1);
-        if count == 0 {
+        if count == 0 || count > MAX_NODE_COUNT {
             let span = n.count.as_ref().map(|c| c.span()).unwrap_or(0..0);
-            return Err(invalid(span, "`count` must be at least 1".into()));
+            return Err(invalid(
+                span,
+                format!("`count` must be within 1..={MAX_NODE_COUNT}, got {count}"),
+            ));
         }
         let trust = match &n.trust {
             Some(t) => t.get_ref().parse().map_err(|e| invalid(t.span(), e))?,

@@ -143,6 +143,18 @@ pub(super) fn settings(raw: &RawDeployment, base: &Path, cx: &mut Cx<'_>) -> Set
         },
     };
     if boot == BootMode::Signatures
+        && let Some(a) = &raw.allow_recovery_downgrade
+        && *a.get_ref()
+    {
+        cx.push(
+            a.span(),
+            None,
+            "allow_recovery_downgrade has no effect with `boot = \"signatures\"` (there is no \
+             recovery without a manifest): remove it"
+                .into(),
+        );
+    }
+    if boot == BootMode::Signatures
         && let Some(m) = &raw.boot_manifest
     {
         cx.push(
@@ -161,7 +173,10 @@ pub(super) fn settings(raw: &RawDeployment, base: &Path, cx: &mut Cx<'_>) -> Set
         state_dir,
         boot,
         boot_policy,
-        allow_recovery_downgrade: raw.allow_recovery_downgrade.unwrap_or(false),
+        allow_recovery_downgrade: raw
+            .allow_recovery_downgrade
+            .as_ref()
+            .is_some_and(|a| *a.get_ref()),
         supervision: supervision(raw.supervision.as_ref(), cx),
     }
 }

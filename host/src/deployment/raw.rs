@@ -56,7 +56,7 @@ pub(super) struct RawDeployment {
     #[serde(default)]
     pub(super) boot: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) allow_recovery_downgrade: Option<bool>,
+    pub(super) allow_recovery_downgrade: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) supervision: Option<RawSupervision>,
     #[serde(default)]

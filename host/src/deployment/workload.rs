@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -27,6 +27,8 @@ pub(super) fn workloads(
 ) -> Vec<WorkloadSpec> {
     let mut out = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
+    // Each component file is verified once, against one signature file.
+    let mut signature_of: HashMap<PathBuf, (PathBuf, String)> = HashMap::new();
     for w in raw {
         let name = w.name.get_ref().as_str();
         let wn = Some(name);
@@ -118,9 +120,39 @@ pub(super) fn workloads(
                     .into(),
             );
         }
+        let component = resolve(base, w.component.get_ref());
+        if boot == BootMode::Signatures {
+            let signature = w.signature.as_ref().map_or_else(
+                || default_signature(&component),
+                |s| resolve(base, s.get_ref()),
+            );
+            match signature_of.get(&component) {
+                Some((first, by)) if *first != signature => {
+                    let span = w
+                        .signature
+                        .as_ref()
+                        .map_or(w.component.span(), |s| s.span());
+                    cx.push(
+                        span,
+                        wn,
+                        format!(
+                            "{} is verified once, against {} as workload `{by}` says; this \
+                             workload names {} for it",
+                            component.display(),
+                            first.display(),
+                            signature.display()
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    signature_of.insert(component.clone(), (signature, name.to_string()));
+                }
+            }
+        }
         out.push(WorkloadSpec {
             name: name.to_string(),
-            component: resolve(base, w.component.get_ref()),
+            component,
             signature: w.signature.as_ref().map(|s| resolve(base, s.get_ref())),
             priority,
             tenant: tenant_name.clone(),
@@ -391,4 +423,12 @@ pub(super) fn check_affinity(raw: &[RawWorkload], specs: &[WorkloadSpec], cx: &m
             ),
         );
     }
+}
+
+/// `<component>.sig.json`, where a component's signature is looked for by
+/// default.
+fn default_signature(component: &Path) -> PathBuf {
+    let mut name = component.as_os_str().to_owned();
+    name.push(".sig.json");
+    PathBuf::from(name)
 }

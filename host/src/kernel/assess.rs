@@ -7,7 +7,7 @@
 //! next boot falls back to the previous good copy.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -25,8 +25,8 @@ struct Inner {
     name: String,
     digest: Digest,
     container: Uuid,
-    /// The first run this assessment watches.
-    first_run: u32,
+    /// Successful runs before this assessment began.
+    base_successes: u64,
     healthy_after: Duration,
 }
 
@@ -47,7 +47,7 @@ impl Assessment {
             name: component.name().to_owned(),
             digest: component.digest(),
             container,
-            first_run: runtime.context(container).map_or(1, |c| c.run + 1),
+            base_successes: runtime.context(container).map_or(0, |c| c.totals.successes),
             healthy_after,
         });
         Assessment { inner }
@@ -57,16 +57,26 @@ impl Assessment {
     /// one (stopped by an operator before it proved healthy).
     pub(super) async fn run(self) {
         let Some(a) = self.inner else { return };
-        if let Some(ok) = a.verdict().await {
-            // Recorded and audited by the state; a failure to write it is
-            // audited there too, and must not disturb the container.
-            if let Err(e) = a.state.record_start(&a.name, a.digest, ok) {
-                tracing::warn!(
-                    component = %a.name,
-                    "boot assessment of {} could not be recorded: {e}",
-                    a.digest
-                );
-            }
+        let Some(ok) = a.verdict().await else { return };
+        // Recorded (atomically, with an fsync) and audited by the state, off
+        // the executor's workers; a failure to record must not disturb the
+        // container.
+        let Inner {
+            state,
+            name,
+            digest,
+            ..
+        } = a;
+        let recorded = tokio::task::spawn_blocking(move || {
+            state.record_start(&name, digest, ok).map_err(|e| {
+                format!("boot assessment of {name} {digest} could not be recorded: {e}")
+            })
+        })
+        .await;
+        match recorded {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("boot assessment task failed: {e}"),
         }
     }
 }
@@ -74,10 +84,14 @@ impl Assessment {
 impl Inner {
     /// `Some(true)` once a run exits 0 or keeps running for
     /// `healthy_after`; `Some(false)` when the container settles failed or
-    /// quarantined; `None` when it was stopped before either.
+    /// quarantined; `None` when it was stopped (or removed) before either.
     async fn verdict(&self) -> Option<bool> {
-        // The run that must stay up for a whole interval to count.
-        let mut watching = self.first_run;
+        // Checked at least every second, so that a service restarted
+        // `always` is confirmed by its first exit 0 without waiting for a
+        // whole `healthy_after`.
+        let poll = self.healthy_after.min(Duration::from_secs(1));
+        // The run seen going, and since when.
+        let mut seen: Option<(u32, Instant)> = None;
         let settled = self.runtime.wait(self.container);
         tokio::pin!(settled);
         loop {
@@ -93,18 +107,29 @@ impl Inner {
                         _ => None,
                     };
                 }
-                () = tokio::time::sleep(self.healthy_after) => {
-                    // Removed by an operator: no verdict.
+                () = tokio::time::sleep(poll) => {
                     let ctx = self.runtime.context(self.container)?;
-                    if ctx.status == ContainerStatus::Running && ctx.run == watching {
+                    if ctx.totals.successes > self.base_successes {
                         return Some(true);
                     }
-                    // A later run: it must now last a whole interval.
-                    watching = if ctx.status == ContainerStatus::Running {
-                        ctx.run
-                    } else {
-                        ctx.run + 1
-                    };
+                    match ctx.status {
+                        ContainerStatus::Running | ContainerStatus::Paused => {
+                            let since = match seen {
+                                Some((run, since)) if run == ctx.run => since,
+                                _ => {
+                                    seen = Some((ctx.run, Instant::now()));
+                                    continue;
+                                }
+                            };
+                            if ctx.status == ContainerStatus::Running
+                                && since.elapsed() >= self.healthy_after
+                            {
+                                return Some(true);
+                            }
+                        }
+                        // Between runs: the next run starts its own clock.
+                        _ => seen = None,
+                    }
                 }
             }
         }

@@ -1,15 +1,18 @@
 //! Placing queued work and starting each placed workload's container on
 //! the executor, in the lane of its priority and derived trust.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::runtime::RuntimeError;
-use crate::scheduler::{Allocation, CommitGuard, Commitment, ScheduleError};
+use crate::runtime::{Outcome, RuntimeError};
+use crate::scheduler::{Allocation, CommitGuard, Commitment, ScheduleError, SchedulerContext};
 
 use super::{
-    Kernel, KernelError, Launched, NotRun, Preempted, Refused, ScheduleReport, assess, lock,
+    Book, Kernel, KernelError, Launched, NotRun, Preempted, Refused, ScheduleReport, assess, lock,
 };
 
 impl Kernel {
@@ -43,10 +46,13 @@ impl Kernel {
         match result {
             Ok(allocation) => {
                 for victim in &allocation.preempted {
-                    let container = lock(&self.book)
-                        .entries
-                        .get(&victim.id)
-                        .and_then(|e| e.running);
+                    // The scheduler took its placement back (and queued it
+                    // again): its task must not release what is no longer
+                    // its own.
+                    let container = lock(&self.book).entries.get_mut(&victim.id).and_then(|e| {
+                        e.placement = None;
+                        e.running
+                    });
                     if let Some(c) = container {
                         // Stopped within its grace period, then at its
                         // next yield point. Already settled is fine.
@@ -65,7 +71,14 @@ impl Kernel {
                         container,
                         allocation,
                     }),
-                    Err(error) => {
+                    Err(Launch::NotYet) => {
+                        // Its previous container is still stopping (a
+                        // preempted workload placed again at once): give
+                        // the room back and try again next round.
+                        let _ = lock(&self.scheduler).release(workload);
+                        self.requeue(workload);
+                    }
+                    Err(Launch::Failed(error)) => {
                         // Give the room back; the runtime audited why (or
                         // could not: then keep it queued).
                         let _ = lock(&self.scheduler).release(workload);
@@ -112,8 +125,12 @@ impl Kernel {
         }
     }
 
+    /// Records why a workload does not run, unless it has a container
+    /// (then its container's state says where it is).
     fn set_not_run(&self, workload: Uuid, not_run: NotRun) {
-        if let Some(e) = lock(&self.book).entries.get_mut(&workload) {
+        if let Some(e) = lock(&self.book).entries.get_mut(&workload)
+            && e.running.is_none()
+        {
             e.not_run = Some(not_run);
         }
     }
@@ -136,17 +153,21 @@ impl Kernel {
 
     /// Starts the placed workload's container on the executor: a new one,
     /// or its settled one again (same id, next run).
-    fn launch(&self, allocation: &Allocation) -> Result<Uuid, KernelError> {
+    fn launch(&self, allocation: &Allocation) -> Result<Uuid, Launch> {
+        let workload_id = allocation.workload;
         let (workload, container, spawn, previous) = {
             let book = lock(&self.book);
             let e = book
                 .entries
-                .get(&allocation.workload)
-                .ok_or(ScheduleError::UnknownWorkload(allocation.workload))?;
+                .get(&workload_id)
+                .ok_or(KernelError::UnknownWorkload(workload_id))?;
+            if e.running.is_some() && !e.task_done {
+                return Err(Launch::NotYet);
+            }
             let container = e
                 .container
                 .clone()
-                .ok_or(KernelError::UnknownWorkload(allocation.workload))?;
+                .ok_or(KernelError::UnknownWorkload(workload_id))?;
             (e.workload.clone(), container, e.spawn.clone(), e.running)
         };
         let commitment = Commitment {
@@ -157,17 +178,13 @@ impl Kernel {
         };
         let component = container.component().clone();
         let prepared = match previous {
-            Some(id) => self.runtime.prepare_start(id)?,
+            Some(id) => self.runtime.prepare_start(id),
             None => self
                 .runtime
-                .prepare_container(container, workload.identity.clone())?,
-        };
+                .prepare_container(container, workload.identity.clone()),
+        }
+        .map_err(KernelError::from)?;
         let container_id = prepared.id();
-        let guard: CommitGuard = self.monitor.commit(commitment);
-        let scheduler = Arc::downgrade(&self.scheduler);
-        let book = Arc::downgrade(&self.book);
-        let workload_id = workload.id;
-        let future = prepared.into_future();
         let assessment = assess::Assessment::new(
             self.boot.as_ref(),
             &self.runtime,
@@ -175,42 +192,121 @@ impl Kernel {
             container_id,
             self.healthy_after,
         );
-        let task = async move {
-            let (outcome, ()) = futures_join(future, assessment.run()).await;
-            drop(guard);
-            // Release the placement only if it is still this container's:
-            // a preempted workload may have been placed again since.
-            let current = book
-                .upgrade()
-                .and_then(|b| lock(&b).entries.get(&workload_id).and_then(|e| e.running));
-            if current == Some(container_id)
-                && let Some(s) = scheduler.upgrade()
-            {
-                // Already released (preempted) is fine.
-                let _ = lock(&s).release(workload_id);
-            }
-            outcome
-        };
         // Recorded before the task can run, so that it finds itself there.
-        {
+        let (launch, draining) = {
             let mut book = lock(&self.book);
+            book.launches += 1;
+            let launch = book.launches;
+            let draining = book.draining;
             if let Some(e) = book.entries.get_mut(&workload_id) {
                 e.node = Some(allocation.node_id.clone());
                 e.running = Some(container_id);
                 e.not_run = None;
+                e.launch = launch;
+                e.placement = Some(launch);
+                e.task_done = false;
             }
-            book.handles.retain(|h| !h.is_finished());
+            (launch, draining)
+        };
+        let task = Task {
+            book: Arc::downgrade(&self.book),
+            scheduler: Arc::downgrade(&self.scheduler),
+            changed: self.changed.clone(),
+            workload: workload_id,
+            launch,
+            done: false,
         }
+        .run(
+            prepared.into_future(),
+            assessment,
+            self.monitor.commit(commitment),
+        );
         match self.executor.spawn_with(task, &spawn) {
             Ok(handle) => {
-                lock(&self.book).handles.push(handle);
+                // Detached: the task says when it ends (`Slot::task_done`),
+                // so the kernel holds nothing per finished container.
+                drop(handle);
+                if draining {
+                    // A drain began while it was being prepared: it runs
+                    // only to be stopped, as the drain would have.
+                    let _ = self.runtime.stop_with_grace(container_id, Duration::ZERO);
+                }
                 Ok(container_id)
             }
             Err(e) => {
                 let _ = self.runtime.stop(container_id);
-                Err(e.into())
+                Err(KernelError::from(e).into())
             }
         }
+    }
+}
+
+/// Why a placed workload did not start.
+pub(super) enum Launch {
+    /// Its previous container's task has not ended yet.
+    NotYet,
+    /// It cannot start.
+    Failed(KernelError),
+}
+
+impl<E: Into<KernelError>> From<E> for Launch {
+    fn from(e: E) -> Launch {
+        Launch::Failed(e.into())
+    }
+}
+
+/// The end of a container's task: it gives back what this launch holds
+/// (its placement, unless preemption took it or the workload was placed
+/// again since; its resources) and says so to whoever waits, also when the
+/// executor drops it unfinished.
+struct Task {
+    book: Weak<Mutex<Book>>,
+    scheduler: Weak<Mutex<SchedulerContext>>,
+    changed: Arc<Notify>,
+    workload: Uuid,
+    launch: u64,
+    done: bool,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        container: impl Future<Output = Outcome>,
+        assessment: assess::Assessment,
+        resources: CommitGuard,
+    ) -> Outcome {
+        let (outcome, ()) = tokio::join!(container, assessment.run());
+        drop(resources);
+        self.finish();
+        outcome
+    }
+
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if let Some(book) = self.book.upgrade() {
+            let mut book = lock(&book);
+            if let Some(slot) = book.entries.get_mut(&self.workload) {
+                if slot.launch == self.launch {
+                    slot.task_done = true;
+                }
+                if slot.placement == Some(self.launch) {
+                    slot.placement = None;
+                    // Lock order: book, then scheduler (never the reverse).
+                    if let Some(s) = self.scheduler.upgrade() {
+                        let _ = lock(&s).release(self.workload);
+                    }
+                }
+            }
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -219,12 +315,4 @@ fn is_audit(error: &KernelError) -> bool {
         error,
         KernelError::Audit(_) | KernelError::Runtime(RuntimeError::Audit(_))
     )
-}
-
-/// Polls both futures to completion on the current task.
-async fn futures_join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
-    tokio::join!(a, b)
 }

@@ -25,13 +25,16 @@
 //!    committed to the node's [`ResourceMonitor`] (which feeds the next
 //!    placement's load score), and its future is spawned on the
 //!    work-stealing executor in the lane of its priority class and derived
-//!    trust. No public path runs a container outside those lanes:
-//!    [`Kernel::start`], [`Kernel::stop`], [`Kernel::pause`] and
-//!    [`Kernel::resume`] act through the same placement and executor.
-//! 5. When the container settles (stopped, failed for good, quarantined)
-//!    the resources are given back and the placement is released
-//!    (`schedule.released`). A workload evicted by preemption has its
-//!    container stopped.
+//!    trust. No path of the kernel runs a container outside those lanes:
+//!    [`Kernel::start`], [`Kernel::stop`], [`Kernel::pause`],
+//!    [`Kernel::resume`] and [`Kernel::release`] act through the same
+//!    placement and executor. (A [`Runtime`] used on its own, as
+//!    `forgeone run` does, runs its containers on tokio.)
+//! 5. When the container's task ends (stopped, or failed for good) its
+//!    resources are given back and its placement is released
+//!    (`schedule.released`). A quarantined container keeps both until it is
+//!    released or stopped. A workload evicted by preemption has its
+//!    container stopped and is queued again.
 //! 6. **Boot assessment.** When the kernel was given the [`BootContext`]
 //!    its components came from, a container that runs healthily (its run
 //!    exits 0, or keeps running for [`KernelConfig::healthy_after`])
@@ -88,6 +91,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::audit::{Actor, AuditError, AuditLog, Entry};
@@ -99,7 +103,7 @@ use crate::runtime::{
     RuntimeConfig, RuntimeError,
 };
 use crate::scheduler::{
-    Executor, JoinHandle, LocalNode, Node, NodeId, ResourceMonitor, ResourceState, ScheduleError,
+    Executor, LocalNode, Node, NodeId, ResourceMonitor, ResourceState, ScheduleError,
     SchedulerContext, SpawnOptions, Workload,
 };
 
@@ -238,14 +242,42 @@ struct Slot {
     /// Its container, once it got one (kept after it settles).
     running: Option<Uuid>,
     not_run: Option<NotRun>,
+    /// The launch its container's current task belongs to.
+    launch: u64,
+    /// Whether that task has ended (placement and resources given back,
+    /// boot assessment recorded). True before the first launch.
+    task_done: bool,
+    /// The launch whose placement the scheduler holds for it, if any.
+    placement: Option<u64>,
+}
+
+impl Slot {
+    fn new(
+        workload: Workload,
+        container: Option<ContainerConfig>,
+        spawn: SpawnOptions,
+        not_run: Option<NotRun>,
+    ) -> Slot {
+        Slot {
+            workload,
+            container,
+            spawn,
+            node: None,
+            running: None,
+            not_run,
+            launch: 0,
+            task_done: true,
+            placement: None,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Book {
     entries: HashMap<Uuid, Slot>,
     order: Vec<Uuid>,
-    /// Tasks of containers; finished ones are dropped as new ones start.
-    handles: Vec<JoinHandle<Outcome>>,
+    /// Launches so far (numbers each container task).
+    launches: u64,
     draining: bool,
 }
 
@@ -260,6 +292,8 @@ pub struct Kernel {
     // they settle; they hold no reference to the kernel itself.
     scheduler: Arc<Mutex<SchedulerContext>>,
     book: Arc<Mutex<Book>>,
+    /// Woken whenever a container task ends.
+    changed: Arc<Notify>,
     boot: Option<Arc<BootContext>>,
     output: Option<OutputSink>,
     healthy_after: Duration,
@@ -312,6 +346,7 @@ impl Kernel {
             monitor,
             scheduler: Arc::new(Mutex::new(scheduler)),
             book: Arc::default(),
+            changed: Arc::default(),
             boot: config.boot.map(Arc::new),
             output: config.output,
             healthy_after: config.healthy_after,
@@ -380,23 +415,26 @@ impl Kernel {
         self.workloads().iter().all(WorkloadView::settled)
     }
 
-    /// Waits until every started container has settled. Each container's
-    /// boot assessment is recorded by its task just after it settles;
-    /// [`Kernel::wait`] waits for that too.
+    /// Waits until every started container has settled and its task has
+    /// done its part (placement released, boot assessment recorded); a
+    /// quarantined container counts as settled.
     pub async fn wait_settled(&self) {
-        let containers: Vec<Uuid> = lock(&self.book)
+        let workloads: Vec<Uuid> = lock(&self.book)
             .entries
-            .values()
-            .filter_map(|e| e.running)
+            .iter()
+            .filter(|(_, e)| e.running.is_some())
+            .map(|(id, _)| *id)
             .collect();
-        for c in containers {
+        for w in workloads {
             // Gone (removed by an operator) counts as settled.
-            let _ = self.runtime.wait(c).await;
+            let _ = self.wait_for(w).await;
         }
     }
 
     /// Waits until the workload's container settles (stopped, failed with
-    /// no restart due, or quarantined) and returns its last run's outcome.
+    /// no restart due, or quarantined) and, unless it is quarantined, until
+    /// its task has given back its placement and resources; returns its
+    /// last run's outcome. [`Kernel::start`] may follow at once.
     pub async fn wait_for(&self, workload: Uuid) -> Result<Outcome, KernelError> {
         let container = {
             let book = lock(&self.book);
@@ -415,15 +453,34 @@ impl Kernel {
                 .to_string(),
             })?
         };
-        Ok(self.runtime.wait(container).await?)
+        let outcome = self.runtime.wait(container).await?;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let done = lock(&self.book)
+                .entries
+                .get(&workload)
+                .is_none_or(|e| e.task_done);
+            let quarantined = matches!(
+                self.runtime.status(container),
+                Ok(ContainerStatus::Quarantined(_)) | Err(_)
+            );
+            if done || quarantined {
+                return Ok(outcome);
+            }
+            changed.await;
+        }
     }
 
     /// Container tasks still alive (running, restarting, or quarantined
     /// and waiting for a release).
     pub fn live_tasks(&self) -> usize {
-        let mut book = lock(&self.book);
-        book.handles.retain(|h| !h.is_finished());
-        book.handles.len()
+        lock(&self.book)
+            .entries
+            .values()
+            .filter(|e| e.running.is_some() && !e.task_done)
+            .count()
     }
 
     /// Whether every started container's task has ended. A quarantined
@@ -435,16 +492,16 @@ impl Kernel {
     /// Waits until every started container's task has ended (stopped,
     /// failed for good, or cancelled by [`Kernel::shutdown`]); quarantined
     /// containers must be released or stopped first (see
-    /// [`Kernel::drain`]).
+    /// [`Kernel::drain`]). Cancelling the wait loses nothing.
     pub async fn wait(&self) {
         loop {
-            let handles = std::mem::take(&mut lock(&self.book).handles);
-            if handles.is_empty() {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.idle() {
                 return;
             }
-            for h in handles {
-                let _ = h.await;
-            }
+            changed.await;
         }
     }
 
@@ -487,7 +544,7 @@ impl Kernel {
     /// cleanly; if tasks are still alive here, the drain is done now with
     /// `reason` (and audited) before they are cancelled.
     pub fn shutdown(&self, reason: &str) {
-        let draining = lock(&self.book).draining;
+        let draining = std::mem::replace(&mut lock(&self.book).draining, true);
         if !draining && !self.idle() {
             let _ = self.drain(reason, Duration::ZERO);
         }
@@ -502,12 +559,4 @@ impl Drop for Kernel {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_is_send_and_sync() {
-        fn check<T: Send + Sync>() {}
-        check::<Kernel>();
-    }
-}
+mod tests;

@@ -14,8 +14,11 @@ impl Kernel {
     /// Places a workload again and starts it: a container that stopped or
     /// failed for good starts its next run (same container), and a
     /// workload refused by policy or placement is placed anew. Preemption
-    /// applies as in [`Kernel::schedule`]. A workload whose component was
-    /// refused at boot cannot start.
+    /// applies as in [`Kernel::schedule`]: the workloads it evicts are
+    /// stopped and queued again. A workload whose component was refused at
+    /// boot, or that the kernel refused on submit, cannot start; one whose
+    /// container is still stopping must be waited for first
+    /// ([`Kernel::wait_for`]).
     pub fn start(&self, workload: Uuid) -> Result<Launched, KernelError> {
         let w = {
             let mut book = lock(&self.book);
@@ -27,9 +30,13 @@ impl Kernel {
                 .get_mut(&workload)
                 .ok_or(KernelError::UnknownWorkload(workload))?;
             let state = match (&slot.not_run, slot.running) {
-                (Some(NotRun::Boot { .. }), _) => Some("refused at boot".to_string()),
+                _ if slot.container.is_none() => Some(match &slot.not_run {
+                    Some(NotRun::Boot { .. }) => "refused at boot".to_string(),
+                    _ => "refused on submit".to_string(),
+                }),
                 (Some(_), _) => None,
                 (None, None) => Some("queued".to_string()),
+                (None, Some(_)) if !slot.task_done => Some("still stopping".to_string()),
                 (None, Some(c)) => match self.runtime.context(c) {
                     Some(ctx)
                         if matches!(
@@ -51,7 +58,6 @@ impl Kernel {
                 });
             }
             slot.not_run = None;
-            book.handles.retain(|h| !h.is_finished());
             book.entries[&workload].workload.clone()
         };
         let name = w.name.clone();
@@ -87,10 +93,36 @@ impl Kernel {
     }
 
     /// Releases a workload's quarantined container: it restarts, in its
-    /// executor lane, with a fresh backoff.
+    /// executor lane, with a fresh backoff (it kept its placement and
+    /// resources while quarantined), and its runs are assessed again for
+    /// boot assessment.
     pub fn release(&self, workload: Uuid) -> Result<(), KernelError> {
         let c = self.container_of(workload, "release")?;
-        Ok(self.runtime.release(c)?)
+        let (component, spawn) = {
+            let book = lock(&self.book);
+            let slot = &book.entries[&workload];
+            (
+                slot.container.as_ref().map(|c| c.component().clone()),
+                slot.spawn.clone(),
+            )
+        };
+        // Made before the release, so that it watches the next run.
+        let assessment = component.map(|component| {
+            super::assess::Assessment::new(
+                self.boot.as_ref(),
+                &self.runtime,
+                &component,
+                c,
+                self.healthy_after,
+            )
+        });
+        self.runtime.release(c)?;
+        if let Some(a) = assessment {
+            // Detached: it ends when the container settles again, or with
+            // the executor.
+            drop(self.executor.spawn_with(a.run(), &spawn));
+        }
+        Ok(())
     }
 
     /// Forgets a settled workload (refused, or its container stopped or
@@ -123,7 +155,6 @@ impl Kernel {
         let mut book = lock(&self.book);
         book.entries.remove(&workload);
         book.order.retain(|id| *id != workload);
-        book.handles.retain(|h| !h.is_finished());
         Ok(())
     }
 

@@ -86,6 +86,8 @@ impl Kernel {
             _ => TrustLevel::Untrusted,
         };
         workload.identity.trust.signers = u8::try_from(signers.len()).unwrap_or(u8::MAX);
+        // Incidents are the kernel's to count, never the caller's to state.
+        workload.identity.trust.incidents = 0;
         workload.signers = signers;
         if let Some(c) = &container {
             workload.resource_requirements.network = c.grants().network;
@@ -103,22 +105,25 @@ impl Kernel {
             spawn.worker(w);
         }
         let id = workload.id;
-        if container.is_some() {
-            lock(&self.scheduler).submit(workload.clone());
+        let queued = container.as_ref().map(|_| workload.clone());
+        {
+            // In the book before the scheduler can place it, so that a
+            // concurrent `schedule` finds it there.
+            let mut book = lock(&self.book);
+            if book.entries.contains_key(&id) {
+                return Err(ScheduleError::DuplicateWorkload {
+                    workload: workload.name.clone(),
+                    id,
+                }
+                .into());
+            }
+            book.order.push(id);
+            book.entries
+                .insert(id, Slot::new(workload, container, spawn, None));
         }
-        let mut book = lock(&self.book);
-        book.order.push(id);
-        book.entries.insert(
-            id,
-            Slot {
-                workload,
-                container,
-                spawn,
-                node: None,
-                running: None,
-                not_run: None,
-            },
-        );
+        if let Some(w) = queued {
+            lock(&self.scheduler).submit(w);
+        }
         Ok(id)
     }
 
@@ -148,17 +153,11 @@ impl Kernel {
         let spawn = SpawnOptions::new(workload.priority);
         let id = workload.id;
         let mut book = lock(&self.book);
+        if book.entries.contains_key(&id) {
+            return;
+        }
         book.order.push(id);
-        book.entries.insert(
-            id,
-            Slot {
-                workload,
-                container: None,
-                spawn,
-                node: None,
-                running: None,
-                not_run: Some(not_run),
-            },
-        );
+        book.entries
+            .insert(id, Slot::new(workload, None, spawn, Some(not_run)));
     }
 }

@@ -74,7 +74,7 @@ mod types;
 
 pub use context::{Scheduled, SchedulerContext};
 pub use events::{Party, Rejection, ScheduleEvent};
-pub(crate) use executor::{Executor, JoinHandle, SpawnOptions};
+pub(crate) use executor::{Executor, SpawnOptions};
 pub use inventory::{
     Capacity, Claim, InventoryError, LocalNode, Node, NodeInventory, StaticInventory,
 };

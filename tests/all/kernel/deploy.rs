@@ -203,8 +203,36 @@ fn signatures_mode_is_refused_once_the_state_has_accepted_a_manifest() {
         .audit(audit.clone())
         .run()
         .unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains("manifest"), "{text}");
+    assert!(
+        matches!(err, BootError::ManifestRequired { version: 1, .. }),
+        "{err}"
+    );
+    drop(world);
+}
+
+#[test]
+fn deleting_the_state_record_does_not_switch_rollback_protection_off() {
+    let (world, path) = deployment_world(r#"boot = "manifest""#);
+    let deployment = Deployment::from_file(&path).unwrap();
+    let audit = audit_for(&deployment);
+    deployment
+        .boot_builder()
+        .audit(audit.clone())
+        .run()
+        .unwrap();
+    audit.close().unwrap();
+    // The record of the accepted manifest and versions goes; the pinned
+    // anchor and the copies stay. Starting afresh would forget them all.
+    let state = deployment.settings.state_dir.join("boot");
+    std::fs::remove_file(state.join("state.json")).unwrap();
+    let audit = audit_for(&deployment);
+    let err = deployment
+        .boot_builder()
+        .audit(audit.clone())
+        .run()
+        .unwrap_err();
+    assert!(matches!(err, BootError::StateCorrupt { .. }), "{err}");
+    assert!(err.to_string().contains("state.json is missing"), "{err}");
     drop(world);
 }
 

@@ -334,11 +334,19 @@ impl SchedulerContext {
     }
 
     /// Places `workload` now (preempting lower-priority work if it may and
-    /// must), or explains why not. Every outcome is audited.
+    /// must), or explains why not. Every outcome is audited. Workloads it
+    /// evicts are queued again with their original age, as
+    /// [`schedule_pending`](Self::schedule_pending) does, so none is lost.
     pub fn schedule_workload(&mut self, workload: Workload) -> Result<Allocation, ScheduleError> {
         self.seq += 1;
         let seq = self.seq;
         let (result, _) = self.schedule_one(workload, seq, true);
+        if let Ok(a) = &result {
+            for v in &a.preempted {
+                let seq = self.evicted_seq.remove(&v.id).unwrap_or(seq);
+                self.pending.push(Pending { w: v.clone(), seq });
+            }
+        }
         result
     }
 

@@ -43,6 +43,12 @@ impl SpawnOptions {
         self.worker = Some(index);
         self
     }
+
+    /// The trust level whose lane the task runs in.
+    #[cfg(test)]
+    pub(crate) fn trust_level(&self) -> TrustLevel {
+        self.trust
+    }
 }
 
 /// Why a task did not produce its output.

@@ -43,8 +43,8 @@ pub(super) async fn watch(kernel: &Kernel, pending: &Pending, grace: Duration, o
                 }
             }
         }
-        // Work kept queued (the audit log could not be written, or it was
-        // preempted) is placed again once it can be.
+        // Work kept queued (the audit log could not be written, or its
+        // previous container was still stopping) is placed once it can be.
         if !interrupted && kernel.pending() > 0 {
             match kernel.schedule() {
                 Ok(report) => {

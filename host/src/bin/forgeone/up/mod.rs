@@ -27,7 +27,8 @@ Exit codes of `up`:
   0    every workload was placed, ran, and ended well (exit 0 or stopped)
   1    something was refused or failed: a component at boot, a workload by
        policy or placement, a container that failed or was quarantined, or
-       the audit log did not verify
+       the audit log did not verify; or the boot ran a downgraded component
+       (allow_recovery_downgrade)
   3    bad input: the deployment (the error names line and column), keys,
        anchor or manifest unreadable
   130  interrupted (Ctrl-C): every container was stopped and that is audited";
@@ -154,7 +155,9 @@ pub fn run(args: Args) -> CmdResult {
         settings.audit_log.display()
     ));
 
+    let mut downgraded = false;
     let result = boot(&deployment, &audit, key, out).and_then(|boot| {
+        downgraded = boot.outcome == BootOutcome::Downgraded;
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -176,7 +179,14 @@ pub fn run(args: Args) -> CmdResult {
         return Err(Failure::input(format!("closing the audit log: {e}")));
     }
     let audit_ok = summary::verify_audit(&settings.audit_log, host_public, out);
-    Ok(if audit_ok { code } else { ExitCode::from(1) })
+    if downgraded {
+        out.note("the boot ran a component older than its highest accepted version (downgraded)");
+    }
+    Ok(if audit_ok && (!downgraded || code != ExitCode::SUCCESS) {
+        code
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Boots the deployment's components as its `boot` mode says, and prints
