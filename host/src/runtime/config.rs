@@ -86,6 +86,13 @@ impl ContainerConfig {
         self
     }
 
+    /// Audit bytes per run for the guest's output and log lines (see
+    /// [`Limits::max_audit_bytes`]). By default, 1 MiB.
+    pub fn max_audit_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.limits.max_audit_bytes = bytes;
+        self
+    }
+
     /// Grants a host directory at `guest`, read-only or read-write. By
     /// default, no directory is granted.
     pub fn dir(

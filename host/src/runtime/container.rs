@@ -16,6 +16,7 @@ use crate::audit::AuditLog;
 
 use super::RuntimeError;
 use super::bindings::container::ContainerPre;
+use super::caps;
 use super::config::ContainerConfig;
 use super::control::Control;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
@@ -97,6 +98,7 @@ impl Run {
             limit: limits.max_output,
             max_line: limits.max_line.max(16),
             keep_last: config.keep_last_lines,
+            audit_budget: limits.max_audit_bytes,
         });
         let wasi = wasi_ctx(config, &capture)?;
         let host = Host {
@@ -136,6 +138,11 @@ impl Run {
         })
     }
 
+    /// The run's output (finish and drain it once the run has ended).
+    pub(crate) fn capture(&self) -> Capture {
+        self.capture.clone()
+    }
+
     /// The future that runs the guest to its outcome.
     pub(crate) fn into_future(self) -> RunFuture {
         let Run {
@@ -170,6 +177,7 @@ impl Run {
             started,
             deadline_timer: None,
             stop_timer: None,
+            output_timer: None,
         }
     }
 }
@@ -253,6 +261,8 @@ pub(crate) struct RunFuture {
     started: Instant,
     deadline_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     stop_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the oldest output not yet in a record is due in the log.
+    output_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 fn sleep_until(at: Instant) -> Pin<Box<tokio::time::Sleep>> {
@@ -305,6 +315,17 @@ impl RunFuture {
         }
     }
 
+    /// Cuts the output that is due into records and appends what is
+    /// queued, also while the guest is silent or paused.
+    fn pump_output(&mut self, cx: &mut Context<'_>) {
+        if let Some(due) = self.capture.next_due()
+            && poll_timer(&mut self.output_timer, due, cx)
+        {
+            self.capture.cut_due();
+        }
+        let _ = self.capture.poll_drain(cx);
+    }
+
     fn end_without_guest(&mut self, end: RunEnd) -> Outcome {
         // Dropping the guest future drops the store: the instance is gone.
         self.inner = None;
@@ -334,6 +355,7 @@ impl Future for RunFuture {
         {
             return Poll::Ready(this.end_without_guest(RunEnd::Stopped { forced: true }));
         }
+        this.pump_output(cx);
         if paused {
             // Not polling the guest: it consumes nothing until resumed.
             this.control.parked.store(true, Ordering::SeqCst);
@@ -354,7 +376,11 @@ impl Future for RunFuture {
             return Poll::Pending;
         };
         let (result, host, fuel_left) = match inner.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                // What the guest just wrote goes on its way to the log.
+                this.pump_output(cx);
+                return Poll::Pending;
+            }
             Poll::Ready(done) => done,
         };
         this.inner = None;
@@ -426,6 +452,8 @@ pub(crate) fn trap_failure(error: &wasmtime::Error) -> Failure {
                     Some((_, frame)) => frame.to_string(),
                     None => line.to_string(),
                 })
+                // Function names come from the guest's own name section.
+                .map(|frame| caps::cap(frame, caps::FRAME))
                 .collect()
         })
         .unwrap_or_default();

@@ -78,13 +78,25 @@ pub(crate) enum ContainerEvent {
         action: &'static str,
         status: String,
     },
-    /// One line of guest output.
+    /// A chunk of guest output: at most 16 KiB of one stream, starting at
+    /// `offset` in it (see `output::chunks` for the format).
     Output {
         stream: &'static str,
-        line: Untrusted,
+        offset: u64,
+        bytes: u64,
+        lines: u64,
+        text: Untrusted,
     },
     /// Output went past the capture limit.
     OutputTruncated { limit_bytes: u64 },
+    /// Output and log lines counted, not written, past the run's audit
+    /// budget (one record, at the end of the run).
+    OutputDropped {
+        budget_bytes: u64,
+        stdout_bytes: u64,
+        stderr_bytes: u64,
+        log_lines: u64,
+    },
     /// A structured log line from the guest (`forgeone:kernel/log`).
     Log {
         level: &'static str,
@@ -135,6 +147,7 @@ impl AuditEvent for ContainerEvent {
             ContainerEvent::TransitionRefused { .. } => "container.transition_refused",
             ContainerEvent::Output { .. } => "container.output",
             ContainerEvent::OutputTruncated { .. } => "container.output_truncated",
+            ContainerEvent::OutputDropped { .. } => "container.output_dropped",
             ContainerEvent::Log { .. } => "container.log",
             ContainerEvent::LogDropped { .. } => "container.log_dropped",
             ContainerEvent::UnsignedAllowed { .. } => "policy.unsigned_allowed",
@@ -177,6 +190,7 @@ impl AuditEvent for ContainerEvent {
             | ContainerEvent::Quarantined { .. }
             | ContainerEvent::TransitionRefused { .. }
             | ContainerEvent::OutputTruncated { .. }
+            | ContainerEvent::OutputDropped { .. }
             | ContainerEvent::LogDropped { .. }
             | ContainerEvent::UnsignedAllowed { .. }
             | ContainerEvent::UnsignedRefused { .. }

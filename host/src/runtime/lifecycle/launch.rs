@@ -204,7 +204,7 @@ impl Runtime {
                         .unwrap_or(Failure::Instantiate {
                             message: "cannot link".into(),
                         });
-                Box::pin(async move { runtime.link_failed(id, failure) })
+                Box::pin(async move { runtime.link_failed(id, failure).await })
             }
         };
         Ok(PreparedContainer { id, future })
