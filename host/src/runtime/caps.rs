@@ -18,6 +18,9 @@ pub(crate) const PLUGIN_INFO: usize = 256;
 /// A backtrace frame (its function name comes from the guest's own name
 /// section): 512 B.
 pub(crate) const FRAME: usize = 512;
+/// A compiler's error about a component (it may quote the component's own
+/// names): 4 KiB.
+pub(crate) const COMPILE_ERROR: usize = 4 * 1024;
 
 /// `text` cut to at most `max` bytes (at a character boundary) followed by
 /// the truncation marker, or `text` itself when it fits.

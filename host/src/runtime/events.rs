@@ -19,6 +19,12 @@ pub(crate) enum ContainerEvent {
         source: &'static str,
         compile_ms: u64,
     },
+    /// A verified component could not be compiled: nothing of it runs.
+    CompileFailed {
+        name: String,
+        digest: String,
+        error: String,
+    },
     /// A cached compiled artifact failed its integrity check and was rebuilt.
     CacheRejected { path: String, reason: String },
     /// A container was created.
@@ -132,6 +138,7 @@ impl AuditEvent for ContainerEvent {
     fn kind(&self) -> &'static str {
         match self {
             ContainerEvent::Compiled { .. } => "container.compiled",
+            ContainerEvent::CompileFailed { .. } => "container.compile_failed",
             ContainerEvent::CacheRejected { .. } => "container.cache_rejected",
             ContainerEvent::Created { .. } => "container.created",
             ContainerEvent::Started { .. } => "container.started",
@@ -186,6 +193,7 @@ impl AuditEvent for ContainerEvent {
     fn severity(&self) -> Severity {
         match self {
             ContainerEvent::Failed { .. }
+            | ContainerEvent::CompileFailed { .. }
             | ContainerEvent::CacheRejected { .. }
             | ContainerEvent::Quarantined { .. }
             | ContainerEvent::TransitionRefused { .. }

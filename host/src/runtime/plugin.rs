@@ -63,7 +63,7 @@ impl Runtime {
     ) -> Result<Plugin, RuntimeError> {
         let id = Uuid::new_v4();
         let identity = self.admit(component, identity, None)?;
-        let compiled = self.inner.store.get(component)?;
+        let compiled = self.compiled(component, &identity, None)?;
         let pre = match &compiled.pre {
             Ok(pre) => PluginPre::new(pre.clone()).map_err(|e| RuntimeError::NotAPlugin {
                 name: component.name().to_string(),

@@ -11,11 +11,13 @@ use crate::audit::Entry;
 use crate::boot::VerifiedComponent;
 use crate::identity::{IdentityContext, TrustLevel};
 use crate::runtime::RuntimeError;
+use crate::runtime::caps;
 use crate::runtime::config::ContainerConfig;
 use crate::runtime::container::{RunSpec, guest_identity};
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;
 use crate::runtime::outcome::{Failure, Outcome};
+use crate::runtime::store::Compiled;
 
 use super::types::{
     ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals,
@@ -109,6 +111,32 @@ impl Runtime {
         Ok(identity)
     }
 
+    /// The compiled form of `component`. One that cannot be compiled is
+    /// refused with a `container.compile_failed` record naming it, its
+    /// digest and the compiler's error (capped at 4 KiB).
+    pub(crate) fn compiled(
+        &self,
+        component: &VerifiedComponent,
+        identity: &IdentityContext,
+        subject: Option<Uuid>,
+    ) -> Result<Arc<Compiled>, RuntimeError> {
+        self.inner.store.get(component).inspect_err(|error| {
+            let digest = component.digest().to_hex();
+            let event = ContainerEvent::CompileFailed {
+                name: component.name().to_string(),
+                digest: digest.clone(),
+                error: caps::cap(error.to_string(), caps::COMPILE_ERROR),
+            };
+            let mut entry = Entry::owned(event).actor(identity).component(digest);
+            if let Some(id) = subject {
+                entry = entry.container(id);
+            }
+            if let Err(e) = self.audit(entry) {
+                tracing::error!(component = component.name(), "audit append failed: {e}");
+            }
+        })
+    }
+
     /// Sets up a container (compiles its component once, creates its
     /// record as `Creating`) and returns it with the future that runs it.
     pub fn prepare_container(
@@ -125,7 +153,7 @@ impl Runtime {
             self.audit(Entry::owned(event).container(id).actor(&identity))?;
             return Err(RuntimeError::NetworkRefused { name: config.name });
         }
-        let compiled = self.inner.store.get(&config.component)?;
+        let compiled = self.compiled(&config.component, &identity, Some(id))?;
         let who = Arc::new(guest_identity(id, &config, identity.clone()));
         let spec = match &compiled.pre {
             Ok(_) => Some(RunSpec {
