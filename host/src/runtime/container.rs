@@ -12,9 +12,12 @@ use uuid::Uuid;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::audit::AuditLog;
+use tokio::sync::watch;
+
+use crate::audit::{AuditLog, FailMode};
 
 use super::RuntimeError;
+use super::audit_shim::{AppendAsync as _, AuditHealth};
 use super::bindings::container::ContainerPre;
 use super::caps;
 use super::config::ContainerConfig;
@@ -90,6 +93,8 @@ impl Run {
     ) -> Result<Run, RuntimeError> {
         let config = &spec.config;
         let limits = config.limits.clone();
+        // Watched only when a failing log must stop the guest.
+        let health = (spec.audit.fail_mode() == FailMode::Closed).then(|| spec.audit.health());
         let capture = Capture::new(CaptureTarget {
             container: spec.identity.container,
             subjects: spec.identity.audit_subjects.clone(),
@@ -99,6 +104,7 @@ impl Run {
             max_line: limits.max_line.max(16),
             keep_last: config.keep_last_lines,
             audit_budget: limits.max_audit_bytes,
+            health: health.clone(),
         });
         let wasi = wasi_ctx(config, &capture)?;
         let host = Host {
@@ -127,6 +133,7 @@ impl Run {
             &limits,
             spec.fuel_yield_interval,
             Some(control.clone()),
+            health,
         )?;
         Ok(Run {
             store,
@@ -189,6 +196,7 @@ pub(crate) fn new_store(
     limits: &Limits,
     fuel_yield_interval: Option<u64>,
     control: Option<Arc<Control>>,
+    audit_health: Option<watch::Receiver<AuditHealth>>,
 ) -> Result<Store<Host>, RuntimeError> {
     let mut store = Store::new(engine, host);
     let budget = limits.fuel.unwrap_or(u64::MAX);
@@ -214,8 +222,13 @@ pub(crate) fn new_store(
                 {
                     return Err(wasmtime::Error::new(DeadlinePassed));
                 }
+                let failing = audit_health
+                    .as_ref()
+                    .is_some_and(|h| h.borrow().is_failing());
                 let requests = control.lock();
-                if requests.paused || requests.stop_at.is_some() {
+                // A failing audit log, too: the supervisor applies the
+                // audit failure policy as soon as the guest yields.
+                if requests.paused || requests.stop_at.is_some() || failing {
                     // Hand control back to the drive future now rather than
                     // at the next fuel yield.
                     return Ok(UpdateDeadline::Yield(1));

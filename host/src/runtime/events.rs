@@ -63,6 +63,9 @@ pub(crate) enum ContainerEvent {
     Paused,
     /// Resumed.
     Resumed { paused_ms: u64 },
+    /// Was paused while the audit log could not be written, and resumed
+    /// when it could (recorded then).
+    AuditPaused { cause: String, paused_ms: u64 },
     /// A restart was scheduled after a backoff.
     RestartScheduled {
         run: u32,
@@ -148,6 +151,7 @@ impl AuditEvent for ContainerEvent {
             ContainerEvent::StopRequested { .. } => "container.stop_requested",
             ContainerEvent::Paused => "container.paused",
             ContainerEvent::Resumed { .. } => "container.resumed",
+            ContainerEvent::AuditPaused { .. } => "container.audit_paused",
             ContainerEvent::RestartScheduled { .. } => "container.restart_scheduled",
             ContainerEvent::Quarantined { .. } => "container.quarantined",
             ContainerEvent::Released => "container.released",
@@ -199,6 +203,7 @@ impl AuditEvent for ContainerEvent {
             | ContainerEvent::TransitionRefused { .. }
             | ContainerEvent::OutputTruncated { .. }
             | ContainerEvent::OutputDropped { .. }
+            | ContainerEvent::AuditPaused { .. }
             | ContainerEvent::LogDropped { .. }
             | ContainerEvent::UnsignedAllowed { .. }
             | ContainerEvent::UnsignedRefused { .. }

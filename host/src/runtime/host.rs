@@ -256,6 +256,7 @@ impl log::Host for &mut KernelCtx {
         // less than a chunk's worth of its records is not yet durable.
         if capture.log_record(entry, text) && !capture.has_room() {
             capture.drain().await;
+            capture.wait_writable().await;
         }
     }
 }

@@ -178,6 +178,9 @@ impl Plugin {
             max_line: self.limits.max_line.max(16),
             keep_last: 0,
             audit_budget: self.limits.max_audit_bytes,
+            // A call is bounded by its own deadline; it is refused up front
+            // while the log cannot be written, and not stopped halfway.
+            health: None,
         });
         // An empty WASI context: no preopens, env, args or network; output
         // captured.
@@ -211,6 +214,7 @@ impl Plugin {
             host,
             &self.limits,
             runtime.inner.config.engine.fuel_yield_interval,
+            None,
             None,
         )?;
         let budget = self.limits.fuel.unwrap_or(u64::MAX);

@@ -21,7 +21,9 @@ use crate::util::{CmdResult, Failure};
 pub const RUN_EXIT_CODES: &str = "\
 Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
   1    refused before running (unverified or unsigned code, policy)
-  3    could not run: unreadable component, bad audit log or key, I/O error
+  3    could not run: unreadable component, bad audit log or key, I/O error;
+       or stopped because the audit log could not be written (the message
+       names the log)
   124  the --timeout deadline passed
   126  host call denied: the component imports what the host does not provide
   130  stopped (Ctrl-C)
@@ -209,6 +211,7 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
             RunFailure::HostCallDenied { .. } => 126,
             RunFailure::MemoryLimit { .. } | RunFailure::TableLimit { .. } => 135,
             RunFailure::OutOfFuel { .. } => 137,
+            RunFailure::AuditUnavailable { .. } => 3,
             _ => 134,
         },
         _ => 134,

@@ -151,7 +151,7 @@ impl Runtime {
             // subjects: no strings are copied per record.
             let entry = spec.identity.entry(ContainerEvent::Started { run });
             let outcome = match self.durable_start(entry).await {
-                Ok(()) => Self::run_once(&spec, &control, run).await,
+                Ok(()) => self.run_guarded(id, &spec, &control, run).await,
                 Err(failure) => Outcome {
                     end: RunEnd::Failed(failure),
                     stats: RunStats::default(),
@@ -161,6 +161,13 @@ impl Runtime {
             };
             self.record_run(id, &outcome).await;
 
+            if let Some(failure @ Failure::AuditUnavailable { .. }) = outcome.failure() {
+                // Not run, or stopped, because the audit log cannot be
+                // written: failed for good, whatever the restart policy.
+                self.clear_requests(&control);
+                self.settle(id, ContainerStatus::Failed(failure.clone()), &outcome);
+                return outcome;
+            }
             let stop_requested = control.stop_requested();
             if stop_requested || matches!(outcome.end, RunEnd::Stopped { .. }) {
                 self.clear_requests(&control);
@@ -326,7 +333,7 @@ impl Runtime {
 
     /// One run of the guest, then its output: the last of it cut into
     /// records and every record queued in the log.
-    async fn run_once(spec: &RunSpec, control: &Arc<Control>, run: u32) -> Outcome {
+    pub(super) async fn run_once(spec: &RunSpec, control: &Arc<Control>, run: u32) -> Outcome {
         match Run::prepare(spec, control.clone(), run) {
             Ok(prepared) => {
                 let capture = prepared.capture();

@@ -22,10 +22,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::audit::{AuditLog, Entry, Subjects, escape_untrusted};
 
+use super::audit_shim::AuditHealth;
 use super::events::ContainerEvent;
 
 use chunks::AuditChunks;
@@ -122,6 +124,9 @@ pub(crate) struct CaptureTarget {
     pub(crate) keep_last: usize,
     /// Audit bytes the run may write (see `chunks`).
     pub(crate) audit_budget: u64,
+    /// The log's health, when the guest must wait while it fails (a
+    /// container's run, with `FailMode::Closed`).
+    pub(crate) health: Option<watch::Receiver<AuditHealth>>,
 }
 
 #[derive(Debug)]
@@ -151,6 +156,7 @@ struct Shared {
     /// poller dropped mid-append loses no record.
     pump: Mutex<Option<InFlight>>,
     audit: AuditLog,
+    health: Option<watch::Receiver<AuditHealth>>,
 }
 
 /// The output of one container run (stdout and stderr share one budget).
@@ -166,6 +172,7 @@ impl fmt::Debug for Capture {
 impl Capture {
     pub(crate) fn new(target: CaptureTarget) -> Capture {
         let audit = target.audit.clone();
+        let health = target.health.clone();
         let chunks = AuditChunks::new(target.subjects.clone(), target.audit_budget);
         Capture(Arc::new(Shared {
             state: Mutex::new(CaptureState {
@@ -180,6 +187,7 @@ impl Capture {
             }),
             pump: Mutex::new(None),
             audit,
+            health,
         }))
     }
 

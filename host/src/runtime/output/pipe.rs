@@ -29,13 +29,18 @@ use super::{Capture, InFlight, Stream};
 
 impl Capture {
     /// Appends the queued records, oldest first, and flushes them; ready
-    /// when every record queued so far is durable (or could not be
-    /// written: then the error is logged, and the audit failure policy
-    /// deals with the run).
+    /// when every record queued so far is durable, or could not be written
+    /// (the error is logged), or must wait because the log is failing (the
+    /// audit failure policy deals with the run meanwhile).
     pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut pump = self.0.pump.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if pump.is_none() {
+                if self.failing() {
+                    // Kept until the log can be written again (or the run
+                    // is stopped): appending now would only lose them.
+                    return Poll::Ready(());
+                }
                 let ((batch, cost), container) = {
                     let mut state = self.lock();
                     (state.audit.take(), state.target.container)
@@ -69,9 +74,30 @@ impl Capture {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await
     }
 
-    /// Whether the guest may go on without waiting for the log: less than
-    /// a chunk's worth of its records is on the way and not yet durable.
+    /// True while the log cannot be written and the guest must wait.
+    fn failing(&self) -> bool {
+        self.0
+            .health
+            .as_ref()
+            .is_some_and(|h| h.borrow().is_failing())
+    }
+
+    /// Waits while the audit log cannot be written: the guest's output or
+    /// log call returns only once it can (or never: the audit failure
+    /// policy stops or pauses the run meanwhile).
+    pub(crate) async fn wait_writable(&self) {
+        if let Some(mut health) = self.0.health.clone() {
+            let _ = health.wait_for(|h| !h.is_failing()).await;
+        }
+    }
+
+    /// Whether the guest may go on without waiting for the log: the log
+    /// can be written, and less than a chunk's worth of its records is on
+    /// the way and not yet durable.
     pub(crate) fn has_room(&self) -> bool {
+        if self.failing() {
+            return false;
+        }
         let pump = self.0.pump.lock().unwrap_or_else(|p| p.into_inner());
         let in_flight = pump.as_ref().map_or(0, |f| f.cost);
         self.lock().audit.queued().saturating_add(in_flight) < CHUNK_BYTES as u64
@@ -133,6 +159,7 @@ impl Pollable for CapturePipe {
     async fn ready(&mut self) {
         if !self.capture.has_room() {
             self.capture.drain().await;
+            self.capture.wait_writable().await;
         }
     }
 }
