@@ -28,8 +28,9 @@ use super::chunks::CHUNK_BYTES;
 use super::{Capture, InFlight, Stream};
 
 impl Capture {
-    /// Appends the queued records, oldest first, and flushes them; ready
-    /// when every record queued so far is durable, or could not be written
+    /// Appends the queued records, oldest first, and flushes them (until
+    /// the run has ended); ready when every record queued so far is
+    /// durable (or, after the run, in the chain), or could not be written
     /// (the error is logged), or must wait because the log is failing (the
     /// audit failure policy deals with the run meanwhile).
     pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -41,9 +42,9 @@ impl Capture {
                     // is stopped): appending now would only lose them.
                     return Poll::Ready(());
                 }
-                let ((batch, cost), container) = {
+                let ((batch, cost), container, finished) = {
                     let mut state = self.lock();
-                    (state.audit.take(), state.target.container)
+                    (state.audit.take(), state.target.container, state.finished)
                 };
                 if batch.is_empty() {
                     return Poll::Ready(());
@@ -56,7 +57,9 @@ impl Capture {
                             return;
                         }
                     }
-                    if let Err(e) = audit.flush_async().await {
+                    // Durability gates the guest; once its run has ended
+                    // nothing waits on it, and the records are in the chain.
+                    if !finished && let Err(e) = audit.flush_async().await {
                         tracing::error!(%container, "audit flush failed: {e}");
                     }
                 });
