@@ -1,4 +1,8 @@
 //! The audit log: chain, checkpoints, crash recovery, concurrency, failure.
+//! Bounds (line limit, back-pressure), async appends and health, signed
+//! heads and lock waits are in the submodules.
+
+mod bounded;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -22,6 +22,7 @@
 mod event;
 mod export;
 mod follow;
+mod lines;
 mod log;
 mod record;
 mod verify;
@@ -37,7 +38,7 @@ pub use follow::{Followed, Follower};
 pub use log::{
     AuditConfig, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy, OpenReport,
 };
-pub use record::{LineError, Record};
+pub use record::{LineError, MAX_LINE, Record};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
 
 /// Errors of the audit log.

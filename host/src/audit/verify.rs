@@ -15,10 +15,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 
 use super::AuditError;
+use super::lines::{Line, LineReader};
 use super::record::{self, GENESIS, LineError, Record, checkpoint_message};
 use crate::keys::{KeyId, PublicKey};
 
@@ -202,21 +202,11 @@ pub fn verify_file(
     }
 
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let mut line = Vec::with_capacity(1024);
+    let mut reader = LineReader::new(file);
     let mut state = Walk::new(options);
     let mut line_no = 0u64;
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(io)?;
-        if read == 0 {
-            break;
-        }
-        line_no += 1;
+    while let Some((line, at)) = reader.next_line().map_err(io)? {
+        line_no = at.line_no;
         let expected = state.records + 1;
         let fail = |damage| {
             AuditError::Verify(VerifyFailure {
@@ -225,10 +215,12 @@ pub fn verify_file(
                 damage,
             })
         };
-        if line.last() != Some(&b'\n') {
-            return Err(fail(Damage::TornTail));
-        }
-        let parsed = match record::parse_line(&line[..line.len() - 1]) {
+        let line = match line {
+            Line::Complete(line) => line,
+            Line::Torn(_) => return Err(fail(Damage::TornTail)),
+            Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
+        };
+        let parsed = match record::parse_line(line) {
             Ok(parsed) => parsed,
             Err(LineError::HashMismatch) => {
                 return Err(fail(Damage::Edited(
@@ -429,22 +421,16 @@ fn claimed_sequence_numbers(path: &Path) -> Result<Vec<Option<u64>>, AuditError>
         path: path.to_owned(),
         source,
     })?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut reader = LineReader::new(file);
     let mut out = Vec::new();
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|source| AuditError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
+    while let Some((line, _)) = reader.next_line().map_err(|source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    })? {
+        let line = match line {
+            Line::Complete(line) | Line::Torn(line) => line,
+            Line::TooLong => b"",
+        };
         let seq = line
             .strip_prefix(b"{\"seq\":")
             .map(|rest| {

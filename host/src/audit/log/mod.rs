@@ -205,6 +205,13 @@ impl AuditLog {
     /// returning only with [`FsyncPolicy::EveryRecord`]. Fails with
     /// [`AuditError::Unavailable`] while the log cannot be written and
     /// [`AuditError::Closed`] after [`AuditLog::close`].
+    ///
+    /// A record whose line would be longer than a reader accepts
+    /// ([`MAX_LINE`](crate::audit::MAX_LINE)) is written as a record of the
+    /// same kind, number, actor and subjects whose details are only
+    /// `{"replaced":{"reason":"too_long","limit":..,"line_bytes":..,"details_bytes":..,"details_blake3":".."}}`
+    /// (blake3 over the original details' exact JSON bytes), so no event
+    /// can make the log unreadable.
     pub fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         debug_assert!(
             !entry.kind.starts_with("audit."),

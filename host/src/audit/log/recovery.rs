@@ -3,10 +3,11 @@
 //! other damage refuses the open.
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
+use std::io::{Seek as _, SeekFrom};
 use std::path::Path;
 
 use super::events::LogEvent;
+use crate::audit::lines::{Line, LineReader};
 use crate::audit::record::{self, GENESIS, LineError};
 use crate::audit::{AuditError, Corruption};
 
@@ -109,44 +110,30 @@ struct Scan {
 
 /// Reads and chain-checks every complete line of an existing log.
 fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| AuditError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-    let mut reader = BufReader::with_capacity(256 * 1024, &*file);
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut reader = LineReader::new(&*file);
     let mut scan = Scan {
         records: 0,
         head: GENESIS,
         closed_cleanly: true,
         torn_at: None,
     };
-    let mut offset = 0u64;
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|source| AuditError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
-        if line.last() != Some(&b'\n') {
-            if line.len() > record::MAX_LINE {
-                return Err(corrupt(path, scan.records + 1, LineError::TooLong.into()));
-            }
-            // The final bytes have no newline: a write torn by a crash.
-            scan.torn_at = Some(offset);
-            break;
-        }
-        let parsed = record::parse_line(&line[..line.len() - 1])
-            .map_err(|e| corrupt(path, scan.records + 1, e.into()))?;
+    while let Some((line, at)) = reader.next_line().map_err(io)? {
         let expected = scan.records + 1;
+        let line = match line {
+            Line::Complete(line) => line,
+            Line::TooLong => return Err(corrupt(path, expected, LineError::TooLong.into())),
+            // The final bytes have no newline: a write torn by a crash.
+            Line::Torn(_) => {
+                scan.torn_at = Some(at.offset);
+                break;
+            }
+        };
+        let parsed = record::parse_line(line).map_err(|e| corrupt(path, expected, e.into()))?;
         if parsed.record.seq != expected {
             return Err(corrupt(
                 path,
@@ -164,7 +151,6 @@ fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
         scan.records = expected;
         scan.closed_cleanly = parsed.record.kind == "audit.checkpoint"
             && parsed.record.details["reason"] == "shutdown";
-        offset += read as u64;
     }
     Ok(scan)
 }

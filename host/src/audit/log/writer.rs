@@ -234,7 +234,7 @@ impl Writer {
                     actor: entry.actor.as_deref(),
                     subjects: &entry.subjects,
                 };
-                let (hash, details) = record::encode(
+                let (hash, details, replaced) = record::encode_bounded(
                     &mut self.encoded,
                     &head,
                     |out| entry.event.write_details(out),
@@ -242,6 +242,17 @@ impl Writer {
                 );
                 self.head = hash;
                 self.encoded_last = seq;
+                if let Some(replaced) = replaced {
+                    tracing::warn!(
+                        target: "forgeone::audit",
+                        seq,
+                        kind = entry.kind,
+                        line_bytes = replaced.line_bytes,
+                        details_bytes = replaced.details_bytes,
+                        limit = record::MAX_LINE,
+                        "audit record too long for a reader; written as its size and digest"
+                    );
+                }
                 // `record::encode` wrote valid JSON, i.e. UTF-8.
                 let details = std::str::from_utf8(&self.encoded[details]).unwrap_or("{}");
                 trace_event(&entry, seq, details);
