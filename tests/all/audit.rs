@@ -3,6 +3,7 @@
 //! heads and lock waits are in the submodules.
 
 mod bounded;
+mod nonblocking;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use forgeone::SigningKey;
 use forgeone::audit::{
-    self, Actor, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStorage, Corruption, Damage,
-    Entry, ExportFilter, ExportFormat, FailMode, FsyncPolicy, LineError, Untrusted, VerifyOptions,
+    self, Actor, AuditConfig, AuditError, AuditEvent, AuditHealth, AuditLog, AuditStorage,
+    Corruption, Damage, Entry, ExportFilter, ExportFormat, FailMode, FsyncPolicy, LineError,
+    Untrusted, VerifyOptions,
 };
 
 /// A test event: a container printed a line.

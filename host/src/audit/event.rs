@@ -41,6 +41,20 @@ pub trait AuditEvent: Send + 'static {
         let _ = serde_json::to_writer(out, &self.details());
     }
 
+    /// About how many bytes [`AuditEvent::write_details`] writes, for the
+    /// log's back-pressure in bytes
+    /// ([`AuditConfig::max_pending_bytes`](super::AuditConfig::max_pending_bytes)),
+    /// which counts records before they are serialised.
+    ///
+    /// The default, 0, suits events with small, fixed details: the log
+    /// adds a fixed estimate per record anyway. An event that carries text
+    /// or data of variable size (guest output, log messages, fields) must
+    /// return at least the length of that text, e.g. the sum of its
+    /// [`Untrusted`] strings' `as_str().len()`.
+    fn size_hint(&self) -> usize {
+        0
+    }
+
     /// The severity operators see in their tracing logs. Defaults to info.
     fn severity(&self) -> Severity {
         Severity::Info
@@ -240,7 +254,33 @@ impl Entry {
     pub fn kind(&self) -> &'static str {
         self.kind
     }
+
+    /// What the log's back-pressure counts for this entry: a fixed cost per
+    /// record, its actor and subjects, and the event's
+    /// [`AuditEvent::size_hint`].
+    pub(crate) fn estimated_bytes(&self) -> u64 {
+        let actor = self.actor.as_deref().map_or(0, |a| {
+            a.principal.len()
+                + a.tenant.as_ref().map_or(0, String::len)
+                + a.trust.as_ref().map_or(0, String::len)
+        });
+        let s = &*self.subjects;
+        let subjects = [&s.component, &s.container, &s.workload, &s.node]
+            .into_iter()
+            .map(|v| v.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        let total = RECORD_BYTES
+            .saturating_add(actor)
+            .saturating_add(subjects)
+            .saturating_add(self.event.size_hint());
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
 }
+
+/// What back-pressure counts per record besides its actor, subjects and
+/// details: sequence number, time, kind, the two hashes and the JSON around
+/// them.
+pub(crate) const RECORD_BYTES: usize = 256;
 
 /// True when `kind` is `<category>.<name>` with a known category and only
 /// `[a-z0-9_.-]` characters.

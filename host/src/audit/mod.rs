@@ -36,7 +36,8 @@ pub use event::{
 pub use export::{ExportFilter, ExportFormat, ExportSummary, export, kind_matches};
 pub use follow::{Followed, Follower};
 pub use log::{
-    AuditConfig, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy, OpenReport,
+    AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy,
+    OpenReport,
 };
 pub use record::{LineError, MAX_LINE, Record};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};

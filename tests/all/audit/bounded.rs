@@ -119,3 +119,118 @@ fn readers_skip_a_line_longer_than_the_limit_without_holding_it() {
         .count();
     assert_eq!(records, edited.len() - 1);
 }
+
+/// A file whose writes wait while the gate is shut: a slow disk.
+pub(super) struct Gate {
+    pub(super) file: std::fs::File,
+    pub(super) open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Gate {
+    /// A shut gate.
+    pub(super) fn shut() -> Arc<(Mutex<bool>, std::sync::Condvar)> {
+        Arc::new((Mutex::new(false), std::sync::Condvar::new()))
+    }
+
+    pub(super) fn set(gate: &(Mutex<bool>, std::sync::Condvar), open: bool) {
+        *gate.0.lock().unwrap() = open;
+        gate.1.notify_all();
+    }
+
+    pub(super) fn is_open(gate: &(Mutex<bool>, std::sync::Condvar)) -> bool {
+        *gate.0.lock().unwrap()
+    }
+
+    /// Opens a log at `path` whose writes wait at `gate`.
+    pub(super) fn log(
+        path: &Path,
+        key: &SigningKey,
+        config: &AuditConfig,
+        gate: &Arc<(Mutex<bool>, std::sync::Condvar)>,
+    ) -> AuditLog {
+        let open = gate.clone();
+        AuditLog::open_with(
+            path,
+            SigningKey::from_pem(&key.to_pem()).unwrap(),
+            config,
+            move |file| Box::new(Gate { file, open }),
+        )
+        .unwrap()
+    }
+}
+
+impl AuditStorage for Gate {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let (lock, cvar) = &*self.open;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cvar.wait(open).unwrap();
+        }
+        drop(open);
+        std::io::Write::write_all(&mut self.file, bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        AuditStorage::truncate(&mut self.file, len)
+    }
+}
+
+/// A guest output chunk of 16 KiB that says how big it is.
+#[derive(Clone)]
+pub(super) struct Chunk(pub(super) String);
+
+impl AuditEvent for Chunk {
+    fn kind(&self) -> &'static str {
+        "container.output"
+    }
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({ "chunk": self.0 })
+    }
+    fn size_hint(&self) -> usize {
+        self.0.len()
+    }
+}
+
+pub(super) fn chunk(n: usize) -> Entry {
+    Entry::owned(Chunk(format!("{n:05}{}", "z".repeat(16 * 1024 - 5)))).actor(Actor::host())
+}
+
+#[test]
+fn back_pressure_counts_bytes_not_only_records() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = SigningKey::generate();
+    let gate = Gate::shut();
+    let mut config = AuditConfig::new();
+    // Room for ~4 chunks of 16 KiB; the record limit alone would take 65,536.
+    config.max_pending_bytes(64 * 1024);
+    let log = Gate::log(&path, &key, &config, &gate);
+    let appended = Arc::new(AtomicUsize::new(0));
+    let total = 100;
+    let appender = {
+        let log = log.clone();
+        let appended = appended.clone();
+        std::thread::spawn(move || {
+            for n in 0..total {
+                log.append(chunk(n)).unwrap();
+                appended.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    // The disk is stuck: the appender is held back after about 64 KiB.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = appended.load(Ordering::SeqCst);
+    assert!(
+        (2..=6).contains(&held),
+        "{held} chunks of 16 KiB were queued"
+    );
+    Gate::set(&gate, true);
+    appender.join().unwrap();
+    assert_eq!(appended.load(Ordering::SeqCst), total);
+    log.close().unwrap();
+    let report = audit::verify_file(&path, &pinned(&key)).unwrap();
+    assert_eq!(report.records, lines(&path).len() as u64);
+}

@@ -48,6 +48,7 @@ pub struct AuditConfig {
     pub(crate) checkpoint_every: u64,
     pub(crate) batch_delay: Duration,
     pub(crate) max_pending: usize,
+    pub(crate) max_pending_bytes: u64,
     pub(crate) retry_every: Duration,
 }
 
@@ -59,6 +60,7 @@ impl Default for AuditConfig {
             checkpoint_every: 1000,
             batch_delay: Duration::from_millis(2),
             max_pending: 65_536,
+            max_pending_bytes: 16 * 1024 * 1024,
             retry_every: Duration::from_millis(500),
         }
     }
@@ -99,6 +101,22 @@ impl AuditConfig {
     /// Default: 65,536.
     pub fn max_pending(&mut self, records: usize) -> &mut Self {
         self.max_pending = records.max(16);
+        self
+    }
+
+    /// Bytes of records waiting for the writer (queued, or taken but not
+    /// yet written) above which appenders wait. Default: 16 MiB (at least
+    /// 64 KiB).
+    ///
+    /// Records are counted before they are serialised, by an estimate: a
+    /// fixed 256 bytes per record (sequence number, time, kind, hashes),
+    /// the length of its actor and subjects, and the event's own
+    /// [`AuditEvent::size_hint`](crate::audit::AuditEvent::size_hint). A
+    /// record larger than the limit is still taken when nothing else is
+    /// waiting. Both this and [`AuditConfig::max_pending`] apply: an
+    /// appender waits while either is exceeded.
+    pub fn max_pending_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.max_pending_bytes = bytes.max(64 * 1024);
         self
     }
 

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::config::{AuditConfig, FsyncPolicy};
 use super::events::LogEvent;
+use super::health::AuditHealth;
 use super::state::{FULL_BATCH, Failure, Queued, Shared};
 use super::storage::AuditStorage;
-use crate::audit::event::{Actor, Entry, Severity};
+use crate::audit::event::{Actor, Entry, RECORD_BYTES, Severity};
 use crate::audit::record::{self, Head, checkpoint_message};
 
 /// The writer thread's state: it alone encodes, hashes and writes.
@@ -150,6 +151,8 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        let taken = std::mem::take(&mut state.queued_bytes);
+        state.writing_bytes += taken;
         Batch {
             queued: std::mem::take(&mut state.queue),
             sync_requested: std::mem::take(&mut state.sync_requested),
@@ -168,6 +171,9 @@ impl Writer {
         }
         let mut state = self.shared.lock();
         state.head = head;
+        // Everything the writer took is written: its bytes no longer count
+        // against back-pressure.
+        state.writing_bytes = 0;
         if synced {
             state.durable_seq = self.written_seq;
         }
@@ -186,15 +192,17 @@ impl Writer {
                 ts: chrono::Utc::now(),
                 entry: Entry::owned(event).actor(Actor::host()),
             });
+            state.queued_bytes += RECORD_BYTES as u64;
             state.since_checkpoint += 1;
+            self.shared.set_health(AuditHealth::Writable);
         }
-        self.shared.progress.notify_all();
-        if state.closing && state.queue.is_empty() {
+        let closed = state.closing && state.queue.is_empty();
+        if closed {
             state.closed = true;
-            self.shared.progress.notify_all();
-            return true;
+            self.shared.set_health(AuditHealth::Closed);
         }
-        false
+        self.shared.wake_appenders();
+        closed
     }
 
     /// After a failed write or fsync: cuts off anything partially written,
@@ -212,9 +220,11 @@ impl Writer {
                 refused: 0,
             };
             tracing::error!(target: "forgeone::audit", path = %self.shared.path.display(), error = %failure, "audit log write failed; refusing new records until it recovers");
+            let cause = self.shared.unavailable(&failure).to_string();
             state.failure = Some(failure);
+            self.shared.set_health(AuditHealth::Failing { cause });
         }
-        self.shared.progress.notify_all();
+        self.shared.wake_appenders();
         if closing {
             state.closed = true;
             return true;
