@@ -3,6 +3,7 @@
 //! heads and lock waits are in the submodules.
 
 mod bounded;
+mod lock;
 mod nonblocking;
 
 use std::path::{Path, PathBuf};
@@ -583,8 +584,15 @@ fn a_second_writer_is_refused() {
     let path = dir.path().join("audit.jsonl");
     let key = SigningKey::generate();
     let log = open(&path, &key, &AuditConfig::new());
+    // By default opening does not wait.
     match AuditLog::open(&path, SigningKey::generate(), &AuditConfig::new()) {
-        Err(AuditError::Locked { .. }) => {}
+        Err(err @ AuditError::Locked { waited, .. }) => {
+            assert!(waited.is_zero());
+            assert!(
+                err.to_string().ends_with("is in use by another process"),
+                "{err}"
+            );
+        }
         other => panic!("expected Locked, got {other:?}"),
     }
     log.close().unwrap();

@@ -54,11 +54,16 @@ pub enum AuditError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Another process has the log open for writing.
-    #[error("audit log {path} is in use by another process")]
+    /// Another process (or another open log) has the log open for
+    /// writing, and it was not released within
+    /// [`AuditConfig::lock_timeout`].
+    #[error("audit log {path} is in use by another process{}", waited_note(.waited))]
     Locked {
         /// The log file.
         path: PathBuf,
+        /// How long opening waited for the lock (the lock timeout; zero
+        /// when it did not wait).
+        waited: std::time::Duration,
     },
     /// The existing log is damaged somewhere other than a torn last line.
     #[error("audit log {path} is corrupt at seq {seq}: {reason}")]
@@ -97,6 +102,18 @@ pub enum AuditError {
     /// Writing an export's output failed (the log itself is fine).
     #[error("writing the export: {0}")]
     Output(#[source] std::io::Error),
+}
+
+/// What [`AuditError::Locked`] adds to its message when opening waited.
+fn waited_note(waited: &std::time::Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " (still, after waiting {} for its lock: the lock timeout)",
+            humantime::format_duration(*waited)
+        )
+    }
 }
 
 /// What [`AuditError::Unavailable`] adds to its message when the partial

@@ -1,6 +1,9 @@
 //! How a log is written: when it fsyncs, what happens when it cannot be
 //! written, how often it checkpoints, and how the writer batches.
 
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,6 +42,16 @@ pub enum FailMode {
     Open,
 }
 
+/// Called once when opening a log starts to wait for its lock.
+#[derive(Clone)]
+pub(crate) struct LockWaitHook(pub(crate) Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl fmt::Debug for LockWaitHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockWaitHook(..)")
+    }
+}
+
 /// Settings for an [`AuditLog`](super::AuditLog). Every setter states its default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -50,6 +63,8 @@ pub struct AuditConfig {
     pub(crate) max_pending: usize,
     pub(crate) max_pending_bytes: u64,
     pub(crate) retry_every: Duration,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) on_lock_wait: Option<LockWaitHook>,
 }
 
 impl Default for AuditConfig {
@@ -62,6 +77,8 @@ impl Default for AuditConfig {
             max_pending: 65_536,
             max_pending_bytes: 16 * 1024 * 1024,
             retry_every: Duration::from_millis(500),
+            lock_timeout: Duration::ZERO,
+            on_lock_wait: None,
         }
     }
 }
@@ -123,6 +140,28 @@ impl AuditConfig {
     /// How often a failed write is retried. Default: 500 ms.
     pub fn retry_every(&mut self, every: Duration) -> &mut Self {
         self.retry_every = every;
+        self
+    }
+
+    /// How long [`AuditLog::open`](super::AuditLog::open) waits for the
+    /// log's lock while another process (or another open log in this one)
+    /// holds it. Default: zero, fail at once with
+    /// [`AuditError::Locked`](crate::audit::AuditError::Locked). While
+    /// waiting, the lock is polled with a short backoff (5 ms doubling up
+    /// to 100 ms); on timeout the error names the path and the time
+    /// waited. Runs that share a state directory (many one-off
+    /// `forgeone run`s from a script) take turns this way; the CLI waits
+    /// 30 s by default.
+    pub fn lock_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Called once, with the log's path, when opening starts to wait for
+    /// the lock (so a CLI can say that it waits); not called when the lock
+    /// is free or [`AuditConfig::lock_timeout`] is zero. Default: none.
+    pub fn on_lock_wait(&mut self, hook: impl Fn(&Path) + Send + Sync + 'static) -> &mut Self {
+        self.on_lock_wait = Some(LockWaitHook(Arc::new(hook)));
         self
     }
 }

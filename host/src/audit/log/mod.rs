@@ -130,7 +130,10 @@ impl AuditLog {
     /// line (a crash mid-write) is cut off and reported in an
     /// `audit.recovered` record; any other damage is an
     /// [`AuditError::Corrupt`] naming the sequence number. The file is
-    /// locked for exclusive use while the log is open.
+    /// locked for exclusive use while the log is open; when another process
+    /// holds the lock, opening waits for it up to
+    /// [`AuditConfig::lock_timeout`] (default: not at all) and then fails
+    /// with [`AuditError::Locked`].
     pub fn open(
         path: impl AsRef<Path>,
         key: SigningKey,
@@ -148,7 +151,7 @@ impl AuditLog {
         wrap: impl FnOnce(File) -> Box<dyn AuditStorage>,
     ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref().to_owned();
-        let recovered = recovery::open_file(&path)?;
+        let recovered = recovery::open_file(&path, config)?;
         let report = recovered.report;
         let existing = report.existing_records;
         let storage = wrap(recovered.file);

@@ -5,7 +5,9 @@
 use std::fs::File;
 use std::io::{Seek as _, SeekFrom};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use super::config::AuditConfig;
 use super::events::LogEvent;
 use crate::audit::lines::{Line, LineReader};
 use crate::audit::record::{self, GENESIS, LineError};
@@ -56,9 +58,10 @@ pub(super) struct Recovered {
     pub(super) report: OpenReport,
 }
 
-/// Opens (or creates) the log file at `path`, locks it for exclusive use,
-/// checks the chain of the records in it, and cuts off a torn last line.
-pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
+/// Opens (or creates) the log file at `path`, locks it for exclusive use
+/// (waiting for the lock as `config` says), checks the chain of the records
+/// in it, and cuts off a torn last line.
+pub(super) fn open_file(path: &Path, config: &AuditConfig) -> Result<Recovered, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_owned(),
         source,
@@ -69,15 +72,7 @@ pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
         .create(true)
         .open(path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(AuditError::Locked {
-                path: path.to_owned(),
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-    }
+    lock(&file, path, config)?;
     let scan = scan_existing(&mut file, path)?;
     let mut report = OpenReport {
         existing_records: scan.records,
@@ -97,6 +92,42 @@ pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
         head: scan.head,
         report,
     })
+}
+
+/// Takes the exclusive lock on the log file, polling with a short backoff
+/// for up to the configured timeout; tells the configured hook once when it
+/// starts to wait.
+fn lock(file: &File, path: &Path, config: &AuditConfig) -> Result<(), AuditError> {
+    let deadline = Instant::now() + config.lock_timeout;
+    let mut backoff = Duration::from_millis(5);
+    let mut waiting = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(AuditError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AuditError::Locked {
+                path: path.to_owned(),
+                waited: config.lock_timeout,
+            });
+        }
+        if !waiting {
+            waiting = true;
+            if let Some(hook) = &config.on_lock_wait {
+                (hook.0)(path);
+            }
+        }
+        std::thread::sleep(backoff.min(left));
+        backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// What reading an existing log found.
