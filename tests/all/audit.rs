@@ -3,6 +3,7 @@
 //! heads and lock waits are in the submodules.
 
 mod bounded;
+mod head;
 mod lock;
 mod nonblocking;
 

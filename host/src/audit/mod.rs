@@ -15,13 +15,18 @@
 //! - **Writer** ([`AuditLog`]): concurrent appends without a global stall,
 //!   batched writes with a configurable [`FsyncPolicy`], torn-tail recovery
 //!   on open, and fail-closed behaviour when the log cannot be written.
+//! - **Signed head** ([`SignedHead`]): the latest checkpoint, kept outside
+//!   the log (and by a witness), so that cutting the log back to an earlier
+//!   checkpoint is detected.
 //! - **Reading**: [`verify_file`], [`export`], [`Follower`].
 //! - **Tracing**: every appended event is also a `tracing` event with target
 //!   `forgeone::audit`.
 
+mod atomic;
 mod event;
 mod export;
 mod follow;
+mod head;
 mod lines;
 mod log;
 mod record;
@@ -35,6 +40,7 @@ pub use event::{
 };
 pub use export::{ExportFilter, ExportFormat, ExportSummary, export, kind_matches};
 pub use follow::{Followed, Follower};
+pub use head::{HeadError, SignedHead, head_file_for};
 pub use log::{
     AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy,
     OpenReport,
@@ -93,6 +99,15 @@ pub enum AuditError {
         /// file may then hold part of a record after its last good one).
         cut_back_failed: Option<std::io::Error>,
     },
+    /// A signed head file is not a valid head document.
+    #[error("signed head {path}: {reason}")]
+    Head {
+        /// The head file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        reason: HeadError,
+    },
     /// The log was closed.
     #[error("audit log is closed")]
     Closed,
@@ -145,6 +160,34 @@ pub enum Corruption {
     /// The record does not chain to the record before it.
     #[error("does not chain to the record before it")]
     BrokenLink,
+    /// The log ends before the signed head kept in its head file: it was
+    /// cut back (or replaced) after that head was signed.
+    #[error(
+        "the log ends at seq {last_seq}, before its signed head at seq {head_seq} (in {}, sealed by the checkpoint at seq {}): it was cut back or replaced; check it with `forgeone audit verify --head`, and move the head file away only to start a new log on purpose",
+        head_file.display(), head_seq + 1
+    )]
+    EndsBeforeHead {
+        /// The last record in the file.
+        last_seq: u64,
+        /// The sequence number of the signed head.
+        head_seq: u64,
+        /// The head file.
+        head_file: PathBuf,
+    },
+    /// The record at the signed head's sequence number has another hash:
+    /// the log was rewritten from there, or is another log.
+    #[error(
+        "the record has hash {found}, not {expected} as the signed head in {} states: the log was rewritten or replaced",
+        head_file.display()
+    )]
+    NotTheHead {
+        /// The record's hash (hex).
+        found: String,
+        /// The signed head's hash (hex).
+        expected: String,
+        /// The head file.
+        head_file: PathBuf,
+    },
 }
 
 #[cfg(test)]

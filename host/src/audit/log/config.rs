@@ -2,7 +2,7 @@
 //! written, how often it checkpoints, and how the writer batches.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,7 @@ pub struct AuditConfig {
     pub(crate) retry_every: Duration,
     pub(crate) lock_timeout: Duration,
     pub(crate) on_lock_wait: Option<LockWaitHook>,
+    pub(crate) head_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -79,6 +80,7 @@ impl Default for AuditConfig {
             retry_every: Duration::from_millis(500),
             lock_timeout: Duration::ZERO,
             on_lock_wait: None,
+            head_file: None,
         }
     }
 }
@@ -162,6 +164,21 @@ impl AuditConfig {
     /// is free or [`AuditConfig::lock_timeout`] is zero. Default: none.
     pub fn on_lock_wait(&mut self, hook: impl Fn(&Path) + Send + Sync + 'static) -> &mut Self {
         self.on_lock_wait = Some(LockWaitHook(Arc::new(hook)));
+        self
+    }
+
+    /// Keeps the log's latest signed head in `path`, outside the log: a
+    /// [`SignedHead`](crate::audit::SignedHead) document, written
+    /// atomically (temporary file, fsync, rename, fsync of the directory)
+    /// once each checkpoint is durable, the closing one included. Opening
+    /// the log refuses it with [`AuditError::Corrupt`](crate::audit::AuditError::Corrupt)
+    /// when it no longer reaches that head (cut back to an earlier
+    /// checkpoint, or rewritten), before anything is appended that could
+    /// hide it. A head file that cannot be written makes the log
+    /// unavailable, like a failed write. Default: none. The CLI keeps it
+    /// beside the log ([`head_file_for`](crate::audit::head_file_for)).
+    pub fn head_file(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.head_file = Some(path.into());
         self
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::config::AuditConfig;
 use super::events::LogEvent;
+use crate::audit::head::SignedHead;
 use crate::audit::lines::{Line, LineReader};
 use crate::audit::record::{self, GENESIS, LineError};
 use crate::audit::{AuditError, Corruption};
@@ -73,7 +74,16 @@ pub(super) fn open_file(path: &Path, config: &AuditConfig) -> Result<Recovered, 
         .open(path)
         .map_err(io)?;
     lock(&file, path, config)?;
-    let scan = scan_existing(&mut file, path)?;
+    let head = match &config.head_file {
+        Some(head_file) if head_file.exists() => {
+            Some((SignedHead::from_file(head_file)?, head_file.as_path()))
+        }
+        _ => None,
+    };
+    let scan = scan_existing(&mut file, path, head.as_ref().map(|(h, _)| h.seq()))?;
+    if let Some((head, head_file)) = &head {
+        check_reaches(path, &scan, head, head_file)?;
+    }
     let mut report = OpenReport {
         existing_records: scan.records,
         torn_tail: None,
@@ -130,17 +140,53 @@ fn lock(file: &File, path: &Path, config: &AuditConfig) -> Result<(), AuditError
     }
 }
 
+/// Refuses a log that no longer reaches the signed head its head file
+/// keeps: cut back, or rewritten from that record on.
+fn check_reaches(
+    path: &Path,
+    scan: &Scan,
+    head: &SignedHead,
+    head_file: &Path,
+) -> Result<(), AuditError> {
+    if scan.records < head.checkpoint_seq() {
+        return Err(corrupt(
+            path,
+            scan.records + 1,
+            Corruption::EndsBeforeHead {
+                last_seq: scan.records,
+                head_seq: head.seq(),
+                head_file: head_file.to_owned(),
+            },
+        ));
+    }
+    match scan.hash_at_head {
+        Some(found) if found == *head.hash_bytes() => Ok(()),
+        found => Err(corrupt(
+            path,
+            head.seq(),
+            Corruption::NotTheHead {
+                found: found.map(hex::encode).unwrap_or_default(),
+                expected: head.hash(),
+                head_file: head_file.to_owned(),
+            },
+        )),
+    }
+}
+
 /// What reading an existing log found.
 struct Scan {
     records: u64,
+    /// The hash of the record at the sequence number asked for.
+    hash_at_head: Option<[u8; 32]>,
     head: [u8; 32],
     closed_cleanly: bool,
     /// Offset of a torn (unterminated) last line.
     torn_at: Option<u64>,
 }
 
-/// Reads and chain-checks every complete line of an existing log.
-fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
+/// Reads and chain-checks every complete line of an existing log, keeping
+/// the hash of record `head_seq`.
+fn scan_existing(file: &mut File, path: &Path, head_seq: Option<u64>) -> Result<Scan, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_owned(),
         source,
@@ -149,6 +195,7 @@ fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
     let mut reader = LineReader::new(&*file);
     let mut scan = Scan {
         records: 0,
+        hash_at_head: None,
         head: GENESIS,
         closed_cleanly: true,
         torn_at: None,
@@ -180,6 +227,9 @@ fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
         }
         scan.head = parsed.hash;
         scan.records = expected;
+        if head_seq == Some(expected) {
+            scan.hash_at_head = Some(parsed.hash);
+        }
         scan.closed_cleanly = parsed.record.kind == "audit.checkpoint"
             && parsed.record.details["reason"] == "shutdown";
     }
