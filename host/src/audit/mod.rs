@@ -34,6 +34,7 @@ mod verify;
 
 use std::path::PathBuf;
 
+pub(crate) use atomic::write_atomic;
 pub use event::{
     Actor, AuditEvent, CATEGORIES, Entry, Severity, Subjects, Untrusted, escape_untrusted,
     is_valid_kind,
