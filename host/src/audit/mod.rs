@@ -64,7 +64,7 @@ pub enum AuditError {
     /// Another process (or another open log) has the log open for
     /// writing, and it was not released within
     /// [`AuditConfig::lock_timeout`].
-    #[error("audit log {path} is in use by another process{}", waited_note(.waited))]
+    #[error("{}", locked_message(.path, .waited))]
     Locked {
         /// The log file.
         path: PathBuf,
@@ -120,13 +120,15 @@ pub enum AuditError {
     Output(#[source] std::io::Error),
 }
 
-/// What [`AuditError::Locked`] adds to its message when opening waited.
-fn waited_note(waited: &std::time::Duration) -> String {
+/// The message of [`AuditError::Locked`]: whether opening waited, and how
+/// long.
+fn locked_message(path: &std::path::Path, waited: &std::time::Duration) -> String {
     if waited.is_zero() {
-        String::new()
+        format!("audit log {} is in use by another process", path.display())
     } else {
         format!(
-            " (still, after waiting {} for its lock: the lock timeout)",
+            "audit log {} is still in use by another process after waiting {} for it (the lock timeout)",
+            path.display(),
             humantime::format_duration(*waited)
         )
     }

@@ -245,7 +245,12 @@ fn head(file: PathBuf, from_log: bool, key: Option<PathBuf>, output: Option<Path
             ))
         })?
     } else {
-        SignedHead::from_file(&file).map_err(audit_failure)?
+        SignedHead::from_file(&file).map_err(|e| match e {
+            AuditError::Head { .. } => {
+                Failure::check(format!("{e} (for an audit log, pass --from-log)"))
+            }
+            other => audit_failure(other),
+        })?
     };
     if let Some(key) = &key
         && head.key_id() != key.id()
