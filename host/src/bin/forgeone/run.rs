@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use forgeone::SigningKey;
-use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::audit::{self, AuditConfig, AuditLog};
 use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
@@ -226,7 +226,11 @@ pub fn run(args: Args) -> CmdResult {
         .audit_log
         .clone()
         .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
-    let audit = AuditLog::open(&log_path, key, &AuditConfig::new())
+    // The latest signed head is kept beside the log (audit.head.json), so a
+    // log cut back to an earlier checkpoint is refused on the next run.
+    let mut audit_config = AuditConfig::new();
+    audit_config.head_file(audit::head_file_for(&log_path));
+    let audit = AuditLog::open(&log_path, key, &audit_config)
         .map_err(|e| Failure::input(format!("audit log: {e}")))?;
     let component = match verified_component(&args, &audit) {
         Ok(component) => component,

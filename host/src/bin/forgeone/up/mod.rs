@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::audit::{self, AuditConfig, AuditLog};
 use forgeone::boot::{BootContext, BootOutcome};
 use forgeone::kernel::{Kernel, KernelConfig, KernelError, NotRun, ScheduleReport};
 use forgeone::runtime::{OutputLine, OutputSink};
@@ -144,7 +144,11 @@ pub fn run(args: Args) -> CmdResult {
         ))
     })?;
     let host_public = key.public().clone();
-    let audit = AuditLog::open(&settings.audit_log, copy_key(&key)?, &AuditConfig::new())
+    // The latest signed head is kept beside the log (audit.head.json), so a
+    // log cut back to an earlier checkpoint is refused on the next start.
+    let mut audit_config = AuditConfig::new();
+    audit_config.head_file(audit::head_file_for(&settings.audit_log));
+    let audit = AuditLog::open(&settings.audit_log, copy_key(&key)?, &audit_config)
         .map_err(|e| Failure::input(format!("audit log {}: {e}", settings.audit_log.display())))?;
     out.note(format!(
         "deployment {} · {} workload{} · boot by {} · audit log {}",
