@@ -14,10 +14,10 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use tokio::sync::watch;
 
-use crate::audit::{AuditLog, FailMode};
+use crate::audit::{AuditHealth, AuditLog, FailMode};
 
 use super::RuntimeError;
-use super::audit_shim::{AppendAsync as _, AuditHealth};
+
 use super::bindings::container::ContainerPre;
 use super::caps;
 use super::config::ContainerConfig;

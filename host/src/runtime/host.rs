@@ -11,7 +11,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{Actor, AuditLog, Entry, Subjects, Untrusted};
 use crate::identity::{IdentityContext, TrustLevel};
 
-use super::audit_shim::AppendAsync as _;
 use super::bindings::{identity, log};
 use super::caps;
 use super::events::ContainerEvent;

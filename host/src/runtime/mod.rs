@@ -33,7 +33,6 @@
 //! - **Errors** ([`RuntimeError`]): each with its context, and the
 //!   underlying error as its source.
 
-mod audit_shim;
 mod bindings;
 mod caps;
 mod config;

@@ -16,7 +16,6 @@ use crate::boot::VerifiedComponent;
 use crate::identity::IdentityContext;
 
 use super::RuntimeError;
-use super::audit_shim::AppendAsync as _;
 use super::bindings::plugin::PluginPre;
 use super::caps;
 use super::container::{DeadlinePassed, classify, new_store};

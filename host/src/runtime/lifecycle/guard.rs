@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::audit::FailMode;
-use crate::runtime::audit_shim::{AppendAsync as _, AuditHealth};
+use crate::audit::{AuditHealth, FailMode};
+
 use crate::runtime::container::RunSpec;
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;

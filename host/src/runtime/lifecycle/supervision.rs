@@ -8,7 +8,6 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::audit::Entry;
-use crate::runtime::audit_shim::AppendAsync as _;
 use crate::runtime::container::{Run, RunSpec};
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;

@@ -25,9 +25,8 @@ use std::time::Instant;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::audit::{AuditLog, Entry, Subjects, escape_untrusted};
+use crate::audit::{AuditHealth, AuditLog, Entry, Subjects, escape_untrusted};
 
-use super::audit_shim::AuditHealth;
 use super::events::ContainerEvent;
 
 use chunks::AuditChunks;

@@ -22,8 +22,6 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi_io::bytes::Bytes;
 
-use crate::runtime::audit_shim::AppendAsync as _;
-
 use super::chunks::CHUNK_BYTES;
 use super::{Capture, InFlight, Stream};
 
