@@ -194,6 +194,40 @@ impl AuditEvent for ContainerEvent {
         }
     }
 
+    fn size_hint(&self) -> usize {
+        let untrusted = |items: &[Untrusted]| items.iter().map(|u| u.as_str().len()).sum::<usize>();
+        let failure = |f: &Failure| match f {
+            Failure::Trap { trap, backtrace } => {
+                trap.len() + backtrace.iter().map(String::len).sum::<usize>()
+            }
+            Failure::MemoryLimit { detail, .. }
+            | Failure::TableLimit { detail, .. }
+            | Failure::HostCallDenied { detail, .. } => detail.len(),
+            _ => 0,
+        };
+        match self {
+            ContainerEvent::Output { text, .. } => text.as_str().len(),
+            ContainerEvent::Log {
+                message, fields, ..
+            } => {
+                message.as_str().len()
+                    + fields
+                        .iter()
+                        .map(|(k, v)| k.as_str().len() + v.as_str().len())
+                        .sum::<usize>()
+            }
+            ContainerEvent::CompileFailed { error, .. } => error.len(),
+            ContainerEvent::Failed { failure: f, .. } => failure(f),
+            ContainerEvent::Quarantined {
+                last_failure,
+                last_output,
+                restart_history,
+                ..
+            } => failure(last_failure) + untrusted(last_output) + 128 * restart_history.len(),
+            _ => 0,
+        }
+    }
+
     fn severity(&self) -> Severity {
         match self {
             ContainerEvent::Failed { .. }
