@@ -12,6 +12,10 @@
 //! File layout: `MAGIC (8) || MAC (32) || artifact`, at
 //! `<dir>/<component digest>-<first 16 hex of engine fingerprint>.cwasm`.
 //! The secret is `<dir>/cache.key`, 32 random bytes created with mode 0600.
+//! Both are read as files the host keeps for itself: a symbolic link, a
+//! FIFO or a device in their place is refused without being followed or
+//! read, and an artifact is read only up to the component size cap
+//! ([`DEFAULT_MAX_COMPONENT_SIZE`], 256 MiB, plus its header).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -24,7 +28,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::audit::{Actor, AuditLog, Entry};
-use crate::boot::{Digest, VerifiedComponent};
+use crate::boot::{BootError, DEFAULT_MAX_COMPONENT_SIZE, Digest, VerifiedComponent, read_private};
 
 use super::RuntimeError;
 use super::bindings::container::ContainerPre;
@@ -37,6 +41,10 @@ use super::outcome::Failure;
 const MAGIC: &[u8; 8] = b"FO1CWASM";
 const MAC_CONTEXT: &[u8] = b"forgeone.compiled-cache.v1\0";
 const HEADER: usize = 8 + 32;
+/// The largest artifact read or written: the component size cap. A larger
+/// file (a cache entry swapped for `/dev/zero`'s worth of bytes) is refused
+/// on its size, never read.
+const MAX_ARTIFACT: u64 = DEFAULT_MAX_COMPONENT_SIZE;
 
 /// Counters of the component store, for tests and operators.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -311,9 +319,18 @@ impl DiskCache {
 
     fn load(&self, digest: Digest) -> CacheRead {
         let path = self.path(digest);
-        let mut bytes = match std::fs::read(&path) {
+        let mut bytes = match read_private(&path, HEADER + MAX_ARTIFACT as usize) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CacheRead::Miss,
+            Err(BootError::Missing { .. }) => return CacheRead::Miss,
+            Err(BootError::TooLarge { size, .. }) => {
+                return CacheRead::Rejected(format!(
+                    "{size} bytes, over the limit of {} bytes",
+                    HEADER as u64 + MAX_ARTIFACT
+                ));
+            }
+            Err(BootError::NotAFile { found, .. }) => {
+                return CacheRead::Rejected(format!("is {found}, not a regular file"));
+            }
             Err(e) => return CacheRead::Rejected(format!("unreadable: {e}")),
         };
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
@@ -333,6 +350,13 @@ impl DiskCache {
     }
 
     fn store(&self, digest: Digest, artifact: &[u8]) -> std::io::Result<()> {
+        if artifact.len() as u64 > MAX_ARTIFACT {
+            // It would be refused when read back.
+            return Err(std::io::Error::other(format!(
+                "artifact of {} bytes is over the limit of {MAX_ARTIFACT} bytes",
+                artifact.len()
+            )));
+        }
         let path = self.path(digest);
         let tmp = self
             .dir
@@ -360,12 +384,17 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], RuntimeError> {
         path: path.to_owned(),
         source,
     };
-    match std::fs::read(path) {
+    // Read as the host's own file: a link (to /dev/zero, say) or a FIFO in
+    // its place is refused, and nothing past 64 bytes is read.
+    match read_private(path, 64) {
         Ok(bytes) => {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt as _;
-                let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+                let mode = std::fs::symlink_metadata(path)
+                    .map_err(io)?
+                    .permissions()
+                    .mode();
                 if mode & 0o077 != 0 {
                     return Err(io(std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
@@ -383,7 +412,7 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], RuntimeError> {
                 ))
             })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(BootError::Missing { .. }) => {
             let mut key = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
             let mut options = std::fs::OpenOptions::new();
@@ -404,6 +433,6 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], RuntimeError> {
                 Err(e) => Err(io(e)),
             }
         }
-        Err(e) => Err(io(e)),
+        Err(e) => Err(io(std::io::Error::other(e))),
     }
 }

@@ -22,6 +22,7 @@ use serde_json::Value as Json;
 
 use crate::guests;
 
+mod bounds;
 mod cache;
 mod capabilities;
 mod faults;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
+use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, VerifiedComponent};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
@@ -166,14 +166,10 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
             args.component.display()
         )));
     }
-    let name = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "component".into());
-    let bytes = std::fs::read(&args.component)
-        .map_err(|e| Failure::input(format!("{}: {e}", args.component.display())))?;
-    let component = VerifiedComponent::unsigned(name, bytes);
+    // The reader signed components go through: a regular file, its size
+    // capped before a byte is read.
+    let component = VerifiedComponent::unsigned_file(&args.component, DEFAULT_MAX_COMPONENT_SIZE)
+        .map_err(|e| Failure::input(format!("unsigned component {e}")))?;
     eprintln!(
         "warning: running UNSIGNED component {} (blake3 {}) because of --allow-unsigned; it runs \
          as trust level `untrusted` and this is recorded in the audit log",
