@@ -20,7 +20,8 @@ use crate::util::{CmdResult, Failure};
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
 pub const RUN_EXIT_CODES: &str = "\
 Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
-  1    refused before running (unverified or unsigned code, policy)
+  1    refused before running (unverified or unsigned code, policy, a component
+       over the engine's structural limits)
   3    could not run: unreadable component, bad audit log or key, I/O error
   124  the --timeout deadline passed
   126  host call denied: the component imports what the host does not provide
@@ -294,7 +295,8 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .launch_container(container, identity)
         .map_err(|e| match e {
             forgeone::RuntimeError::UnsignedRefused { .. }
-            | forgeone::RuntimeError::NetworkRefused { .. } => Failure::check(e),
+            | forgeone::RuntimeError::NetworkRefused { .. }
+            | forgeone::RuntimeError::TooComplex { .. } => Failure::check(e),
             other => Failure::input(other),
         })?;
 
