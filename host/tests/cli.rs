@@ -598,3 +598,43 @@ fn run_allow_unsigned_refuses_a_fifo_and_a_sparse_giant_without_reading_them() {
         assert!(stderr.contains(says), "{file}: {stderr}");
     }
 }
+
+#[test]
+fn run_max_open_files_reaches_the_container_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let run = |n: &str| {
+        forgeone(
+            &[
+                "run",
+                "--allow-unsigned",
+                "--audit-log",
+                "audit.jsonl",
+                "--max-open-files",
+                n,
+                "app.wasm",
+            ],
+            d,
+        )
+    };
+    let out = run("7");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let created: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "container.created")
+        .expect("a container.created record");
+    assert_eq!(created["details"]["limits"]["max_open_files"], 7);
+
+    let out = run("0");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--max-open-files"),
+        "{}",
+        text(&out.stderr)
+    );
+    let help = text(&forgeone(&["run", "--help"], d).stdout);
+    assert!(help.contains("--max-open-files"), "{help}");
+}

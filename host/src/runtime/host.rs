@@ -13,6 +13,7 @@ use crate::identity::{IdentityContext, TrustLevel};
 
 use super::bindings::{identity, log};
 use super::events::ContainerEvent;
+use super::fs_guard::GuardView;
 use super::limits::Limiter;
 use super::output::Capture;
 
@@ -121,11 +122,13 @@ impl HasData for Kernel {
     type Data<'a> = &'a mut KernelCtx;
 }
 
-/// Adds WASI (p2, async) and the kernel imports to `linker`.
-pub(crate) fn add_to_linker<T: WasiView + KernelView + 'static>(
+/// Adds WASI (p2, async, with ForgeOne's filesystem guards) and the kernel
+/// imports to `linker`.
+pub(crate) fn add_to_linker<T: GuardView + KernelView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    super::fs_guard::add_to_linker(linker)?;
     identity::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
     log::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
     Ok(())

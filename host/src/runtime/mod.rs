@@ -40,6 +40,7 @@ mod control;
 mod engine;
 mod error;
 mod events;
+mod fs_guard;
 mod grants;
 mod host;
 mod lifecycle;

@@ -27,7 +27,7 @@ Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
   126  host call denied: the component imports what the host does not provide
   130  stopped (Ctrl-C)
   134  the guest trapped (panic, unreachable, stack overflow, ...)
-  135  the guest hit the --max-memory (or table) limit
+  135  the guest hit the --max-memory (or table) or --max-open-files limit
   137  the guest ran out of --fuel";
 
 /// Run a WebAssembly component (a `wasi:cli/command`) as a container.
@@ -72,6 +72,11 @@ pub struct Args {
     /// Grant an environment variable `K=V`.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     envs: Vec<(String, String)>,
+    /// Host handles the guest may hold open at once (files, directories,
+    /// streams, pollables, sockets); past it the guest's open fails with
+    /// `quota` (EDQUOT).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_open_files: u32,
     /// Output kept per run (stdout and stderr together), e.g. `1MiB`.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_output: u64,
@@ -204,7 +209,9 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
             RunFailure::Exit { code } => u8::try_from(*code).unwrap_or(1),
             RunFailure::Deadline { .. } => 124,
             RunFailure::HostCallDenied { .. } => 126,
-            RunFailure::MemoryLimit { .. } | RunFailure::TableLimit { .. } => 135,
+            RunFailure::MemoryLimit { .. }
+            | RunFailure::TableLimit { .. }
+            | RunFailure::OpenFilesLimit { .. } => 135,
             RunFailure::OutOfFuel { .. } => 137,
             _ => 134,
         },
@@ -271,6 +278,7 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .max_memory(args.max_memory)
         .timeout(Some(args.timeout))
         .max_output(args.max_output)
+        .max_open_files(args.max_open_files as usize)
         .output(sink);
     for grant in &args.dirs {
         container.grant_dir(grant.clone());
