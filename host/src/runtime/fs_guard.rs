@@ -12,8 +12,18 @@
 //!   counted; a run that then fails is reported as
 //!   [`Failure::OpenFilesLimit`], naming the limit, and so is a trap on a
 //!   full table anywhere else (a pollable, a stream).
-//! These are shadowing definitions of functions wasmtime-wasi registered:
-//! each calls wasmtime-wasi's own implementation and checks its result.
+//! - **Symbolic links stay inside.** A guest cannot follow a link out of
+//!   its preopen, but it must not plant one on the host either (a host
+//!   process might follow it). `symlink-at` refuses an absolute target and
+//!   a target whose `..` components climb above the link's own directory,
+//!   with `error-code::not-permitted`. The second rule is stricter than
+//!   "stays inside the preopen" on purpose: a link that climbs even one
+//!   level escapes once the guest renames it (or a directory above it)
+//!   closer to the preopen's root, so only links that point at or below
+//!   their own directory stay inside whatever is renamed later.
+//!
+//! Both are shadowing definitions of functions wasmtime-wasi registered:
+//! each checks, then calls wasmtime-wasi's own implementation.
 //!
 //! [`Limits::max_open_files`]: super::Limits::max_open_files
 //! [`Failure::OpenFilesLimit`]: super::Failure::OpenFilesLimit
@@ -47,6 +57,8 @@ pub(crate) fn table(limits: &Limits) -> ResourceTable {
 pub(crate) trait GuardView: WasiView {
     /// A call was refused because the resource table is full.
     fn handle_refused(&mut self);
+    /// A symbolic link was refused (`target` as the guest gave it).
+    fn symlink_refused(&mut self, target: &str, why: &'static str);
 }
 
 /// True when `error` is a full resource table.
@@ -75,6 +87,25 @@ fn guest_result<T: GuardView, R>(
         }
         Err(trap) => Err(trap),
     }
+}
+
+/// Why a symbolic link to `target` could leave the preopen, if it could.
+pub(crate) fn symlink_target_escapes(target: &str) -> Option<&'static str> {
+    if target.starts_with('/') {
+        return Some("its target is absolute");
+    }
+    let mut depth = 0usize;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return Some("its target climbs above the link's directory"),
+            },
+            _ => depth += 1,
+        }
+    }
+    None
 }
 
 /// Shadows the guarded `wasi:filesystem/types` functions in `linker`
@@ -151,6 +182,24 @@ fn shadow<T: GuardView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()
             Ok((guest_result(host, result)?,))
         },
     )?;
+    types.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |mut store: StoreContextMut<'_, T>,
+         (fd, target, link): (Resource<Descriptor>, String, String)| {
+            Box::new(async move {
+                let host = store.data_mut();
+                if let Some(why) = symlink_target_escapes(&target) {
+                    host.symlink_refused(&target, why);
+                    return Ok((Err(ErrorCode::NotPermitted),));
+                }
+                let result = {
+                    let mut fs = host.filesystem();
+                    HostDescriptor::symlink_at(&mut fs, fd, target, link).await
+                };
+                Ok((guest_result(host, result)?,))
+            })
+        },
+    )?;
     Ok(())
 }
 
@@ -165,11 +214,50 @@ impl GuardView for super::host::Host {
             );
         }
     }
+
+    fn symlink_refused(&mut self, target: &str, why: &'static str) {
+        tracing::warn!(
+            container = %self.kernel.identity.container,
+            target = %crate::audit::Untrusted::new(target),
+            "guest refused a symbolic link: {why}"
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_targets_at_or_below_the_link_stay_inside() {
+        for inside in [
+            "inside.txt",
+            "sub/file",
+            "./x",
+            "sub/../x",
+            "a/b/../../c",
+            "a//b/",
+        ] {
+            assert_eq!(symlink_target_escapes(inside), None, "{inside}");
+        }
+        for (outside, why) in [
+            ("/etc/passwd", "its target is absolute"),
+            ("/", "its target is absolute"),
+            ("..", "its target climbs above the link's directory"),
+            ("../..", "its target climbs above the link's directory"),
+            (
+                "../outside.txt",
+                "its target climbs above the link's directory",
+            ),
+            (
+                "sub/../../x",
+                "its target climbs above the link's directory",
+            ),
+            ("./../x", "its target climbs above the link's directory"),
+        ] {
+            assert_eq!(symlink_target_escapes(outside), Some(why), "{outside}");
+        }
+    }
 
     #[test]
     fn a_table_holds_at_most_the_limit() {

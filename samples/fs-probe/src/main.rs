@@ -13,6 +13,9 @@
 //!   message`); then closes them all and prints `reopened` once a fresh
 //!   open and read work again.
 //! - `open-many-strict N`: the same, but panics at the first error.
+//! - `symlinks`: tries to plant links to an absolute target, to `../..`, to
+//!   `../outside.txt` and to `inside.txt`, one `ok`/`denied` line each, then
+//!   reads through the one inside.
 
 use std::fs;
 use std::path::Path;
@@ -38,6 +41,7 @@ fn main() {
     match args.get(2).map(String::as_str) {
         Some("open-many") => return open_many(root, count(), false),
         Some("open-many-strict") => return open_many(root, count(), true),
+        Some("symlinks") => return symlinks(root),
         _ => {}
     }
 
@@ -86,3 +90,20 @@ fn open_many(root: &Path, n: usize, strict: bool) {
     }
 }
 
+/// Tries to plant symbolic links, then reads through the one inside.
+fn symlinks(root: &Path) {
+    for (target, link) in [
+        ("/etc/passwd", "abs-link"),
+        ("../..", "up-link"),
+        ("../outside.txt", "out-link"),
+        ("inside.txt", "in-link"),
+    ] {
+        #[allow(deprecated)] // the one portable spelling; wasi has no `unix::fs`
+        let made = fs::soft_link(target, root.join(link));
+        report(&format!("symlink {link} -> {target}"), made);
+    }
+    match fs::read_to_string(root.join("in-link")) {
+        Ok(text) => println!("ok read in-link: {}", text.trim()),
+        Err(e) => println!("denied read in-link: {e}"),
+    }
+}

@@ -1,4 +1,5 @@
-//! What a guest may hold on the host: a bounded number of handles.
+//! What a guest may hold and plant on the host through its preopens: a
+//! bounded number of handles, and symbolic links that stay inside.
 
 use super::*;
 
@@ -115,4 +116,33 @@ async fn a_guest_that_fails_at_its_handle_limit_is_reported_as_that_limit() {
     assert_eq!(failed[0]["details"]["reason"], "open-files-limit");
     assert_eq!(failed[0]["details"]["limit"], 32);
     assert!(run_hello(&h).await.is_success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_plant_a_symlink_that_leaves_its_preopen() {
+    let h = Harness::new(|_| {});
+    let dir = data_dir();
+    let data = dir.path().join("data");
+    let (outcome, out) = fs_probe(&h, dir.path(), true, &["symlinks"], |_| {}).await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    let has = |prefix: &str| out.iter().any(|l| l.starts_with(prefix));
+    assert!(has("denied symlink abs-link -> /etc/passwd: "), "{out:#?}");
+    assert!(has("denied symlink up-link -> ../..: "), "{out:#?}");
+    assert!(
+        has("denied symlink out-link -> ../outside.txt: "),
+        "{out:#?}"
+    );
+    assert!(has("ok symlink in-link -> inside.txt"), "{out:#?}");
+    assert!(has("ok read in-link: hello from inside"), "{out:#?}");
+    // Nothing leaving the preopen was planted on the host.
+    for refused in ["abs-link", "up-link", "out-link"] {
+        assert!(
+            std::fs::symlink_metadata(data.join(refused)).is_err(),
+            "{refused} exists"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(data.join("in-link")).unwrap(),
+        Path::new("inside.txt")
+    );
 }
