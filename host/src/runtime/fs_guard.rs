@@ -203,27 +203,6 @@ fn shadow<T: GuardView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()
     Ok(())
 }
 
-impl GuardView for super::host::Host {
-    fn handle_refused(&mut self) {
-        self.limiter.handle_refusals = self.limiter.handle_refusals.saturating_add(1);
-        if self.limiter.handle_refusals == 1 {
-            tracing::warn!(
-                container = %self.kernel.identity.container,
-                limit = self.table.max_capacity(),
-                "guest refused a handle: its open-files limit is reached"
-            );
-        }
-    }
-
-    fn symlink_refused(&mut self, target: &str, why: &'static str) {
-        tracing::warn!(
-            container = %self.kernel.identity.container,
-            target = %crate::audit::Untrusted::new(target),
-            "guest refused a symbolic link: {why}"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

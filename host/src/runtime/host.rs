@@ -97,6 +97,27 @@ impl WasiView for Host {
     }
 }
 
+impl GuardView for Host {
+    fn handle_refused(&mut self) {
+        self.limiter.handle_refusals = self.limiter.handle_refusals.saturating_add(1);
+        if self.limiter.handle_refusals == 1 {
+            tracing::warn!(
+                container = %self.kernel.identity.container,
+                limit = self.table.max_capacity(),
+                "guest refused a handle: its open-files limit is reached"
+            );
+        }
+    }
+
+    fn symlink_refused(&mut self, target: &str, why: &'static str) {
+        tracing::warn!(
+            container = %self.kernel.identity.container,
+            target = %Untrusted::new(target),
+            "guest refused a symbolic link: {why}"
+        );
+    }
+}
+
 /// What the `forgeone:kernel` imports see of the host state.
 #[derive(Debug)]
 pub(crate) struct KernelCtx {

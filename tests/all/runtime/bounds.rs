@@ -76,7 +76,8 @@ async fn the_reported_200k_function_component_is_refused_before_compiling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_structural_limit_is_configurable_and_names_its_number() {
     let bytes = many_functions(20, 4);
-    let cases: [(fn(&mut EngineConfig), &str, &str); 5] = [
+    type Case = (fn(&mut EngineConfig), &'static str, &'static str);
+    let cases: [Case; 5] = [
         (
             |e| {
                 e.max_functions(20);

@@ -113,7 +113,8 @@ async fn a_cache_entry_that_is_a_link_a_fifo_or_oversized_is_refused_unread_and_
     // by a regular file (the link's target untouched).
     let outside = cache.path().join("outside-target");
     std::fs::write(&outside, b"not an artifact").unwrap();
-    let plant: [(&str, &dyn Fn(&Path)); 4] = [
+    type Plant<'a> = (&'static str, &'a dyn Fn(&Path));
+    let plant: [Plant<'_>; 4] = [
         ("is a symbolic link, not a regular file", &|p| {
             std::os::unix::fs::symlink("/dev/zero", p).unwrap()
         }),
