@@ -111,6 +111,13 @@ impl Runtime {
 
     /// Sets up a container (compiles its component once, creates its
     /// record as `Creating`) and returns it with the future that runs it.
+    ///
+    /// A component over the engine's structural limits is refused before
+    /// it is compiled ([`RuntimeError::TooComplex`]). The compile runs on
+    /// the runtime's compile threads; this call waits for it at most the
+    /// container's timeout, after which the container fails with
+    /// [`Failure::Deadline`](crate::runtime::Failure::Deadline) and the
+    /// compile finishes in the background for the next launch.
     pub fn prepare_container(
         &self,
         config: ContainerConfig,
