@@ -864,3 +864,111 @@ fn run_killed_at_random_points_leaves_a_log_the_next_run_recovers() {
         );
     }
 }
+
+/// Runs forgeone like [`forgeone`], but kills it after `limit`: a hang
+/// becomes a failure that says so.
+fn forgeone_within(args: &[&str], dir: &Path, limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FORGEONE_HOST_PUB")
+        .env_remove("FORGEONE_HOST_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run forgeone");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "forgeone {args:?} still running after {limit:?}: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn run_allow_unsigned_refuses_a_fifo_and_a_sparse_giant_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A FIFO with no writer (reading it hung the host) and a 20 GiB sparse
+    // file (reading it drove the host to the OOM killer).
+    let made = Command::new("mkfifo").arg(d.join("fifo.wasm")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    std::fs::File::create(d.join("sparse.wasm"))
+        .unwrap()
+        .set_len(20 << 30)
+        .unwrap();
+    for (file, says) in [
+        (
+            "fifo.wasm",
+            "unsigned component fifo.wasm: is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "sparse.wasm",
+            "unsigned component sparse.wasm is 21474836480 bytes, over the limit of 268435456 bytes",
+        ),
+    ] {
+        // Generous: refusing takes milliseconds; this only turns a hang
+        // into a failure.
+        let out = forgeone_within(
+            &[
+                "run",
+                "--allow-unsigned",
+                "--audit-log",
+                "audit.jsonl",
+                file,
+            ],
+            d,
+            std::time::Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(3), "{file}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(says), "{file}: {stderr}");
+    }
+}
+
+#[test]
+fn run_max_open_files_reaches_the_container_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let run = |n: &str| {
+        forgeone(
+            &[
+                "run",
+                "--allow-unsigned",
+                "--audit-log",
+                "audit.jsonl",
+                "--max-open-files",
+                n,
+                "app.wasm",
+            ],
+            d,
+        )
+    };
+    let out = run("7");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let created: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "container.created")
+        .expect("a container.created record");
+    assert_eq!(created["details"]["limits"]["max_open_files"], 7);
+
+    let out = run("0");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--max-open-files"),
+        "{}",
+        text(&out.stderr)
+    );
+    let help = text(&forgeone(&["run", "--help"], d).stdout);
+    assert!(help.contains("--max-open-files"), "{help}");
+}

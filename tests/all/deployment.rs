@@ -512,3 +512,41 @@ fn network_is_granted_by_the_tenant_not_by_the_workload() {
     assert!(d.workloads[0].capabilities.network);
     assert!(d.policies().get("acme").unwrap().network);
 }
+
+#[test]
+fn open_files_is_a_workload_resource_that_reaches_the_container() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\nresources = {{ open_files = 256 }}\n\n[[workload]]\nname = \"db\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n"
+    );
+    let d = parse(&text).unwrap();
+    let component = || forgeone::boot::VerifiedComponent::unsigned("w", b"\0asm".to_vec());
+    let web = d.workload("web").unwrap();
+    assert_eq!(web.resources.open_files, Some(256));
+    assert_eq!(
+        web.container(component()).current_limits().max_open_files,
+        256
+    );
+    // Absent: the runtime's default.
+    let db = d.workload("db").unwrap();
+    assert_eq!(db.resources.open_files, None);
+    assert_eq!(
+        db.container(component()).current_limits().max_open_files,
+        1024
+    );
+
+    for (value, expect) in [
+        ("0", "resources.open_files: 0 is not between 1 and 1000000"),
+        (
+            "\"2M\"",
+            "resources.open_files: 2000000 is not between 1 and 1000000",
+        ),
+        ("\"many\"", "resources.open_files: bad count `many`"),
+    ] {
+        let text = format!(
+            "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n\n[workload.resources]\nopen_files = {value}\n"
+        );
+        let p = problem(&text);
+        assert!(p.starts_with("12:"), "{p}");
+        assert!(p.contains(&format!("workload `web`: {expect}")), "{p}");
+    }
+}

@@ -54,7 +54,7 @@
 //! restart = "on-failure"                       # never | on-failure | always
 //! worker = 0                                   # pin to executor worker 0; default any
 //! labels = { app = "api" }
-//! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s" }
+//! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s", open_files = 256 }
 //! constraints.location = "eu-*"                # or a list of alternatives
 //! constraints.labels = ["disk in (ssd, nvme)", "tier notin (spot)"]
 //! constraints.anti_affinity = ["app=batch"]

@@ -166,6 +166,8 @@ pub(super) struct RawResources {
     pub(super) timeout: Option<Spanned<units::Scalar>>,
     #[serde(default)]
     pub(super) storage: Option<Spanned<units::Scalar>>,
+    #[serde(default)]
+    pub(super) open_files: Option<Spanned<units::Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]

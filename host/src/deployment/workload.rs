@@ -168,6 +168,10 @@ pub(super) fn workloads(
     out
 }
 
+/// The most handles a workload may ask for (wasmtime's own default cap of
+/// a resource table).
+const MAX_OPEN_FILES: u64 = 1_000_000;
+
 pub(super) fn resources(
     raw: Option<&RawResources>,
     wn: Option<&str>,
@@ -193,6 +197,13 @@ pub(super) fn resources(
     spec.storage = take(&r.storage, "storage", units::size);
     spec.cpu_millis =
         take(&r.cpu, "cpu", units::cpu_millis).map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+    spec.open_files = take(&r.open_files, "open_files", |v| {
+        units::count(v).and_then(|n| match n {
+            1..=MAX_OPEN_FILES => Ok(n),
+            _ => Err(format!("{n} is not between 1 and {MAX_OPEN_FILES}")),
+        })
+    })
+    .map(|n| n as u32);
     if let Some(t) = &r.timeout {
         match units::duration(t.get_ref()) {
             Ok(d) => spec.timeout = Some(d),

@@ -43,6 +43,13 @@ pub struct Limits {
     /// `container.output_dropped` record at the end of the run says how
     /// much. Output still reaches the caller. Default: 1 MiB.
     pub max_audit_bytes: u64,
+    /// Host handles the guest may hold open at once: files and
+    /// directories, streams, directory listings, pollables, sockets. A
+    /// filesystem call that would open one more returns
+    /// `error-code::quota` to the guest (a run that then fails is reported
+    /// as [`Failure::OpenFilesLimit`](super::Failure::OpenFilesLimit)).
+    /// Default: 1,024.
+    pub max_open_files: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +64,7 @@ impl Default for Limits {
             max_line: 4096,
             max_log_lines: 10_000,
             max_audit_bytes: 1024 * 1024,
+            max_open_files: 1024,
         }
     }
 }
@@ -88,6 +96,9 @@ pub(crate) struct Limiter {
     /// The last refused table growth: elements it asked for.
     pub(crate) table_refused: Option<u64>,
     pub(crate) table_refusals: u32,
+    /// Calls refused because the resource table was full (see
+    /// `fs_guard`).
+    pub(crate) handle_refusals: u32,
     pub(crate) control: Option<Arc<Control>>,
 }
 
@@ -110,6 +121,7 @@ impl Limiter {
             memory_refusals: 0,
             table_refused: None,
             table_refusals: 0,
+            handle_refusals: 0,
             control,
         }
     }

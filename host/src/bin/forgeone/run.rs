@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use forgeone::SigningKey;
 use forgeone::audit::{self, AuditConfig, AuditLog};
-use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
+use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, VerifiedComponent};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
@@ -20,7 +20,8 @@ use crate::util::{CmdResult, Failure};
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
 pub const RUN_EXIT_CODES: &str = "\
 Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
-  1    refused before running (unverified or unsigned code, policy)
+  1    refused before running (unverified or unsigned code, policy, a component
+       over the engine's structural limits)
   3    could not run: unreadable component, bad audit log or key, I/O error;
        or stopped because the audit log could not be written (the message
        names the log)
@@ -28,7 +29,7 @@ Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
   126  host call denied: the component imports what the host does not provide
   130  stopped (Ctrl-C)
   134  the guest trapped (panic, unreachable, stack overflow, ...)
-  135  the guest hit the --max-memory (or table) limit
+  135  the guest hit the --max-memory (or table) or --max-open-files limit
   137  the guest ran out of --fuel";
 
 /// Run a WebAssembly component (a `wasi:cli/command`) as a container.
@@ -73,6 +74,11 @@ pub struct Args {
     /// Grant an environment variable `K=V`.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     envs: Vec<(String, String)>,
+    /// Host handles the guest may hold open at once (files, directories,
+    /// streams, pollables, sockets); past it the guest's open fails with
+    /// `quota` (EDQUOT).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_open_files: u32,
     /// Output kept per run (stdout and stderr together), e.g. `1MiB`.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_output: u64,
@@ -168,14 +174,10 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
             args.component.display()
         )));
     }
-    let name = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "component".into());
-    let bytes = std::fs::read(&args.component)
-        .map_err(|e| Failure::input(format!("{}: {e}", args.component.display())))?;
-    let component = VerifiedComponent::unsigned(name, bytes);
+    // The reader signed components go through: a regular file, its size
+    // capped before a byte is read.
+    let component = VerifiedComponent::unsigned_file(&args.component, DEFAULT_MAX_COMPONENT_SIZE)
+        .map_err(|e| Failure::input(format!("unsigned component {e}")))?;
     eprintln!(
         "warning: running UNSIGNED component {} (blake3 {}) because of --allow-unsigned; it runs \
          as trust level `untrusted` and this is recorded in the audit log",
@@ -209,7 +211,9 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
             RunFailure::Exit { code } => u8::try_from(*code).unwrap_or(1),
             RunFailure::Deadline { .. } => 124,
             RunFailure::HostCallDenied { .. } => 126,
-            RunFailure::MemoryLimit { .. } | RunFailure::TableLimit { .. } => 135,
+            RunFailure::MemoryLimit { .. }
+            | RunFailure::TableLimit { .. }
+            | RunFailure::OpenFilesLimit { .. } => 135,
             RunFailure::OutOfFuel { .. } => 137,
             RunFailure::AuditUnavailable { .. } => 3,
             _ => 134,
@@ -281,6 +285,7 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .max_memory(args.max_memory)
         .timeout(Some(args.timeout))
         .max_output(args.max_output)
+        .max_open_files(args.max_open_files as usize)
         .output(sink);
     for grant in &args.dirs {
         container.grant_dir(grant.clone());
@@ -305,7 +310,8 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .launch_container(container, identity)
         .map_err(|e| match e {
             forgeone::RuntimeError::UnsignedRefused { .. }
-            | forgeone::RuntimeError::NetworkRefused { .. } => Failure::check(e),
+            | forgeone::RuntimeError::NetworkRefused { .. }
+            | forgeone::RuntimeError::TooComplex { .. } => Failure::check(e),
             other => Failure::input(other),
         })?;
 

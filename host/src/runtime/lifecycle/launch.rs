@@ -111,34 +111,59 @@ impl Runtime {
         Ok(identity)
     }
 
-    /// The compiled form of `component`. One that cannot be compiled is
-    /// refused with a `container.compile_failed` record naming it, its
-    /// digest and the compiler's error (capped at 4 KiB).
+    /// The compiled form of `component`, waiting for it as long as it
+    /// takes (plugins; see [`Runtime::compiled_within`]).
     pub(crate) fn compiled(
         &self,
         component: &VerifiedComponent,
         identity: &IdentityContext,
         subject: Option<Uuid>,
     ) -> Result<Arc<Compiled>, RuntimeError> {
-        self.inner.store.get(component).inspect_err(|error| {
-            let digest = component.digest().to_hex();
-            let event = ContainerEvent::CompileFailed {
-                name: component.name().to_string(),
-                digest: digest.clone(),
-                error: caps::cap(error.to_string(), caps::COMPILE_ERROR),
-            };
-            let mut entry = Entry::owned(event).actor(identity).component(digest);
-            if let Some(id) = subject {
-                entry = entry.container(id);
-            }
-            if let Err(e) = self.audit(entry) {
-                tracing::error!(component = component.name(), "audit append failed: {e}");
-            }
-        })
+        Ok(self
+            .compiled_within(component, identity, subject, None)?
+            .expect("a wait without a deadline ends with the compile"))
+    }
+
+    /// The compiled form of `component`, waiting at most `timeout` for its
+    /// compile (`Ok(None)` past it). One that is refused or cannot be
+    /// compiled is refused with a `container.compile_failed` record naming
+    /// it, its digest and the compiler's error (capped at 4 KiB).
+    pub(crate) fn compiled_within(
+        &self,
+        component: &VerifiedComponent,
+        identity: &IdentityContext,
+        subject: Option<Uuid>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Arc<Compiled>>, RuntimeError> {
+        self.inner
+            .store
+            .get_within(component, timeout)
+            .inspect_err(|error| {
+                let digest = component.digest().to_hex();
+                let event = ContainerEvent::CompileFailed {
+                    name: component.name().to_string(),
+                    digest: digest.clone(),
+                    error: caps::cap(error.to_string(), caps::COMPILE_ERROR),
+                };
+                let mut entry = Entry::owned(event).actor(identity).component(digest);
+                if let Some(id) = subject {
+                    entry = entry.container(id);
+                }
+                if let Err(e) = self.audit(entry) {
+                    tracing::error!(component = component.name(), "audit append failed: {e}");
+                }
+            })
     }
 
     /// Sets up a container (compiles its component once, creates its
     /// record as `Creating`) and returns it with the future that runs it.
+    ///
+    /// A component over the engine's structural limits is refused before
+    /// it is compiled ([`RuntimeError::TooComplex`]). The compile runs on
+    /// the runtime's compile threads; this call waits for it at most the
+    /// container's timeout, after which the container fails with
+    /// [`Failure::Deadline`](crate::runtime::Failure::Deadline) and the
+    /// compile finishes in the background for the next launch.
     pub fn prepare_container(
         &self,
         config: ContainerConfig,
@@ -153,10 +178,19 @@ impl Runtime {
             self.audit(Entry::owned(event).container(id).actor(&identity))?;
             return Err(RuntimeError::NetworkRefused { name: config.name });
         }
-        let compiled = self.compiled(&config.component, &identity, Some(id))?;
+        // The compile counts against the container's deadline: past it the
+        // container fails with a timeout (the compile finishes in the
+        // background, for the next launch) and what is left is the run's.
+        let waited = std::time::Instant::now();
+        let timeout = config.limits.timeout;
+        let compiled = self
+            .compiled_within(&config.component, &identity, Some(id), timeout)?
+            .ok_or(Failure::Deadline {
+                timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+            });
         let who = Arc::new(guest_identity(id, &config, identity.clone()));
-        let spec = match &compiled.pre {
-            Ok(_) => Some(RunSpec {
+        let spec = match &compiled {
+            Ok(compiled) if compiled.pre.is_ok() => Some(RunSpec {
                 pre: compiled
                     .command
                     .clone()
@@ -169,7 +203,7 @@ impl Runtime {
                 audit: self.inner.audit.clone(),
                 fuel_yield_interval: self.inner.config.engine.fuel_yield_interval,
             }),
-            Err(_) => None,
+            _ => None,
         };
         let ctx = ContainerContext {
             id,
@@ -207,6 +241,7 @@ impl Runtime {
         };
         self.audit(who.entry(event))?;
         let control = Arc::new(Control::default());
+        control.charge(waited.elapsed());
         let (settled, _) = tokio::sync::watch::channel(None);
         self.containers().insert(
             id,
@@ -223,15 +258,13 @@ impl Runtime {
         let future: Pin<Box<dyn Future<Output = Outcome> + Send>> = match spec {
             Some(spec) => Box::pin(async move { runtime.supervise(id, control, spec).await }),
             None => {
-                let failure =
-                    compiled
-                        .pre
-                        .as_ref()
-                        .err()
-                        .cloned()
-                        .unwrap_or(Failure::Instantiate {
-                            message: "cannot link".into(),
-                        });
+                let failure = match compiled {
+                    Ok(compiled) => compiled.pre.as_ref().err().cloned(),
+                    Err(deadline) => Some(deadline),
+                }
+                .unwrap_or(Failure::Instantiate {
+                    message: "cannot link".into(),
+                });
                 Box::pin(async move { runtime.link_failed(id, failure).await })
             }
         };
