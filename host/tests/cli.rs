@@ -530,3 +530,69 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
         before
     );
 }
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every private key and the cache secret get one check, as ssh's: open to
+/// group or others is refused, naming the file and the `chmod` that fixes it.
+#[cfg(unix)]
+#[test]
+fn private_keys_readable_by_others_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    let run = || {
+        forgeone(
+            &[
+                "run",
+                "--host-key",
+                "keys/host.pem",
+                "--anchor",
+                "anchor.json",
+                "--state-dir",
+                "state",
+                "app.wasm",
+            ],
+            d,
+        )
+    };
+    assert!(run().status.success(), "{}", text(&run().stderr));
+    let refused = |out: &Output, file: &str, mode: &str| {
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("(mode {mode})"))
+                && stderr.contains(&format!("run `chmod 600 {file}`")),
+            "{stderr}"
+        );
+    };
+
+    // The host key, for `run` and for `up`.
+    chmod(&d.join("keys/host.pem"), 0o644);
+    refused(&run(), "keys/host.pem", "0644");
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    refused(&out, "keys/host.pem", "0644");
+    assert!(
+        !text(&out.stderr).contains("keygen"),
+        "{}",
+        text(&out.stderr)
+    );
+    chmod(&d.join("keys/host.pem"), 0o600);
+
+    // A release key, for `sign` (and every other command that signs).
+    chmod(&d.join("keys/release.pem"), 0o640);
+    let out = forgeone(&["sign", "app.wasm", "--key", "keys/release.pem"], d);
+    refused(&out, "keys/release.pem", "0640");
+    chmod(&d.join("keys/release.pem"), 0o600);
+
+    // The compiled cache's secret: the same check, the same advice.
+    chmod(&d.join("state/cache/cache.key"), 0o604);
+    refused(&run(), "state/cache/cache.key", "0604");
+    chmod(&d.join("state/cache/cache.key"), 0o600);
+    assert!(run().status.success(), "{}", text(&run().stderr));
+}

@@ -185,8 +185,10 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
 
 fn host_key(args: &Args) -> Result<SigningKey, Failure> {
     match &args.host_key {
-        Some(path) => SigningKey::from_file(path)
-            .map_err(|e| Failure::input(format!("host key {}: {e}", path.display()))),
+        // The error names the file.
+        Some(path) => {
+            SigningKey::from_file(path).map_err(|e| Failure::input(format!("host key {e}")))
+        }
         None => {
             let key = SigningKey::generate();
             eprintln!(

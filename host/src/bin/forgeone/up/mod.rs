@@ -17,7 +17,7 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{BootContext, BootOutcome};
 use forgeone::kernel::{Kernel, KernelConfig, KernelError, NotRun, ScheduleReport};
 use forgeone::runtime::{OutputLine, OutputSink};
-use forgeone::{Deployment, SigningKey};
+use forgeone::{Deployment, KeyError, SigningKey};
 use serde_json::json;
 
 use crate::util::{CmdResult, Failure};
@@ -136,12 +136,15 @@ pub fn run(args: Args) -> CmdResult {
             settings.state_dir.display()
         ))
     })?;
-    let key = SigningKey::from_file(&settings.host_key).map_err(|e| {
-        Failure::input(format!(
-            "host key {}: {e} (make one with `forgeone keygen --out {}`)",
-            settings.host_key.display(),
-            settings.host_key.with_extension("").display()
-        ))
+    let key = SigningKey::from_file(&settings.host_key).map_err(|e| match e {
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Failure::input(format!(
+                "host key {}: {source} (make one with `forgeone keygen {}`)",
+                settings.host_key.display(),
+                settings.host_key.display()
+            ))
+        }
+        e => Failure::input(format!("host key {e}")),
     })?;
     let host_public = key.public().clone();
     let audit = AuditLog::open(&settings.audit_log, copy_key(&key)?, &AuditConfig::new())
