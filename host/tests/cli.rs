@@ -596,3 +596,107 @@ fn private_keys_readable_by_others_are_refused_with_the_fix() {
     chmod(&d.join("state/cache/cache.key"), 0o600);
     assert!(run().status.success(), "{}", text(&run().stderr));
 }
+
+/// Input the host would refuse later, or misread, is refused where it is
+/// given, with an error that names it.
+#[test]
+fn bad_input_is_refused_where_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+
+    // A manifest whose component version is the release `up1`: boot
+    // refuses it as not semver, so creating it is refused.
+    let create = |release: &str, component: &str| {
+        forgeone(
+            &[
+                "manifest",
+                "create",
+                "--release",
+                release,
+                "--manifest-version",
+                "1",
+                "--key",
+                "keys/release.pem",
+                "--output",
+                "boot-manifest.json",
+                component,
+            ],
+            d,
+        )
+    };
+    let out = create("up1", "app.wasm");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("version `up1` is not a semantic version")
+            && stderr.contains("NAME@VERSION=PATH"),
+        "{stderr}"
+    );
+    assert!(!d.join("boot-manifest.json").exists());
+    let out = create("up1", "app@1.0.0=app.wasm");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An expiry in the past, for a signature (and an anchor or a manifest).
+    for past in ["2020-01-01T00:00:00Z", "0s"] {
+        let out = forgeone(
+            &[
+                "sign",
+                "app.wasm",
+                "--key",
+                "keys/release.pem",
+                "--expires",
+                past,
+            ],
+            d,
+        );
+        assert_eq!(out.status.code(), Some(2), "{past}");
+        assert!(
+            text(&out.stderr).contains("is not in the future"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    // Sizes that overflow are refused, not saturated.
+    for (flag, size) in [
+        ("--max-memory", "18446744073709551615TiB"),
+        ("--max-output", "16EiB"),
+    ] {
+        let out = forgeone(&["run", "--allow-unsigned", flag, size, "app.wasm"], d);
+        assert_eq!(out.status.code(), Some(2), "{flag} {size}");
+        assert!(
+            text(&out.stderr).contains("is over the largest size, 16 EiB"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = forgeone(&["boot", "--max-component-size", "17EiB", "--help"], d);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("size `17EiB` is over the largest size"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Control characters in names: refused, and escaped in the error.
+    let hostile = DEPLOYMENT_HEAD
+        .replace("name = \"acme\"", "name = \"acme\\u001b[2J\\nroot\"")
+        .replace(
+            "tenant = \"acme\"",
+            "tenant = \"acme\"\nprincipal = \"svc\\u001b]0;x\\u0007\"",
+        );
+    std::fs::write(d.join("forgeone.toml"), hostile).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad tenant name: `acme\\x1b[2J\\nroot` contains the control character")
+            && stderr.contains("bad principal: `svc\\x1b]0;x\\x07`"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "{stderr:?}"
+    );
+}

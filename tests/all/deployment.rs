@@ -133,6 +133,17 @@ fn bad_units_are_errors_naming_the_line_and_workload() {
             "resources.timeout: bad duration `5 parsecs`",
         ),
         ("cpu", "\"half\"", "resources.cpu: bad cpu `half`"),
+        // Refused, never saturated to 16 EiB.
+        (
+            "memory",
+            "\"18446744073709551615TiB\"",
+            "resources.memory: size `18446744073709551615TiB` is over the largest size, 16 EiB",
+        ),
+        (
+            "storage",
+            "\"16EiB\"",
+            "resources.storage: size `16EiB` is over the largest size",
+        ),
     ] {
         let text = format!(
             "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n\n[workload.resources]\n{field} = {value}\n"
@@ -511,4 +522,53 @@ fn network_is_granted_by_the_tenant_not_by_the_workload() {
     assert!(d.tenant("acme").unwrap().network);
     assert!(d.workloads[0].capabilities.network);
     assert!(d.policies().get("acme").unwrap().network);
+}
+
+#[test]
+fn names_with_control_characters_are_refused_and_never_echoed_raw() {
+    let cases = [
+        // A tenant named with an escape sequence and a newline.
+        (
+            "boot = \"signatures\"\n[[tenant]]\nname = \"acme\\u001b[2J\\nroot\"\n",
+            "3:8: bad tenant name: `acme\\x1b[2J\\nroot` contains the control character U+001B; names are shown on terminals and in logs",
+        ),
+        (
+            "boot = \"signatures\"\n[[tenant]]\nname = \"\"\n",
+            "3:8: bad tenant name: it is empty",
+        ),
+        // A principal with a carriage return, another with a line separator.
+        (
+            &format!(
+                "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nprincipal = \"svc\\rroot\"\n"
+            ),
+            "10:13: workload `a`: bad principal: `svc\\rroot` contains the control character U+000D; names are shown on terminals and in logs",
+        ),
+    ];
+    for (text, expect) in cases {
+        assert_eq!(problem(text), expect);
+    }
+    let p = problem(&format!(
+        "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nprincipal = \"svc\\u2028root\"\n"
+    ));
+    assert!(
+        p.starts_with("10:13: workload `a`: bad principal: `svc")
+            && p.ends_with("root` contains the control character U+2028; names are shown on terminals and in logs"),
+        "{p}"
+    );
+    // A workload name, and the tenant it names: every problem is escaped,
+    // the workload it concerns too.
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"w\\u001b]0;pwned\\u0007\"\ncomponent = \"a.wasm\"\ntenant = \"ac\\nme\"\n"
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        !err.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in: {err:?}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("workload `w\\x1b]0;pwned\\x07`: bad workload name"),
+        "{err}"
+    );
+    assert!(err.contains("unknown tenant `ac\\nme`"), "{err}");
 }

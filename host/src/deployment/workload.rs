@@ -81,6 +81,11 @@ pub(super) fn workloads(
             }
             Some(_) => {}
         }
+        if let Some(p) = &w.principal
+            && let Err(e) = units::check_name(p.get_ref())
+        {
+            cx.push(p.span(), wn, format!("bad principal: {e}"));
+        }
         let restart = w
             .restart
             .as_ref()
@@ -156,7 +161,10 @@ pub(super) fn workloads(
             signature: w.signature.as_ref().map(|s| resolve(base, s.get_ref())),
             priority,
             tenant: tenant_name.clone(),
-            principal: w.principal.clone().unwrap_or_else(|| name.to_string()),
+            principal: w
+                .principal
+                .as_ref()
+                .map_or_else(|| name.to_string(), |p| p.get_ref().clone()),
             labels,
             resources,
             constraints,

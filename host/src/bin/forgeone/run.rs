@@ -9,6 +9,7 @@ use std::time::Duration;
 use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
+use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
@@ -107,12 +108,6 @@ pub struct Args {
     /// Arguments for the guest (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("`{text}` is not a size like 64MiB: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
