@@ -700,3 +700,62 @@ fn bad_input_is_refused_where_it_is_given() {
         "{stderr:?}"
     );
 }
+
+/// `plan` refuses what `up` refuses: a workload pinned to an executor
+/// worker the host will not have (`--workers`, by default one per core).
+#[test]
+fn plan_and_up_agree_on_worker_affinity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    let deployment = format!(
+        "{DEPLOYMENT_HEAD}\n[[workload]]\nname = \"pinned\"\ncomponent = \"app.wasm\"\n\
+         tenant = \"acme\"\nworker = 1\n\n[[workload]]\nname = \"far\"\ncomponent = \"app.wasm\"\n\
+         tenant = \"acme\"\nworker = 9999\n"
+    );
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    for workers in ["2", "1"] {
+        let plan = forgeone(
+            &["plan", "forgeone.toml", "--json", "--workers", workers],
+            d,
+        );
+        assert_eq!(plan.status.code(), Some(1), "{}", text(&plan.stderr));
+        let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+        let planned = |name: &str| {
+            plan["workloads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        let up = forgeone(&["up", "forgeone.toml", "--json", "--workers", workers], d);
+        assert_eq!(up.status.code(), Some(1), "{}", text(&up.stderr));
+        let events = json_events(&up);
+        for name in ["api", "pinned", "far"] {
+            let placed = events
+                .iter()
+                .any(|e| e["event"] == "placed" && e["workload"] == name);
+            assert_eq!(
+                planned(name)["placed"],
+                placed,
+                "--workers {workers}: `{name}`: plan {} but up {events:#?}",
+                planned(name)
+            );
+        }
+        let far = planned("far");
+        assert_eq!(
+            far["error"],
+            format!("no worker 9999: the executor has {workers}")
+        );
+        let refused = event(&events, "refused", "far");
+        assert!(
+            refused["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no worker 9999"),
+            "{refused}"
+        );
+    }
+}

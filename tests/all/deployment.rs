@@ -293,7 +293,7 @@ constraints.preferred = [{{ network = "infiniband" }}]
     );
     let d = parse(&text).unwrap();
     let inventory = StaticInventory::new(deployment::read_nodes(data("nodes.toml")).unwrap());
-    let err = d.plan(Arc::new(inventory)).unwrap_err();
+    let err = d.plan(Arc::new(inventory), 4).unwrap_err();
     let PlanError::Deployment(err) = err else {
         panic!("{err}")
     };
@@ -335,7 +335,7 @@ fn nodes_files_are_strict_too() {
 fn the_sample_plan_places_what_fits_and_explains_the_rest() {
     let d = Deployment::from_file(data("forgeone.toml")).unwrap();
     let inventory = StaticInventory::new(deployment::read_nodes(data("nodes.toml")).unwrap());
-    let plan = d.plan(Arc::new(inventory)).unwrap();
+    let plan = d.plan(Arc::new(inventory), 4).unwrap();
     assert_eq!(plan.nodes, 8);
     assert!(!plan.all_placed());
     let get = |name: &str| plan.workloads.iter().find(|w| w.name == name).unwrap();
@@ -419,6 +419,36 @@ fn worker_affinity_is_parsed() {
         "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nworker = -1\n"
     ))
     .contains("invalid value: integer `-1`"));
+}
+
+#[test]
+fn a_plan_refuses_a_worker_the_executor_will_not_have() {
+    let d = parse(&format!(
+        "{TENANT}\n[[workload]]\nname = \"pinned\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n\
+         worker = 1\n\n[[workload]]\nname = \"far\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n\
+         worker = 9999\n"
+    ))
+    .unwrap();
+    let node = || StaticInventory::new(vec![d.node.node(4)]);
+    let plan = d.plan(Arc::new(node()), 2).unwrap();
+    assert!(plan.workloads[0].result.is_ok());
+    let err = plan.workloads[1].result.as_ref().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ScheduleError::NoSuchWorker {
+                worker: 9999,
+                workers: 2
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "no worker 9999: the executor has 2");
+    assert!(!plan.all_placed());
+    // With one worker, worker 1 does not exist either.
+    let plan = d.plan(Arc::new(node()), 1).unwrap();
+    assert!(plan.workloads.iter().all(|w| w.result.is_err()));
+    assert_eq!(plan.metrics.decisions, 0, "refused work takes no placement");
 }
 
 #[test]
