@@ -759,3 +759,262 @@ fn plan_and_up_agree_on_worker_affinity() {
         );
     }
 }
+
+/// A command component that loops until it runs out of fuel (or is
+/// stopped at a fuel yield point).
+const LOOP: &str = r#"
+(component
+  (core module $m (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))
+  (core instance $i (instantiate $m))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.12" (instance $run-instance)))
+"#;
+
+/// `forgeone` running in the background: its stderr lines as they come,
+/// its stdout drained (so a full pipe never blocks it).
+#[cfg(unix)]
+struct Background {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+}
+
+#[cfg(unix)]
+impl Background {
+    fn spawn(args: &[&str], dir: &Path) -> Background {
+        use std::io::{BufRead as _, Read as _};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("FORGEONE_HOST_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run forgeone");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        });
+        Background {
+            child,
+            stderr: lines,
+            stdout,
+        }
+    }
+
+    /// Polls (with a cap) until `ready` holds.
+    fn until(&mut self, what: &str, mut ready: impl FnMut(&Background) -> bool) {
+        let start = std::time::Instant::now();
+        while !ready(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited ({status}) before {what}: {}", self.stderr());
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "no {what} after 60 s: {}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most `cap`) for the process to end: its exit code, how
+    /// long it took, its stdout and stderr.
+    fn finish(mut self, cap: std::time::Duration) -> (Option<i32>, std::time::Duration, String) {
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > cap {
+                let _ = self.child.kill();
+                panic!("still running {cap:?} after the signal: {}", self.stderr());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let took = start.elapsed();
+        let stdout = text(&self.stdout.join().unwrap());
+        // The stderr reader ends with the process.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().join("\n");
+        (status.code(), took, format!("{stdout}\n{stderr}"))
+    }
+}
+
+/// A signed `loop.wasm` beside TRIVIAL's keys and anchor.
+#[cfg(unix)]
+fn signed_loop(d: &Path) {
+    signed_app(d);
+    std::fs::write(d.join("loop.wasm"), wat::parse_str(LOOP).unwrap()).unwrap();
+    let out = forgeone(&["sign", "loop.wasm", "--key", "keys/release.pem"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Strict verification with the host key: every record is sealed.
+#[cfg(unix)]
+fn assert_sealed(d: &Path, log: &str) {
+    let out = forgeone(&["audit", "verify", log, "--key", "keys/host.pub.pem"], d);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+fn audit_has(d: &Path, log: &str, kind: &str) -> bool {
+    std::fs::read_to_string(d.join(log)).is_ok_and(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
+}
+
+/// SIGTERM is Ctrl-C's twin for `run` and `up`: the containers are
+/// stopped, the audit log is sealed (strict verification passes) and the
+/// exit code is 143.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_run_and_up_and_seals_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_loop(d);
+
+    let mut run = Background::spawn(
+        &[
+            "run",
+            "--host-key",
+            "keys/host.pem",
+            "--anchor",
+            "anchor.json",
+            "--audit-log",
+            "run.jsonl",
+            "--fuel",
+            "1000000000000000",
+            "--timeout",
+            "1h",
+            "loop.wasm",
+        ],
+        d,
+    );
+    run.until("a started container", |_| {
+        audit_has(d, "run.jsonl", "container.started")
+    });
+    run.signal("TERM");
+    let (code, _, output) = run.finish(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(output.contains("forgeone: stopping (SIGTERM)"), "{output}");
+    assert_sealed(d, "run.jsonl");
+
+    let deployment = DEPLOYMENT_HEAD.replace(
+        "component = \"app.wasm\"",
+        "component = \"loop.wasm\"\nresources = { fuel = \"1000T\", timeout = \"1h\" }",
+    );
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    let mut up = Background::spawn(&["up", "forgeone.toml"], d);
+    up.until("a started container", |_| {
+        audit_has(d, "audit.jsonl", "container.started")
+    });
+    up.signal("TERM");
+    let (code, _, output) = up.finish(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(
+        output.contains("stopping every container (SIGTERM)"),
+        "{output}"
+    );
+    assert!(output.contains("audit: verified"), "{output}");
+    assert!(audit_has(d, "audit.jsonl", "schedule.drain"));
+    assert_sealed(d, "audit.jsonl");
+
+    // The exit codes are documented.
+    for command in ["run", "up"] {
+        let help = text(&forgeone(&[command, "--help"], d).stdout);
+        assert!(help.contains("143  stopped by SIGTERM"), "{help}");
+    }
+}
+
+/// A signal sent while `up` is still starting (booting, placing hundreds
+/// of workloads) or while `run` is still preparing is not lost: it ends the
+/// command promptly, with its exit code and a sealed log.
+#[cfg(unix)]
+#[test]
+fn a_signal_during_start_up_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_loop(d);
+    let mut deployment = DEPLOYMENT_HEAD.replace("name = \"api\"", "name = \"w0\"").replace(
+        "component = \"app.wasm\"",
+        "component = \"loop.wasm\"\nresources = { fuel = \"1000T\", cpu = \"1m\", timeout = \"1h\" }",
+    );
+    deployment = deployment.replace(
+        "zone = \"eu-west-1a\"",
+        "zone = \"eu-west-1a\"\nmemory = \"1TiB\"",
+    );
+    for i in 1..300 {
+        deployment.push_str(&format!(
+            "\n[[workload]]\nname = \"w{i}\"\ncomponent = \"loop.wasm\"\ntenant = \"acme\"\n\
+             resources = {{ fuel = \"1000T\", cpu = \"1m\", timeout = \"1h\" }}\n"
+        ));
+    }
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let _ = std::fs::remove_file(d.join("audit.jsonl"));
+        let mut up = Background::spawn(&["up", "forgeone.toml"], d);
+        // The first line it prints: it has not booted yet.
+        up.until("a first line", |up| !up.stderr.lock().unwrap().is_empty());
+        up.signal(signal);
+        let (exit, took, output) = up.finish(std::time::Duration::from_secs(60));
+        assert_eq!(exit, Some(code), "SIG{signal} after {took:?}: {output}");
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "SIG{signal}: {took:?}"
+        );
+        assert_sealed(d, "audit.jsonl");
+    }
+
+    let mut run = Background::spawn(
+        &[
+            "run",
+            "--host-key",
+            "keys/host.pem",
+            "--anchor",
+            "anchor.json",
+            "--audit-log",
+            "run.jsonl",
+            "--fuel",
+            "1000000000000000",
+            "--timeout",
+            "1h",
+            "loop.wasm",
+        ],
+        d,
+    );
+    run.until("a first line", |run| !run.stderr.lock().unwrap().is_empty());
+    run.signal("TERM");
+    let (exit, _, output) = run.finish(std::time::Duration::from_secs(30));
+    assert_eq!(exit, Some(143), "{output}");
+    assert_sealed(d, "run.jsonl");
+}

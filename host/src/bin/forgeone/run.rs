@@ -16,6 +16,7 @@ use forgeone::runtime::{
     RuntimeConfig, Stream,
 };
 
+use crate::signals::Signals;
 use crate::util::{CmdResult, Failure};
 
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
@@ -25,7 +26,8 @@ Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
   3    could not run: unreadable component, bad audit log or key, I/O error
   124  the --timeout deadline passed
   126  host call denied: the component imports what the host does not provide
-  130  stopped (Ctrl-C)
+  130  stopped by SIGINT (Ctrl-C): the container was stopped, the log sealed
+  143  stopped by SIGTERM: likewise
   134  the guest trapped (panic, unreachable, stack overflow, ...)
   135  the guest hit the --max-memory (or table) limit
   137  the guest ran out of --fuel";
@@ -213,6 +215,14 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    // First, before anything slow: from here on SIGINT and SIGTERM stop
+    // the run (at any moment) rather than end the process.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
+    let signals = Signals::install(&tokio)
+        .map_err(|e| Failure::input(format!("cannot handle signals: {e}")))?;
     let key = host_key(&args)?;
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
@@ -230,18 +240,29 @@ pub fn run(args: Args) -> CmdResult {
         }
     };
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-    let result = tokio.block_on(run_container(&args, component, audit.clone()));
+    let result = match signals.received() {
+        // Stopped before the container was created: nothing ran.
+        Some(signal) => {
+            eprintln!(
+                "forgeone: stopping ({}) before the container started",
+                signal.name()
+            );
+            Ok(ExitCode::from(signal.exit_code()))
+        }
+        None => tokio.block_on(run_container(&args, component, audit.clone(), signals)),
+    };
     if let Err(e) = audit.close() {
         eprintln!("warning: closing the audit log: {e}");
     }
     result
 }
 
-async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLog) -> CmdResult {
+async fn run_container(
+    args: &Args,
+    component: VerifiedComponent,
+    audit: AuditLog,
+    mut signals: Signals,
+) -> CmdResult {
     let mut config = RuntimeConfig::new();
     config.allow_unsigned(args.allow_unsigned);
     if !args.no_cache {
@@ -299,26 +320,32 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
             other => Failure::input(other),
         })?;
 
-    let outcome = tokio::select! {
-        outcome = runtime.wait(id) => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("forgeone: stopping (Ctrl-C)");
+    // A signal that arrived while the container was being created is
+    // returned at once here.
+    let (outcome, signal) = tokio::select! {
+        outcome = runtime.wait(id) => (outcome, None),
+        (signal, _) = signals.next() => {
+            eprintln!("forgeone: stopping ({})", signal.name());
             let _ = runtime.stop_with_grace(id, Duration::ZERO);
-            runtime.wait(id).await
+            (runtime.wait(id).await, Some(signal))
         }
-    }
-    .map_err(|e| Failure::input(e.to_string()))?;
-    print_outcome(args, id, &outcome);
-    Ok(ExitCode::from(exit_code_for(&outcome)))
+    };
+    let outcome = outcome.map_err(|e| Failure::input(e.to_string()))?;
+    let code = match (signal, &outcome.end) {
+        (Some(signal), RunEnd::Stopped { .. }) => signal.exit_code(),
+        _ => exit_code_for(&outcome),
+    };
+    print_outcome(args, id, &outcome, code);
+    Ok(ExitCode::from(code))
 }
 
-fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome) {
+fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome, code: u8) {
     let stats = &outcome.stats;
     if args.json {
         let json = serde_json::json!({
             "container": id,
             "outcome": outcome,
-            "exit_code": exit_code_for(outcome),
+            "exit_code": code,
         });
         eprintln!("{json}");
         return;

@@ -20,6 +20,7 @@ use forgeone::runtime::{OutputLine, OutputSink};
 use forgeone::{Deployment, KeyError, SigningKey};
 use serde_json::json;
 
+use crate::signals::Signals;
 use crate::util::{CmdResult, Failure};
 
 const UP_EXIT_CODES: &str = "\
@@ -31,7 +32,9 @@ Exit codes of `up`:
        (allow_recovery_downgrade)
   3    bad input: the deployment (the error names line and column), keys,
        anchor or manifest unreadable
-  130  interrupted (Ctrl-C): every container was stopped and that is audited";
+  130  interrupted by SIGINT (Ctrl-C): every container was stopped, the drain
+       audited and the log sealed (a signal during boot or placement too)
+  143  stopped by SIGTERM: likewise";
 
 /// Boot, verify, schedule and run every workload of a deployment.
 ///
@@ -54,9 +57,11 @@ Exit codes of `up`:
 ///    container ran healthily becomes last-known-good.
 /// 4. prints a summary, seals the audit log and verifies it with the host key.
 ///
-/// Ctrl-C stops every container (gracefully for --stop-grace, then at the
-/// next yield point) and records the drain in the audit log; a second
-/// Ctrl-C stops them at once.
+/// Ctrl-C (SIGINT) or SIGTERM stops every container (gracefully for
+/// --stop-grace, then at the next yield point), records the drain in the
+/// audit log and seals it; a second signal stops them at once. The
+/// handlers are in place before anything slow, so a signal during boot or
+/// placement is honoured as soon as that step ends: nothing more starts.
 #[derive(Debug, clap::Args)]
 #[command(after_help = UP_EXIT_CODES)]
 pub struct Args {
@@ -67,8 +72,8 @@ pub struct Args {
     /// the table.
     #[arg(long)]
     json: bool,
-    /// How long a container gets to stop after Ctrl-C before it is stopped
-    /// at its next yield point.
+    /// How long a container gets to stop after Ctrl-C or SIGTERM before it
+    /// is stopped at its next yield point.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     stop_grace: Duration,
     /// Executor worker threads (default: one per core).
@@ -128,6 +133,15 @@ pub fn run(args: Args) -> CmdResult {
         json: args.json,
         tty: std::io::stdout().is_terminal() && !args.json,
     };
+    // First, before anything slow: from here on SIGINT and SIGTERM stop
+    // the deployment (at any moment) rather than end the process.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
+    let signals = Signals::install(&tokio)
+        .map_err(|e| Failure::input(format!("cannot handle signals: {e}")))?;
     let deployment = Deployment::from_file(&args.deployment).map_err(Failure::input)?;
     let settings = &deployment.settings;
     std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
@@ -161,12 +175,11 @@ pub fn run(args: Args) -> CmdResult {
     let mut downgraded = false;
     let result = boot(&deployment, &audit, key, out).and_then(|boot| {
         downgraded = boot.outcome == BootOutcome::Downgraded;
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-        tokio.block_on(run_kernel(&args, &deployment, boot, &audit, out))
+        if let Some(signal) = signals.received() {
+            out.note(format!("stopping ({}): nothing was started", signal.name()));
+            return Ok(ExitCode::from(signal.exit_code()));
+        }
+        tokio.block_on(run_kernel(&args, &deployment, boot, &audit, out, signals))
     });
     let close = audit.close();
     let code = match result {
@@ -244,6 +257,7 @@ async fn run_kernel(
     boot: BootContext,
     audit: &AuditLog,
     out: Out,
+    signals: Signals,
 ) -> CmdResult {
     let pending: Pending = Arc::default();
     let sink_pending = pending.clone();
@@ -261,7 +275,8 @@ async fn run_kernel(
         Kernel::from_deployment_with(deployment, config, audit.clone()).map_err(kernel_failure)?;
     print_schedule(&kernel, &report, deployment, out);
 
-    let interrupted = live::watch(&kernel, &pending, args.stop_grace, out).await;
+    // A signal that arrived during placement is taken at once.
+    let interrupted = live::watch(&kernel, &pending, args.stop_grace, out, signals).await;
     // The final state, before quarantined containers are let go.
     let views = kernel.workloads();
     if !kernel.idle() {
@@ -274,8 +289,8 @@ async fn run_kernel(
     }
     kernel.shutdown("deployment settled");
     let ok = summary::summary(&views, out);
-    Ok(ExitCode::from(if interrupted {
-        130
+    Ok(ExitCode::from(if let Some(signal) = interrupted {
+        signal.exit_code()
     } else if ok {
         0
     } else {
