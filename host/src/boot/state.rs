@@ -27,6 +27,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -192,6 +193,18 @@ impl BootState {
     /// [`BootError::StateCorrupt`]; a directory another process holds is
     /// [`BootError::StateLocked`].
     pub fn open(dir: impl AsRef<Path>) -> Result<BootState, BootError> {
+        Self::open_waiting(dir, Duration::ZERO, |_| {})
+    }
+
+    /// Like [`BootState::open`], but while another process holds the
+    /// directory it waits, up to `timeout`, for it to be let go; `on_wait`
+    /// is called once, with the lock file, when the wait begins. After
+    /// `timeout` it is [`BootError::StateLocked`].
+    pub fn open_waiting(
+        dir: impl AsRef<Path>,
+        timeout: Duration,
+        on_wait: impl Fn(&Path),
+    ) -> Result<BootState, BootError> {
         let dir = dir.as_ref().to_owned();
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -215,12 +228,10 @@ impl BootState {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BootError::StateLocked { path: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        match lock_waiting(&lock, timeout, || on_wait(&lock_path)) {
+            Ok(true) => {}
+            Ok(false) => return Err(BootError::StateLocked { path: lock_path }),
+            Err(e) => return Err(io(&lock_path)(e)),
         }
         let state_path = dir.join("state.json");
         let loaded = match std::fs::symlink_metadata(&state_path) {
@@ -642,6 +653,31 @@ impl BootState {
 /// The state file `path` is damaged: `error` says how.
 /// What a state directory without `state.json` still holds, if anything:
 /// the pinned anchor, or a stored copy or manifest.
+/// Locks `file` for this process; while another process holds it, waits
+/// up to `timeout` (calling `on_wait` once, as the wait begins), polling
+/// at most every 100 ms. Whether it was locked.
+fn lock_waiting(file: &File, timeout: Duration, on_wait: impl FnOnce()) -> std::io::Result<bool> {
+    let start = Instant::now();
+    let mut on_wait = Some(on_wait);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        if let Some(tell) = on_wait.take() {
+            tell();
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 fn leftover(dir: &Path) -> Option<PathBuf> {
     let anchor = dir.join("anchor.json");
     if anchor.exists() {

@@ -16,7 +16,7 @@ use forgeone::runtime::{
     RuntimeConfig, Stream,
 };
 
-use crate::signals::Signals;
+use crate::signals::{self, Signal, Signals};
 use crate::util::{CmdResult, Failure};
 
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
@@ -217,12 +217,7 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
 pub fn run(args: Args) -> CmdResult {
     // First, before anything slow: from here on SIGINT and SIGTERM stop
     // the run (at any moment) rather than end the process.
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-    let signals = Signals::install(&tokio)
-        .map_err(|e| Failure::input(format!("cannot handle signals: {e}")))?;
+    let runtime = signals::Runtime::start(None)?;
     let key = host_key(&args)?;
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
@@ -230,8 +225,11 @@ pub fn run(args: Args) -> CmdResult {
         .audit_log
         .clone()
         .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
-    let audit = AuditLog::open(&log_path, key, &AuditConfig::new())
-        .map_err(|e| Failure::input(format!("audit log: {e}")))?;
+    let config = AuditConfig::new();
+    let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
+        Ok(opened) => opened.map_err(|e| Failure::input(format!("audit log: {e}")))?,
+        Err(signal) => return Ok(stopped_before_start(signal)),
+    };
     let component = match verified_component(&args, &audit) {
         Ok(component) => component,
         Err(failure) => {
@@ -240,21 +238,28 @@ pub fn run(args: Args) -> CmdResult {
         }
     };
 
-    let result = match signals.received() {
-        // Stopped before the container was created: nothing ran.
-        Some(signal) => {
-            eprintln!(
-                "forgeone: stopping ({}) before the container started",
-                signal.name()
-            );
-            Ok(ExitCode::from(signal.exit_code()))
-        }
-        None => tokio.block_on(run_container(&args, component, audit.clone(), signals)),
+    let result = match runtime.received() {
+        Some(signal) => Ok(stopped_before_start(signal)),
+        None => runtime.block_on(run_container(
+            &args,
+            component,
+            audit.clone(),
+            runtime.signals(),
+        )),
     };
     if let Err(e) = audit.close() {
         eprintln!("warning: closing the audit log: {e}");
     }
     result
+}
+
+/// A signal before the container was created: nothing ran.
+fn stopped_before_start(signal: Signal) -> ExitCode {
+    eprintln!(
+        "forgeone: stopping ({}) before the container started",
+        signal.name()
+    );
+    ExitCode::from(signal.exit_code())
 }
 
 async fn run_container(

@@ -9,7 +9,91 @@
 //! 143 (SIGTERM), the codes a shell reports for a process either signal
 //! ended.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::sync::watch;
+
+use crate::util::Failure;
+
+/// The tokio runtime of `run` and `up`, with the signal handlers installed
+/// on it ([`Runtime::start`] is the first thing either command does).
+#[derive(Debug)]
+pub struct Runtime {
+    tokio: Option<tokio::runtime::Runtime>,
+    signals: Signals,
+}
+
+impl Runtime {
+    /// Starts the runtime (`workers` threads; default one per core) and
+    /// installs the handlers on it.
+    pub fn start(workers: Option<usize>) -> Result<Runtime, Failure> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            builder.worker_threads(n);
+        }
+        let tokio = builder
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
+        let signals = Signals::install(&tokio)
+            .map_err(|e| Failure::input(format!("cannot handle signals: {e}")))?;
+        Ok(Runtime {
+            tokio: Some(tokio),
+            signals,
+        })
+    }
+
+    /// The signals, for a caller that waits for them.
+    pub fn signals(&self) -> Signals {
+        self.signals.clone()
+    }
+
+    /// The first signal received, if any has been.
+    pub fn received(&self) -> Option<Signal> {
+        self.signals.received()
+    }
+
+    fn tokio(&self) -> &tokio::runtime::Runtime {
+        self.tokio.as_ref().expect("the runtime runs until dropped")
+    }
+
+    /// Runs `future` to completion on this thread.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.tokio().block_on(future)
+    }
+
+    /// Runs blocking `work` (waiting for a lock, a boot) on another thread
+    /// and returns what it returns, or the signal that arrives first: the
+    /// work is then left to finish on its own and what it returns is
+    /// dropped (an audit log it opened is closed, and so sealed, that way).
+    pub fn unless_signalled<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Signal> {
+        if let Some(signal) = self.received() {
+            return Err(signal);
+        }
+        let mut signals = self.signals();
+        self.block_on(async move {
+            let work = tokio::task::spawn_blocking(work);
+            tokio::select! {
+                done = work => Ok(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))),
+                (signal, _) = signals.next() => Err(signal),
+            }
+        })
+    }
+}
+
+impl Drop for Runtime {
+    /// Waits a moment, not for ever, for work a signal cut short: a lock
+    /// wait may have most of its timeout to go.
+    fn drop(&mut self) {
+        if let Some(tokio) = self.tokio.take() {
+            tokio.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
 
 /// A signal that asks the command to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +142,7 @@ impl Signals {
     /// Installs the handlers on `runtime` (which must have its I/O driver
     /// enabled); a task on the runtime's workers records every delivery,
     /// whatever the calling thread is doing.
-    pub fn install(runtime: &tokio::runtime::Runtime) -> std::io::Result<Signals> {
+    fn install(runtime: &tokio::runtime::Runtime) -> std::io::Result<Signals> {
         let _context = runtime.enter();
         let (tx, rx) = watch::channel(Received::default());
         #[cfg(unix)]

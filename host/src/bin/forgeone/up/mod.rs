@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::{BootContext, BootOutcome};
+use forgeone::boot::{BootContext, BootError, BootOutcome};
 use forgeone::kernel::{Kernel, KernelConfig, KernelError, NotRun, ScheduleReport};
 use forgeone::runtime::{OutputLine, OutputSink};
 use forgeone::{Deployment, KeyError, SigningKey};
 use serde_json::json;
 
-use crate::signals::Signals;
+use crate::signals::{self, Signal, Signals};
 use crate::util::{CmdResult, Failure};
 
 const UP_EXIT_CODES: &str = "\
@@ -79,6 +79,11 @@ pub struct Args {
     /// Executor worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// How long to wait, saying so once, while another process holds the
+    /// audit log or the state directory (e.g. `30s`, `2m`; `0s` gives up
+    /// at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -135,13 +140,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     // First, before anything slow: from here on SIGINT and SIGTERM stop
     // the deployment (at any moment) rather than end the process.
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-    let signals = Signals::install(&tokio)
-        .map_err(|e| Failure::input(format!("cannot handle signals: {e}")))?;
+    let runtime = signals::Runtime::start(Some(1))?;
     let deployment = Deployment::from_file(&args.deployment).map_err(Failure::input)?;
     let settings = &deployment.settings;
     std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
@@ -161,8 +160,15 @@ pub fn run(args: Args) -> CmdResult {
         e => Failure::input(format!("host key {e}")),
     })?;
     let host_public = key.public().clone();
-    let audit = AuditLog::open(&settings.audit_log, copy_key(&key)?, &AuditConfig::new())
-        .map_err(|e| Failure::input(format!("audit log {}: {e}", settings.audit_log.display())))?;
+    let (log_path, log_key) = (settings.audit_log.clone(), copy_key(&key)?);
+    let config = AuditConfig::new();
+    let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, log_key, &config))
+    {
+        Ok(opened) => opened.map_err(|e| {
+            Failure::input(format!("audit log {}: {e}", settings.audit_log.display()))
+        })?,
+        Err(signal) => return Ok(stopped_before_start(signal, out)),
+    };
     out.note(format!(
         "deployment {} · {} workload{} · boot by {} · audit log {}",
         args.deployment.display(),
@@ -173,13 +179,23 @@ pub fn run(args: Args) -> CmdResult {
     ));
 
     let mut downgraded = false;
-    let result = boot(&deployment, &audit, key, out).and_then(|boot| {
+    let result = boot(&args, &deployment, &audit, key, out, &runtime).and_then(|boot| {
+        let Some(boot) = boot.filter(|_| runtime.received().is_none()) else {
+            // A signal during boot: nothing more starts.
+            return Ok(stopped_before_start(
+                runtime.received().expect("a signal"),
+                out,
+            ));
+        };
         downgraded = boot.outcome == BootOutcome::Downgraded;
-        if let Some(signal) = signals.received() {
-            out.note(format!("stopping ({}): nothing was started", signal.name()));
-            return Ok(ExitCode::from(signal.exit_code()));
-        }
-        tokio.block_on(run_kernel(&args, &deployment, boot, &audit, out, signals))
+        runtime.block_on(run_kernel(
+            &args,
+            &deployment,
+            boot,
+            &audit,
+            out,
+            runtime.signals(),
+        ))
     });
     let close = audit.close();
     let code = match result {
@@ -205,21 +221,49 @@ pub fn run(args: Args) -> CmdResult {
     })
 }
 
+/// A signal before any container started.
+fn stopped_before_start(signal: Signal, out: Out) -> ExitCode {
+    out.note(format!("stopping ({}): nothing was started", signal.name()));
+    ExitCode::from(signal.exit_code())
+}
+
 /// Boots the deployment's components as its `boot` mode says, and prints
-/// the boot report.
+/// the boot report; `None` when a signal cut the boot short.
 fn boot(
+    args: &Args,
     deployment: &Deployment,
     audit: &AuditLog,
     key: SigningKey,
     out: Out,
-) -> Result<BootContext, Failure> {
+    runtime: &signals::Runtime,
+) -> Result<Option<BootContext>, Failure> {
     let settings = &deployment.settings;
     let mut builder = deployment.boot_builder();
-    builder.audit(audit.clone()).host_key(key);
+    let timeout = args.lock_timeout;
+    builder
+        .audit(audit.clone())
+        .host_key(key)
+        .lock_timeout(timeout)
+        .on_lock_wait(move |lock| {
+            eprintln!(
+                "forgeone: waiting for the boot state {}: another process is using it (up to {}, --lock-timeout)",
+                lock.parent().unwrap_or(lock).display(),
+                humantime::format_duration(timeout)
+            );
+        });
     if !out.json {
         builder.progress(|line| eprintln!("forgeone: {line}"));
     }
-    let ctx = builder.run().map_err(crate::anchor::boot_failure)?;
+    let Ok(booted) = runtime.unless_signalled(move || builder.run()) else {
+        return Ok(None);
+    };
+    let ctx = booted.map_err(|e| match e {
+        BootError::StateLocked { .. } => Failure::input(format!(
+            "{e} (waited {}, --lock-timeout)",
+            humantime::format_duration(timeout)
+        )),
+        e => crate::anchor::boot_failure(e),
+    })?;
     if !out.json {
         println!(
             "boot ({}, {} policy)",
@@ -248,7 +292,7 @@ fn boot(
             ctx.integrity_status, settings.boot_policy
         )));
     }
-    Ok(ctx)
+    Ok(Some(ctx))
 }
 
 async fn run_kernel(
