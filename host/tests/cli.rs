@@ -1018,3 +1018,82 @@ fn a_signal_during_start_up_is_not_lost() {
     assert_eq!(exit, Some(143), "{output}");
     assert_sealed(d, "run.jsonl");
 }
+
+/// A small deterministic generator for the kill points (printed, so a
+/// failing run can be repeated with `FORGEONE_KILL_SEED`).
+fn lcg(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+#[test]
+fn run_killed_at_random_points_leaves_a_log_the_next_run_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    let run = [
+        "run",
+        "--anchor",
+        "anchor.json",
+        "--host-key",
+        "keys/host.pem",
+        "--state-dir",
+        "state",
+        "app.wasm",
+    ];
+    // How long a whole run takes here bounds where the kills land.
+    let t0 = std::time::Instant::now();
+    let out = forgeone(&run, d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let span = (t0.elapsed().as_micros() as u64).max(1_000);
+    let mut seed = std::env::var("FORGEONE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill points from FORGEONE_KILL_SEED={seed} over {span} µs");
+    for kill in 0..50 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+            .args(run)
+            .current_dir(d)
+            .env_remove("FORGEONE_HOST_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = std::time::Duration::from_micros(lcg(&mut seed) % span);
+        std::thread::sleep(at);
+        // SIGKILL: no handler runs, the log is left as the write left it.
+        let _ = child.kill();
+        let _ = child.wait();
+        // The next run opens the log (cutting a torn tail), runs, seals it.
+        let out = forgeone(&run, d);
+        assert!(
+            out.status.success(),
+            "run after kill {kill} at {at:?}: {}",
+            text(&out.stderr)
+        );
+        let out = forgeone(
+            &[
+                "audit",
+                "verify",
+                "state/audit.jsonl",
+                "--key",
+                "keys/host.pub.pem",
+            ],
+            d,
+        );
+        assert!(
+            out.status.success(),
+            "verify after kill {kill} at {at:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
