@@ -162,6 +162,117 @@ fn audit_verify_export_and_tail() {
     assert!(text(&out.stderr).contains("nope.jsonl"));
 }
 
+#[test]
+fn audit_head_is_kept_by_run_printed_and_catches_a_log_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(forgeone(&["keygen", "host.pem"], d).status.success());
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let run = || {
+        let args = [
+            "run",
+            "--allow-unsigned",
+            "--host-key",
+            "host.pem",
+            "--state-dir",
+            "state",
+            "app.wasm",
+        ];
+        let out = forgeone(&args, d);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    // Two runs: the state directory keeps the latest signed head beside
+    // the log.
+    run();
+    let first_run = std::fs::read_to_string(d.join("state/audit.jsonl")).unwrap();
+    run();
+    let log = std::fs::read_to_string(d.join("state/audit.jsonl")).unwrap();
+    let records = log.lines().count();
+    assert!(d.join("state/audit.head.json").is_file());
+
+    // `audit head` prints it (checked), as does `--from-log` from the log.
+    let out = forgeone(
+        &[
+            "audit",
+            "head",
+            "state/audit.head.json",
+            "--key",
+            "host.pub.pem",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(head["type"], "forgeone.audit.head.v1");
+    assert_eq!(head["seq"], records as u64 - 1);
+    assert!(text(&out.stderr).contains(&format!("seq {}", records - 1)));
+    let out = forgeone(
+        &[
+            "audit",
+            "head",
+            "--from-log",
+            "state/audit.jsonl",
+            "-o",
+            "witness.json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let witness: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("witness.json")).unwrap()).unwrap();
+    assert_eq!(witness, head);
+
+    // Intact: verifies against the head.
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "state/audit.jsonl",
+            "--key",
+            "host.pub.pem",
+        ];
+        args.extend_from_slice(extra);
+        forgeone(&args, d)
+    };
+    let out = verify(&["--head", "witness.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Cut back to the end of the first run: sealed, so it verifies alone;
+    // against the head (or a minimum) it fails, naming both numbers.
+    std::fs::write(d.join("state/audit.jsonl"), &first_run).unwrap();
+    let cut = first_run.lines().count();
+    assert!(verify(&[]).status.success());
+    let out = verify(&["--head", "witness.json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ends at seq {cut}"))
+            && stderr.contains(&format!("signed head at seq {}", records - 1)),
+        "{stderr}"
+    );
+    let out = verify(&["--min-seq", &records.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&format!("before seq {records}")));
+
+    // And the next run refuses to write on: exit non-zero, naming the log.
+    let out = forgeone(
+        &[
+            "run",
+            "--allow-unsigned",
+            "--state-dir",
+            "state",
+            "app.wasm",
+        ],
+        d,
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("audit log") && stderr.contains("audit.head.json"),
+        "{stderr}"
+    );
+}
+
 /// A command component whose `run` succeeds at once.
 const TRIVIAL: &str = r#"
 (component

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use forgeone::SigningKey;
-use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::audit::AuditLog;
 use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
 use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
@@ -17,7 +17,7 @@ use forgeone::runtime::{
 };
 
 use crate::signals::{self, Signal, Signals};
-use crate::util::{CmdResult, Failure};
+use crate::util::{CmdResult, Failure, lock_failure};
 
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
 pub const RUN_EXIT_CODES: &str = "\
@@ -83,6 +83,10 @@ pub struct Args {
     /// Principal the container runs as (default: $USER).
     #[arg(long)]
     principal: Option<String>,
+    /// How long to wait, saying so once, while another process holds the
+    /// audit log (e.g. `30s`, `2m`; `0s` gives up at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: Duration,
     /// Where ForgeOne keeps its state (audit log, compiled cache).
     #[arg(
         long,
@@ -225,9 +229,9 @@ pub fn run(args: Args) -> CmdResult {
         .audit_log
         .clone()
         .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
-    let config = AuditConfig::new();
+    let config = crate::util::audit_config(&log_path, args.lock_timeout);
     let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
-        Ok(opened) => opened.map_err(|e| Failure::input(format!("audit log: {e}")))?,
+        Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
         Err(signal) => return Ok(stopped_before_start(signal)),
     };
     let component = match verified_component(&args, &audit) {

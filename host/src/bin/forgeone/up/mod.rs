@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use forgeone::audit::{AuditConfig, AuditLog};
+use forgeone::audit::AuditLog;
 use forgeone::boot::{BootContext, BootError, BootOutcome};
 use forgeone::kernel::{Kernel, KernelConfig, KernelError, NotRun, ScheduleReport};
 use forgeone::runtime::{OutputLine, OutputSink};
@@ -21,7 +21,7 @@ use forgeone::{Deployment, KeyError, SigningKey};
 use serde_json::json;
 
 use crate::signals::{self, Signal, Signals};
-use crate::util::{CmdResult, Failure};
+use crate::util::{CmdResult, Failure, lock_failure};
 
 const UP_EXIT_CODES: &str = "\
 Exit codes of `up`:
@@ -161,12 +161,12 @@ pub fn run(args: Args) -> CmdResult {
     })?;
     let host_public = key.public().clone();
     let (log_path, log_key) = (settings.audit_log.clone(), copy_key(&key)?);
-    let config = AuditConfig::new();
+    // The latest signed head is kept beside the log (audit.head.json), so a
+    // log cut back to an earlier checkpoint is refused on the next start.
+    let config = crate::util::audit_config(&log_path, args.lock_timeout);
     let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, log_key, &config))
     {
-        Ok(opened) => opened.map_err(|e| {
-            Failure::input(format!("audit log {}: {e}", settings.audit_log.display()))
-        })?,
+        Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
         Err(signal) => return Ok(stopped_before_start(signal, out)),
     };
     out.note(format!(
