@@ -1092,7 +1092,9 @@ fn a_signal_during_start_up_is_not_lost() {
     std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
 
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        // A fresh log each time (and so no head of the last one).
         let _ = std::fs::remove_file(d.join("audit.jsonl"));
+        let _ = std::fs::remove_file(d.join("audit.head.json"));
         let mut up = Background::spawn(&["up", "forgeone.toml"], d);
         // The first line it prints: it has not booted yet.
         up.until("a first line", |up| !up.stderr.lock().unwrap().is_empty());
@@ -1207,4 +1209,71 @@ fn run_killed_at_random_points_leaves_a_log_the_next_run_recovers() {
             text(&out.stderr)
         );
     }
+}
+
+/// Runs sharing a state directory take turns: each waits for the audit
+/// log another holds (saying so once, naming it), up to `--lock-timeout`,
+/// and `up` waits for the boot state likewise.
+#[cfg(unix)]
+#[test]
+fn runs_sharing_a_state_directory_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    std::fs::create_dir(d.join("state")).unwrap();
+    let key = || SigningKey::from_file(d.join("keys/host.pem")).unwrap();
+    let run = [
+        "run",
+        "--host-key",
+        "keys/host.pem",
+        "--anchor",
+        "anchor.json",
+        "--state-dir",
+        "state",
+        "app.wasm",
+    ];
+    let waiting = "waiting for the audit log state/audit.jsonl: another process is using it";
+
+    // Held by this test: every run waits, then all of them run, in turn.
+    let held = AuditLog::open(d.join("state/audit.jsonl"), key(), &AuditConfig::new()).unwrap();
+    let mut runs: Vec<Background> = (0..6).map(|_| Background::spawn(&run, d)).collect();
+    for r in &mut runs {
+        r.until("the waiting line", |r| r.stderr().contains(waiting));
+    }
+    held.close().unwrap();
+    for r in runs {
+        let (code, _, output) = r.finish(std::time::Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{output}");
+        assert_eq!(output.matches(waiting).count(), 1, "{output}");
+    }
+    assert_sealed(d, "state/audit.jsonl");
+    let log = std::fs::read_to_string(d.join("state/audit.jsonl")).unwrap();
+    assert_eq!(log.matches("\"kind\":\"container.exited\"").count(), 6);
+
+    // And without a turn within the timeout: refused, naming the log.
+    let held = AuditLog::open(d.join("state/audit.jsonl"), key(), &AuditConfig::new()).unwrap();
+    let mut short = run.to_vec();
+    short.splice(1..1, ["--lock-timeout", "200ms"]);
+    let out = forgeone(&short, d);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(waiting)
+            && stderr.contains("state/audit.jsonl")
+            && stderr.contains("--lock-timeout"),
+        "{stderr}"
+    );
+    held.close().unwrap();
+
+    // `up` waits for the boot state another process holds.
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let held = forgeone::boot::BootState::open(d.join("state/boot")).unwrap();
+    let mut up = Background::spawn(&["up", "forgeone.toml"], d);
+    up.until("the waiting line", |up| {
+        up.stderr()
+            .contains("waiting for the boot state state/boot: another process is using it")
+    });
+    drop(held);
+    let (code, _, output) = up.finish(std::time::Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{output}");
 }
