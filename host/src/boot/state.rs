@@ -26,7 +26,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,7 @@ use super::anchor::TrustAnchor;
 use super::event::{BootEvent, Emitter};
 use super::manifest::BootManifest;
 use super::{BootError, Digest, MAX_ANCHOR_BYTES, VerifiedComponent};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, lock_waiting};
 
 const FORMAT: &str = "forgeone.boot-state.v1";
 const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
@@ -652,31 +652,6 @@ impl BootState {
 /// The state file `path` is damaged: `error` says how.
 /// What a state directory without `state.json` still holds, if anything:
 /// the pinned anchor, or a stored copy or manifest.
-/// Locks `file` for this process; while another process holds it, waits
-/// up to `timeout` (calling `on_wait` once, as the wait begins), polling
-/// at most every 100 ms. Whether it was locked.
-fn lock_waiting(file: &File, timeout: Duration, on_wait: impl FnOnce()) -> std::io::Result<bool> {
-    let start = Instant::now();
-    let mut on_wait = Some(on_wait);
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(true),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-        }
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        if let Some(tell) = on_wait.take() {
-            tell();
-        }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
 fn leftover(dir: &Path) -> Option<PathBuf> {
     let anchor = dir.join("anchor.json");
     if anchor.exists() {
