@@ -1252,6 +1252,13 @@ fn runs_sharing_a_state_directory_wait_their_turn() {
 
     // And without a turn within the timeout: refused, naming the log.
     let held = AuditLog::open(d.join("state/audit.jsonl"), key(), &AuditConfig::new()).unwrap();
+    // A signal while it waits ends it at once.
+    let mut waiter = Background::spawn(&run, d);
+    waiter.until("the waiting line", |r| r.stderr().contains(waiting));
+    waiter.signal("TERM");
+    let (code, took, output) = waiter.finish(std::time::Duration::from_secs(10));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     let mut short = run.to_vec();
     short.splice(1..1, ["--lock-timeout", "200ms"]);
     let out = forgeone(&short, d);
