@@ -60,8 +60,9 @@ Exit codes of `up`:
 /// Ctrl-C (SIGINT) or SIGTERM stops every container (gracefully for
 /// --stop-grace, then at the next yield point), records the drain in the
 /// audit log and seals it; a second signal stops them at once. The
-/// handlers are in place before anything slow, so a signal during boot or
-/// placement is honoured as soon as that step ends: nothing more starts.
+/// handlers are in place before anything slow: a signal while `up` waits
+/// for a lock (--lock-timeout) or boots stops it at once, one during
+/// placement as soon as the placement ends, and nothing more starts.
 #[derive(Debug, clap::Args)]
 #[command(after_help = UP_EXIT_CODES)]
 pub struct Args {
