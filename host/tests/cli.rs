@@ -873,6 +873,7 @@ fn plan_and_up_agree_on_worker_affinity() {
 
 /// A command component that loops until it runs out of fuel (or is
 /// stopped at a fuel yield point).
+#[cfg(unix)]
 const LOOP: &str = r#"
 (component
   (core module $m (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))
