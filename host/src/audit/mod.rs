@@ -28,6 +28,7 @@ mod export;
 mod follow;
 mod head;
 mod lines;
+mod lock;
 mod log;
 mod record;
 mod verify;
@@ -42,6 +43,7 @@ pub use event::{
 pub use export::{ExportFilter, ExportFormat, ExportSummary, export, kind_matches};
 pub use follow::{Followed, Follower};
 pub use head::{HeadError, SignedHead, head_file_for};
+pub(crate) use lock::lock_waiting;
 pub use log::{
     AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy,
     OpenReport,

@@ -26,6 +26,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,7 @@ use super::anchor::TrustAnchor;
 use super::event::{BootEvent, Emitter};
 use super::manifest::BootManifest;
 use super::{BootError, Digest, MAX_ANCHOR_BYTES, VerifiedComponent};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, lock_waiting};
 
 const FORMAT: &str = "forgeone.boot-state.v1";
 const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
@@ -191,6 +192,18 @@ impl BootState {
     /// [`BootError::StateCorrupt`]; a directory another process holds is
     /// [`BootError::StateLocked`].
     pub fn open(dir: impl AsRef<Path>) -> Result<BootState, BootError> {
+        Self::open_waiting(dir, Duration::ZERO, |_| {})
+    }
+
+    /// Like [`BootState::open`], but while another process holds the
+    /// directory it waits, up to `timeout`, for it to be let go; `on_wait`
+    /// is called once, with the lock file, when the wait begins. After
+    /// `timeout` it is [`BootError::StateLocked`].
+    pub fn open_waiting(
+        dir: impl AsRef<Path>,
+        timeout: Duration,
+        on_wait: impl Fn(&Path),
+    ) -> Result<BootState, BootError> {
         let dir = dir.as_ref().to_owned();
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -214,12 +227,10 @@ impl BootState {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BootError::StateLocked { path: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        match lock_waiting(&lock, timeout, || on_wait(&lock_path)) {
+            Ok(true) => {}
+            Ok(false) => return Err(BootError::StateLocked { path: lock_path }),
+            Err(e) => return Err(io(&lock_path)(e)),
         }
         let state_path = dir.join("state.json");
         let loaded = match std::fs::symlink_metadata(&state_path) {

@@ -100,6 +100,7 @@ pub use types::{
     BootMode, Capabilities, ConstraintSpec, KnownLabels, NodeConfig, Preference, PreferenceKind,
     ResourceSpec, Settings, Supervision, TenantSpec, WorkloadSpec,
 };
+pub use units::parse_size;
 
 use parse::{Cx, items, node_config, settings, tenants};
 pub(crate) use parse::{line_col, read_capped};

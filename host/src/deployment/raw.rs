@@ -138,7 +138,7 @@ pub(super) struct RawWorkload {
     pub(super) priority: Option<Spanned<String>>,
     pub(super) tenant: Spanned<String>,
     #[serde(default)]
-    pub(super) principal: Option<String>,
+    pub(super) principal: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) restart: Option<Spanned<String>>,
     #[serde(default)]

@@ -32,18 +32,7 @@ pub(super) fn workloads(
     for w in raw {
         let name = w.name.get_ref().as_str();
         let wn = Some(name);
-        if let Err(e) = units::check_label(name) {
-            cx.push(w.name.span(), wn, format!("bad workload name: {e}"));
-        }
-        if let Some(first) = seen.get(name) {
-            cx.push(
-                w.name.span(),
-                wn,
-                format!("duplicate workload name `{name}` (first declared at line {first})"),
-            );
-        } else {
-            seen.insert(name, line_col(cx.text, w.name.span().start).0);
-        }
+        check_names(w, &mut seen, cx);
         let priority = w
             .priority
             .as_ref()
@@ -156,7 +145,10 @@ pub(super) fn workloads(
             signature: w.signature.as_ref().map(|s| resolve(base, s.get_ref())),
             priority,
             tenant: tenant_name.clone(),
-            principal: w.principal.clone().unwrap_or_else(|| name.to_string()),
+            principal: w
+                .principal
+                .as_ref()
+                .map_or_else(|| name.to_string(), |p| p.get_ref().clone()),
             labels,
             resources,
             constraints,
@@ -171,6 +163,30 @@ pub(super) fn workloads(
 /// The most handles a workload may ask for (wasmtime's own default cap of
 /// a resource table).
 const MAX_OPEN_FILES: u64 = 1_000_000;
+
+/// The workload's name (a label, declared once) and its principal (a name
+/// free of control characters).
+fn check_names<'a>(w: &'a RawWorkload, seen: &mut HashMap<&'a str, usize>, cx: &mut Cx<'_>) {
+    let name = w.name.get_ref().as_str();
+    let wn = Some(name);
+    if let Err(e) = units::check_label(name) {
+        cx.push(w.name.span(), wn, format!("bad workload name: {e}"));
+    }
+    if let Some(first) = seen.get(name) {
+        cx.push(
+            w.name.span(),
+            wn,
+            format!("duplicate workload name `{name}` (first declared at line {first})"),
+        );
+    } else {
+        seen.insert(name, line_col(cx.text, w.name.span().start).0);
+    }
+    if let Some(p) = &w.principal
+        && let Err(e) = units::check_name(p.get_ref())
+    {
+        cx.push(p.span(), wn, format!("bad principal: {e}"));
+    }
+}
 
 pub(super) fn resources(
     raw: Option<&RawResources>,

@@ -452,7 +452,7 @@ impl DiskCache {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let key = load_or_create_key(&dir.join("cache.key"))?;
+        let key = load_or_create_key(dir)?;
         Ok(DiskCache {
             dir: dir.to_owned(),
             key,
@@ -537,63 +537,67 @@ impl DiskCache {
     }
 }
 
-/// Reads the cache secret, creating it (mode 0600) on first use. A secret
-/// readable by others is refused: anyone who can read it can forge
-/// artifacts that this host would execute.
-fn load_or_create_key(path: &Path) -> Result<[u8; 32], RuntimeError> {
+/// Reads the cache secret `<dir>/cache.key`, creating it (mode 0600) on
+/// first use. A secret its group or others may access is refused (the check
+/// private keys get, [`crate::keys`]): anyone who can read it can forge
+/// artifacts that this host would execute. Processes sharing the directory
+/// never see a partly written secret: it is written whole to a temporary
+/// file and linked into place, and whoever links first wins.
+fn load_or_create_key(dir: &Path) -> Result<[u8; 32], RuntimeError> {
+    let path = dir.join("cache.key");
     let io = |source| RuntimeError::Cache {
-        path: path.to_owned(),
+        path: path.clone(),
         source,
     };
-    // Read as the host's own file: a link (to /dev/zero, say) or a FIFO in
-    // its place is refused, and nothing past 64 bytes is read.
-    match read_private(path, 64) {
-        Ok(bytes) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                let mode = std::fs::symlink_metadata(path)
-                    .map_err(io)?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(io(std::io::Error::new(
-                        std::io::ErrorKind::PermissionDenied,
-                        format!(
-                            "cache secret is accessible to other users (mode {:o}); it must be 0600",
-                            mode & 0o777
-                        ),
-                    )));
+    let invalid = |what: &str| io(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    for _ in 0..2 {
+        // Read as the host's own file: a link (to /dev/zero, say) or a FIFO
+        // in its place is refused, and nothing past 64 bytes is read.
+        match read_private(&path, 64) {
+            Ok(bytes) => {
+                let meta = std::fs::symlink_metadata(&path).map_err(io)?;
+                crate::keys::check_private(&path, &meta, "cache secret").map_err(|e| {
+                    RuntimeError::Cache {
+                        path: dir.to_owned(),
+                        source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
+                    }
+                })?;
+                return bytes
+                    .try_into()
+                    .map_err(|_| invalid("cache secret is not 32 bytes"));
+            }
+            Err(BootError::Missing { .. }) => {
+                let mut key = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+                let tmp = dir.join(format!(".cache.key.{}.tmp", uuid::Uuid::new_v4().simple()));
+                let linked =
+                    write_private(&tmp, &key).and_then(|()| std::fs::hard_link(&tmp, &path));
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => return Ok(key),
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(io(e)),
                 }
             }
-            bytes.try_into().map_err(|_| {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "cache secret is not 32 bytes",
-                ))
-            })
+            Err(e) => return Err(io(std::io::Error::other(e))),
         }
-        Err(BootError::Missing { .. }) => {
-            let mut key = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                options.mode(0o600);
-            }
-            match options.open(path) {
-                Ok(mut file) => {
-                    file.write_all(&key).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    Ok(key)
-                }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
-                Err(e) => Err(io(e)),
-            }
-        }
-        Err(e) => Err(io(std::io::Error::other(e))),
     }
+    Err(invalid(
+        "cache secret appeared and vanished while it was read",
+    ))
+}
+
+/// Writes a new file, mode 0600, synced.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

@@ -5,14 +5,13 @@
 use std::fs::File;
 use std::io::{Seek as _, SeekFrom};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use super::config::AuditConfig;
 use super::events::LogEvent;
 use crate::audit::head::SignedHead;
 use crate::audit::lines::{Line, LineReader};
 use crate::audit::record::{self, GENESIS, LineError};
-use crate::audit::{AuditError, Corruption};
+use crate::audit::{AuditError, Corruption, lock_waiting};
 
 /// What [`AuditLog::open`](super::AuditLog::open) found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,39 +103,25 @@ pub(super) fn open_file(path: &Path, config: &AuditConfig) -> Result<Recovered, 
     })
 }
 
-/// Takes the exclusive lock on the log file, polling with a short backoff
-/// for up to the configured timeout; tells the configured hook once when it
-/// starts to wait.
+/// Takes the exclusive lock on the log file, waiting for it as `config`
+/// says ([`lock_waiting`]): up to the lock timeout, telling the configured
+/// hook once when it starts to wait.
 fn lock(file: &File, path: &Path, config: &AuditConfig) -> Result<(), AuditError> {
-    let deadline = Instant::now() + config.lock_timeout;
-    let mut backoff = Duration::from_millis(5);
-    let mut waiting = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(AuditError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+    let tell = || {
+        if let Some(hook) = &config.on_lock_wait {
+            (hook.0)(path);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(AuditError::Locked {
-                path: path.to_owned(),
-                waited: config.lock_timeout,
-            });
-        }
-        if !waiting {
-            waiting = true;
-            if let Some(hook) = &config.on_lock_wait {
-                (hook.0)(path);
-            }
-        }
-        std::thread::sleep(backoff.min(left));
-        backoff = (backoff * 2).min(Duration::from_millis(100));
+    };
+    match lock_waiting(file, config.lock_timeout, tell) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AuditError::Locked {
+            path: path.to_owned(),
+            waited: config.lock_timeout,
+        }),
+        Err(source) => Err(AuditError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

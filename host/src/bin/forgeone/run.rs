@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use forgeone::SigningKey;
-use forgeone::audit::{self, AuditConfig, AuditLog};
+use forgeone::audit::AuditLog;
 use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, VerifiedComponent};
+use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
     RuntimeConfig, Stream,
 };
 
-use crate::util::{CmdResult, Failure};
+use crate::signals::{self, Signal, Signals};
+use crate::util::{CmdResult, Failure, lock_failure};
 
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
 pub const RUN_EXIT_CODES: &str = "\
@@ -27,7 +29,8 @@ Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
        names the log)
   124  the --timeout deadline passed
   126  host call denied: the component imports what the host does not provide
-  130  stopped (Ctrl-C)
+  130  stopped by SIGINT (Ctrl-C): the container was stopped, the log sealed
+  143  stopped by SIGTERM: likewise
   134  the guest trapped (panic, unreachable, stack overflow, ...)
   135  the guest hit the --max-memory (or table) or --max-open-files limit
   137  the guest ran out of --fuel";
@@ -88,6 +91,10 @@ pub struct Args {
     /// Principal the container runs as (default: $USER).
     #[arg(long)]
     principal: Option<String>,
+    /// How long to wait, saying so once, while another process holds the
+    /// audit log (e.g. `30s`, `2m`; `0s` gives up at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: Duration,
     /// Where ForgeOne keeps its state (audit log, compiled cache).
     #[arg(
         long,
@@ -115,12 +122,6 @@ pub struct Args {
     /// Arguments for the guest (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("`{text}` is not a size like 64MiB: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -189,8 +190,10 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
 
 fn host_key(args: &Args) -> Result<SigningKey, Failure> {
     match &args.host_key {
-        Some(path) => SigningKey::from_file(path)
-            .map_err(|e| Failure::input(format!("host key {}: {e}", path.display()))),
+        // The error names the file.
+        Some(path) => {
+            SigningKey::from_file(path).map_err(|e| Failure::input(format!("host key {e}")))
+        }
         None => {
             let key = SigningKey::generate();
             eprintln!(
@@ -223,6 +226,9 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    // First, before anything slow: from here on SIGINT and SIGTERM stop
+    // the run (at any moment) rather than end the process.
+    let runtime = signals::Runtime::start(None)?;
     let key = host_key(&args)?;
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
@@ -230,12 +236,11 @@ pub fn run(args: Args) -> CmdResult {
         .audit_log
         .clone()
         .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
-    // The latest signed head is kept beside the log (audit.head.json), so a
-    // log cut back to an earlier checkpoint is refused on the next run.
-    let mut audit_config = AuditConfig::new();
-    audit_config.head_file(audit::head_file_for(&log_path));
-    let audit = AuditLog::open(&log_path, key, &audit_config)
-        .map_err(|e| Failure::input(format!("audit log: {e}")))?;
+    let config = crate::util::audit_config(&log_path, args.lock_timeout);
+    let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
+        Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
+        Err(signal) => return Ok(stopped_before_start(signal)),
+    };
     let component = match verified_component(&args, &audit) {
         Ok(component) => component,
         Err(failure) => {
@@ -244,18 +249,36 @@ pub fn run(args: Args) -> CmdResult {
         }
     };
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-    let result = tokio.block_on(run_container(&args, component, audit.clone()));
+    let result = match runtime.received() {
+        Some(signal) => Ok(stopped_before_start(signal)),
+        None => runtime.block_on(run_container(
+            &args,
+            component,
+            audit.clone(),
+            runtime.signals(),
+        )),
+    };
     if let Err(e) = audit.close() {
         eprintln!("warning: closing the audit log: {e}");
     }
     result
 }
 
-async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLog) -> CmdResult {
+/// A signal before the container was created: nothing ran.
+fn stopped_before_start(signal: Signal) -> ExitCode {
+    eprintln!(
+        "forgeone: stopping ({}) before the container started",
+        signal.name()
+    );
+    ExitCode::from(signal.exit_code())
+}
+
+async fn run_container(
+    args: &Args,
+    component: VerifiedComponent,
+    audit: AuditLog,
+    mut signals: Signals,
+) -> CmdResult {
     let mut config = RuntimeConfig::new();
     config.allow_unsigned(args.allow_unsigned);
     if !args.no_cache {
@@ -315,26 +338,32 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
             other => Failure::input(other),
         })?;
 
-    let outcome = tokio::select! {
-        outcome = runtime.wait(id) => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("forgeone: stopping (Ctrl-C)");
+    // A signal that arrived while the container was being created is
+    // returned at once here.
+    let (outcome, signal) = tokio::select! {
+        outcome = runtime.wait(id) => (outcome, None),
+        (signal, _) = signals.next() => {
+            eprintln!("forgeone: stopping ({})", signal.name());
             let _ = runtime.stop_with_grace(id, Duration::ZERO);
-            runtime.wait(id).await
+            (runtime.wait(id).await, Some(signal))
         }
-    }
-    .map_err(|e| Failure::input(e.to_string()))?;
-    print_outcome(args, id, &outcome);
-    Ok(ExitCode::from(exit_code_for(&outcome)))
+    };
+    let outcome = outcome.map_err(|e| Failure::input(e.to_string()))?;
+    let code = match (signal, &outcome.end) {
+        (Some(signal), RunEnd::Stopped { .. }) => signal.exit_code(),
+        _ => exit_code_for(&outcome),
+    };
+    print_outcome(args, id, &outcome, code);
+    Ok(ExitCode::from(code))
 }
 
-fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome) {
+fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome, code: u8) {
     let stats = &outcome.stats;
     if args.json {
         let json = serde_json::json!({
             "container": id,
             "outcome": outcome,
-            "exit_code": exit_code_for(outcome),
+            "exit_code": code,
         });
         eprintln!("{json}");
         return;
