@@ -439,6 +439,150 @@ fn run_dir_grants_are_read_only_unless_rw_and_malformed_ones_are_refused() {
     assert!(help.contains("`HOST::GUEST` is read-only"), "{help}");
 }
 
+/// A command printing 64-byte lines for ever.
+const LOUD: &str = r#"
+(component
+  (import "wasi:io/error@0.2.12" (instance $io-error
+    (export "error" (type (sub resource)))))
+  (alias export $io-error "error" (type $error))
+  (import "wasi:io/streams@0.2.12" (instance $streams
+    (alias outer 1 $error (type $e))
+    (export "error" (type $err (eq $e)))
+    (export "output-stream" (type $os (sub resource)))
+    (type $se (variant (case "last-operation-failed" (own $err)) (case "closed")))
+    (export "stream-error" (type $stream-error (eq $se)))
+    (export "[method]output-stream.blocking-write-and-flush"
+      (func (param "self" (borrow $os)) (param "contents" (list u8))
+            (result (result (error $stream-error)))))))
+  (alias export $streams "output-stream" (type $output-stream))
+  (import "wasi:cli/stdout@0.2.12" (instance $stdout
+    (alias outer 1 $output-stream (type $os))
+    (export "output-stream" (type $ose (eq $os)))
+    (export "get-stdout" (func (result (own $ose))))))
+  (core module $memory-module (memory (export "memory") 1))
+  (core instance $memory-instance (instantiate $memory-module))
+  (alias core export $memory-instance "memory" (core memory $memory))
+  (alias export $streams "[method]output-stream.blocking-write-and-flush" (func $write))
+  (alias export $stdout "get-stdout" (func $get-stdout))
+  (core func $write-lowered (canon lower (func $write) (memory $memory)))
+  (core func $get-stdout-lowered (canon lower (func $get-stdout)))
+  (core instance $host
+    (export "memory" (memory $memory))
+    (export "write" (func $write-lowered))
+    (export "get-stdout" (func $get-stdout-lowered)))
+  (core module $m
+    (import "host" "memory" (memory 1))
+    (import "host" "write" (func $write (param i32 i32 i32 i32)))
+    (import "host" "get-stdout" (func $get-stdout (result i32)))
+    (func (export "run") (result i32)
+      (local $stdout i32)
+      (memory.fill (i32.const 1024) (i32.const 0x46) (i32.const 63))
+      (i32.store8 (i32.const 1087) (i32.const 10))
+      (local.set $stdout (call $get-stdout))
+      (loop $for-ever
+        (call $write (local.get $stdout) (i32.const 1024) (i32.const 64) (i32.const 16))
+        (br $for-ever))
+      (i32.const 0)))
+  (core instance $i (instantiate $m (with "host" (instance $host))))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.12" (instance $run-instance)))
+"#;
+
+/// A tmpfs of 1 MiB at `at`, half taken by a filler file; unmounted when
+/// dropped. `None` (with the reason printed) where mounting is not allowed.
+struct HalfFull(std::path::PathBuf);
+
+impl HalfFull {
+    fn mount(at: &Path) -> Option<HalfFull> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs ({})",
+                    text(&out.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount ({e})");
+                return None;
+            }
+        }
+        std::fs::write(at.join("filler"), vec![0u8; 512 * 1024]).unwrap();
+        Some(HalfFull(at.to_owned()))
+    }
+}
+
+impl Drop for HalfFull {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn run_and_up_stop_and_name_the_audit_log_when_its_disk_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(_disk) = HalfFull::mount(&d.join("disk")) else {
+        return;
+    };
+    signed_app(d);
+    std::fs::write(d.join("loud.wasm"), wat::parse_str(LOUD).unwrap()).unwrap();
+    let out = forgeone(&["sign", "loud.wasm", "--key", "keys/release.pem"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // `run`: the guest prints until the log's disk is full; it is stopped,
+    // and the exit code and the message say why.
+    let out = forgeone(
+        &[
+            "run",
+            "loud.wasm",
+            "--anchor",
+            "anchor.json",
+            "--audit-log",
+            "disk/run.jsonl",
+            "--max-output",
+            "64MiB",
+        ],
+        d,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("stopped: the audit log disk/run.jsonl cannot be written"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No space left"), "{stderr}");
+    std::fs::remove_file(d.join("disk/run.jsonl")).unwrap();
+
+    // `up`: the same, for a deployment.
+    let deployment = DEPLOYMENT_HEAD
+        .replace("audit.jsonl", "disk/up.jsonl")
+        .replace("app.wasm", "loud.wasm");
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("audit log disk/up.jsonl cannot be written"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("every container was stopped"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("failed: stopped: the audit log disk/up.jsonl cannot be written"),
+        "{stdout}"
+    );
+}
+
 /// Keys, an anchor and a signed TRIVIAL component `app.wasm` in `d`.
 fn signed_app(d: &Path) {
     for key in ["root", "release", "host"] {

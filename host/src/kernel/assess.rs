@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::boot::{BootContext, BootState, Digest, VerifiedComponent};
-use crate::runtime::{ContainerStatus, RunEnd, Runtime};
+use crate::runtime::{ContainerStatus, Failure, RunEnd, Runtime};
 
 /// Watches one container for its component's verdict.
 pub(super) struct Assessment {
@@ -103,6 +103,8 @@ impl Inner {
                     // quarantined it.
                     return match outcome.map(|o| o.end) {
                         Ok(RunEnd::Success) => Some(true),
+                        // The audit log failed, not the component.
+                        Ok(RunEnd::Failed(Failure::AuditUnavailable { .. })) => None,
                         Ok(RunEnd::Failed(_)) => Some(false),
                         _ => None,
                     };

@@ -45,7 +45,12 @@
 //!
 //! Fail closed: the scheduler refuses to place and the runtime refuses to
 //! create containers while the audit log cannot be written, so nothing runs
-//! unaudited.
+//! unaudited. A container's run starts only once its `container.created`
+//! and `container.started` records are durable (written and fsynced: one
+//! group-committed flush per start), and when the log fails while
+//! containers run, they are stopped (the default) or paused until it can
+//! be written again ([`KernelConfig::on_audit_failure`]); a stopped run
+//! fails with [`Failure::AuditUnavailable`](crate::runtime::Failure::AuditUnavailable).
 //!
 //! A kernel that runs for days stays flat: the tasks of settled containers
 //! are dropped as new ones start, each container keeps a bounded history,
@@ -102,6 +107,8 @@ use crate::runtime::{
     ContainerConfig, ContainerContext, ContainerStatus, Outcome, OutputSink, Runtime,
     RuntimeConfig, RuntimeError,
 };
+
+pub use crate::runtime::AuditFailure;
 use crate::scheduler::{
     Executor, LocalNode, Node, NodeId, ResourceMonitor, ResourceState, ScheduleError,
     SchedulerContext, SpawnOptions, Workload,
@@ -173,6 +180,7 @@ pub struct KernelConfig {
     output: Option<OutputSink>,
     healthy_after: Duration,
     boot: Option<BootContext>,
+    on_audit_failure: Option<AuditFailure>,
 }
 
 impl KernelConfig {
@@ -186,6 +194,7 @@ impl KernelConfig {
             output: None,
             healthy_after: Duration::from_secs(600),
             boot: None,
+            on_audit_failure: None,
         }
     }
 
@@ -194,6 +203,18 @@ impl KernelConfig {
     /// [`RuntimeConfig::new`].
     pub fn runtime(&mut self, config: RuntimeConfig) -> &mut Self {
         self.runtime = config;
+        self
+    }
+
+    /// What happens to running containers when the audit log cannot be
+    /// written: stopped ([`AuditFailure::Stop`], the default, as auditd's
+    /// `disk_full_action`), or paused until it can
+    /// ([`AuditFailure::Pause`]). Either way the kernel places and starts
+    /// nothing meanwhile. Overrides
+    /// [`RuntimeConfig::on_audit_failure`] when set. Default: the runtime
+    /// configuration's, [`AuditFailure::Stop`] unless set there.
+    pub fn on_audit_failure(&mut self, action: AuditFailure) -> &mut Self {
+        self.on_audit_failure = Some(action);
         self
     }
 
@@ -327,7 +348,11 @@ impl Kernel {
             });
         }
         audit.ensure_writable()?;
-        let runtime = Runtime::new(config.runtime, audit.clone())?;
+        let mut runtime_config = config.runtime;
+        if let Some(action) = config.on_audit_failure {
+            runtime_config.on_audit_failure(action);
+        }
+        let runtime = Runtime::new(runtime_config, audit.clone())?;
         let mut builder = Executor::builder();
         if let Some(n) = config.workers {
             builder.workers(n);

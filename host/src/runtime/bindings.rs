@@ -6,6 +6,9 @@ pub(crate) mod container {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "forgeone:kernel/container",
+        // A log line is appended to the audit log without blocking the
+        // executor thread the guest runs on.
+        imports: { "forgeone:kernel/log.write": async },
         exports: { default: async },
         with: {
             "wasi": wasmtime_wasi::p2::bindings,

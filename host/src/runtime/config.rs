@@ -86,6 +86,13 @@ impl ContainerConfig {
         self
     }
 
+    /// Audit bytes per run for the guest's output and log lines (see
+    /// [`Limits::max_audit_bytes`]). By default, 1 MiB.
+    pub fn max_audit_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.limits.max_audit_bytes = bytes;
+        self
+    }
+
     /// Host handles (open files and directories, streams, pollables,
     /// sockets) the guest may hold at once; past it a filesystem call
     /// returns `error-code::quota` to the guest. By default, 1,024.

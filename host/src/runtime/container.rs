@@ -12,10 +12,14 @@ use uuid::Uuid;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::audit::AuditLog;
+use tokio::sync::watch;
+
+use crate::audit::{AuditHealth, AuditLog, FailMode};
 
 use super::RuntimeError;
+
 use super::bindings::container::ContainerPre;
+use super::caps;
 use super::config::ContainerConfig;
 use super::control::Control;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
@@ -89,6 +93,8 @@ impl Run {
     ) -> Result<Run, RuntimeError> {
         let config = &spec.config;
         let limits = config.limits.clone();
+        // Watched only when a failing log must stop the guest.
+        let health = (spec.audit.fail_mode() == FailMode::Closed).then(|| spec.audit.health());
         let capture = Capture::new(CaptureTarget {
             container: spec.identity.container,
             subjects: spec.identity.audit_subjects.clone(),
@@ -97,6 +103,8 @@ impl Run {
             limit: limits.max_output,
             max_line: limits.max_line.max(16),
             keep_last: config.keep_last_lines,
+            audit_budget: limits.max_audit_bytes,
+            health: health.clone(),
         });
         let wasi = wasi_ctx(config, &capture)?;
         let host = Host {
@@ -125,6 +133,7 @@ impl Run {
             &limits,
             spec.fuel_yield_interval,
             Some(control.clone()),
+            health,
         )?;
         Ok(Run {
             store,
@@ -134,6 +143,11 @@ impl Run {
             limits,
             run,
         })
+    }
+
+    /// The run's output (finish and drain it once the run has ended).
+    pub(crate) fn capture(&self) -> Capture {
+        self.capture.clone()
     }
 
     /// The future that runs the guest to its outcome.
@@ -170,6 +184,7 @@ impl Run {
             started,
             deadline_timer: None,
             stop_timer: None,
+            output_timer: None,
         }
     }
 }
@@ -181,6 +196,7 @@ pub(crate) fn new_store(
     limits: &Limits,
     fuel_yield_interval: Option<u64>,
     control: Option<Arc<Control>>,
+    audit_health: Option<watch::Receiver<AuditHealth>>,
 ) -> Result<Store<Host>, RuntimeError> {
     let mut store = Store::new(engine, host);
     let budget = limits.fuel.unwrap_or(u64::MAX);
@@ -206,8 +222,13 @@ pub(crate) fn new_store(
                 {
                     return Err(wasmtime::Error::new(DeadlinePassed));
                 }
+                let failing = audit_health
+                    .as_ref()
+                    .is_some_and(|h| h.borrow().is_failing());
                 let requests = control.lock();
-                if requests.paused || requests.stop_at.is_some() {
+                // A failing audit log, too: the supervisor applies the
+                // audit failure policy as soon as the guest yields.
+                if requests.paused || requests.stop_at.is_some() || failing {
                     // Hand control back to the drive future now rather than
                     // at the next fuel yield.
                     return Ok(UpdateDeadline::Yield(1));
@@ -253,6 +274,8 @@ pub(crate) struct RunFuture {
     started: Instant,
     deadline_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     stop_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the oldest output not yet in a record is due in the log.
+    output_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 fn sleep_until(at: Instant) -> Pin<Box<tokio::time::Sleep>> {
@@ -305,6 +328,17 @@ impl RunFuture {
         }
     }
 
+    /// Cuts the output that is due into records and appends what is
+    /// queued, also while the guest is silent or paused.
+    fn pump_output(&mut self, cx: &mut Context<'_>) {
+        if let Some(due) = self.capture.next_due()
+            && poll_timer(&mut self.output_timer, due, cx)
+        {
+            self.capture.cut_due();
+        }
+        let _ = self.capture.poll_drain(cx);
+    }
+
     fn end_without_guest(&mut self, end: RunEnd) -> Outcome {
         // Dropping the guest future drops the store: the instance is gone.
         self.inner = None;
@@ -334,6 +368,7 @@ impl Future for RunFuture {
         {
             return Poll::Ready(this.end_without_guest(RunEnd::Stopped { forced: true }));
         }
+        this.pump_output(cx);
         if paused {
             // Not polling the guest: it consumes nothing until resumed.
             this.control.parked.store(true, Ordering::SeqCst);
@@ -354,7 +389,11 @@ impl Future for RunFuture {
             return Poll::Pending;
         };
         let (result, host, fuel_left) = match inner.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                // What the guest just wrote goes on its way to the log.
+                this.pump_output(cx);
+                return Poll::Pending;
+            }
             Poll::Ready(done) => done,
         };
         this.inner = None;
@@ -433,6 +472,8 @@ pub(crate) fn trap_failure(error: &wasmtime::Error) -> Failure {
                     Some((_, frame)) => frame.to_string(),
                     None => line.to_string(),
                 })
+                // Function names come from the guest's own name section.
+                .map(|frame| caps::cap(frame, caps::FRAME))
                 .collect()
         })
         .unwrap_or_default();

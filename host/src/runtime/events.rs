@@ -19,6 +19,12 @@ pub(crate) enum ContainerEvent {
         source: &'static str,
         compile_ms: u64,
     },
+    /// A verified component could not be compiled: nothing of it runs.
+    CompileFailed {
+        name: String,
+        digest: String,
+        error: String,
+    },
     /// A cached compiled artifact failed its integrity check and was rebuilt.
     CacheRejected { path: String, reason: String },
     /// A container was created.
@@ -57,6 +63,9 @@ pub(crate) enum ContainerEvent {
     Paused,
     /// Resumed.
     Resumed { paused_ms: u64 },
+    /// Was paused while the audit log could not be written, and resumed
+    /// when it could (recorded then).
+    AuditPaused { cause: String, paused_ms: u64 },
     /// A restart was scheduled after a backoff.
     RestartScheduled {
         run: u32,
@@ -78,13 +87,25 @@ pub(crate) enum ContainerEvent {
         action: &'static str,
         status: String,
     },
-    /// One line of guest output.
+    /// A chunk of guest output: at most 16 KiB of one stream, starting at
+    /// `offset` in it (see `output::chunks` for the format).
     Output {
         stream: &'static str,
-        line: Untrusted,
+        offset: u64,
+        bytes: u64,
+        lines: u64,
+        text: Untrusted,
     },
     /// Output went past the capture limit.
     OutputTruncated { limit_bytes: u64 },
+    /// Output and log lines counted, not written, past the run's audit
+    /// budget (one record, at the end of the run).
+    OutputDropped {
+        budget_bytes: u64,
+        stdout_bytes: u64,
+        stderr_bytes: u64,
+        log_lines: u64,
+    },
     /// A structured log line from the guest (`forgeone:kernel/log`).
     Log {
         level: &'static str,
@@ -120,6 +141,7 @@ impl AuditEvent for ContainerEvent {
     fn kind(&self) -> &'static str {
         match self {
             ContainerEvent::Compiled { .. } => "container.compiled",
+            ContainerEvent::CompileFailed { .. } => "container.compile_failed",
             ContainerEvent::CacheRejected { .. } => "container.cache_rejected",
             ContainerEvent::Created { .. } => "container.created",
             ContainerEvent::Started { .. } => "container.started",
@@ -129,12 +151,14 @@ impl AuditEvent for ContainerEvent {
             ContainerEvent::StopRequested { .. } => "container.stop_requested",
             ContainerEvent::Paused => "container.paused",
             ContainerEvent::Resumed { .. } => "container.resumed",
+            ContainerEvent::AuditPaused { .. } => "container.audit_paused",
             ContainerEvent::RestartScheduled { .. } => "container.restart_scheduled",
             ContainerEvent::Quarantined { .. } => "container.quarantined",
             ContainerEvent::Released => "container.released",
             ContainerEvent::TransitionRefused { .. } => "container.transition_refused",
             ContainerEvent::Output { .. } => "container.output",
             ContainerEvent::OutputTruncated { .. } => "container.output_truncated",
+            ContainerEvent::OutputDropped { .. } => "container.output_dropped",
             ContainerEvent::Log { .. } => "container.log",
             ContainerEvent::LogDropped { .. } => "container.log_dropped",
             ContainerEvent::UnsignedAllowed { .. } => "policy.unsigned_allowed",
@@ -170,13 +194,50 @@ impl AuditEvent for ContainerEvent {
         }
     }
 
+    fn size_hint(&self) -> usize {
+        let untrusted = |items: &[Untrusted]| items.iter().map(|u| u.as_str().len()).sum::<usize>();
+        let failure = |f: &Failure| match f {
+            Failure::Trap { trap, backtrace } => {
+                trap.len() + backtrace.iter().map(String::len).sum::<usize>()
+            }
+            Failure::MemoryLimit { detail, .. }
+            | Failure::TableLimit { detail, .. }
+            | Failure::HostCallDenied { detail, .. } => detail.len(),
+            _ => 0,
+        };
+        match self {
+            ContainerEvent::Output { text, .. } => text.as_str().len(),
+            ContainerEvent::Log {
+                message, fields, ..
+            } => {
+                message.as_str().len()
+                    + fields
+                        .iter()
+                        .map(|(k, v)| k.as_str().len() + v.as_str().len())
+                        .sum::<usize>()
+            }
+            ContainerEvent::CompileFailed { error, .. } => error.len(),
+            ContainerEvent::Failed { failure: f, .. } => failure(f),
+            ContainerEvent::Quarantined {
+                last_failure,
+                last_output,
+                restart_history,
+                ..
+            } => failure(last_failure) + untrusted(last_output) + 128 * restart_history.len(),
+            _ => 0,
+        }
+    }
+
     fn severity(&self) -> Severity {
         match self {
             ContainerEvent::Failed { .. }
+            | ContainerEvent::CompileFailed { .. }
             | ContainerEvent::CacheRejected { .. }
             | ContainerEvent::Quarantined { .. }
             | ContainerEvent::TransitionRefused { .. }
             | ContainerEvent::OutputTruncated { .. }
+            | ContainerEvent::OutputDropped { .. }
+            | ContainerEvent::AuditPaused { .. }
             | ContainerEvent::LogDropped { .. }
             | ContainerEvent::UnsignedAllowed { .. }
             | ContainerEvent::UnsignedRefused { .. }

@@ -12,6 +12,7 @@ use crate::audit::{Actor, AuditLog, Entry, Subjects, Untrusted};
 use crate::identity::{IdentityContext, TrustLevel};
 
 use super::bindings::{identity, log};
+use super::caps;
 use super::events::ContainerEvent;
 use super::fs_guard::GuardView;
 use super::limits::Limiter;
@@ -190,30 +191,54 @@ fn level_name(level: log::Level) -> &'static str {
     }
 }
 
+/// A log line's message and fields, capped at the source (see `caps`).
+fn capped(message: String, fields: Vec<log::Field>) -> (String, Vec<(String, String)>) {
+    let message = caps::cap(message, caps::LOG_MESSAGE);
+    let total = fields.len();
+    let mut kept: Vec<(String, String)> = fields
+        .into_iter()
+        .take(caps::LOG_FIELDS)
+        .map(|f| {
+            (
+                caps::cap(f.key, caps::LOG_FIELD),
+                caps::cap(f.value, caps::LOG_FIELD),
+            )
+        })
+        .collect();
+    if total > caps::LOG_FIELDS {
+        kept.push((
+            "forgeone.truncated".to_string(),
+            format!("{} more fields dropped", total - caps::LOG_FIELDS),
+        ));
+    }
+    (message, kept)
+}
+
 impl log::Host for &mut KernelCtx {
-    fn write(&mut self, level: log::Level, message: String, fields: Vec<log::Field>) {
+    async fn write(&mut self, level: log::Level, message: String, fields: Vec<log::Field>) {
         let me = self.identity.clone();
         let state = &mut self.log;
         state.written = state.written.saturating_add(1);
         if state.written > state.limit {
             if state.written == state.limit + 1 {
                 let event = ContainerEvent::LogDropped { limit: state.limit };
-                let _ = state.audit.append(
-                    Entry::owned(event)
-                        .shared_actor(Actor::shared_host())
-                        .about(me.audit_subjects.clone()),
-                );
+                let _ = state
+                    .audit
+                    .append_async(
+                        Entry::owned(event)
+                            .shared_actor(Actor::shared_host())
+                            .about(me.audit_subjects.clone()),
+                    )
+                    .await;
             }
             return;
         }
+        let (message, fields) = capped(message, fields);
         let escaped = Untrusted::new(&message);
-        let raw_fields: String = fields
-            .iter()
-            .map(|f| format!(" {}={}", f.key, f.value))
-            .collect();
+        let raw_fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         let fields: Vec<(Untrusted, Untrusted)> = fields
             .iter()
-            .map(|f| (Untrusted::new(&f.key), Untrusted::new(&f.value)))
+            .map(|(k, v)| (Untrusted::new(k), Untrusted::new(v)))
             .collect();
         let rendered_fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         // Tagged by the host with who wrote it; the guest cannot forge this.
@@ -236,16 +261,25 @@ impl log::Host for &mut KernelCtx {
             log::Level::Error => emit!(tracing::Level::ERROR),
         }
         let name = level_name(level);
-        if let Some(capture) = &state.capture {
-            capture.log_line(format!("[{name}] {message}{raw_fields}"));
-        }
-        let event = ContainerEvent::Log {
+        let text = (escaped.as_str().len() + rendered_fields.len()) as u64;
+        let entry = me.entry(ContainerEvent::Log {
             level: name,
             message: escaped,
             fields,
+        });
+        let Some(capture) = &state.capture else {
+            if let Err(e) = state.audit.append_async(entry).await {
+                tracing::error!(container = %me.container, "audit append failed: {e}");
+            }
+            return;
         };
-        if let Err(e) = state.audit.append(me.entry(event)) {
-            tracing::error!(container = %me.container, "audit append failed: {e}");
+        capture.log_line(format!("[{name}] {message}{raw_fields}"));
+        // Behind the output written before it, charged to the run's audit
+        // budget (over it, counted, not written); the guest goes on once
+        // less than a chunk's worth of its records is not yet durable.
+        if capture.log_record(entry, text) && !capture.has_room() {
+            capture.drain().await;
+            capture.wait_writable().await;
         }
     }
 }

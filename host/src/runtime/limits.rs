@@ -37,6 +37,12 @@ pub struct Limits {
     /// Structured log lines per run; past it lines are dropped (audited
     /// once). Default: 10,000.
     pub max_log_lines: u32,
+    /// Audit bytes per run for guest-supplied text: output chunks and log
+    /// lines, each charged its escaped text and 512 bytes. Past it, output
+    /// and log lines are counted, not written, and one
+    /// `container.output_dropped` record at the end of the run says how
+    /// much. Output still reaches the caller. Default: 1 MiB.
+    pub max_audit_bytes: u64,
     /// Host handles the guest may hold open at once: files and
     /// directories, streams, directory listings, pollables, sockets. A
     /// filesystem call that would open one more returns
@@ -57,6 +63,7 @@ impl Default for Limits {
             max_output: 1024 * 1024,
             max_line: 4096,
             max_log_lines: 10_000,
+            max_audit_bytes: 1024 * 1024,
             max_open_files: 1024,
         }
     }

@@ -27,12 +27,17 @@
 //!   fuel, deadline, memory or table limit, trap with backtrace, host call
 //!   denied.
 //! - **Supervision** ([`RestartPolicy`], [`BackoffConfig`], [`Quarantine`]).
+//! - **Fail closed** ([`AuditFailure`]): a run starts only once its
+//!   `container.created` and `container.started` records are durable, and
+//!   while the audit log cannot be written running containers are stopped
+//!   (or paused) and nothing new starts.
 //! - **Plugins** ([`Plugin`], [`Value`], [`PluginContext`]): typed calls
 //!   into signed plugin components, limits per call.
 //! - **Errors** ([`RuntimeError`]): each with its context, and the
 //!   underlying error as its source.
 
 mod bindings;
+mod caps;
 mod compile;
 mod config;
 mod container;
@@ -59,9 +64,9 @@ pub use engine::EngineConfig;
 pub use error::RuntimeError;
 pub use grants::{DirGrant, DirGrantError, Grants};
 pub use lifecycle::{
-    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, PreparedContainer,
-    RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy, RuntimeResources,
-    RuntimeStatus,
+    AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA,
+    PreparedContainer, RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy,
+    RuntimeResources, RuntimeStatus,
 };
 pub use limits::Limits;
 pub use outcome::{Failure, Outcome, RunEnd, RunStats};

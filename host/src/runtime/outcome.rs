@@ -81,12 +81,23 @@ pub enum Failure {
         /// What went wrong.
         message: String,
     },
+    /// The audit log could not be written, so the run was not started, or
+    /// was stopped (see
+    /// [`RuntimeConfig::on_audit_failure`](crate::runtime::RuntimeConfig::on_audit_failure)):
+    /// nothing runs unaudited. Not the guest's fault, and never restarted
+    /// by the restart policy.
+    AuditUnavailable {
+        /// The audit log.
+        log: std::path::PathBuf,
+        /// Why it cannot be written.
+        cause: String,
+    },
 }
 
 impl Failure {
     /// A short stable name: `exit`, `out-of-fuel`, `deadline`,
     /// `memory-limit`, `table-limit`, `open-files-limit`, `trap`,
-    /// `host-call-denied`, `instantiate`.
+    /// `host-call-denied`, `instantiate`, `audit-unavailable`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Exit { .. } => "exit",
@@ -98,12 +109,17 @@ impl Failure {
             Failure::Trap { .. } => "trap",
             Failure::HostCallDenied { .. } => "host-call-denied",
             Failure::Instantiate { .. } => "instantiate",
+            Failure::AuditUnavailable { .. } => "audit-unavailable",
         }
     }
 
-    /// True when restarting cannot help (the component cannot link).
+    /// True when restarting cannot help: the component cannot link, or the
+    /// audit log cannot be written (nothing may run until it can).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Failure::HostCallDenied { .. })
+        matches!(
+            self,
+            Failure::HostCallDenied { .. } | Failure::AuditUnavailable { .. }
+        )
     }
 }
 
@@ -148,6 +164,11 @@ impl fmt::Display for Failure {
                 )
             }
             Failure::Instantiate { message } => write!(f, "could not instantiate: {message}"),
+            Failure::AuditUnavailable { log, cause } => write!(
+                f,
+                "stopped: the audit log {} cannot be written ({cause}); nothing runs unaudited",
+                log.display()
+            ),
         }
     }
 }

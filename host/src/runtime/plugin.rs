@@ -17,6 +17,7 @@ use crate::identity::IdentityContext;
 
 use super::RuntimeError;
 use super::bindings::plugin::PluginPre;
+use super::caps;
 use super::container::{DeadlinePassed, classify, new_store};
 use super::events::ContainerEvent;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
@@ -61,7 +62,7 @@ impl Runtime {
     ) -> Result<Plugin, RuntimeError> {
         let id = Uuid::new_v4();
         let identity = self.admit(component, identity, None)?;
-        let compiled = self.inner.store.get(component)?;
+        let compiled = self.compiled(component, &identity, None)?;
         let pre = match &compiled.pre {
             Ok(pre) => PluginPre::new(pre.clone()).map_err(|e| RuntimeError::NotAPlugin {
                 name: component.name().to_string(),
@@ -102,7 +103,10 @@ impl Runtime {
             name: plugin.info.name.clone(),
             version: plugin.info.version.clone(),
         };
-        self.audit(plugin.identity.entry(event))?;
+        self.inner
+            .audit
+            .append_async(plugin.identity.entry(event))
+            .await?;
         Ok(plugin)
     }
 }
@@ -128,10 +132,17 @@ impl Plugin {
         &self.info
     }
 
-    /// Calls `describe` (in a fresh instance).
+    /// Calls `describe` (in a fresh instance). The name and version the
+    /// plugin returns are capped at 256 bytes each (with a truncation
+    /// marker).
     pub async fn describe(&self) -> Result<PluginInfo, RuntimeError> {
         match self.invoke(Call::Describe).await? {
-            Reply::Info(info) => Ok(info),
+            Reply::Info(mut info) => {
+                // Guest-supplied: capped before they are kept, shown or audited.
+                info.name = caps::cap(info.name, caps::PLUGIN_INFO);
+                info.version = caps::cap(info.version, caps::PLUGIN_INFO);
+                Ok(info)
+            }
             Reply::Value(_) => unreachable!("describe returns plugin info"),
         }
     }
@@ -165,6 +176,10 @@ impl Plugin {
             limit: self.limits.max_output,
             max_line: self.limits.max_line.max(16),
             keep_last: 0,
+            audit_budget: self.limits.max_audit_bytes,
+            // A call is bounded by its own deadline; it is refused up front
+            // while the log cannot be written, and not stopped halfway.
+            health: None,
         });
         // An empty WASI context: no preopens, env, args or network; output
         // captured.
@@ -185,7 +200,8 @@ impl Plugin {
                 identity: self.identity.clone(),
                 log: LogState {
                     audit: runtime.inner.audit.clone(),
-                    capture: None,
+                    // No sink and no kept lines: only the audit budget.
+                    capture: Some(capture.clone()),
                     written: 0,
                     limit: self.limits.max_log_lines,
                 },
@@ -197,6 +213,7 @@ impl Plugin {
             host,
             &self.limits,
             runtime.inner.config.engine.fuel_yield_interval,
+            None,
             None,
         )?;
         let budget = self.limits.fuel.unwrap_or(u64::MAX);
@@ -226,6 +243,7 @@ impl Plugin {
             None => work.await,
         };
         capture.finish();
+        capture.drain().await;
         let (output_bytes, output_truncated) = capture.totals();
         let stats = RunStats {
             fuel_consumed: budget.saturating_sub(store.get_fuel().unwrap_or(0)),
@@ -266,7 +284,11 @@ impl Plugin {
             failure: failure.clone(),
             stats,
         };
-        runtime.audit(self.identity.entry(event))?;
+        runtime
+            .inner
+            .audit
+            .append_async(self.identity.entry(event))
+            .await?;
         match (reply, failure) {
             (Some(reply), _) => Ok(reply),
             (None, failure) => Err(RuntimeError::PluginFailed {

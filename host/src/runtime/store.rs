@@ -209,14 +209,6 @@ impl ComponentStore {
         }
     }
 
-    /// The compiled form of `component`, waiting for it as long as it
-    /// takes (plugins; see [`ComponentStore::get_within`]).
-    pub(crate) fn get(&self, component: &VerifiedComponent) -> Result<Arc<Compiled>, RuntimeError> {
-        Ok(self
-            .get_within(component, None)?
-            .expect("a wait without a deadline ends with the compile"))
-    }
-
     /// The compiled form of `component`. The first time its digest is seen
     /// it is checked against the structural limits (refused with the
     /// number over the limit), then compiled (or loaded from the verified

@@ -21,6 +21,7 @@ use crate::audit::FullDisk;
 use crate::boot::World;
 use crate::guests;
 
+mod audit_log;
 mod deploy;
 mod ops;
 mod trust;

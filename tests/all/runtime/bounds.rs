@@ -69,6 +69,12 @@ async fn the_reported_200k_function_component_is_refused_before_compiling() {
         "{message}"
     );
     assert_eq!(h.runtime.cache_stats().compiled, 0, "nothing was compiled");
+    // The refusal is audited like any compile failure, with the number.
+    let failed = h.records_of("container.compile_failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    let error = failed[0]["details"]["error"].as_str().unwrap();
+    assert!(error.contains("200001 functions"), "{error}");
+    assert!(h.records_of("container.created").is_empty());
     // A hang guard, not a timing check: the parse takes milliseconds.
     assert!(started.elapsed() < Duration::from_secs(30));
 }

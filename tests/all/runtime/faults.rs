@@ -50,7 +50,18 @@ async fn hello_runs_with_its_identity_and_logs_tagged() {
     assert_eq!(allowed[0]["details"]["name"], "hello");
     let exited = h.records_of("container.exited");
     assert_eq!(exited[0]["details"]["code"], 0);
-    assert_eq!(h.records_of("container.output").len(), out.len() - 1);
+    // The output is audited in chunks (one, unless the 100 ms cut fell
+    // between two lines), holding every line.
+    let stdout: String = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.stream == Stream::Stdout)
+        .map(|l| format!("{}\\n", l.escaped()))
+        .collect();
+    let (audited, chunks) = audited_output(&h.records(), "stdout");
+    assert_eq!(audited, stdout);
+    assert!(chunks < 7, "{chunks} records for 7 lines");
     // Every lifecycle record names the container, its component and its
     // workload, and is by the container's identity.
     for kind in ["container.created", "container.started", "container.exited"] {
@@ -225,7 +236,12 @@ async fn stdout_flood_is_bounded_and_marked() {
     assert_eq!(marker.stream, Stream::Host);
     assert!(marker.text.contains("output truncated"), "{}", marker.text);
     assert_eq!(h.records_of("container.output_truncated").len(), 1);
-    assert_eq!(h.records_of("container.output").len(), 1024 + 1);
+    // What was kept is audited in chunks of at most 16 KiB, without a gap:
+    // 1,024 lines in a handful of records (four, unless the 100 ms cut
+    // came first).
+    let (text, chunks) = audited_output(&h.records(), "stdout");
+    assert_eq!(text, format!("{}\\n", "F".repeat(63)).repeat(1024));
+    assert!((4..=8).contains(&chunks), "{chunks} records");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,8 +269,8 @@ async fn ansi_escapes_are_escaped_for_terminals_and_the_audit_log() {
         !raw.contains('\u{202e}'),
         "raw bidi override reached the audit log"
     );
-    let output = h.records_of("container.output");
-    assert_eq!(output[0]["details"]["line"], "\\x1b[31mred alert\\x1b[0m");
+    let (text, _) = audited_output(&h.records(), "stdout");
+    assert!(text.starts_with("\\x1b[31mred alert\\x1b[0m\\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@ use serde_json::Value as Json;
 
 use crate::guests;
 
+mod audit_failure;
+mod audit_output;
 mod bounds;
 mod cache;
 mod capabilities;
@@ -103,6 +105,28 @@ fn texts(lines: &Arc<Mutex<Vec<OutputLine>>>) -> Vec<String> {
         .iter()
         .map(|l| l.text.clone())
         .collect()
+}
+
+/// One stream's audited output: the `text` of its `container.output`
+/// chunks in order (escaped), checked to follow one another without a gap
+/// and to hold at most 16 KiB each; and how many chunks there were.
+fn audited_output(records: &[Json], stream: &str) -> (String, usize) {
+    let mut text = String::new();
+    let mut offset = 0;
+    let mut chunks = 0;
+    for r in records
+        .iter()
+        .filter(|r| r["kind"] == "container.output" && r["details"]["stream"] == stream)
+    {
+        let d = &r["details"];
+        assert_eq!(d["offset"], offset, "a gap before {r}");
+        let bytes = d["bytes"].as_u64().unwrap();
+        assert!(bytes <= 16 * 1024, "{bytes} bytes in one record");
+        offset += bytes;
+        text.push_str(d["text"].as_str().unwrap());
+        chunks += 1;
+    }
+    (text, chunks)
 }
 
 /// Polls `cond` every 5 ms; panics after 60 s (a hang, not a timing check).

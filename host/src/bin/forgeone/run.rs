@@ -24,7 +24,9 @@ pub const RUN_EXIT_CODES: &str = "\
 Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
   1    refused before running (unverified or unsigned code, policy, a component
        over the engine's structural limits)
-  3    could not run: unreadable component, bad audit log or key, I/O error
+  3    could not run: unreadable component, bad audit log or key, I/O error;
+       or stopped because the audit log could not be written (the message
+       names the log)
   124  the --timeout deadline passed
   126  host call denied: the component imports what the host does not provide
   130  stopped by SIGINT (Ctrl-C): the container was stopped, the log sealed
@@ -216,6 +218,7 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
             | RunFailure::TableLimit { .. }
             | RunFailure::OpenFilesLimit { .. } => 135,
             RunFailure::OutOfFuel { .. } => 137,
+            RunFailure::AuditUnavailable { .. } => 3,
             _ => 134,
         },
         _ => 134,

@@ -11,11 +11,13 @@ use crate::audit::Entry;
 use crate::boot::VerifiedComponent;
 use crate::identity::{IdentityContext, TrustLevel};
 use crate::runtime::RuntimeError;
+use crate::runtime::caps;
 use crate::runtime::config::ContainerConfig;
 use crate::runtime::container::{RunSpec, guest_identity};
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;
 use crate::runtime::outcome::{Failure, Outcome};
+use crate::runtime::store::Compiled;
 
 use super::types::{
     ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals,
@@ -109,6 +111,50 @@ impl Runtime {
         Ok(identity)
     }
 
+    /// The compiled form of `component`, waiting for it as long as it
+    /// takes (plugins; see [`Runtime::compiled_within`]).
+    pub(crate) fn compiled(
+        &self,
+        component: &VerifiedComponent,
+        identity: &IdentityContext,
+        subject: Option<Uuid>,
+    ) -> Result<Arc<Compiled>, RuntimeError> {
+        Ok(self
+            .compiled_within(component, identity, subject, None)?
+            .expect("a wait without a deadline ends with the compile"))
+    }
+
+    /// The compiled form of `component`, waiting at most `timeout` for its
+    /// compile (`Ok(None)` past it). One that is refused or cannot be
+    /// compiled is refused with a `container.compile_failed` record naming
+    /// it, its digest and the compiler's error (capped at 4 KiB).
+    pub(crate) fn compiled_within(
+        &self,
+        component: &VerifiedComponent,
+        identity: &IdentityContext,
+        subject: Option<Uuid>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Arc<Compiled>>, RuntimeError> {
+        self.inner
+            .store
+            .get_within(component, timeout)
+            .inspect_err(|error| {
+                let digest = component.digest().to_hex();
+                let event = ContainerEvent::CompileFailed {
+                    name: component.name().to_string(),
+                    digest: digest.clone(),
+                    error: caps::cap(error.to_string(), caps::COMPILE_ERROR),
+                };
+                let mut entry = Entry::owned(event).actor(identity).component(digest);
+                if let Some(id) = subject {
+                    entry = entry.container(id);
+                }
+                if let Err(e) = self.audit(entry) {
+                    tracing::error!(component = component.name(), "audit append failed: {e}");
+                }
+            })
+    }
+
     /// Sets up a container (compiles its component once, creates its
     /// record as `Creating`) and returns it with the future that runs it.
     ///
@@ -138,9 +184,7 @@ impl Runtime {
         let waited = std::time::Instant::now();
         let timeout = config.limits.timeout;
         let compiled = self
-            .inner
-            .store
-            .get_within(&config.component, timeout)?
+            .compiled_within(&config.component, &identity, Some(id), timeout)?
             .ok_or(Failure::Deadline {
                 timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             });
@@ -221,7 +265,7 @@ impl Runtime {
                 .unwrap_or(Failure::Instantiate {
                     message: "cannot link".into(),
                 });
-                Box::pin(async move { runtime.link_failed(id, failure) })
+                Box::pin(async move { runtime.link_failed(id, failure).await })
             }
         };
         Ok(PreparedContainer { id, future })

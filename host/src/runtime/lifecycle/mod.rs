@@ -17,6 +17,7 @@
 //! every epoch tick when a request is pending. A paused container's future
 //! is simply not polled, so it uses no CPU until resumed.
 
+mod guard;
 mod launch;
 mod operations;
 mod supervision;
@@ -41,8 +42,8 @@ use crate::runtime::store::ComponentStore;
 
 pub use launch::PreparedContainer;
 pub use types::{
-    ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals, RuntimeConfig,
-    RuntimeContext, RuntimePolicy, RuntimeResources, RuntimeStatus,
+    AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA, RunTotals,
+    RuntimeConfig, RuntimeContext, RuntimePolicy, RuntimeResources, RuntimeStatus,
 };
 
 struct ContainerEntry {

@@ -39,8 +39,10 @@ impl Runtime {
         self.audit_ok(id, ContainerEvent::Paused)
     }
 
-    /// Resumes a paused container.
+    /// Resumes a paused container. Refused while the audit log cannot be
+    /// written (it would run unaudited).
     pub fn resume(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.inner.audit.ensure_writable()?;
         let control = self.with_entry(
             id,
             |entry| match entry.ctx.status {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::audit::Entry;
 use crate::runtime::container::{Run, RunSpec};
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;
@@ -17,14 +18,14 @@ use super::Runtime;
 use super::types::ContainerStatus;
 
 impl Runtime {
-    pub(super) fn link_failed(&self, id: Uuid, failure: Failure) -> Outcome {
+    pub(super) async fn link_failed(&self, id: Uuid, failure: Failure) -> Outcome {
         let outcome = Outcome {
             end: RunEnd::Failed(failure.clone()),
             stats: RunStats::default(),
             run: 1,
             last_output: Vec::new(),
         };
-        self.record_run(id, &outcome);
+        self.record_run(id, &outcome).await;
         self.settle(id, ContainerStatus::Failed(failure), &outcome);
         outcome
     }
@@ -49,8 +50,16 @@ impl Runtime {
         }
     }
 
+    /// Appends `entry` without blocking the executor thread; a failure is
+    /// logged (the caller goes on: what it reports already happened).
+    async fn audit_async(&self, id: Uuid, entry: Entry) {
+        if let Err(e) = self.inner.audit.append_async(entry).await {
+            tracing::error!(container = %id, "audit append failed: {e}");
+        }
+    }
+
     /// Audits a finished run and records it in the container's history.
-    fn record_run(&self, id: Uuid, outcome: &Outcome) {
+    async fn record_run(&self, id: Uuid, outcome: &Outcome) {
         let event = match &outcome.end {
             RunEnd::Success => ContainerEvent::Exited {
                 run: outcome.run,
@@ -68,16 +77,15 @@ impl Runtime {
                 stats: outcome.stats.clone(),
             },
         };
-        let mut containers = self.containers();
-        let Some(entry) = containers.get_mut(&id) else {
-            return;
+        let entry = {
+            let mut containers = self.containers();
+            let Some(entry) = containers.get_mut(&id) else {
+                return;
+            };
+            entry.ctx.record_run(outcome);
+            entry.audit_entry(event)
         };
-        entry.ctx.record_run(outcome);
-        let entry = entry.audit_entry(event);
-        drop(containers);
-        if let Err(e) = self.audit(entry) {
-            tracing::error!(container = %id, "audit append failed: {e}");
-        }
+        self.audit_async(id, entry).await;
     }
 
     /// Waits until `done` is true, re-checking on every lifecycle request,
@@ -141,22 +149,24 @@ impl Runtime {
             // Built from the run's identity, with its shared actor and
             // subjects: no strings are copied per record.
             let entry = spec.identity.entry(ContainerEvent::Started { run });
-            if let Err(e) = self.audit(entry) {
-                tracing::error!(container = %id, "audit append failed: {e}");
-            }
-            let outcome = match Run::prepare(&spec, control.clone(), run) {
-                Ok(prepared) => prepared.into_future().await,
-                Err(e) => Outcome {
-                    end: RunEnd::Failed(Failure::Instantiate {
-                        message: e.to_string(),
-                    }),
+            let outcome = match self.durable_start(entry).await {
+                Ok(()) => self.run_guarded(id, &spec, &control, run).await,
+                Err(failure) => Outcome {
+                    end: RunEnd::Failed(failure),
                     stats: RunStats::default(),
                     run,
                     last_output: Vec::new(),
                 },
             };
-            self.record_run(id, &outcome);
+            self.record_run(id, &outcome).await;
 
+            if let Some(failure @ Failure::AuditUnavailable { .. }) = outcome.failure() {
+                // Not run, or stopped, because the audit log cannot be
+                // written: failed for good, whatever the restart policy.
+                self.clear_requests(&control);
+                self.settle(id, ContainerStatus::Failed(failure.clone()), &outcome);
+                return outcome;
+            }
             let stop_requested = control.stop_requested();
             if stop_requested || matches!(outcome.end, RunEnd::Stopped { .. }) {
                 self.clear_requests(&control);
@@ -190,7 +200,9 @@ impl Runtime {
                 && backoff.crash_loop_threshold > 0
                 && consecutive_failures >= backoff.crash_loop_threshold
             {
-                let quarantine = self.quarantine(id, consecutive_failures, last_failure, &outcome);
+                let quarantine = self
+                    .quarantine(id, consecutive_failures, last_failure, &outcome)
+                    .await;
                 self.settle(
                     id,
                     ContainerStatus::Quarantined(Box::new(quarantine)),
@@ -231,9 +243,7 @@ impl Runtime {
                 policy: policy.as_str(),
             };
             let entry = self.entry_for(id, event);
-            if let Err(e) = self.audit(entry) {
-                tracing::error!(container = %id, "audit append failed: {e}");
-            }
+            self.audit_async(id, entry).await;
             Self::wait_for(&control, Some(delay), |c| c.stop_requested()).await;
             if control.stop_requested() {
                 self.clear_requests(&control);
@@ -264,7 +274,7 @@ impl Runtime {
         requests.released = false;
     }
 
-    fn quarantine(
+    async fn quarantine(
         &self,
         id: Uuid,
         failures: u32,
@@ -300,9 +310,45 @@ impl Runtime {
                 .collect(),
         };
         let entry = self.entry_for(id, event);
-        if let Err(e) = self.audit(entry) {
-            tracing::error!(container = %id, "audit append failed: {e}");
-        }
+        self.audit_async(id, entry).await;
         quarantine
+    }
+
+    /// Appends the run's `container.started` and waits until it, the
+    /// container's `container.created` and everything before them are
+    /// durable: no guest instruction runs before its start is on disk.
+    /// `Err` (the run must not start) when the log cannot take them.
+    async fn durable_start(&self, started: Entry) -> Result<(), Failure> {
+        let audit = &self.inner.audit;
+        let result = match audit.append_async(started).await {
+            Ok(_) => audit.flush_async().await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| Failure::AuditUnavailable {
+            log: audit.path().to_path_buf(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// One run of the guest, then its output: the last of it cut into
+    /// records and every record queued in the log.
+    pub(super) async fn run_once(spec: &RunSpec, control: &Arc<Control>, run: u32) -> Outcome {
+        match Run::prepare(spec, control.clone(), run) {
+            Ok(prepared) => {
+                let capture = prepared.capture();
+                let outcome = prepared.into_future().await;
+                capture.finish();
+                capture.drain().await;
+                outcome
+            }
+            Err(e) => Outcome {
+                end: RunEnd::Failed(Failure::Instantiate {
+                    message: e.to_string(),
+                }),
+                stats: RunStats::default(),
+                run,
+                last_output: Vec::new(),
+            },
+        }
     }
 }

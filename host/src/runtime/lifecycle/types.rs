@@ -29,6 +29,29 @@ pub struct RuntimePolicy {
     pub allow_network: bool,
 }
 
+/// What happens to running containers when the audit log cannot be
+/// written (with [`FailMode::Closed`](crate::audit::FailMode::Closed), the
+/// default; with `FailMode::Open` they run on). Either way nothing new
+/// starts until the log can be written again, and no guest output or log
+/// line returns to the guest while it cannot: the guest waits in the host
+/// call until the policy has acted. Like auditd's `disk_full_action`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditFailure {
+    /// Stop every running container at once (no grace period: at its next
+    /// yield point, or in the host call it waits in). Its run ends with
+    /// [`Failure::AuditUnavailable`], which no restart policy restarts.
+    /// The default.
+    #[default]
+    Stop,
+    /// Pause every running container (it keeps its memory and uses no
+    /// CPU) and resume it when the log can be written again, which is then
+    /// recorded as `container.audit_paused` with the cause and the time
+    /// paused. Operators cannot resume it before that.
+    Pause,
+}
+
 /// How a [`Runtime`](super::Runtime) is set up.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -37,6 +60,7 @@ pub struct RuntimeConfig {
     pub(crate) policy: RuntimePolicy,
     pub(crate) cache_dir: Option<PathBuf>,
     pub(crate) backoff: BackoffConfig,
+    pub(crate) on_audit_failure: AuditFailure,
 }
 
 impl RuntimeConfig {
@@ -77,6 +101,13 @@ impl RuntimeConfig {
     /// [`BackoffConfig::new`].
     pub fn backoff(&mut self, backoff: BackoffConfig) -> &mut Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// What happens to running containers when the audit log cannot be
+    /// written. By default, [`AuditFailure::Stop`].
+    pub fn on_audit_failure(&mut self, action: AuditFailure) -> &mut Self {
+        self.on_audit_failure = action;
         self
     }
 }

@@ -68,11 +68,37 @@ pub(super) async fn watch(
             }
         }
         drawn = render(kernel, pending, &mut last, drawn, started, out);
+        if let Some(cause) = audit_stopped(kernel) {
+            // Nothing may run while the log cannot be written, and what ran
+            // was stopped: queued work would wait for ever.
+            out.note(format!(
+                "{cause}: every container was stopped and nothing more runs"
+            ));
+            break;
+        }
         if kernel.settled() {
             break;
         }
     }
     interrupted
+}
+
+/// The cause, when the audit log cannot be written and no container runs
+/// any more (the kernel stopped them; paused ones wait for the log).
+fn audit_stopped(kernel: &Kernel) -> Option<String> {
+    let cause = kernel.audit().ensure_writable().err()?.to_string();
+    let running = kernel.workloads().iter().any(|v| {
+        v.container.as_ref().is_some_and(|c| {
+            matches!(
+                c.status,
+                ContainerStatus::Running
+                    | ContainerStatus::Creating
+                    | ContainerStatus::Stopping
+                    | ContainerStatus::Paused
+            )
+        })
+    });
+    (!running).then_some(cause)
 }
 
 /// Prints new guest output and status changes; on a terminal, redraws the

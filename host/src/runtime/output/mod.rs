@@ -1,22 +1,36 @@
 //! Bounded stdout/stderr capture, streamed line by line to the caller and
-//! to the audit log (escaped).
+//! in chunks to the audit log (escaped).
 //!
-//! A guest's writes never block and never fail: past the capture limit the
-//! bytes are counted and dropped, and one marker line says so (a pipe to a
-//! full disk would make the guest fail in ways that hide the real problem).
+//! A guest's writes never fail: past the capture limit the bytes are
+//! counted and dropped, and one marker line says so (a pipe to a full disk
+//! would make the guest fail in ways that hide the real problem). They
+//! wait only while the run's finished audit chunks are queued into the log
+//! (back-pressure that never blocks a thread).
+//!
+//! - `chunks`: the `container.output` chunks and the run's audit budget
+//!   (the format is documented there);
+//! - `pipe`: the stream WASI writes to, and the pump that appends the
+//!   queued records.
+
+mod chunks;
+mod pipe;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use tokio::sync::watch;
 use uuid::Uuid;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi_io::bytes::Bytes;
 
-use crate::audit::{Actor, AuditLog, Entry, Subjects, Untrusted, escape_untrusted};
+use crate::audit::{AuditHealth, AuditLog, Entry, Subjects, escape_untrusted};
 
 use super::events::ContainerEvent;
+
+use chunks::AuditChunks;
+pub(crate) use pipe::CapturePipe;
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -107,6 +121,11 @@ pub(crate) struct CaptureTarget {
     pub(crate) limit: u64,
     pub(crate) max_line: usize,
     pub(crate) keep_last: usize,
+    /// Audit bytes the run may write (see `chunks`).
+    pub(crate) audit_budget: u64,
+    /// The log's health, when the guest must wait while it fails (a
+    /// container's run, with `FailMode::Closed`).
+    pub(crate) health: Option<watch::Receiver<AuditHealth>>,
 }
 
 #[derive(Debug)]
@@ -116,46 +135,81 @@ struct CaptureState {
     total: u64,
     kept: u64,
     truncated: bool,
+    finished: bool,
     last_lines: VecDeque<String>,
+    audit: AuditChunks,
+}
+
+type Append = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Records on their way into the log: appended, then flushed.
+struct InFlight {
+    append: Append,
+    /// Their costs, summed.
+    cost: u64,
+}
+
+struct Shared {
+    state: Mutex<CaptureState>,
+    /// The append in flight, kept here (not in whoever polls it) so that a
+    /// poller dropped mid-append loses no record.
+    pump: Mutex<Option<InFlight>>,
+    audit: AuditLog,
+    health: Option<watch::Receiver<AuditHealth>>,
 }
 
 /// The output of one container run (stdout and stderr share one budget).
-#[derive(Debug, Clone)]
-pub(crate) struct Capture(Arc<Mutex<CaptureState>>);
+#[derive(Clone)]
+pub(crate) struct Capture(Arc<Shared>);
+
+impl fmt::Debug for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capture").finish_non_exhaustive()
+    }
+}
 
 impl Capture {
     pub(crate) fn new(target: CaptureTarget) -> Capture {
-        Capture(Arc::new(Mutex::new(CaptureState {
-            target,
-            partial: [Vec::new(), Vec::new()],
-            total: 0,
-            kept: 0,
-            truncated: false,
-            last_lines: VecDeque::new(),
-        })))
+        let audit = target.audit.clone();
+        let health = target.health.clone();
+        let chunks = AuditChunks::new(target.subjects.clone(), target.audit_budget);
+        Capture(Arc::new(Shared {
+            state: Mutex::new(CaptureState {
+                target,
+                partial: [Vec::new(), Vec::new()],
+                total: 0,
+                kept: 0,
+                truncated: false,
+                finished: false,
+                last_lines: VecDeque::new(),
+                audit: chunks,
+            }),
+            pump: Mutex::new(None),
+            audit,
+            health,
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CaptureState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn pipe(&self, stream: Stream) -> CapturePipe {
-        CapturePipe {
-            capture: self.clone(),
-            stream,
-        }
+        CapturePipe::new(self.clone(), stream)
     }
 
     fn write(&self, stream: Stream, bytes: &[u8]) {
         let mut state = self.lock();
         state.total = state.total.saturating_add(bytes.len() as u64);
-        if state.truncated {
+        if state.truncated || state.finished {
             return;
         }
         let room = state.target.limit.saturating_sub(state.kept);
         let take = (bytes.len() as u64).min(room) as usize;
         state.kept += take as u64;
         let index = if stream == Stream::Stderr { 1 } else { 0 };
+        let now = Instant::now();
+        state.audit.push(index, &bytes[..take], now);
         let mut rest = &bytes[..take];
         while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
             let mut line = std::mem::take(&mut state.partial[index]);
@@ -172,24 +226,17 @@ impl Capture {
         }
         if take < bytes.len() {
             state.truncated = true;
-            for index in 0..2 {
-                let line = std::mem::take(&mut state.partial[index]);
-                if !line.is_empty() {
-                    let stream = if index == 1 {
-                        Stream::Stderr
-                    } else {
-                        Stream::Stdout
-                    };
-                    state.emit(stream, &line);
-                }
-            }
+            state.flush_partial_lines();
             let limit = state.target.limit;
             let marker = format!(
                 "[forgeone: output truncated after {}; further output dropped]",
                 bytesize::ByteSize::b(limit)
             );
             state.emit_raw(Stream::Host, marker);
-            state.audit(ContainerEvent::OutputTruncated { limit_bytes: limit });
+            state.audit.cut_all(now);
+            state
+                .audit
+                .record(ContainerEvent::OutputTruncated { limit_bytes: limit });
         }
     }
 
@@ -207,20 +254,33 @@ impl Capture {
         }
     }
 
-    /// Flushes partial lines at the end of a run.
+    /// Queues a `container.log` record of `text` escaped bytes behind the
+    /// output written before it, charged to the run's audit budget; false
+    /// when it is over (it is counted instead).
+    pub(crate) fn log_record(&self, entry: Entry, text: u64) -> bool {
+        self.lock().audit.log(entry, text)
+    }
+
+    /// Ends the run's output: partial lines go out, pending output is cut
+    /// into records, and what the budget dropped is recorded. Only the first
+    /// call does anything; [`Capture::drain`] then appends the records.
     pub(crate) fn finish(&self) {
         let mut state = self.lock();
-        for index in 0..2 {
-            let line = std::mem::take(&mut state.partial[index]);
-            if !line.is_empty() {
-                let stream = if index == 1 {
-                    Stream::Stderr
-                } else {
-                    Stream::Stdout
-                };
-                state.emit(stream, &line);
-            }
+        if std::mem::replace(&mut state.finished, true) {
+            return;
         }
+        state.flush_partial_lines();
+        state.audit.finish(Instant::now());
+    }
+
+    /// When pending output is next due in the log, if any is pending.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.lock().audit.next_due()
+    }
+
+    /// Cuts the pending output that is due.
+    pub(crate) fn cut_due(&self) {
+        self.lock().audit.cut_due(Instant::now());
     }
 
     /// (bytes written, truncated)
@@ -236,16 +296,27 @@ impl Capture {
 }
 
 impl CaptureState {
+    fn flush_partial_lines(&mut self) {
+        for index in 0..2 {
+            let line = std::mem::take(&mut self.partial[index]);
+            if !line.is_empty() {
+                let stream = if index == 1 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                self.emit(stream, &line);
+            }
+        }
+    }
+
     fn emit(&mut self, stream: Stream, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes).into_owned();
         self.emit_raw(stream, text);
     }
 
+    /// A line for the caller and the evidence (the audit log gets chunks).
     fn emit_raw(&mut self, stream: Stream, text: String) {
-        self.audit(ContainerEvent::Output {
-            stream: stream.name(),
-            line: Untrusted::new(&text),
-        });
         self.remember(&text);
         if let Some(sink) = &self.target.sink {
             (sink.0)(&OutputLine {
@@ -264,83 +335,5 @@ impl CaptureState {
             self.last_lines.pop_front();
         }
         self.last_lines.push_back(escape_untrusted(text));
-    }
-
-    fn audit(&self, event: ContainerEvent) {
-        let entry = Entry::owned(event)
-            .shared_actor(Actor::shared_host())
-            .about(self.target.subjects.clone());
-        if let Err(e) = self.target.audit.append(entry) {
-            tracing::error!(container = %self.target.container, "audit append failed: {e}");
-        }
-    }
-}
-
-/// One of a container's output streams, as WASI sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct CapturePipe {
-    capture: Capture,
-    stream: Stream,
-}
-
-impl IsTerminal for CapturePipe {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for CapturePipe {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for CapturePipe {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.capture.write(self.stream, &bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        // Always ready; writes past the limit are dropped, not refused.
-        Ok(64 * 1024)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for CapturePipe {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for CapturePipe {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.capture.write(self.stream, buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
     }
 }
