@@ -44,7 +44,8 @@ fuzz_target!(
         if let Err(e) = &verified {
             let _ = e.to_string();
         }
-        let mut open_tail = VerifyOptions::new();
+        // The same key (pinned or read from the log), any tail.
+        let mut open_tail = options.clone();
         open_tail.allow_open_tail(true);
         let chain = verify_file(&path, &open_tail);
         forgeone_fuzz::debug(|| format!("strict {:?}; open tail {:?}", verified.as_ref().map(|r| r.records).map_err(|e| e.to_string()), chain.as_ref().map(|r| r.records).map_err(|e| e.to_string())));
