@@ -1,7 +1,10 @@
 //! Ed25519 keys: loading, saving and key ids.
 //!
 //! Private keys live on disk as PKCS#8 PEM (written with mode 0600), public
-//! keys as SPKI PEM or as 32 raw bytes in hex inside JSON documents. A
+//! keys as SPKI PEM or as 32 raw bytes in hex inside JSON documents. As ssh
+//! does, a private key file that its group or others may access is refused
+//! ([`KeyError::Exposed`]) with the `chmod` that fixes it; the host's other
+//! secrets (the compiled cache's MAC key) are held to the same check. A
 //! [`KeyId`] is derived from the public key bytes, never chosen by hand:
 //! the first 16 bytes of their blake3 digest, in hex.
 //!
@@ -56,6 +59,21 @@ pub enum KeyError {
     /// A signature did not verify.
     #[error("signature by key {0} does not verify")]
     BadSignature(KeyId),
+    /// A private key (or another secret) file is accessible to its group or
+    /// to others, so it may already be known to them; it is refused, as ssh
+    /// refuses such keys.
+    #[error(
+        "{path}: {what} is accessible to group or others (mode {mode:04o}); it must be private \
+         to its owner (0600): run `chmod 600 {path}`"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// What it holds, e.g. "private key".
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A key id: the first 16 bytes of blake3(public key), as 32 hex characters.
@@ -129,7 +147,7 @@ impl PublicKey {
     /// Reads an SPKI PEM public key file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<PublicKey, KeyError> {
         let path = path.as_ref();
-        let text = read_small(path)?;
+        let text = read_small(path, None)?;
         Self::from_pem(&text).map_err(|e| KeyError::Format {
             path: path.to_owned(),
             expected: "SPKI PEM Ed25519 public key",
@@ -213,10 +231,12 @@ impl SigningKey {
         Ok(Self::from_dalek(key))
     }
 
-    /// Reads a PKCS#8 PEM private key file.
+    /// Reads a PKCS#8 PEM private key file. A file its group or others may
+    /// access (any of the mode bits `0o077`) is refused with
+    /// [`KeyError::Exposed`], before it is parsed.
     pub fn from_file(path: impl AsRef<Path>) -> Result<SigningKey, KeyError> {
         let path = path.as_ref();
-        let text = read_small(path)?;
+        let text = read_small(path, Some("private key"))?;
         Self::from_pem(&text).map_err(|e| KeyError::Format {
             path: path.to_owned(),
             expected: "PKCS#8 PEM Ed25519 private key",
@@ -260,14 +280,52 @@ impl SigningKey {
     }
 }
 
-fn read_small(path: &Path) -> Result<String, KeyError> {
+/// Refuses a secret file (`what`: "private key", "cache secret", ...) that
+/// its group or others may access: the one check for every secret the host
+/// reads, made on the metadata of the file as opened.
+pub(crate) fn check_private(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &'static str,
+) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.to_owned(),
+                what,
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta, what);
+    Ok(())
+}
+
+/// Reads a small key file: a regular file (checked before the open, so a
+/// FIFO cannot block us, and again on the open handle), at most
+/// [`MAX_KEY_FILE`] bytes, and private to its owner when it holds a secret
+/// (`secret` names it).
+fn read_small(path: &Path, secret: Option<&'static str>) -> Result<String, KeyError> {
+    use std::io::Read as _;
     let io = |source| KeyError::Io {
         path: path.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let not_a_file = || io(std::io::Error::other("not a regular file"));
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(not_a_file());
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(io(std::io::Error::other("not a regular file")));
+        return Err(not_a_file());
+    }
+    if let Some(what) = secret {
+        check_private(path, &meta, what)?;
     }
     if meta.len() > MAX_KEY_FILE {
         return Err(KeyError::Format {
@@ -276,7 +334,11 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
             reason: format!("{} bytes is too large for a key", meta.len()),
         });
     }
-    std::fs::read_to_string(path).map_err(io)
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    Ok(text)
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
@@ -313,6 +375,33 @@ mod tests {
         let sig = key.sign(b"message");
         public.verify(b"message", &sig).unwrap();
         assert!(public.verify(b"massage", &sig).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_keys_open_to_group_or_others_are_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("host.pem");
+        let public = dir.path().join("host.pub.pem");
+        let key = SigningKey::generate();
+        key.write_pair(&private, &public).unwrap();
+        assert_eq!(SigningKey::from_file(&private).unwrap().id(), key.id());
+        for mode in [0o640, 0o604, 0o644, 0o620, 0o601, 0o660] {
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = SigningKey::from_file(&private).unwrap_err();
+            assert!(matches!(err, KeyError::Exposed { .. }), "{mode:o}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("(mode {mode:04o})"))
+                    && text.contains(&format!("run `chmod 600 {}`", private.display())),
+                "{text}"
+            );
+        }
+        // Owner-only modes are fine, and public keys are meant to be read.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o400)).unwrap();
+        SigningKey::from_file(&private).unwrap();
+        PublicKey::from_file(&public).unwrap();
     }
 
     #[test]

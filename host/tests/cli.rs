@@ -162,6 +162,117 @@ fn audit_verify_export_and_tail() {
     assert!(text(&out.stderr).contains("nope.jsonl"));
 }
 
+#[test]
+fn audit_head_is_kept_by_run_printed_and_catches_a_log_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(forgeone(&["keygen", "host.pem"], d).status.success());
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let run = || {
+        let args = [
+            "run",
+            "--allow-unsigned",
+            "--host-key",
+            "host.pem",
+            "--state-dir",
+            "state",
+            "app.wasm",
+        ];
+        let out = forgeone(&args, d);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    // Two runs: the state directory keeps the latest signed head beside
+    // the log.
+    run();
+    let first_run = std::fs::read_to_string(d.join("state/audit.jsonl")).unwrap();
+    run();
+    let log = std::fs::read_to_string(d.join("state/audit.jsonl")).unwrap();
+    let records = log.lines().count();
+    assert!(d.join("state/audit.head.json").is_file());
+
+    // `audit head` prints it (checked), as does `--from-log` from the log.
+    let out = forgeone(
+        &[
+            "audit",
+            "head",
+            "state/audit.head.json",
+            "--key",
+            "host.pub.pem",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(head["type"], "forgeone.audit.head.v1");
+    assert_eq!(head["seq"], records as u64 - 1);
+    assert!(text(&out.stderr).contains(&format!("seq {}", records - 1)));
+    let out = forgeone(
+        &[
+            "audit",
+            "head",
+            "--from-log",
+            "state/audit.jsonl",
+            "-o",
+            "witness.json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let witness: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("witness.json")).unwrap()).unwrap();
+    assert_eq!(witness, head);
+
+    // Intact: verifies against the head.
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "state/audit.jsonl",
+            "--key",
+            "host.pub.pem",
+        ];
+        args.extend_from_slice(extra);
+        forgeone(&args, d)
+    };
+    let out = verify(&["--head", "witness.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Cut back to the end of the first run: sealed, so it verifies alone;
+    // against the head (or a minimum) it fails, naming both numbers.
+    std::fs::write(d.join("state/audit.jsonl"), &first_run).unwrap();
+    let cut = first_run.lines().count();
+    assert!(verify(&[]).status.success());
+    let out = verify(&["--head", "witness.json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ends at seq {cut}"))
+            && stderr.contains(&format!("signed head at seq {}", records - 1)),
+        "{stderr}"
+    );
+    let out = verify(&["--min-seq", &records.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&format!("before seq {records}")));
+
+    // And the next run refuses to write on: exit non-zero, naming the log.
+    let out = forgeone(
+        &[
+            "run",
+            "--allow-unsigned",
+            "--state-dir",
+            "state",
+            "app.wasm",
+        ],
+        d,
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("audit log") && stderr.contains("audit.head.json"),
+        "{stderr}"
+    );
+}
+
 /// A command component whose `run` succeeds at once.
 const TRIVIAL: &str = r#"
 (component
@@ -529,4 +640,756 @@ fn up_boots_schedules_runs_and_verifies_the_audit_log() {
         std::fs::read_to_string(d.join("audit.jsonl")).unwrap(),
         before
     );
+}
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every private key and the cache secret get one check, as ssh's: open to
+/// group or others is refused, naming the file and the `chmod` that fixes it.
+#[cfg(unix)]
+#[test]
+fn private_keys_readable_by_others_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    let run = || {
+        forgeone(
+            &[
+                "run",
+                "--host-key",
+                "keys/host.pem",
+                "--anchor",
+                "anchor.json",
+                "--state-dir",
+                "state",
+                "app.wasm",
+            ],
+            d,
+        )
+    };
+    assert!(run().status.success(), "{}", text(&run().stderr));
+    let refused = |out: &Output, file: &str, mode: &str| {
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("(mode {mode})"))
+                && stderr.contains(&format!("run `chmod 600 {file}`")),
+            "{stderr}"
+        );
+    };
+
+    // The host key, for `run` and for `up`.
+    chmod(&d.join("keys/host.pem"), 0o644);
+    refused(&run(), "keys/host.pem", "0644");
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    refused(&out, "keys/host.pem", "0644");
+    assert!(
+        !text(&out.stderr).contains("keygen"),
+        "{}",
+        text(&out.stderr)
+    );
+    chmod(&d.join("keys/host.pem"), 0o600);
+
+    // A release key, for `sign` (and every other command that signs).
+    chmod(&d.join("keys/release.pem"), 0o640);
+    let out = forgeone(&["sign", "app.wasm", "--key", "keys/release.pem"], d);
+    refused(&out, "keys/release.pem", "0640");
+    chmod(&d.join("keys/release.pem"), 0o600);
+
+    // The compiled cache's secret: the same check, the same advice.
+    chmod(&d.join("state/cache/cache.key"), 0o604);
+    refused(&run(), "state/cache/cache.key", "0604");
+    chmod(&d.join("state/cache/cache.key"), 0o600);
+    assert!(run().status.success(), "{}", text(&run().stderr));
+}
+
+/// Input the host would refuse later, or misread, is refused where it is
+/// given, with an error that names it.
+#[test]
+fn bad_input_is_refused_where_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+
+    // A manifest whose component version is the release `up1`: boot
+    // refuses it as not semver, so creating it is refused.
+    let create = |release: &str, component: &str| {
+        forgeone(
+            &[
+                "manifest",
+                "create",
+                "--release",
+                release,
+                "--manifest-version",
+                "1",
+                "--key",
+                "keys/release.pem",
+                "--output",
+                "boot-manifest.json",
+                component,
+            ],
+            d,
+        )
+    };
+    let out = create("up1", "app.wasm");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("version `up1` is not a semantic version")
+            && stderr.contains("NAME@VERSION=PATH"),
+        "{stderr}"
+    );
+    assert!(!d.join("boot-manifest.json").exists());
+    let out = create("up1", "app@1.0.0=app.wasm");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An expiry in the past, for a signature (and an anchor or a manifest).
+    for past in ["2020-01-01T00:00:00Z", "0s"] {
+        let out = forgeone(
+            &[
+                "sign",
+                "app.wasm",
+                "--key",
+                "keys/release.pem",
+                "--expires",
+                past,
+            ],
+            d,
+        );
+        assert_eq!(out.status.code(), Some(2), "{past}");
+        assert!(
+            text(&out.stderr).contains("is not in the future"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    // Sizes that overflow are refused, not saturated.
+    for (flag, size) in [
+        ("--max-memory", "18446744073709551615TiB"),
+        ("--max-output", "16EiB"),
+    ] {
+        let out = forgeone(&["run", "--allow-unsigned", flag, size, "app.wasm"], d);
+        assert_eq!(out.status.code(), Some(2), "{flag} {size}");
+        assert!(
+            text(&out.stderr).contains("is over the largest size, 16 EiB"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = forgeone(&["boot", "--max-component-size", "17EiB", "--help"], d);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("size `17EiB` is over the largest size"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Control characters in names: refused, and escaped in the error.
+    let hostile = DEPLOYMENT_HEAD
+        .replace("name = \"acme\"", "name = \"acme\\u001b[2J\\nroot\"")
+        .replace(
+            "tenant = \"acme\"",
+            "tenant = \"acme\"\nprincipal = \"svc\\u001b]0;x\\u0007\"",
+        );
+    std::fs::write(d.join("forgeone.toml"), hostile).unwrap();
+    let out = forgeone(&["up", "forgeone.toml"], d);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad tenant name: `acme\\x1b[2J\\nroot` contains the control character")
+            && stderr.contains("bad principal: `svc\\x1b]0;x\\x07`"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "{stderr:?}"
+    );
+}
+
+/// `plan` refuses what `up` refuses: a workload pinned to an executor
+/// worker the host will not have (`--workers`, by default one per core).
+#[test]
+fn plan_and_up_agree_on_worker_affinity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    let deployment = format!(
+        "{DEPLOYMENT_HEAD}\n[[workload]]\nname = \"pinned\"\ncomponent = \"app.wasm\"\n\
+         tenant = \"acme\"\nworker = 1\n\n[[workload]]\nname = \"far\"\ncomponent = \"app.wasm\"\n\
+         tenant = \"acme\"\nworker = 9999\n"
+    );
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    for workers in ["2", "1"] {
+        let plan = forgeone(
+            &["plan", "forgeone.toml", "--json", "--workers", workers],
+            d,
+        );
+        assert_eq!(plan.status.code(), Some(1), "{}", text(&plan.stderr));
+        let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+        let planned = |name: &str| {
+            plan["workloads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        let up = forgeone(&["up", "forgeone.toml", "--json", "--workers", workers], d);
+        assert_eq!(up.status.code(), Some(1), "{}", text(&up.stderr));
+        let events = json_events(&up);
+        for name in ["api", "pinned", "far"] {
+            let placed = events
+                .iter()
+                .any(|e| e["event"] == "placed" && e["workload"] == name);
+            assert_eq!(
+                planned(name)["placed"],
+                placed,
+                "--workers {workers}: `{name}`: plan {} but up {events:#?}",
+                planned(name)
+            );
+        }
+        let far = planned("far");
+        assert_eq!(
+            far["error"],
+            format!("no worker 9999: the executor has {workers}")
+        );
+        let refused = event(&events, "refused", "far");
+        assert!(
+            refused["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no worker 9999"),
+            "{refused}"
+        );
+    }
+}
+
+/// A command component that loops until it runs out of fuel (or is
+/// stopped at a fuel yield point).
+#[cfg(unix)]
+const LOOP: &str = r#"
+(component
+  (core module $m (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))
+  (core instance $i (instantiate $m))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.12" (instance $run-instance)))
+"#;
+
+/// `forgeone` running in the background: its stderr lines as they come,
+/// its stdout drained (so a full pipe never blocks it).
+#[cfg(unix)]
+struct Background {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+}
+
+#[cfg(unix)]
+impl Background {
+    fn spawn(args: &[&str], dir: &Path) -> Background {
+        use std::io::{BufRead as _, Read as _};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("FORGEONE_HOST_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run forgeone");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        });
+        Background {
+            child,
+            stderr: lines,
+            stdout,
+        }
+    }
+
+    /// Polls (with a cap) until `ready` holds.
+    fn until(&mut self, what: &str, mut ready: impl FnMut(&Background) -> bool) {
+        let start = std::time::Instant::now();
+        while !ready(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited ({status}) before {what}: {}", self.stderr());
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "no {what} after 60 s: {}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most `cap`) for the process to end: its exit code, how
+    /// long it took, its stdout and stderr.
+    fn finish(mut self, cap: std::time::Duration) -> (Option<i32>, std::time::Duration, String) {
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > cap {
+                let _ = self.child.kill();
+                panic!("still running {cap:?} after the signal: {}", self.stderr());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let took = start.elapsed();
+        let stdout = text(&self.stdout.join().unwrap());
+        // The stderr reader ends with the process.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().join("\n");
+        (status.code(), took, format!("{stdout}\n{stderr}"))
+    }
+}
+
+/// A signed `loop.wasm` beside TRIVIAL's keys and anchor.
+#[cfg(unix)]
+fn signed_loop(d: &Path) {
+    signed_app(d);
+    std::fs::write(d.join("loop.wasm"), wat::parse_str(LOOP).unwrap()).unwrap();
+    let out = forgeone(&["sign", "loop.wasm", "--key", "keys/release.pem"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Strict verification with the host key: every record is sealed.
+#[cfg(unix)]
+fn assert_sealed(d: &Path, log: &str) {
+    let out = forgeone(&["audit", "verify", log, "--key", "keys/host.pub.pem"], d);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+fn audit_has(d: &Path, log: &str, kind: &str) -> bool {
+    std::fs::read_to_string(d.join(log)).is_ok_and(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
+}
+
+/// SIGTERM is Ctrl-C's twin for `run` and `up`: the containers are
+/// stopped, the audit log is sealed (strict verification passes) and the
+/// exit code is 143.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_run_and_up_and_seals_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_loop(d);
+
+    let mut run = Background::spawn(
+        &[
+            "run",
+            "--host-key",
+            "keys/host.pem",
+            "--anchor",
+            "anchor.json",
+            "--audit-log",
+            "run.jsonl",
+            "--fuel",
+            "1000000000000000",
+            "--timeout",
+            "1h",
+            "loop.wasm",
+        ],
+        d,
+    );
+    run.until("a started container", |_| {
+        audit_has(d, "run.jsonl", "container.started")
+    });
+    run.signal("TERM");
+    let (code, _, output) = run.finish(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(output.contains("forgeone: stopping (SIGTERM)"), "{output}");
+    assert_sealed(d, "run.jsonl");
+
+    let deployment = DEPLOYMENT_HEAD.replace(
+        "component = \"app.wasm\"",
+        "component = \"loop.wasm\"\nresources = { fuel = \"1000T\", timeout = \"1h\" }",
+    );
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    let mut up = Background::spawn(&["up", "forgeone.toml"], d);
+    up.until("a started container", |_| {
+        audit_has(d, "audit.jsonl", "container.started")
+    });
+    up.signal("TERM");
+    let (code, _, output) = up.finish(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(
+        output.contains("stopping every container (SIGTERM)"),
+        "{output}"
+    );
+    assert!(output.contains("audit: verified"), "{output}");
+    assert!(audit_has(d, "audit.jsonl", "schedule.drain"));
+    assert_sealed(d, "audit.jsonl");
+
+    // The exit codes are documented.
+    for command in ["run", "up"] {
+        let help = text(&forgeone(&[command, "--help"], d).stdout);
+        assert!(help.contains("143  stopped by SIGTERM"), "{help}");
+    }
+}
+
+/// A signal sent while `up` is still starting (booting, placing hundreds
+/// of workloads) or while `run` is still preparing is not lost: it ends the
+/// command promptly, with its exit code and a sealed log.
+#[cfg(unix)]
+#[test]
+fn a_signal_during_start_up_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_loop(d);
+    let mut deployment = DEPLOYMENT_HEAD.replace("name = \"api\"", "name = \"w0\"").replace(
+        "component = \"app.wasm\"",
+        "component = \"loop.wasm\"\nresources = { fuel = \"1000T\", cpu = \"1m\", timeout = \"1h\" }",
+    );
+    deployment = deployment.replace(
+        "zone = \"eu-west-1a\"",
+        "zone = \"eu-west-1a\"\nmemory = \"1TiB\"",
+    );
+    for i in 1..300 {
+        deployment.push_str(&format!(
+            "\n[[workload]]\nname = \"w{i}\"\ncomponent = \"loop.wasm\"\ntenant = \"acme\"\n\
+             resources = {{ fuel = \"1000T\", cpu = \"1m\", timeout = \"1h\" }}\n"
+        ));
+    }
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        // A fresh log each time (and so no head of the last one).
+        let _ = std::fs::remove_file(d.join("audit.jsonl"));
+        let _ = std::fs::remove_file(d.join("audit.head.json"));
+        let mut up = Background::spawn(&["up", "forgeone.toml"], d);
+        // The first line it prints: it has not booted yet.
+        up.until("a first line", |up| !up.stderr.lock().unwrap().is_empty());
+        up.signal(signal);
+        let (exit, took, output) = up.finish(std::time::Duration::from_secs(60));
+        assert_eq!(exit, Some(code), "SIG{signal} after {took:?}: {output}");
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "SIG{signal}: {took:?}"
+        );
+        assert_sealed(d, "audit.jsonl");
+    }
+
+    let mut run = Background::spawn(
+        &[
+            "run",
+            "--host-key",
+            "keys/host.pem",
+            "--anchor",
+            "anchor.json",
+            "--audit-log",
+            "run.jsonl",
+            "--fuel",
+            "1000000000000000",
+            "--timeout",
+            "1h",
+            "loop.wasm",
+        ],
+        d,
+    );
+    run.until("a first line", |run| !run.stderr.lock().unwrap().is_empty());
+    run.signal("TERM");
+    let (exit, _, output) = run.finish(std::time::Duration::from_secs(30));
+    assert_eq!(exit, Some(143), "{output}");
+    assert_sealed(d, "run.jsonl");
+}
+
+/// A small deterministic generator for the kill points (printed, so a
+/// failing run can be repeated with `FORGEONE_KILL_SEED`).
+fn lcg(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+#[test]
+fn run_killed_at_random_points_leaves_a_log_the_next_run_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    let run = [
+        "run",
+        "--anchor",
+        "anchor.json",
+        "--host-key",
+        "keys/host.pem",
+        "--state-dir",
+        "state",
+        "app.wasm",
+    ];
+    // How long a whole run takes here bounds where the kills land.
+    let t0 = std::time::Instant::now();
+    let out = forgeone(&run, d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let span = (t0.elapsed().as_micros() as u64).max(1_000);
+    let mut seed = std::env::var("FORGEONE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill points from FORGEONE_KILL_SEED={seed} over {span} µs");
+    for kill in 0..50 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+            .args(run)
+            .current_dir(d)
+            .env_remove("FORGEONE_HOST_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = std::time::Duration::from_micros(lcg(&mut seed) % span);
+        std::thread::sleep(at);
+        // SIGKILL: no handler runs, the log is left as the write left it.
+        let _ = child.kill();
+        let _ = child.wait();
+        // The next run opens the log (cutting a torn tail), runs, seals it.
+        let out = forgeone(&run, d);
+        assert!(
+            out.status.success(),
+            "run after kill {kill} at {at:?}: {}",
+            text(&out.stderr)
+        );
+        let out = forgeone(
+            &[
+                "audit",
+                "verify",
+                "state/audit.jsonl",
+                "--key",
+                "keys/host.pub.pem",
+            ],
+            d,
+        );
+        assert!(
+            out.status.success(),
+            "verify after kill {kill} at {at:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Runs forgeone like [`forgeone`], but kills it after `limit`: a hang
+/// becomes a failure that says so.
+fn forgeone_within(args: &[&str], dir: &Path, limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forgeone"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FORGEONE_HOST_PUB")
+        .env_remove("FORGEONE_HOST_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run forgeone");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "forgeone {args:?} still running after {limit:?}: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn run_allow_unsigned_refuses_a_fifo_and_a_sparse_giant_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A FIFO with no writer (reading it hung the host) and a 20 GiB sparse
+    // file (reading it drove the host to the OOM killer).
+    let made = Command::new("mkfifo").arg(d.join("fifo.wasm")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    std::fs::File::create(d.join("sparse.wasm"))
+        .unwrap()
+        .set_len(20 << 30)
+        .unwrap();
+    for (file, says) in [
+        (
+            "fifo.wasm",
+            "unsigned component fifo.wasm: is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "sparse.wasm",
+            "unsigned component sparse.wasm is 21474836480 bytes, over the limit of 268435456 bytes",
+        ),
+    ] {
+        // Generous: refusing takes milliseconds; this only turns a hang
+        // into a failure.
+        let out = forgeone_within(
+            &[
+                "run",
+                "--allow-unsigned",
+                "--audit-log",
+                "audit.jsonl",
+                file,
+            ],
+            d,
+            std::time::Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(3), "{file}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(says), "{file}: {stderr}");
+    }
+}
+
+#[test]
+fn run_max_open_files_reaches_the_container_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let run = |n: &str| {
+        forgeone(
+            &[
+                "run",
+                "--allow-unsigned",
+                "--audit-log",
+                "audit.jsonl",
+                "--max-open-files",
+                n,
+                "app.wasm",
+            ],
+            d,
+        )
+    };
+    let out = run("7");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let created: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "container.created")
+        .expect("a container.created record");
+    assert_eq!(created["details"]["limits"]["max_open_files"], 7);
+
+    let out = run("0");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--max-open-files"),
+        "{}",
+        text(&out.stderr)
+    );
+    let help = text(&forgeone(&["run", "--help"], d).stdout);
+    assert!(help.contains("--max-open-files"), "{help}");
+}
+
+/// Runs sharing a state directory take turns: each waits for the audit
+/// log another holds (saying so once, naming it), up to `--lock-timeout`,
+/// and `up` waits for the boot state likewise.
+#[cfg(unix)]
+#[test]
+fn runs_sharing_a_state_directory_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_app(d);
+    std::fs::create_dir(d.join("state")).unwrap();
+    let key = || SigningKey::from_file(d.join("keys/host.pem")).unwrap();
+    let run = [
+        "run",
+        "--host-key",
+        "keys/host.pem",
+        "--anchor",
+        "anchor.json",
+        "--state-dir",
+        "state",
+        "app.wasm",
+    ];
+    let waiting = "waiting for the audit log state/audit.jsonl: another process is using it";
+
+    // Held by this test: every run waits, then all of them run, in turn.
+    let held = AuditLog::open(d.join("state/audit.jsonl"), key(), &AuditConfig::new()).unwrap();
+    let mut runs: Vec<Background> = (0..6).map(|_| Background::spawn(&run, d)).collect();
+    for r in &mut runs {
+        r.until("the waiting line", |r| r.stderr().contains(waiting));
+    }
+    held.close().unwrap();
+    for r in runs {
+        let (code, _, output) = r.finish(std::time::Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{output}");
+        assert_eq!(output.matches(waiting).count(), 1, "{output}");
+    }
+    assert_sealed(d, "state/audit.jsonl");
+    let log = std::fs::read_to_string(d.join("state/audit.jsonl")).unwrap();
+    assert_eq!(log.matches("\"kind\":\"container.exited\"").count(), 6);
+
+    // And without a turn within the timeout: refused, naming the log.
+    let held = AuditLog::open(d.join("state/audit.jsonl"), key(), &AuditConfig::new()).unwrap();
+    // A signal while it waits ends it at once.
+    let mut waiter = Background::spawn(&run, d);
+    waiter.until("the waiting line", |r| r.stderr().contains(waiting));
+    waiter.signal("TERM");
+    let (code, took, output) = waiter.finish(std::time::Duration::from_secs(10));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    let mut short = run.to_vec();
+    short.splice(1..1, ["--lock-timeout", "200ms"]);
+    let out = forgeone(&short, d);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(waiting)
+            && stderr.contains("state/audit.jsonl")
+            && stderr.contains("--lock-timeout"),
+        "{stderr}"
+    );
+    held.close().unwrap();
+
+    // `up` waits for the boot state another process holds.
+    std::fs::write(d.join("forgeone.toml"), DEPLOYMENT_HEAD).unwrap();
+    let held = forgeone::boot::BootState::open(d.join("state/boot")).unwrap();
+    let mut up = Background::spawn(&["up", "forgeone.toml"], d);
+    up.until("the waiting line", |up| {
+        up.stderr()
+            .contains("waiting for the boot state state/boot: another process is using it")
+    });
+    drop(held);
+    let (code, _, output) = up.finish(std::time::Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{output}");
 }

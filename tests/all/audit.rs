@@ -1,4 +1,11 @@
 //! The audit log: chain, checkpoints, crash recovery, concurrency, failure.
+//! Bounds (line limit, back-pressure), async appends and health, signed
+//! heads and lock waits are in the submodules.
+
+mod bounded;
+mod head;
+mod lock;
+mod nonblocking;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -6,8 +13,9 @@ use std::time::Duration;
 
 use forgeone::SigningKey;
 use forgeone::audit::{
-    self, Actor, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStorage, Corruption, Damage,
-    Entry, ExportFilter, ExportFormat, FailMode, FsyncPolicy, LineError, Untrusted, VerifyOptions,
+    self, Actor, AuditConfig, AuditError, AuditEvent, AuditHealth, AuditLog, AuditStorage,
+    Corruption, Damage, Entry, ExportFilter, ExportFormat, FailMode, FsyncPolicy, LineError,
+    Untrusted, VerifyOptions,
 };
 
 /// A test event: a container printed a line.
@@ -577,8 +585,15 @@ fn a_second_writer_is_refused() {
     let path = dir.path().join("audit.jsonl");
     let key = SigningKey::generate();
     let log = open(&path, &key, &AuditConfig::new());
+    // By default opening does not wait.
     match AuditLog::open(&path, SigningKey::generate(), &AuditConfig::new()) {
-        Err(AuditError::Locked { .. }) => {}
+        Err(err @ AuditError::Locked { waited, .. }) => {
+            assert!(waited.is_zero());
+            assert!(
+                err.to_string().ends_with("is in use by another process"),
+                "{err}"
+            );
+        }
         other => panic!("expected Locked, got {other:?}"),
     }
     log.close().unwrap();

@@ -133,6 +133,17 @@ fn bad_units_are_errors_naming_the_line_and_workload() {
             "resources.timeout: bad duration `5 parsecs`",
         ),
         ("cpu", "\"half\"", "resources.cpu: bad cpu `half`"),
+        // Refused, never saturated to 16 EiB.
+        (
+            "memory",
+            "\"18446744073709551615TiB\"",
+            "resources.memory: size `18446744073709551615TiB` is over the largest size, 16 EiB",
+        ),
+        (
+            "storage",
+            "\"16EiB\"",
+            "resources.storage: size `16EiB` is over the largest size",
+        ),
     ] {
         let text = format!(
             "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n\n[workload.resources]\n{field} = {value}\n"
@@ -282,7 +293,7 @@ constraints.preferred = [{{ network = "infiniband" }}]
     );
     let d = parse(&text).unwrap();
     let inventory = StaticInventory::new(deployment::read_nodes(data("nodes.toml")).unwrap());
-    let err = d.plan(Arc::new(inventory)).unwrap_err();
+    let err = d.plan(Arc::new(inventory), 4).unwrap_err();
     let PlanError::Deployment(err) = err else {
         panic!("{err}")
     };
@@ -324,7 +335,7 @@ fn nodes_files_are_strict_too() {
 fn the_sample_plan_places_what_fits_and_explains_the_rest() {
     let d = Deployment::from_file(data("forgeone.toml")).unwrap();
     let inventory = StaticInventory::new(deployment::read_nodes(data("nodes.toml")).unwrap());
-    let plan = d.plan(Arc::new(inventory)).unwrap();
+    let plan = d.plan(Arc::new(inventory), 4).unwrap();
     assert_eq!(plan.nodes, 8);
     assert!(!plan.all_placed());
     let get = |name: &str| plan.workloads.iter().find(|w| w.name == name).unwrap();
@@ -408,6 +419,36 @@ fn worker_affinity_is_parsed() {
         "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nworker = -1\n"
     ))
     .contains("invalid value: integer `-1`"));
+}
+
+#[test]
+fn a_plan_refuses_a_worker_the_executor_will_not_have() {
+    let d = parse(&format!(
+        "{TENANT}\n[[workload]]\nname = \"pinned\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n\
+         worker = 1\n\n[[workload]]\nname = \"far\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n\
+         worker = 9999\n"
+    ))
+    .unwrap();
+    let node = || StaticInventory::new(vec![d.node.node(4)]);
+    let plan = d.plan(Arc::new(node()), 2).unwrap();
+    assert!(plan.workloads[0].result.is_ok());
+    let err = plan.workloads[1].result.as_ref().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ScheduleError::NoSuchWorker {
+                worker: 9999,
+                workers: 2
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "no worker 9999: the executor has 2");
+    assert!(!plan.all_placed());
+    // With one worker, worker 1 does not exist either.
+    let plan = d.plan(Arc::new(node()), 1).unwrap();
+    assert!(plan.workloads.iter().all(|w| w.result.is_err()));
+    assert_eq!(plan.metrics.decisions, 0, "refused work takes no placement");
 }
 
 #[test]
@@ -550,4 +591,91 @@ fn network_is_granted_by_the_tenant_not_by_the_workload() {
     assert!(d.tenant("acme").unwrap().network);
     assert!(d.workloads[0].capabilities.network);
     assert!(d.policies().get("acme").unwrap().network);
+}
+
+#[test]
+fn open_files_is_a_workload_resource_that_reaches_the_container() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\nresources = {{ open_files = 256 }}\n\n[[workload]]\nname = \"db\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n"
+    );
+    let d = parse(&text).unwrap();
+    let component = || forgeone::boot::VerifiedComponent::unsigned("w", b"\0asm".to_vec());
+    let web = d.workload("web").unwrap();
+    assert_eq!(web.resources.open_files, Some(256));
+    assert_eq!(
+        web.container(component()).current_limits().max_open_files,
+        256
+    );
+    // Absent: the runtime's default.
+    let db = d.workload("db").unwrap();
+    assert_eq!(db.resources.open_files, None);
+    assert_eq!(
+        db.container(component()).current_limits().max_open_files,
+        1024
+    );
+
+    for (value, expect) in [
+        ("0", "resources.open_files: 0 is not between 1 and 1000000"),
+        (
+            "\"2M\"",
+            "resources.open_files: 2000000 is not between 1 and 1000000",
+        ),
+        ("\"many\"", "resources.open_files: bad count `many`"),
+    ] {
+        let text = format!(
+            "{TENANT}\n[[workload]]\nname = \"web\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n\n[workload.resources]\nopen_files = {value}\n"
+        );
+        let p = problem(&text);
+        assert!(p.starts_with("12:"), "{p}");
+        assert!(p.contains(&format!("workload `web`: {expect}")), "{p}");
+    }
+}
+
+#[test]
+fn names_with_control_characters_are_refused_and_never_echoed_raw() {
+    let cases = [
+        // A tenant named with an escape sequence and a newline.
+        (
+            "boot = \"signatures\"\n[[tenant]]\nname = \"acme\\u001b[2J\\nroot\"\n",
+            "3:8: bad tenant name: `acme\\x1b[2J\\nroot` contains the control character U+001B; names are shown on terminals and in logs",
+        ),
+        (
+            "boot = \"signatures\"\n[[tenant]]\nname = \"\"\n",
+            "3:8: bad tenant name: it is empty",
+        ),
+        // A principal with a carriage return, another with a line separator.
+        (
+            &format!(
+                "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nprincipal = \"svc\\rroot\"\n"
+            ),
+            "10:13: workload `a`: bad principal: `svc\\rroot` contains the control character U+000D; names are shown on terminals and in logs",
+        ),
+    ];
+    for (text, expect) in cases {
+        assert_eq!(problem(text), expect);
+    }
+    let p = problem(&format!(
+        "{TENANT}\n[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\nprincipal = \"svc\\u2028root\"\n"
+    ));
+    assert!(
+        p.starts_with("10:13: workload `a`: bad principal: `svc")
+            && p.ends_with("root` contains the control character U+2028; names are shown on terminals and in logs"),
+        "{p}"
+    );
+    // A workload name, and the tenant it names: every problem is escaped,
+    // the workload it concerns too.
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"w\\u001b]0;pwned\\u0007\"\ncomponent = \"a.wasm\"\ntenant = \"ac\\nme\"\n"
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        !err.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in: {err:?}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("workload `w\\x1b]0;pwned\\x07`: bad workload name"),
+        "{err}"
+    );
+    assert!(err.contains("unknown tenant `ac\\nme`"), "{err}");
 }

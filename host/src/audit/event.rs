@@ -41,6 +41,20 @@ pub trait AuditEvent: Send + 'static {
         let _ = serde_json::to_writer(out, &self.details());
     }
 
+    /// About how many bytes [`AuditEvent::write_details`] writes, for the
+    /// log's back-pressure in bytes
+    /// ([`AuditConfig::max_pending_bytes`](super::AuditConfig::max_pending_bytes)),
+    /// which counts records before they are serialised.
+    ///
+    /// The default, 0, suits events with small, fixed details: the log
+    /// adds a fixed estimate per record anyway. An event that carries text
+    /// or data of variable size (guest output, log messages, fields) must
+    /// return at least the length of that text, e.g. the sum of its
+    /// [`Untrusted`] strings' `as_str().len()`.
+    fn size_hint(&self) -> usize {
+        0
+    }
+
     /// The severity operators see in their tracing logs. Defaults to info.
     fn severity(&self) -> Severity {
         Severity::Info
@@ -240,7 +254,33 @@ impl Entry {
     pub fn kind(&self) -> &'static str {
         self.kind
     }
+
+    /// What the log's back-pressure counts for this entry: a fixed cost per
+    /// record, its actor and subjects, and the event's
+    /// [`AuditEvent::size_hint`].
+    pub(crate) fn estimated_bytes(&self) -> u64 {
+        let actor = self.actor.as_deref().map_or(0, |a| {
+            a.principal.len()
+                + a.tenant.as_ref().map_or(0, String::len)
+                + a.trust.as_ref().map_or(0, String::len)
+        });
+        let s = &*self.subjects;
+        let subjects = [&s.component, &s.container, &s.workload, &s.node]
+            .into_iter()
+            .map(|v| v.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        let total = RECORD_BYTES
+            .saturating_add(actor)
+            .saturating_add(subjects)
+            .saturating_add(self.event.size_hint());
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
 }
+
+/// What back-pressure counts per record besides its actor, subjects and
+/// details: sequence number, time, kind, the two hashes and the JSON around
+/// them.
+pub(crate) const RECORD_BYTES: usize = 256;
 
 /// True when `kind` is `<category>.<name>` with a known category and only
 /// `[a-z0-9_.-]` characters.
@@ -259,8 +299,10 @@ pub fn is_valid_kind(kind: &str) -> bool {
 /// can neither forge audit records nor drive an operator's terminal.
 ///
 /// Control characters (C0 and C1, including ESC, CR and LF), the DEL
-/// character, and Unicode bidirectional overrides are replaced by visible
-/// escapes (`\x1b`, `\n`, `\u{202e}`); backslashes are doubled so an escape
+/// character, the Unicode line and paragraph separators (U+2028, U+2029:
+/// line breaks to JavaScript and to many terminals and editors), and
+/// Unicode bidirectional overrides are replaced by visible escapes (`\x1b`,
+/// `\n`, `\u{2028}`, `\u{202e}`); backslashes are doubled so an escape
 /// cannot be confused with text that looked like one. The JSON encoding of the
 /// log then never contains a raw newline from a guest.
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -314,9 +356,16 @@ pub fn escape_untrusted(text: &str) -> String {
             c if (c as u32) < 0x20 || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            // Bidirectional overrides and isolates can reorder what an
-            // operator sees (the "Trojan Source" trick).
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {
+            // Line and paragraph separators break lines like `\n` in
+            // JavaScript, JSON viewers and some terminals; bidirectional
+            // overrides and isolates can reorder what an operator sees (the
+            // "Trojan Source" trick).
+            '\u{2028}'
+            | '\u{2029}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}' => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -349,5 +398,16 @@ mod tests {
             escaped,
             "ok\\n{\"seq\":2}\\x1b[31mred\\x1b[0m\\r\\u{202e}gnp.exe\\\\x1b"
         );
+    }
+
+    #[test]
+    fn unicode_line_and_paragraph_separators_are_escaped() {
+        let hostile = "one\u{2028}two\u{2029}three\u{85}four";
+        let escaped = escape_untrusted(hostile);
+        assert_eq!(escaped, "one\\u{2028}two\\u{2029}three\\x85four");
+        // Nothing a line-oriented reader (JavaScript, a JSON viewer) would
+        // split on is left.
+        assert!(!escaped.contains(['\u{2028}', '\u{2029}', '\u{85}']));
+        assert_eq!(Untrusted::new(hostile).as_str(), escaped);
     }
 }

@@ -4,13 +4,14 @@
 //! export with the same error `verify` gives, so a reviewer is never handed
 //! a silently damaged log.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write};
+use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
 use super::AuditError;
-use super::record::{self, GENESIS};
+use super::lines::{Line, LineReader};
+use super::record::{self, GENESIS, LineError};
 use super::verify::{Damage, VerifyFailure};
 
 /// Output format of [`export`].
@@ -87,7 +88,7 @@ pub fn export(
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut reader = LineReader::new(file);
     let (mut raw, mut csv) = match format {
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
@@ -116,20 +117,9 @@ pub fn export(
         exported: 0,
     };
     let mut head = GENESIS;
-    let mut line = Vec::with_capacity(1024);
-    let mut line_no = 0;
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(io)?;
-        if read == 0 {
-            break;
-        }
-        line_no += 1;
+    while let Some((line, at)) = reader.next_line().map_err(io)? {
         let expected = summary.read + 1;
+        let line_no = at.line_no;
         let fail = |damage| {
             AuditError::Verify(VerifyFailure {
                 seq: expected,
@@ -137,11 +127,12 @@ pub fn export(
                 damage,
             })
         };
-        if line.last() != Some(&b'\n') {
-            return Err(fail(Damage::TornTail));
-        }
-        let parsed = record::parse_line(&line[..line.len() - 1])
-            .map_err(|e| fail(Damage::Edited(e.to_string())))?;
+        let line = match line {
+            Line::Complete(line) => line,
+            Line::Torn(_) => return Err(fail(Damage::TornTail)),
+            Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
+        };
+        let parsed = record::parse_line(line).map_err(|e| fail(Damage::Edited(e.to_string())))?;
         if parsed.record.seq != expected {
             return Err(fail(Damage::Edited(format!(
                 "found seq {} where {expected} belongs; run `forgeone audit verify` for details",
@@ -159,7 +150,10 @@ pub fn export(
         }
         summary.exported += 1;
         match (&mut raw, &mut csv) {
-            (Some(out), _) => out.write_all(&line).map_err(AuditError::Output)?,
+            (Some(out), _) => {
+                out.write_all(line).map_err(AuditError::Output)?;
+                out.write_all(b"\n").map_err(AuditError::Output)?;
+            }
             (None, None) => unreachable!("one writer is always set"),
             (None, Some(w)) => {
                 let actor = record.actor.as_ref();

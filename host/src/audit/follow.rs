@@ -17,6 +17,9 @@ pub struct Follower {
     partial: Vec<u8>,
     head: [u8; 32],
     next_seq: u64,
+    /// Inside a line longer than a reader accepts: its bytes are dropped
+    /// up to its newline.
+    skipping: bool,
 }
 
 /// One item read by a [`Follower`].
@@ -50,6 +53,7 @@ impl Follower {
             partial: Vec::new(),
             head: GENESIS,
             next_seq: 1,
+            skipping: false,
         })
     }
 
@@ -66,6 +70,7 @@ impl Follower {
             self.partial.clear();
             self.head = GENESIS;
             self.next_seq = 1;
+            self.skipping = false;
         }
         self.file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
         let mut fresh = Vec::new();
@@ -83,6 +88,10 @@ impl Follower {
             let line = &self.partial[consumed..consumed + nl];
             consumed += nl + 1;
             let line_no = self.next_seq;
+            if std::mem::take(&mut self.skipping) {
+                // The rest of a line already reported as too long.
+                continue;
+            }
             match record::parse_line(line) {
                 Ok(parsed) if parsed.record.seq == self.next_seq && parsed.prev == self.head => {
                     self.head = parsed.hash;
@@ -112,6 +121,19 @@ impl Follower {
             }
         }
         self.partial.drain(..consumed);
+        // No line is longer than a reader accepts: report it once, keep
+        // none of it, and go on after its newline.
+        if self.partial.len() > record::MAX_LINE {
+            if !self.skipping {
+                out.push(Followed::Broken {
+                    line: self.next_seq,
+                    reason: record::LineError::TooLong.to_string(),
+                });
+                self.next_seq += 1;
+            }
+            self.skipping = true;
+            self.partial.clear();
+        }
         Ok(out)
     }
 }

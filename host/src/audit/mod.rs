@@ -15,29 +15,40 @@
 //! - **Writer** ([`AuditLog`]): concurrent appends without a global stall,
 //!   batched writes with a configurable [`FsyncPolicy`], torn-tail recovery
 //!   on open, and fail-closed behaviour when the log cannot be written.
+//! - **Signed head** ([`SignedHead`]): the latest checkpoint, kept outside
+//!   the log (and by a witness), so that cutting the log back to an earlier
+//!   checkpoint is detected.
 //! - **Reading**: [`verify_file`], [`export`], [`Follower`].
 //! - **Tracing**: every appended event is also a `tracing` event with target
 //!   `forgeone::audit`.
 
+mod atomic;
 mod event;
 mod export;
 mod follow;
+mod head;
+mod lines;
+mod lock;
 mod log;
 mod record;
 mod verify;
 
 use std::path::PathBuf;
 
+pub(crate) use atomic::write_atomic;
 pub use event::{
     Actor, AuditEvent, CATEGORIES, Entry, Severity, Subjects, Untrusted, escape_untrusted,
     is_valid_kind,
 };
 pub use export::{ExportFilter, ExportFormat, ExportSummary, export, kind_matches};
 pub use follow::{Followed, Follower};
+pub use head::{HeadError, SignedHead, head_file_for};
+pub(crate) use lock::lock_waiting;
 pub use log::{
-    AuditConfig, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy, OpenReport,
+    AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy,
+    OpenReport,
 };
-pub use record::{LineError, Record};
+pub use record::{LineError, MAX_LINE, Record};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
 
 /// Errors of the audit log.
@@ -52,11 +63,16 @@ pub enum AuditError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Another process has the log open for writing.
-    #[error("audit log {path} is in use by another process")]
+    /// Another process (or another open log) has the log open for
+    /// writing, and it was not released within
+    /// [`AuditConfig::lock_timeout`].
+    #[error("{}", locked_message(.path, .waited))]
     Locked {
         /// The log file.
         path: PathBuf,
+        /// How long opening waited for the lock (the lock timeout; zero
+        /// when it did not wait).
+        waited: std::time::Duration,
     },
     /// The existing log is damaged somewhere other than a torn last line.
     #[error("audit log {path} is corrupt at seq {seq}: {reason}")]
@@ -86,6 +102,15 @@ pub enum AuditError {
         /// file may then hold part of a record after its last good one).
         cut_back_failed: Option<std::io::Error>,
     },
+    /// A signed head file is not a valid head document.
+    #[error("signed head {path}: {reason}")]
+    Head {
+        /// The head file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        reason: HeadError,
+    },
     /// The log was closed.
     #[error("audit log is closed")]
     Closed,
@@ -95,6 +120,20 @@ pub enum AuditError {
     /// Writing an export's output failed (the log itself is fine).
     #[error("writing the export: {0}")]
     Output(#[source] std::io::Error),
+}
+
+/// The message of [`AuditError::Locked`]: whether opening waited, and how
+/// long.
+fn locked_message(path: &std::path::Path, waited: &std::time::Duration) -> String {
+    if waited.is_zero() {
+        format!("audit log {} is in use by another process", path.display())
+    } else {
+        format!(
+            "audit log {} is still in use by another process after waiting {} for it (the lock timeout)",
+            path.display(),
+            humantime::format_duration(*waited)
+        )
+    }
 }
 
 /// What [`AuditError::Unavailable`] adds to its message when the partial
@@ -126,6 +165,34 @@ pub enum Corruption {
     /// The record does not chain to the record before it.
     #[error("does not chain to the record before it")]
     BrokenLink,
+    /// The log ends before the signed head kept in its head file: it was
+    /// cut back (or replaced) after that head was signed.
+    #[error(
+        "the log ends at seq {last_seq}, before its signed head at seq {head_seq} (in {}, sealed by the checkpoint at seq {}): it was cut back or replaced; check it with `forgeone audit verify --head`, and move the head file away only to start a new log on purpose",
+        head_file.display(), head_seq + 1
+    )]
+    EndsBeforeHead {
+        /// The last record in the file.
+        last_seq: u64,
+        /// The sequence number of the signed head.
+        head_seq: u64,
+        /// The head file.
+        head_file: PathBuf,
+    },
+    /// The record at the signed head's sequence number has another hash:
+    /// the log was rewritten from there, or is another log.
+    #[error(
+        "the record has hash {found}, not {expected} as the signed head in {} states: the log was rewritten or replaced",
+        head_file.display()
+    )]
+    NotTheHead {
+        /// The record's hash (hex).
+        found: String,
+        /// The signed head's hash (hex).
+        expected: String,
+        /// The head file.
+        head_file: PathBuf,
+    },
 }
 
 #[cfg(test)]

@@ -27,8 +27,12 @@ pub const GENESIS: [u8; 32] = [0; 32];
 const HASH_PREFIX: &[u8] = b",\"hash\":\"";
 const HASH_SUFFIX_LEN: usize = HASH_PREFIX.len() + 64 + 2;
 
-/// Longest line accepted when reading (a record with large details; guest
-/// output in records is capped well below this).
+/// Longest line (in bytes, without its newline) a reader of the log accepts:
+/// opening, verifying and exporting a log all refuse a longer one. The
+/// writer never writes a longer line: a record that would be longer is
+/// replaced by one holding its size and digest (see
+/// [`AuditLog::append`](super::AuditLog::append)). Guest text is capped at
+/// its source well below this.
 pub const MAX_LINE: usize = 1024 * 1024;
 
 /// A record as read back from a log.
@@ -233,6 +237,77 @@ pub(crate) fn encode(
     (hash, details)
 }
 
+/// A record too long for [`MAX_LINE`], as [`encode_bounded`] replaced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replaced {
+    /// Length of the line that was not written (without its newline).
+    pub(crate) line_bytes: usize,
+    /// Length of its details object.
+    pub(crate) details_bytes: usize,
+}
+
+/// Like [`encode`], but never writes a line longer than [`MAX_LINE`]: a
+/// record that would be longer is written instead as a record of the same
+/// kind, number, time, actor and subjects whose details are only
+///
+/// ```text
+/// {"replaced":{"reason":"too_long","limit":1048576,"line_bytes":N,"details_bytes":M,"details_blake3":"<hex>"}}
+/// ```
+///
+/// (the digest is blake3 over the original details object's exact bytes).
+/// If even that is too long (an actor or subjects of a megabyte), the actor
+/// and subjects are dropped too and `"actor_and_subjects_dropped":true`
+/// says so. Returns what [`encode`] returns and, when it replaced the
+/// record, what it replaced.
+pub(crate) fn encode_bounded(
+    out: &mut Vec<u8>,
+    head: &Head<'_>,
+    write_details: impl FnOnce(&mut Vec<u8>),
+    prev: &[u8; 32],
+) -> ([u8; 32], std::ops::Range<usize>, Option<Replaced>) {
+    let start = out.len();
+    let (hash, details) = encode(out, head, write_details, prev);
+    // Without the newline.
+    let line_bytes = out.len() - start - 1;
+    if line_bytes <= MAX_LINE {
+        return (hash, details, None);
+    }
+    let replaced = Replaced {
+        line_bytes,
+        details_bytes: details.len(),
+    };
+    let mut replacement = serde_json::json!({
+        "replaced": {
+            "reason": "too_long",
+            "limit": MAX_LINE,
+            "line_bytes": line_bytes,
+            "details_bytes": details.len(),
+            "details_blake3": blake3::hash(&out[details]).to_hex().as_str(),
+        }
+    });
+    out.truncate(start);
+    let (hash, details) = encode(out, head, write_json(&replacement), prev);
+    if out.len() - start - 1 <= MAX_LINE {
+        return (hash, details, Some(replaced));
+    }
+    out.truncate(start);
+    replacement["replaced"]["actor_and_subjects_dropped"] = true.into();
+    let bare = Head {
+        actor: None,
+        subjects: &Subjects::default(),
+        ..*head
+    };
+    let (hash, details) = encode(out, &bare, write_json(&replacement), prev);
+    (hash, details, Some(replaced))
+}
+
+/// Writes `value` as JSON (into a Vec, which cannot fail).
+fn write_json(value: &serde_json::Value) -> impl FnOnce(&mut Vec<u8>) + '_ {
+    move |out| {
+        let _ = serde_json::to_writer(out, value);
+    }
+}
+
 fn hex_into<'a>(bytes: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a [u8] {
     hex::encode_to_slice(bytes, buf).expect("64 bytes hold 32 bytes of hex");
     buf
@@ -282,6 +357,82 @@ mod tests {
         assert_eq!(parsed.hash, hash);
         assert_eq!(parsed.record.seq, 1);
         assert_eq!(parsed.record.details["fuel"], 10);
+    }
+
+    #[test]
+    fn a_record_longer_than_a_reader_accepts_is_replaced_by_its_size_and_digest() {
+        let big = format!("{{\"message\":\"{}\"}}", "x".repeat(2 * MAX_LINE));
+        let subjects = Subjects {
+            container: Some("c1".into()),
+            ..Subjects::default()
+        };
+        let head = Head {
+            seq: 9,
+            ts: chrono::Utc::now(),
+            kind: "container.log",
+            actor: Some(&Actor::host()),
+            subjects: &subjects,
+        };
+        let mut out = b"earlier line\n".to_vec();
+        let (hash, _, replaced) = encode_bounded(
+            &mut out,
+            &head,
+            |o| o.extend_from_slice(big.as_bytes()),
+            &[3; 32],
+        );
+        let replaced = replaced.expect("replaced");
+        assert_eq!(replaced.details_bytes, big.len());
+        assert!(replaced.line_bytes > MAX_LINE);
+        let line = &out[b"earlier line\n".len()..out.len() - 1];
+        assert!(line.len() < 1024, "{}", line.len());
+        let parsed = parse_line(line).unwrap();
+        assert_eq!(parsed.hash, hash);
+        assert_eq!(parsed.record.seq, 9);
+        assert_eq!(parsed.record.kind, "container.log");
+        assert_eq!(parsed.record.subjects, subjects);
+        let r = &parsed.record.details["replaced"];
+        assert_eq!(r["reason"], "too_long");
+        assert_eq!(r["details_bytes"], big.len());
+        assert_eq!(r["line_bytes"], replaced.line_bytes);
+        assert_eq!(
+            r["details_blake3"],
+            blake3::hash(big.as_bytes()).to_hex().as_str()
+        );
+        assert!(r.get("actor_and_subjects_dropped").is_none());
+
+        // Subjects too long as well: they go too, and the record says so.
+        let huge = Subjects {
+            workload: Some("w".repeat(2 * MAX_LINE)),
+            ..Subjects::default()
+        };
+        let mut out = Vec::new();
+        let (_, _, replaced) = encode_bounded(
+            &mut out,
+            &Head {
+                subjects: &huge,
+                ..head
+            },
+            |o| o.extend_from_slice(b"{}"),
+            &[3; 32],
+        );
+        assert!(replaced.is_some());
+        let parsed = parse_line(&out[..out.len() - 1]).unwrap();
+        assert!(parsed.record.subjects.is_empty());
+        assert_eq!(parsed.record.actor, None);
+        assert_eq!(
+            parsed.record.details["replaced"]["actor_and_subjects_dropped"],
+            true
+        );
+
+        // A record within the limit is written as it is.
+        let mut out = Vec::new();
+        let (_, _, replaced) = encode_bounded(
+            &mut out,
+            &head,
+            |o| o.extend_from_slice(b"{\"a\":1}"),
+            &[3; 32],
+        );
+        assert_eq!(replaced, None);
     }
 
     #[test]

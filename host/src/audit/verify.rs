@@ -9,16 +9,22 @@
 //! tail cut off after the last checkpoint is detected; a live log may be
 //! checked with [`VerifyOptions::allow_open_tail`].
 //!
+//! A log cut back to an earlier checkpoint (even a closing one) still
+//! verifies on its own: only a signed head kept elsewhere
+//! ([`VerifyOptions::head`], [`SignedHead`]) or a known minimum length
+//! ([`VerifyOptions::min_seq`]) shows that it once went further.
+//!
 //! On failure the first bad sequence number is reported with the kind of
-//! damage: edited, removed, reordered, inserted, bad checkpoint, or an
-//! unsealed (truncated) tail.
+//! damage: edited, removed, reordered, inserted, bad checkpoint, an
+//! unsealed (truncated) tail, or a log that ends before its signed head.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 
 use super::AuditError;
+use super::head::SignedHead;
+use super::lines::{Line, LineReader};
 use super::record::{self, GENESIS, LineError, Record, checkpoint_message};
 use crate::keys::{KeyId, PublicKey};
 
@@ -28,6 +34,8 @@ use crate::keys::{KeyId, PublicKey};
 pub struct VerifyOptions {
     pub(crate) key: Option<PublicKey>,
     pub(crate) allow_open_tail: bool,
+    pub(crate) head: Option<SignedHead>,
+    pub(crate) min_seq: u64,
 }
 
 impl VerifyOptions {
@@ -49,6 +57,25 @@ impl VerifyOptions {
     /// as possibly truncated.
     pub fn allow_open_tail(&mut self, allow: bool) -> &mut Self {
         self.allow_open_tail = allow;
+        self
+    }
+
+    /// Requires the log to reach a signed head it is known to have reached
+    /// (kept by the host in its head file, or by a witness): the record at
+    /// the head's sequence number must have the head's hash, and the
+    /// checkpoint after it must be there. Catches a log cut back to an
+    /// earlier checkpoint, which verifies on its own. With a pinned
+    /// [`VerifyOptions::key`], the head must be signed by that key. Default:
+    /// none.
+    pub fn head(&mut self, head: SignedHead) -> &mut Self {
+        self.head = Some(head);
+        self
+    }
+
+    /// Requires the log to hold at least `seq` records. Default: 0 (no
+    /// minimum).
+    pub fn min_seq(&mut self, seq: u64) -> &mut Self {
+        self.min_seq = seq;
         self
     }
 }
@@ -73,6 +100,10 @@ pub struct VerifyReport {
     pub key_pinned: bool,
     /// `audit.recovered` records (crash recoveries) seen, by sequence number.
     pub recoveries: Vec<u64>,
+    /// The head the last checkpoint signed: what to hand a witness, or
+    /// keep, to detect a later cut back to an earlier point. None when the
+    /// log has no checkpoint.
+    pub signed_head: Option<SignedHead>,
 }
 
 /// The kind of damage found.
@@ -112,6 +143,37 @@ pub enum Damage {
     TornTail,
     /// The file holds no records.
     Empty,
+    /// The log ends before the signed head it was checked against: it was
+    /// cut back (or replaced) after that head was signed.
+    EndsBeforeHead {
+        /// The last record in the file.
+        last_seq: u64,
+        /// The signed head's sequence number (its checkpoint is the next).
+        head_seq: u64,
+    },
+    /// The record at the signed head's sequence number has another hash:
+    /// the log was rewritten from there, or is another log.
+    NotTheHead {
+        /// The hash (hex) the signed head states.
+        expected: String,
+        /// The record's hash (hex).
+        found: String,
+    },
+    /// The log ends before the minimum sequence number it was required to
+    /// reach.
+    EndsBeforeMinSeq {
+        /// The last record in the file.
+        last_seq: u64,
+        /// The minimum.
+        min_seq: u64,
+    },
+    /// The signed head was signed by another key than the pinned host key.
+    HeadKey {
+        /// The key that signed the head.
+        signed_by: KeyId,
+        /// The pinned host key.
+        pinned: KeyId,
+    },
 }
 
 /// Where and how verification failed.
@@ -170,6 +232,23 @@ impl fmt::Display for VerifyFailure {
                 "seq {seq}: last line is torn (a crash mid-write; reopening the log repairs it)"
             ),
             Damage::Empty => write!(f, "the log holds no records"),
+            Damage::EndsBeforeHead { last_seq, head_seq } => write!(
+                f,
+                "seq {seq}: the log ends at seq {last_seq}, before its signed head at seq {head_seq} (sealed by the checkpoint at seq {}): it was cut back or replaced",
+                head_seq + 1
+            ),
+            Damage::NotTheHead { expected, found } => write!(
+                f,
+                "seq {seq}: the record has hash {found}, not {expected} as the signed head states: the log was rewritten from here, or is another log"
+            ),
+            Damage::EndsBeforeMinSeq { last_seq, min_seq } => write!(
+                f,
+                "seq {seq}: the log ends at seq {last_seq}, before seq {min_seq}, the least it must reach"
+            ),
+            Damage::HeadKey { signed_by, pinned } => write!(
+                f,
+                "seq {seq}: the signed head is signed by key {signed_by}, not by the pinned host key {pinned}"
+            ),
         }?;
         write!(f, " [line {}]", self.line)
     }
@@ -201,22 +280,24 @@ pub fn verify_file(
         *counts.entry(*seq).or_default() += 1;
     }
 
+    if let (Some(head), Some(pinned)) = (&options.head, &options.key)
+        && head.key_id() != pinned.id()
+    {
+        return Err(AuditError::Verify(VerifyFailure {
+            seq: head.seq(),
+            line: 0,
+            damage: Damage::HeadKey {
+                signed_by: head.key_id().clone(),
+                pinned: pinned.id().clone(),
+            },
+        }));
+    }
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let mut line = Vec::with_capacity(1024);
+    let mut reader = LineReader::new(file);
     let mut state = Walk::new(options);
     let mut line_no = 0u64;
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(io)?;
-        if read == 0 {
-            break;
-        }
-        line_no += 1;
+    while let Some((line, at)) = reader.next_line().map_err(io)? {
+        line_no = at.line_no;
         let expected = state.records + 1;
         let fail = |damage| {
             AuditError::Verify(VerifyFailure {
@@ -225,10 +306,12 @@ pub fn verify_file(
                 damage,
             })
         };
-        if line.last() != Some(&b'\n') {
-            return Err(fail(Damage::TornTail));
-        }
-        let parsed = match record::parse_line(&line[..line.len() - 1]) {
+        let line = match line {
+            Line::Complete(line) => line,
+            Line::Torn(_) => return Err(fail(Damage::TornTail)),
+            Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
+        };
+        let parsed = match record::parse_line(line) {
             Ok(parsed) => parsed,
             Err(LineError::HashMismatch) => {
                 return Err(fail(Damage::Edited(
@@ -254,37 +337,18 @@ pub fn verify_file(
         if parsed.prev != state.head {
             return Err(fail(Damage::BrokenLink));
         }
+        if let Some(head) = &options.head
+            && head.seq() == found
+            && head.hash_bytes() != &parsed.hash
+        {
+            return Err(fail(Damage::NotTheHead {
+                expected: head.hash(),
+                found: hex::encode(parsed.hash),
+            }));
+        }
         state.accept(&parsed.record, parsed.hash).map_err(fail)?;
     }
-
-    if state.records == 0 {
-        return Err(AuditError::Verify(VerifyFailure {
-            seq: 0,
-            line: 0,
-            damage: Damage::Empty,
-        }));
-    }
-    let unsealed = state.records - state.sealed_through;
-    if !state.closed && !options.allow_open_tail {
-        return Err(AuditError::Verify(VerifyFailure {
-            seq: state.last_checkpoint.map_or(1, |cp| cp + 1),
-            line: line_no,
-            damage: Damage::UnsealedTail {
-                last_checkpoint: state.last_checkpoint,
-                last_seq: state.records,
-            },
-        }));
-    }
-    Ok(VerifyReport {
-        records: state.records,
-        checkpoints: state.checkpoints,
-        head: hex::encode(state.head),
-        last_checkpoint: state.last_checkpoint,
-        unsealed,
-        key_id: state.key_used.clone(),
-        key_pinned: options.key.is_some(),
-        recoveries: state.recoveries,
-    })
+    state.finish(line_no)
 }
 
 /// Chain state while walking a log.
@@ -300,6 +364,8 @@ struct Walk<'a> {
     logged_key: Option<PublicKey>,
     key_used: Option<KeyId>,
     recoveries: Vec<u64>,
+    /// The head the latest checkpoint signed.
+    signed_head: Option<SignedHead>,
 }
 
 impl<'a> Walk<'a> {
@@ -315,6 +381,7 @@ impl<'a> Walk<'a> {
             logged_key: None,
             key_used: options.key.as_ref().map(|k| k.id().clone()),
             recoveries: Vec::new(),
+            signed_head: None,
         }
     }
 
@@ -335,6 +402,53 @@ impl<'a> Walk<'a> {
         self.records = record.seq;
         self.head = hash;
         Ok(())
+    }
+
+    /// The checks at the end of the file: the log reaches the signed head
+    /// and the minimum asked for, holds records, and ends sealed (unless an
+    /// open tail is allowed). Returns the report.
+    fn finish(self, line_no: u64) -> Result<VerifyReport, AuditError> {
+        let options = self.options;
+        let fail = |seq, line, damage| AuditError::Verify(VerifyFailure { seq, line, damage });
+        let next = self.records + 1;
+        if let Some(head) = &options.head
+            && self.records < head.checkpoint_seq()
+        {
+            let damage = Damage::EndsBeforeHead {
+                last_seq: self.records,
+                head_seq: head.seq(),
+            };
+            return Err(fail(next, line_no, damage));
+        }
+        if self.records < options.min_seq {
+            let damage = Damage::EndsBeforeMinSeq {
+                last_seq: self.records,
+                min_seq: options.min_seq,
+            };
+            return Err(fail(next, line_no, damage));
+        }
+        if self.records == 0 {
+            return Err(fail(0, 0, Damage::Empty));
+        }
+        if !self.closed && !options.allow_open_tail {
+            let damage = Damage::UnsealedTail {
+                last_checkpoint: self.last_checkpoint,
+                last_seq: self.records,
+            };
+            let seq = self.last_checkpoint.map_or(1, |cp| cp + 1);
+            return Err(fail(seq, line_no, damage));
+        }
+        Ok(VerifyReport {
+            records: self.records,
+            checkpoints: self.checkpoints,
+            head: hex::encode(self.head),
+            last_checkpoint: self.last_checkpoint,
+            unsealed: self.records - self.sealed_through,
+            key_id: self.key_used,
+            key_pinned: options.key.is_some(),
+            recoveries: self.recoveries,
+            signed_head: self.signed_head,
+        })
     }
 
     fn check_checkpoint(&mut self, record: &Record) -> Result<(), Damage> {
@@ -380,6 +494,10 @@ impl<'a> Walk<'a> {
             .map_err(|_| {
                 Damage::BadCheckpoint(format!("signature by key {key_id} does not verify"))
             })?;
+        let signature: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| Damage::BadCheckpoint("bad signature".into()))?;
+        self.signed_head = Some(SignedHead::new(covers, head, key.clone(), signature));
         self.key_used = Some(key.id().clone());
         self.checkpoints += 1;
         self.last_checkpoint = Some(record.seq);
@@ -429,22 +547,16 @@ fn claimed_sequence_numbers(path: &Path) -> Result<Vec<Option<u64>>, AuditError>
         path: path.to_owned(),
         source,
     })?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut reader = LineReader::new(file);
     let mut out = Vec::new();
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|source| AuditError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
+    while let Some((line, _)) = reader.next_line().map_err(|source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    })? {
+        let line = match line {
+            Line::Complete(line) | Line::Torn(line) => line,
+            Line::TooLong => b"",
+        };
         let seq = line
             .strip_prefix(b"{\"seq\":")
             .map(|rest| {

@@ -99,8 +99,12 @@ impl ManifestDocument {
         envelope
     }
 
-    /// The content rules: names, versions, paths, one release, limits.
-    pub(crate) fn validate(&self) -> Result<(), BootError> {
+    /// Checks the content rules the boot applies to a manifest: names,
+    /// semantic versions, paths, one release, limits, and an expiry after
+    /// the issue time. Check before signing: [`ManifestDocument::sign`]
+    /// signs whatever it is given, and a manifest that breaks a rule is
+    /// refused at boot.
+    pub fn validate(&self) -> Result<(), BootError> {
         let what = format!("boot manifest {} v{}", shown(&self.release), self.version);
         let invalid = |reason: String| BootError::Invalid {
             what: what.clone(),

@@ -110,6 +110,7 @@ pub use status::{BootOutcome, BootPolicy, IntegrityStatus, ParseBootPolicyError}
 pub use verified::{Digest, Provenance, VerifiedComponent};
 
 pub use read::DEFAULT_MAX_COMPONENT_SIZE;
+pub(crate) use read::read_private;
 
 /// Largest trust anchor file read (bytes).
 pub const MAX_ANCHOR_BYTES: usize = 256 * 1024;
@@ -150,7 +151,8 @@ pub enum BootError {
     NotAFile {
         /// The path.
         path: PathBuf,
-        /// What it is instead ("a directory", "a special file").
+        /// What it is instead ("a directory", "a symbolic link", "a FIFO
+        /// (named pipe)", "a socket", "a device", "a special file").
         found: &'static str,
     },
     /// Input larger than its limit; refused before it was parsed or hashed.

@@ -16,11 +16,24 @@ pub const DEFAULT_MAX_COMPONENT_SIZE: u64 = 256 * 1024 * 1024;
 /// bytes cross memory once. Large enough for blake3's SIMD parallelism.
 const CHUNK: usize = 256 * 1024;
 
+/// Whether the last component of a path may be a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Links {
+    /// Follow it (documents and components an operator names).
+    Follow,
+    /// Refuse it (files the host itself keeps, such as compiled-cache
+    /// artifacts: a planted link must not redirect what the host reads).
+    Refuse,
+}
+
 /// Opens `path` as a regular file, refusing missing paths, directories and
 /// special files with the path in the error. The type is checked before the
-/// open (so a FIFO cannot block us) and again on the open handle (so a path
-/// swapped in between is still caught).
-fn open_regular(path: &Path) -> Result<(File, u64), BootError> {
+/// open, the open itself does not block (`O_NONBLOCK`: a FIFO swapped in
+/// between cannot hang us), and the type is checked again on the open
+/// handle (so a path swapped in between is still caught). With
+/// [`Links::Refuse`] a symbolic link is refused, before the open and by the
+/// open (`O_NOFOLLOW`).
+fn open_regular(path: &Path, links: Links) -> Result<(File, u64), BootError> {
     let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             BootError::Missing {
@@ -35,17 +48,43 @@ fn open_regular(path: &Path) -> Result<(File, u64), BootError> {
     };
     let kind_error = |meta: &std::fs::Metadata| BootError::NotAFile {
         path: path.to_owned(),
-        found: if meta.is_dir() {
-            "a directory"
-        } else {
-            "a special file"
-        },
+        found: file_kind(meta),
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let meta = match links {
+        Links::Follow => std::fs::metadata(path),
+        Links::Refuse => std::fs::symlink_metadata(path),
+    }
+    .map_err(io)?;
     if !meta.is_file() {
         return Err(kind_error(&meta));
     }
-    let file = File::open(path).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let nofollow = match links {
+            Links::Follow => 0,
+            Links::Refuse => rustix::fs::OFlags::NOFOLLOW.bits(),
+        };
+        // Reads of a regular file ignore O_NONBLOCK.
+        options.custom_flags((rustix::fs::OFlags::NONBLOCK.bits() | nofollow) as i32);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        // O_NOFOLLOW on a symbolic link that appeared since the check.
+        #[cfg(unix)]
+        Err(e)
+            if links == Links::Refuse
+                && e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+        {
+            return Err(BootError::NotAFile {
+                path: path.to_owned(),
+                found: "a symbolic link",
+            });
+        }
+        Err(e) => return Err(io(e)),
+    };
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(kind_error(&meta));
@@ -53,11 +92,47 @@ fn open_regular(path: &Path) -> Result<(File, u64), BootError> {
     Ok((file, meta.len()))
 }
 
+/// What a path that is not a regular file is, for the error.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "a directory";
+    }
+    if kind.is_symlink() {
+        return "a symbolic link";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+    }
+    "a special file"
+}
+
 /// Reads a small document (anchor, manifest, signature, state), refusing it
 /// when it is over `limit` bytes: checked on the file's size and again while
 /// reading (a file growing underneath is cut at `limit + 1`).
 pub(crate) fn read_small(path: &Path, limit: usize) -> Result<Vec<u8>, BootError> {
-    let (file, len) = open_regular(path)?;
+    read_capped(path, limit, Links::Follow)
+}
+
+/// Reads a file the host keeps for itself (a compiled-cache artifact, the
+/// cache secret) as [`read_small`] does, but refusing a symbolic link: it
+/// must be a regular file at exactly that path, at most `limit` bytes.
+pub(crate) fn read_private(path: &Path, limit: usize) -> Result<Vec<u8>, BootError> {
+    read_capped(path, limit, Links::Refuse)
+}
+
+fn read_capped(path: &Path, limit: usize, links: Links) -> Result<Vec<u8>, BootError> {
+    let (file, len) = open_regular(path, links)?;
     let too_large = |size: u64| BootError::TooLarge {
         what: path.display().to_string(),
         size,
@@ -91,7 +166,7 @@ pub(crate) fn read_component(
     limit: u64,
     expected_size: Option<u64>,
 ) -> Result<(Arc<[u8]>, Digest), BootError> {
-    let (mut file, len) = open_regular(path)?;
+    let (mut file, len) = open_regular(path, Links::Follow)?;
     if len > limit {
         return Err(BootError::TooLarge {
             what: path.display().to_string(),
@@ -218,5 +293,84 @@ mod tests {
             read_component(&dir.path().join("nope"), "c", u64::MAX, None),
             Err(BootError::Missing { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_links_and_sparse_giants_are_refused_before_a_byte_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO with no writer: opening it for reading would block forever.
+        let fifo = dir.path().join("fifo.wasm");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let err = read_component(&fifo, "fifo", u64::MAX, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootError::NotAFile {
+                    found: "a FIFO (named pipe)",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(read_small(&fifo, 1024).is_err());
+
+        // 20 GiB that take no space: refused on its size, not read.
+        let sparse = dir.path().join("sparse.wasm");
+        File::create(&sparse).unwrap().set_len(20 << 30).unwrap();
+        let err = read_component(&sparse, "sparse", DEFAULT_MAX_COMPONENT_SIZE, None).unwrap_err();
+        assert!(
+            matches!(err, BootError::TooLarge { size, limit, .. } if size == 20 << 30 && limit == DEFAULT_MAX_COMPONENT_SIZE),
+            "{err}"
+        );
+
+        // A private read refuses a link (to a FIFO, to /dev/zero, to a
+        // regular file alike) and a device; a plain read follows a link.
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"0123456789").unwrap();
+        for (link, to) in [
+            ("to-file", target.as_path()),
+            ("to-zero", Path::new("/dev/zero")),
+            ("to-fifo", fifo.as_path()),
+        ] {
+            let link = dir.path().join(link);
+            std::os::unix::fs::symlink(to, &link).unwrap();
+            let err = read_private(&link, 1024).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    BootError::NotAFile {
+                        found: "a symbolic link",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            read_small(&dir.path().join("to-file"), 1024).unwrap(),
+            b"0123456789"
+        );
+        assert_eq!(read_private(&target, 1024).unwrap(), b"0123456789");
+        assert!(matches!(
+            read_private(&target, 9),
+            Err(BootError::TooLarge {
+                size: 10,
+                limit: 9,
+                ..
+            })
+        ));
+        let err = read_private(Path::new("/dev/zero"), 1024).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootError::NotAFile {
+                    found: "a device",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -23,10 +23,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,7 @@ use super::anchor::TrustAnchor;
 use super::event::{BootEvent, Emitter};
 use super::manifest::BootManifest;
 use super::{BootError, Digest, MAX_ANCHOR_BYTES, VerifiedComponent};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, lock_waiting};
 
 const FORMAT: &str = "forgeone.boot-state.v1";
 const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
@@ -192,6 +192,18 @@ impl BootState {
     /// [`BootError::StateCorrupt`]; a directory another process holds is
     /// [`BootError::StateLocked`].
     pub fn open(dir: impl AsRef<Path>) -> Result<BootState, BootError> {
+        Self::open_waiting(dir, Duration::ZERO, |_| {})
+    }
+
+    /// Like [`BootState::open`], but while another process holds the
+    /// directory it waits, up to `timeout`, for it to be let go; `on_wait`
+    /// is called once, with the lock file, when the wait begins. After
+    /// `timeout` it is [`BootError::StateLocked`].
+    pub fn open_waiting(
+        dir: impl AsRef<Path>,
+        timeout: Duration,
+        on_wait: impl Fn(&Path),
+    ) -> Result<BootState, BootError> {
         let dir = dir.as_ref().to_owned();
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -215,12 +227,10 @@ impl BootState {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BootError::StateLocked { path: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        match lock_waiting(&lock, timeout, || on_wait(&lock_path)) {
+            Ok(true) => {}
+            Ok(false) => return Err(BootError::StateLocked { path: lock_path }),
+            Err(e) => return Err(io(&lock_path)(e)),
         }
         let state_path = dir.join("state.json");
         let loaded = match std::fs::symlink_metadata(&state_path) {
@@ -686,45 +696,8 @@ fn status_str(status: CopyStatus) -> &'static str {
 }
 
 /// Writes `bytes` to `path` atomically: a new temporary file in the same
-/// directory, fsync, rename over `path`, fsync of the directory.
+/// directory, fsync, rename over `path`, fsync of the directory (the one
+/// helper, shared with the audit log's head file).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| BootError::Io { path: p, source }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let result = (|| {
-        let mut file = options.open(&tmp).map_err(io(&tmp))?;
-        file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::audit::write_atomic(path, bytes).map_err(|(path, source)| BootError::Io { path, source })
 }

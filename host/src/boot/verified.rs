@@ -103,8 +103,9 @@ pub enum Provenance {
 }
 
 /// Component bytes that passed verification: the only thing the runtime
-/// compiles. Only `boot` creates signed ones; [`VerifiedComponent::unsigned`]
-/// exists for the explicit `--allow-unsigned` path, which the runtime refuses
+/// compiles. Only `boot` creates signed ones; [`VerifiedComponent::unsigned_file`]
+/// (and [`VerifiedComponent::unsigned`] for bytes already in memory) exist
+/// for the explicit `--allow-unsigned` path, which the runtime refuses
 /// unless its policy allows unsigned code (and audits when it does).
 #[derive(Clone)]
 pub struct VerifiedComponent {
@@ -162,6 +163,37 @@ impl VerifiedComponent {
             signers: Vec::new(),
             provenance: Provenance::Unsigned,
         }
+    }
+
+    /// Reads an unsigned component from `path` with the reader signed
+    /// components go through: a regular file only (a directory, FIFO or
+    /// device is refused without being opened for reading), its size
+    /// checked against `max_size` before a byte is read, read and hashed
+    /// once. Named after the file's stem. The runtime refuses the result
+    /// unless unsigned code was explicitly allowed, as with
+    /// [`VerifiedComponent::unsigned`].
+    ///
+    /// `max_size` is usually [`DEFAULT_MAX_COMPONENT_SIZE`](crate::boot::DEFAULT_MAX_COMPONENT_SIZE)
+    /// (256 MiB); a larger file is refused with
+    /// [`BootError::TooLarge`](super::BootError::TooLarge).
+    pub fn unsigned_file(
+        path: impl AsRef<std::path::Path>,
+        max_size: u64,
+    ) -> Result<Self, super::BootError> {
+        let path = path.as_ref();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "component".into());
+        let (bytes, digest) = super::read::read_component(path, &name, max_size, None)?;
+        Ok(VerifiedComponent {
+            name,
+            version: "unsigned".into(),
+            digest,
+            bytes,
+            signers: Vec::new(),
+            provenance: Provenance::Unsigned,
+        })
     }
 
     /// The component's name.

@@ -78,8 +78,8 @@ impl WorkloadSpec {
 
     /// The runtime's [`ContainerConfig`] for this entry running
     /// `component`: named after the workload, with its limits (memory,
-    /// fuel, timeout; the runtime's defaults where none is written), its
-    /// restart policy and exactly the capabilities it lists.
+    /// fuel, timeout, open files; the runtime's defaults where none is
+    /// written), its restart policy and exactly the capabilities it lists.
     pub fn container(&self, component: VerifiedComponent) -> ContainerConfig {
         let r = &self.resources;
         let mut container = ContainerConfig::new(component);
@@ -92,6 +92,9 @@ impl WorkloadSpec {
             .network(self.capabilities.network);
         if r.fuel.is_some() {
             container.fuel(r.fuel);
+        }
+        if let Some(n) = r.open_files {
+            container.max_open_files(n as usize);
         }
         for d in &self.capabilities.dirs {
             container.dir(&d.host, &d.guest, d.read_only);

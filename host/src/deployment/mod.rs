@@ -54,7 +54,7 @@
 //! restart = "on-failure"                       # never | on-failure | always
 //! worker = 0                                   # pin to executor worker 0; default any
 //! labels = { app = "api" }
-//! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s" }
+//! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s", open_files = 256 }
 //! constraints.location = "eu-*"                # or a list of alternatives
 //! constraints.labels = ["disk in (ssd, nvme)", "tier notin (spot)"]
 //! constraints.anti_affinity = ["app=batch"]
@@ -100,6 +100,7 @@ pub use types::{
     BootMode, Capabilities, ConstraintSpec, KnownLabels, NodeConfig, Preference, PreferenceKind,
     ResourceSpec, Settings, Supervision, TenantSpec, WorkloadSpec,
 };
+pub use units::parse_size;
 
 use parse::{Cx, items, node_config, settings, tenants};
 pub(crate) use parse::{line_col, read_capped};

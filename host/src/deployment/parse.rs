@@ -12,6 +12,7 @@ use super::error::{DeploymentError, Problem};
 use super::raw::{List, RawDeployment, RawNodeCfg, RawSupervision, RawTenant};
 use super::types::{BootMode, NodeConfig, Settings, Supervision, TenantSpec};
 use super::units;
+use crate::audit::escape_untrusted;
 use crate::boot::BootPolicy;
 use crate::identity::{Priority, TrustLevel};
 use crate::policy::Isolation;
@@ -35,13 +36,16 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Records a problem. The message and the workload name quote the
+    /// file, so both are escaped ([`escape_untrusted`]): a control
+    /// character in the file never reaches a terminal raw.
     pub(super) fn push(&mut self, span: Range<usize>, workload: Option<&str>, message: String) {
         let (line, column) = line_col(self.text, span.start);
         self.problems.push(Problem {
             line,
             column,
-            workload: workload.map(str::to_string),
-            message,
+            workload: workload.map(escape_untrusted),
+            message: escape_untrusted(&message),
         });
     }
 
@@ -298,6 +302,9 @@ pub(super) fn tenants(raw: &[RawTenant], cx: &mut Cx<'_>) -> Vec<TenantSpec> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for t in raw {
         let name = t.name.get_ref();
+        if let Err(e) = units::check_name(name) {
+            cx.push(t.name.span(), None, format!("bad tenant name: {e}"));
+        }
         if let Some(first) = seen.get(name.as_str()) {
             cx.push(
                 t.name.span(),

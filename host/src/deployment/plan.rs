@@ -100,11 +100,22 @@ impl Deployment {
     /// verified here, so every workload is planned as signed code (one
     /// signer) at its tenant's trust level, which is what it runs as once
     /// its component verifies.
-    pub fn plan(&self, inventory: Arc<dyn NodeInventory>) -> Result<Plan, PlanError> {
+    ///
+    /// `workers` is the number of executor workers the kernel will have
+    /// (`forgeone up --workers`, by default one per core): a workload
+    /// pinned to a worker beyond them is refused with
+    /// [`ScheduleError::NoSuchWorker`] and takes no capacity, as the
+    /// kernel refuses it.
+    pub fn plan(
+        &self,
+        inventory: Arc<dyn NodeInventory>,
+        workers: usize,
+    ) -> Result<Plan, PlanError> {
         let nodes = inventory.nodes().map_err(ScheduleError::from)?;
         self.check_labels(&KnownLabels::of(&nodes))?;
         let mut ctx = SchedulerContext::new(inventory, self.policies())?;
         let mut ids = Vec::new();
+        let mut last: BTreeMap<uuid::Uuid, Result<Allocation, ScheduleError>> = BTreeMap::new();
         for spec in &self.workloads {
             let level = self
                 .tenant(&spec.tenant)
@@ -113,9 +124,16 @@ impl Deployment {
             let mut w = spec.workload();
             w.identity.trust = TrustVector::new(level, 1);
             ids.push(w.id);
-            ctx.submit(w);
+            match spec.worker {
+                Some(worker) if worker >= workers => {
+                    last.insert(w.id, Err(ScheduleError::NoSuchWorker { worker, workers }));
+                }
+                _ => {
+                    ctx.submit(w);
+                }
+            }
         }
-        plan_of(self, ctx, ids, nodes.len())
+        plan_of(self, ctx, ids, last, nodes.len())
     }
 }
 
@@ -123,11 +141,11 @@ fn plan_of(
     deployment: &Deployment,
     mut ctx: SchedulerContext,
     ids: Vec<uuid::Uuid>,
+    mut last: BTreeMap<uuid::Uuid, Result<Allocation, ScheduleError>>,
     nodes: usize,
 ) -> Result<Plan, PlanError> {
     let outcomes = ctx.schedule_pending()?;
     let mut evicted_by: HashMap<uuid::Uuid, String> = HashMap::new();
-    let mut last: BTreeMap<uuid::Uuid, Result<Allocation, ScheduleError>> = BTreeMap::new();
     for o in outcomes {
         if let Ok(a) = &o.result {
             for v in &a.preempted {

@@ -138,7 +138,7 @@ pub(super) struct RawWorkload {
     pub(super) priority: Option<Spanned<String>>,
     pub(super) tenant: Spanned<String>,
     #[serde(default)]
-    pub(super) principal: Option<String>,
+    pub(super) principal: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) restart: Option<Spanned<String>>,
     #[serde(default)]
@@ -166,6 +166,8 @@ pub(super) struct RawResources {
     pub(super) timeout: Option<Spanned<units::Scalar>>,
     #[serde(default)]
     pub(super) storage: Option<Spanned<units::Scalar>>,
+    #[serde(default)]
+    pub(super) open_files: Option<Spanned<units::Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -174,6 +174,9 @@ pub struct ResourceSpec {
     pub timeout: Option<Duration>,
     /// Storage grant in bytes.
     pub storage: Option<u64>,
+    /// Host handles (open files, streams, ...) held at once
+    /// (1..=1,000,000); the runtime's default (1,024) when absent.
+    pub open_files: Option<u32>,
 }
 
 /// What a preference constrains.

@@ -45,17 +45,69 @@ pub(crate) fn size(v: &Scalar) -> Result<u64, String> {
         Scalar::Int(n) => Err(format!("size {n} is negative")),
         Scalar::Float(f) => Err(format!("size {f} needs a unit, e.g. \"64MiB\"")),
         Scalar::Str(s) => {
-            let t = s.trim();
-            if !t.chars().any(|c| c.is_ascii_alphabetic()) {
+            if !s.chars().any(|c| c.is_ascii_alphabetic()) {
                 return Err(format!("size `{s}` needs a unit, e.g. \"64MiB\""));
             }
-            t.parse::<bytesize::ByteSize>()
-                .map(|b| b.as_u64())
-                .map_err(|_| {
-                    format!("bad size `{s}` (use a number and a unit: B, KiB, MiB, GiB, KB, MB, GB, ...)")
-                })
+            parse_size(s)
         }
     }
+}
+
+/// Parses a size: a whole number of bytes (`1048576`) or a number and a
+/// unit (`64MiB`, `1.5GB`, `512 KiB`). Units, in any case: `B`; `KB`
+/// (or `K`), `MB`, `GB`, `TB`, `PB`, `EB` in powers of 1000; `KiB` (or
+/// `Ki`), `MiB`, `GiB`, `TiB`, `PiB`, `EiB` in powers of 1024. Fractions
+/// are exact and round down to whole bytes. A size over `u64::MAX` bytes
+/// (16 EiB) is refused, never saturated. Every size the host reads goes
+/// through here: `forgeone.toml`, `nodes.toml` and the CLI's flags.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "bad size `{t}` (use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB, ...)"
+        )
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim_start());
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "p" | "pb" => 1_000_000_000_000_000,
+        "e" | "eb" => 1_000_000_000_000_000_000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        "pi" | "pib" => 1 << 50,
+        "ei" | "eib" => 1 << 60,
+        _ => return Err(bad()),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return Err(bad());
+    }
+    let too_large = || format!("size `{t}` is over the largest size, 16 EiB (2^64 - 1 bytes)");
+    // Exact arithmetic: whole * factor + fraction * factor / 10^digits,
+    // in u128 (digits past the 19th cannot change the whole bytes).
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse::<u64>().map_err(|_| too_large())?.into()
+    };
+    let digits = &fraction[..fraction.len().min(19)];
+    let scale = 10u128.pow(digits.len() as u32);
+    let fraction: u128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| bad())?
+    };
+    let bytes = whole * u128::from(factor) + fraction * u128::from(factor) / scale;
+    u64::try_from(bytes).map_err(|_| too_large())
 }
 
 /// A count: an integer, or a string with an SI suffix (`50M`, `2.5G`,
@@ -126,6 +178,29 @@ pub(crate) fn duration(v: &Scalar) -> Result<Duration, String> {
     }
 }
 
+/// A name people read (a tenant, a principal): not empty, and free of
+/// what a terminal or a log viewer would act on instead of showing: control
+/// characters (C0, DEL, C1), line and paragraph separators, and
+/// bidirectional overrides.
+pub(crate) fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    let unprintable = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    match s.chars().find(|&c| unprintable(c)) {
+        Some(c) => Err(format!(
+            "`{s}` contains the control character U+{:04X}; names are shown on terminals and in logs",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A label name or value: letters, digits, `.`, `_`, `-`, `/`, 1..=63.
 pub(crate) fn check_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 63 {
@@ -151,6 +226,43 @@ mod tests {
         assert_eq!(size(&Scalar::Str("64MiB".into())), Ok(64 << 20));
         assert!(size(&Scalar::Str("64".into())).is_err());
         assert!(size(&Scalar::Str("64MiBs".into())).is_err());
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5kib"), Ok(512));
+        assert_eq!(
+            parse_size("16EiB").unwrap_err(),
+            parse_size("16EiB").unwrap_err()
+        );
+        assert_eq!(parse_size("15EiB"), Ok(15 << 60));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(parse_size("18446744073709551615B"), Ok(u64::MAX));
+        for too_large in [
+            "18446744073709551615TiB",
+            "18446744073709551616",
+            "16EiB",
+            "18446744.073709551616TB",
+            "99999999999999999999999999999999KiB",
+        ] {
+            let e = parse_size(too_large).unwrap_err();
+            assert!(
+                e.contains("over the largest size, 16 EiB"),
+                "{too_large}: {e}"
+            );
+        }
+        for bad in [
+            "",
+            "MiB",
+            ".",
+            "1..5MiB",
+            "1.2.3KiB",
+            "-1MiB",
+            "1 Mebibyte",
+            "0x10",
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.starts_with("bad size"), "{bad}: {e}");
+        }
         assert_eq!(count(&Scalar::Str("50M".into())), Ok(50_000_000));
         assert_eq!(count(&Scalar::Int(50_000_000)), Ok(50_000_000));
         assert!(count(&Scalar::Str("50Q".into())).is_err());

@@ -32,18 +32,7 @@ pub(super) fn workloads(
     for w in raw {
         let name = w.name.get_ref().as_str();
         let wn = Some(name);
-        if let Err(e) = units::check_label(name) {
-            cx.push(w.name.span(), wn, format!("bad workload name: {e}"));
-        }
-        if let Some(first) = seen.get(name) {
-            cx.push(
-                w.name.span(),
-                wn,
-                format!("duplicate workload name `{name}` (first declared at line {first})"),
-            );
-        } else {
-            seen.insert(name, line_col(cx.text, w.name.span().start).0);
-        }
+        check_names(w, &mut seen, cx);
         let priority = w
             .priority
             .as_ref()
@@ -156,7 +145,10 @@ pub(super) fn workloads(
             signature: w.signature.as_ref().map(|s| resolve(base, s.get_ref())),
             priority,
             tenant: tenant_name.clone(),
-            principal: w.principal.clone().unwrap_or_else(|| name.to_string()),
+            principal: w
+                .principal
+                .as_ref()
+                .map_or_else(|| name.to_string(), |p| p.get_ref().clone()),
             labels,
             resources,
             constraints,
@@ -166,6 +158,34 @@ pub(super) fn workloads(
         });
     }
     out
+}
+
+/// The most handles a workload may ask for (wasmtime's own default cap of
+/// a resource table).
+const MAX_OPEN_FILES: u64 = 1_000_000;
+
+/// The workload's name (a label, declared once) and its principal (a name
+/// free of control characters).
+fn check_names<'a>(w: &'a RawWorkload, seen: &mut HashMap<&'a str, usize>, cx: &mut Cx<'_>) {
+    let name = w.name.get_ref().as_str();
+    let wn = Some(name);
+    if let Err(e) = units::check_label(name) {
+        cx.push(w.name.span(), wn, format!("bad workload name: {e}"));
+    }
+    if let Some(first) = seen.get(name) {
+        cx.push(
+            w.name.span(),
+            wn,
+            format!("duplicate workload name `{name}` (first declared at line {first})"),
+        );
+    } else {
+        seen.insert(name, line_col(cx.text, w.name.span().start).0);
+    }
+    if let Some(p) = &w.principal
+        && let Err(e) = units::check_name(p.get_ref())
+    {
+        cx.push(p.span(), wn, format!("bad principal: {e}"));
+    }
 }
 
 pub(super) fn resources(
@@ -193,6 +213,13 @@ pub(super) fn resources(
     spec.storage = take(&r.storage, "storage", units::size);
     spec.cpu_millis =
         take(&r.cpu, "cpu", units::cpu_millis).map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+    spec.open_files = take(&r.open_files, "open_files", |v| {
+        units::count(v).and_then(|n| match n {
+            1..=MAX_OPEN_FILES => Ok(n),
+            _ => Err(format!("{n} is not between 1 and {MAX_OPEN_FILES}")),
+        })
+    })
+    .map(|n| n as u32);
     if let Some(t) = &r.timeout {
         match units::duration(t.get_ref()) {
             Ok(d) => spec.timeout = Some(d),

@@ -86,6 +86,14 @@ impl ContainerConfig {
         self
     }
 
+    /// Host handles (open files and directories, streams, pollables,
+    /// sockets) the guest may hold at once; past it a filesystem call
+    /// returns `error-code::quota` to the guest. By default, 1,024.
+    pub fn max_open_files(&mut self, handles: usize) -> &mut Self {
+        self.limits.max_open_files = handles;
+        self
+    }
+
     /// Grants a host directory at `guest`, read-only or read-write. By
     /// default, no directory is granted.
     pub fn dir(

@@ -101,7 +101,7 @@ impl Run {
         let wasi = wasi_ctx(config, &capture)?;
         let host = Host {
             wasi,
-            table: wasmtime::component::ResourceTable::new(),
+            table: super::fs_guard::table(&limits),
             limiter: Limiter::new(
                 limits.max_memory,
                 limits.max_table_elements,
@@ -400,6 +400,13 @@ pub(crate) fn classify(
     if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
         return RunEnd::Failed(Failure::OutOfFuel { budget });
     }
+    if super::fs_guard::is_table_full(&error) {
+        return RunEnd::Failed(Failure::OpenFilesLimit {
+            limit: limits.max_open_files as u64,
+            refused: host.limiter.handle_refusals.saturating_add(1),
+            detail: "trapped: the resource table is full".into(),
+        });
+    }
     with_limits(trap_failure(&error), host, limits)
 }
 
@@ -447,6 +454,13 @@ fn with_limits(failure: Failure, host: &Host, limits: &Limits) -> RunEnd {
         return RunEnd::Failed(Failure::TableLimit {
             limit: limits.max_table_elements,
             requested,
+            detail,
+        });
+    }
+    if host.limiter.handle_refusals > 0 {
+        return RunEnd::Failed(Failure::OpenFilesLimit {
+            limit: limits.max_open_files as u64,
+            refused: host.limiter.handle_refusals,
             detail,
         });
     }

@@ -38,6 +38,9 @@ pub(crate) struct Control {
     pub(crate) peak_memory: AtomicU64,
     /// The current run's deadline, if any, before pause shifts.
     pub(crate) deadline: Mutex<Option<Instant>>,
+    /// Time already spent against the next run's deadline (waiting for
+    /// the component to compile), taken off it when the run starts.
+    pub(crate) charged: Mutex<Duration>,
 }
 
 impl Control {
@@ -70,7 +73,14 @@ impl Control {
         Some(base + paused)
     }
 
+    /// Counts `spent` against the next run's deadline.
+    pub(crate) fn charge(&self, spent: Duration) {
+        *self.charged.lock().unwrap_or_else(|p| p.into_inner()) += spent;
+    }
+
     pub(crate) fn reset_for_run(&self, deadline: Option<Instant>) {
+        let charged = std::mem::take(&mut *self.charged.lock().unwrap_or_else(|p| p.into_inner()));
+        let deadline = deadline.map(|d| d.checked_sub(charged).unwrap_or(d));
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
         self.fuel_consumed.store(0, Ordering::Relaxed);
         self.peak_memory.store(0, Ordering::Relaxed);

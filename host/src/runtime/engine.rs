@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::RuntimeError;
+use super::compile::{self, CompileLimits};
 
 /// How the runtime's wasmtime engine is set up: only the knobs ForgeOne
 /// supports, each with a documented default. Async execution, fuel metering
@@ -22,6 +23,8 @@ pub struct EngineConfig {
     pub(crate) max_wasm_stack: usize,
     pub(crate) parallel_compilation: bool,
     pub(crate) stack_cache: usize,
+    pub(crate) compile_limits: CompileLimits,
+    pub(crate) compile_threads: usize,
 }
 
 /// Sizing of the pooling instance allocator.
@@ -40,7 +43,10 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// The defaults: on-demand allocation with up to 16 idle fiber stacks
     /// kept for reuse, a fuel yield every 1,000,000 units, a 10 ms epoch
-    /// tick, a 512 KiB wasm stack, parallel compilation.
+    /// tick, a 512 KiB wasm stack, parallel compilation on a pool of half
+    /// the cores, and the structural limits below (100,000 functions,
+    /// 64 MiB of code, 1 MiB per function, 10,000,000 locals, 100 core
+    /// modules).
     pub fn new() -> Self {
         EngineConfig {
             pooling: None,
@@ -49,6 +55,8 @@ impl EngineConfig {
             max_wasm_stack: 512 * 1024,
             parallel_compilation: true,
             stack_cache: 16,
+            compile_limits: CompileLimits::default(),
+            compile_threads: compile::default_threads(),
         }
     }
 
@@ -102,9 +110,57 @@ impl EngineConfig {
         self
     }
 
-    /// Compiles functions on all cores. By default, enabled.
+    /// Compiles the functions of one component in parallel, on the
+    /// compile pool's threads (see [`compile_threads`](Self::compile_threads)).
+    /// By default, enabled.
     pub fn parallel_compilation(&mut self, enable: bool) -> &mut Self {
         self.parallel_compilation = enable;
+        self
+    }
+
+    /// How many threads compile components: compiles (and the parallelism
+    /// within one) never use more, and never run on the threads that run
+    /// containers; a compile waiting for a thread waits in a queue. At
+    /// least 1. By default, half the cores (at least 1).
+    pub fn compile_threads(&mut self, threads: usize) -> &mut Self {
+        self.compile_threads = threads.max(1);
+        self
+    }
+
+    /// The most function bodies a component may hold, all its core modules
+    /// together; a component with more is refused before it is compiled
+    /// ([`RuntimeError::TooComplex`]). By default, 100,000.
+    pub fn max_functions(&mut self, functions: u64) -> &mut Self {
+        self.compile_limits.functions = functions;
+        self
+    }
+
+    /// The most bytes of code (code sections) a component may hold, all its
+    /// core modules together; checked before compiling. By default, 64 MiB.
+    pub fn max_code_size(&mut self, bytes: u64) -> &mut Self {
+        self.compile_limits.code_size = bytes;
+        self
+    }
+
+    /// The largest function body, in bytes; checked before compiling. By
+    /// default, 1 MiB.
+    pub fn max_function_size(&mut self, bytes: u64) -> &mut Self {
+        self.compile_limits.function_size = bytes;
+        self
+    }
+
+    /// The most locals a component's functions may declare, all together
+    /// (a few bytes can declare 50,000 locals, each of which costs the
+    /// compiler); checked before compiling. By default, 10,000,000.
+    pub fn max_locals(&mut self, locals: u64) -> &mut Self {
+        self.compile_limits.locals = locals;
+        self
+    }
+
+    /// The most core modules a component may hold; checked before
+    /// compiling. By default, 100.
+    pub fn max_modules(&mut self, modules: u64) -> &mut Self {
+        self.compile_limits.modules = modules;
         self
     }
 

@@ -60,6 +60,29 @@ pub enum RuntimeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// The component is over one of the engine's structural limits
+    /// (functions, bytes of code, the largest function, locals, core
+    /// modules): refused before it was compiled. Raise the limit with the
+    /// [`EngineConfig`](super::EngineConfig) setter it names.
+    #[error(
+        "component `{name}` ({digest}) is refused before compiling: it has {count} {what}, over \
+         the limit of {limit} (EngineConfig::{setting})"
+    )]
+    TooComplex {
+        /// Component name.
+        name: String,
+        /// Its digest.
+        digest: String,
+        /// What was counted: `functions`, `bytes of code`, `bytes in one
+        /// function body`, `locals` or `core modules`.
+        what: &'static str,
+        /// How many it has (counting stops once over the limit).
+        count: u64,
+        /// The limit.
+        limit: u64,
+        /// The `EngineConfig` setter of the limit, e.g. `max_functions`.
+        setting: &'static str,
+    },
     /// The component is not a `wasi:cli/command` (no `wasi:cli/run` export).
     #[error("component `{name}` is not a wasi:cli/command: {}", Chain(&**source))]
     NotACommand {

@@ -13,6 +13,7 @@ use crate::identity::{IdentityContext, TrustLevel};
 
 use super::bindings::{identity, log};
 use super::events::ContainerEvent;
+use super::fs_guard::GuardView;
 use super::limits::Limiter;
 use super::output::Capture;
 
@@ -96,6 +97,27 @@ impl WasiView for Host {
     }
 }
 
+impl GuardView for Host {
+    fn handle_refused(&mut self) {
+        self.limiter.handle_refusals = self.limiter.handle_refusals.saturating_add(1);
+        if self.limiter.handle_refusals == 1 {
+            tracing::warn!(
+                container = %self.kernel.identity.container,
+                limit = self.table.max_capacity(),
+                "guest refused a handle: its open-files limit is reached"
+            );
+        }
+    }
+
+    fn symlink_refused(&mut self, target: &str, why: &'static str) {
+        tracing::warn!(
+            container = %self.kernel.identity.container,
+            target = %Untrusted::new(target),
+            "guest refused a symbolic link: {why}"
+        );
+    }
+}
+
 /// What the `forgeone:kernel` imports see of the host state.
 #[derive(Debug)]
 pub(crate) struct KernelCtx {
@@ -121,11 +143,13 @@ impl HasData for Kernel {
     type Data<'a> = &'a mut KernelCtx;
 }
 
-/// Adds WASI (p2, async) and the kernel imports to `linker`.
-pub(crate) fn add_to_linker<T: WasiView + KernelView + 'static>(
+/// Adds WASI (p2, async, with ForgeOne's filesystem guards) and the kernel
+/// imports to `linker`.
+pub(crate) fn add_to_linker<T: GuardView + KernelView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    super::fs_guard::add_to_linker(linker)?;
     identity::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
     log::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
     Ok(())

@@ -37,6 +37,13 @@ pub struct Limits {
     /// Structured log lines per run; past it lines are dropped (audited
     /// once). Default: 10,000.
     pub max_log_lines: u32,
+    /// Host handles the guest may hold open at once: files and
+    /// directories, streams, directory listings, pollables, sockets. A
+    /// filesystem call that would open one more returns
+    /// `error-code::quota` to the guest (a run that then fails is reported
+    /// as [`Failure::OpenFilesLimit`](super::Failure::OpenFilesLimit)).
+    /// Default: 1,024.
+    pub max_open_files: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +57,7 @@ impl Default for Limits {
             max_output: 1024 * 1024,
             max_line: 4096,
             max_log_lines: 10_000,
+            max_open_files: 1024,
         }
     }
 }
@@ -81,6 +89,9 @@ pub(crate) struct Limiter {
     /// The last refused table growth: elements it asked for.
     pub(crate) table_refused: Option<u64>,
     pub(crate) table_refusals: u32,
+    /// Calls refused because the resource table was full (see
+    /// `fs_guard`).
+    pub(crate) handle_refusals: u32,
     pub(crate) control: Option<Arc<Control>>,
 }
 
@@ -103,6 +114,7 @@ impl Limiter {
             memory_refusals: 0,
             table_refused: None,
             table_refusals: 0,
+            handle_refusals: 0,
             control,
         }
     }

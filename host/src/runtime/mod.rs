@@ -5,9 +5,12 @@
 //! - **Engine** ([`EngineConfig`]): one wasmtime engine per runtime, async,
 //!   fuel metering, epoch interruption; on-demand allocation with a cache of
 //!   idle fiber stacks, or the pooling allocator.
-//! - **Component store**: each verified digest is compiled once and its
-//!   `InstancePre` kept; compiled artifacts are cached on disk under a MAC
-//!   and rebuilt when they fail the check ([`CacheStats`]). Only
+//! - **Component store**: each verified digest is checked against the
+//!   structural limits of [`EngineConfig`] (functions, code, locals,
+//!   modules), compiled once on a bounded pool of compile threads, and its
+//!   `InstancePre` kept; a container waits for its compile only until its
+//!   deadline. Compiled artifacts are cached on disk under a MAC and
+//!   rebuilt when they fail the check ([`CacheStats`]). Only
 //!   [`VerifiedComponent`](crate::boot::VerifiedComponent)s reach
 //!   `Component::new`.
 //! - **Containers** ([`ContainerConfig`], [`Limits`], [`Grants`]): one
@@ -30,12 +33,14 @@
 //!   underlying error as its source.
 
 mod bindings;
+mod compile;
 mod config;
 mod container;
 mod control;
 mod engine;
 mod error;
 mod events;
+mod fs_guard;
 mod grants;
 mod host;
 mod lifecycle;

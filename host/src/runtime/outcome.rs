@@ -47,6 +47,18 @@ pub enum Failure {
         /// The trap or exit that followed.
         detail: String,
     },
+    /// The guest failed after the host refused it a handle past its
+    /// open-files limit ([`Limits::max_open_files`](super::Limits::max_open_files):
+    /// the call returned `error-code::quota`), or trapped on a full
+    /// resource table.
+    OpenFilesLimit {
+        /// The limit: handles held at once.
+        limit: u64,
+        /// How many calls were refused a handle.
+        refused: u32,
+        /// The trap or exit that followed.
+        detail: String,
+    },
     /// The guest trapped (unreachable, stack overflow, out-of-bounds access,
     /// a panic, ...).
     Trap {
@@ -73,8 +85,8 @@ pub enum Failure {
 
 impl Failure {
     /// A short stable name: `exit`, `out-of-fuel`, `deadline`,
-    /// `memory-limit`, `table-limit`, `trap`, `host-call-denied`,
-    /// `instantiate`.
+    /// `memory-limit`, `table-limit`, `open-files-limit`, `trap`,
+    /// `host-call-denied`, `instantiate`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Exit { .. } => "exit",
@@ -82,6 +94,7 @@ impl Failure {
             Failure::Deadline { .. } => "deadline",
             Failure::MemoryLimit { .. } => "memory-limit",
             Failure::TableLimit { .. } => "table-limit",
+            Failure::OpenFilesLimit { .. } => "open-files-limit",
             Failure::Trap { .. } => "trap",
             Failure::HostCallDenied { .. } => "host-call-denied",
             Failure::Instantiate { .. } => "instantiate",
@@ -117,6 +130,15 @@ impl fmt::Display for Failure {
             } => write!(
                 f,
                 "table limit hit: asked for {requested} elements, limit {limit} ({detail})"
+            ),
+            Failure::OpenFilesLimit {
+                limit,
+                refused,
+                detail,
+            } => write!(
+                f,
+                "open-files limit hit: {refused} handle(s) refused, limit {limit} open at once \
+                 ({detail})"
             ),
             Failure::Trap { trap, .. } => write!(f, "trapped: {trap}"),
             Failure::HostCallDenied { interface, .. } => {

@@ -174,7 +174,7 @@ impl Plugin {
             .build();
         let host = Host {
             wasi,
-            table: wasmtime::component::ResourceTable::new(),
+            table: super::fs_guard::table(&self.limits),
             limiter: Limiter::new(
                 self.limits.max_memory,
                 self.limits.max_table_elements,

@@ -12,23 +12,29 @@
 //! File layout: `MAGIC (8) || MAC (32) || artifact`, at
 //! `<dir>/<component digest>-<first 16 hex of engine fingerprint>.cwasm`.
 //! The secret is `<dir>/cache.key`, 32 random bytes created with mode 0600.
+//! Both are read as files the host keeps for itself: a symbolic link, a
+//! FIFO or a device in their place is refused without being followed or
+//! read, and an artifact is read only up to the component size cap
+//! ([`DEFAULT_MAX_COMPONENT_SIZE`], 256 MiB, plus its header).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as Vacancy;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::audit::{Actor, AuditLog, Entry};
-use crate::boot::{Digest, VerifiedComponent};
+use crate::boot::{BootError, DEFAULT_MAX_COMPONENT_SIZE, Digest, VerifiedComponent, read_private};
 
 use super::RuntimeError;
 use super::bindings::container::ContainerPre;
-use super::engine::engine_fingerprint;
+use super::compile::{self, CompileLimits, StructureError};
+use super::engine::{EngineConfig, engine_fingerprint};
 use super::error::BoxError;
 use super::events::ContainerEvent;
 use super::host::Host;
@@ -37,6 +43,10 @@ use super::outcome::Failure;
 const MAGIC: &[u8; 8] = b"FO1CWASM";
 const MAC_CONTEXT: &[u8] = b"forgeone.compiled-cache.v1\0";
 const HEADER: usize = 8 + 32;
+/// The largest artifact read or written: the component size cap. A larger
+/// file (a cache entry swapped for `/dev/zero`'s worth of bytes) is refused
+/// on its size, never read.
+const MAX_ARTIFACT: u64 = DEFAULT_MAX_COMPONENT_SIZE;
 
 /// Counters of the component store, for tests and operators.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -73,16 +83,63 @@ impl std::fmt::Debug for Compiled {
     }
 }
 
-type Slot = Arc<Mutex<Option<Arc<Compiled>>>>;
-
 /// An error shared by every launch of one compiled component.
 pub(crate) type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
-pub(crate) struct ComponentStore {
+/// Where one digest's compile is.
+#[derive(Clone)]
+enum SlotState {
+    /// On the compile pool (or queued for it).
+    Compiling,
+    Ready(Arc<Compiled>),
+    /// The compiler's error; the slot is gone from the map, so the next
+    /// launch tries again.
+    Failed(SharedError),
+}
+
+/// One digest's compile, which every launch of it waits for.
+struct Slot {
+    state: Mutex<SlotState>,
+    done: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finish(&self, state: SlotState) {
+        *self.lock() = state;
+        self.done.notify_all();
+    }
+
+    /// The state once it is no longer `Compiling`, or `None` at `deadline`.
+    fn wait(&self, deadline: Option<Instant>) -> Option<SlotState> {
+        let mut state = self.lock();
+        loop {
+            if !matches!(*state, SlotState::Compiling) {
+                return Some(state.clone());
+            }
+            state = match deadline {
+                None => self.done.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    self.done
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// What a compile job needs, shared with the pool.
+struct Shared {
     engine: Engine,
     linker: Linker<Host>,
     cache: Option<DiskCache>,
-    slots: Mutex<HashMap<Digest, Slot>>,
+    slots: Mutex<HashMap<Digest, Arc<Slot>>>,
     audit: AuditLog,
     compiled: AtomicU64,
     disk_hits: AtomicU64,
@@ -90,10 +147,19 @@ pub(crate) struct ComponentStore {
     rejected: AtomicU64,
 }
 
+pub(crate) struct ComponentStore {
+    shared: Arc<Shared>,
+    limits: CompileLimits,
+    /// The compile threads (see [`super::compile`]).
+    pool: rayon::ThreadPool,
+}
+
 impl std::fmt::Debug for ComponentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComponentStore")
-            .field("cache", &self.cache)
+            .field("cache", &self.shared.cache)
+            .field("limits", &self.limits)
+            .field("compile_threads", &self.pool.current_num_threads())
             .finish_non_exhaustive()
     }
 }
@@ -104,51 +170,176 @@ impl ComponentStore {
         linker: Linker<Host>,
         cache_dir: Option<&Path>,
         audit: AuditLog,
+        config: &EngineConfig,
     ) -> Result<ComponentStore, RuntimeError> {
         let cache = match cache_dir {
             Some(dir) => Some(DiskCache::open(dir, &engine)?),
             None => None,
         };
+        let pool = compile::pool(config.compile_threads)
+            .map_err(|e| RuntimeError::engine("starting the compile threads", e))?;
         Ok(ComponentStore {
-            engine,
-            linker,
-            cache,
-            slots: Mutex::new(HashMap::new()),
-            audit,
-            compiled: AtomicU64::new(0),
-            disk_hits: AtomicU64::new(0),
-            memory_hits: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                cache,
+                slots: Mutex::new(HashMap::new()),
+                audit,
+                compiled: AtomicU64::new(0),
+                disk_hits: AtomicU64::new(0),
+                memory_hits: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+            limits: config.compile_limits,
+            pool,
         })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
+        &self.shared.engine
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
+        let s = &self.shared;
         CacheStats {
-            compiled: self.compiled.load(Ordering::Relaxed),
-            disk_hits: self.disk_hits.load(Ordering::Relaxed),
-            memory_hits: self.memory_hits.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
+            compiled: s.compiled.load(Ordering::Relaxed),
+            disk_hits: s.disk_hits.load(Ordering::Relaxed),
+            memory_hits: s.memory_hits.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
         }
     }
 
-    /// The compiled form of `component`, compiling it (or loading it from
-    /// the verified disk cache) the first time its digest is seen.
+    /// The compiled form of `component`, waiting for it as long as it
+    /// takes (plugins; see [`ComponentStore::get_within`]).
     pub(crate) fn get(&self, component: &VerifiedComponent) -> Result<Arc<Compiled>, RuntimeError> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(component.digest()).or_default().clone()
+        Ok(self
+            .get_within(component, None)?
+            .expect("a wait without a deadline ends with the compile"))
+    }
+
+    /// The compiled form of `component`. The first time its digest is seen
+    /// it is checked against the structural limits (refused with the
+    /// number over the limit), then compiled (or loaded from the verified
+    /// disk cache) on the compile pool; every launch of the digest waits
+    /// for that one compile, each at most `timeout`. `Ok(None)` when the
+    /// timeout passed first: the compile goes on, and its result is kept
+    /// for the next launch.
+    pub(crate) fn get_within(
+        &self,
+        component: &VerifiedComponent,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Arc<Compiled>>, RuntimeError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let digest = component.digest();
+        let existing = self.slots().get(&digest).cloned();
+        let (slot, mine) = match existing {
+            Some(slot) => (slot, false),
+            None => {
+                self.check(component)?;
+                match self.slots().entry(digest) {
+                    Vacancy::Occupied(e) => (e.get().clone(), false),
+                    Vacancy::Vacant(e) => (
+                        e.insert(Arc::new(Slot {
+                            state: Mutex::new(SlotState::Compiling),
+                            done: Condvar::new(),
+                        }))
+                        .clone(),
+                        true,
+                    ),
+                }
+            }
         };
-        // One compilation per digest: concurrent launches wait here.
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(compiled) = slot.as_ref() {
-            self.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(compiled.clone());
+        if mine {
+            let shared = self.shared.clone();
+            let job = (component.clone(), slot.clone());
+            self.pool.spawn(move || shared.compile(&job.0, &job.1));
         }
+        match slot.wait(deadline) {
+            None => Ok(None),
+            Some(SlotState::Ready(compiled)) => {
+                if !mine {
+                    self.shared.memory_hits.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(compiled))
+            }
+            Some(SlotState::Failed(error)) => Err(RuntimeError::Compile {
+                name: component.name().to_string(),
+                digest: digest.to_hex(),
+                source: Box::new(error),
+            }),
+            Some(SlotState::Compiling) => unreachable!("`wait` returns a finished state"),
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Slot>>> {
+        self.shared.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The structural check, before anything is compiled.
+    fn check(&self, component: &VerifiedComponent) -> Result<(), RuntimeError> {
+        let name = || component.name().to_string();
+        let digest = || component.digest().to_hex();
+        match compile::check_structure(component.bytes(), &self.limits) {
+            Ok(()) => Ok(()),
+            Err(StructureError::Exceeded(e)) => Err(RuntimeError::TooComplex {
+                name: name(),
+                digest: digest(),
+                what: e.what,
+                count: e.count,
+                limit: e.limit,
+                setting: e.setting,
+            }),
+            Err(malformed @ StructureError::Malformed(_)) => Err(RuntimeError::Compile {
+                name: name(),
+                digest: digest(),
+                source: Box::new(malformed),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    /// The compile job (on the pool): settles `slot` whatever happens,
+    /// a compiler panic included, so no launch waits for nothing.
+    fn compile(&self, component: &VerifiedComponent, slot: &Slot) {
         let started = Instant::now();
+        let built =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(component)))
+                .unwrap_or_else(|_| {
+                    Err(SharedError::from(BoxError::from("the compiler panicked")))
+                });
+        match built {
+            Ok((compiled, source)) => {
+                self.audit_event(
+                    component,
+                    &ContainerEvent::Compiled {
+                        name: component.name().to_string(),
+                        source,
+                        compile_ms: started.elapsed().as_millis() as u64,
+                    },
+                );
+                slot.finish(SlotState::Ready(compiled));
+            }
+            Err(error) => {
+                // Not kept: the next launch compiles again (as a launch did
+                // before compiles were shared).
+                let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                if slots
+                    .get(&component.digest())
+                    .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot))
+                {
+                    slots.remove(&component.digest());
+                }
+                drop(slots);
+                slot.finish(SlotState::Failed(error));
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        component: &VerifiedComponent,
+    ) -> Result<(Arc<Compiled>, &'static str), SharedError> {
         let (wasm, source) = self.load_or_compile(component)?;
         let pre = self
             .linker
@@ -166,22 +357,13 @@ impl ComponentStore {
             pre,
             command,
         });
-        self.audit_event(
-            component,
-            &ContainerEvent::Compiled {
-                name: component.name().to_string(),
-                source,
-                compile_ms: started.elapsed().as_millis() as u64,
-            },
-        );
-        *slot = Some(compiled.clone());
-        Ok(compiled)
+        Ok((compiled, source))
     }
 
     fn load_or_compile(
         &self,
         component: &VerifiedComponent,
-    ) -> Result<(Component, &'static str), RuntimeError> {
+    ) -> Result<(Component, &'static str), SharedError> {
         if let Some(cache) = &self.cache {
             match cache.load(component.digest()) {
                 CacheRead::Hit(artifact) => {
@@ -207,13 +389,8 @@ impl ComponentStore {
                 CacheRead::Miss => {}
             }
         }
-        let wasm = Component::new(&self.engine, component.bytes().as_ref()).map_err(|e| {
-            RuntimeError::Compile {
-                name: component.name().to_string(),
-                digest: component.digest().to_hex(),
-                source: e.into(),
-            }
-        })?;
+        let wasm = Component::new(&self.engine, component.bytes().as_ref())
+            .map_err(|e| SharedError::from(BoxError::from(e)))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Some(cache) = &self.cache {
             match wasm.serialize() {
@@ -283,7 +460,7 @@ impl DiskCache {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let key = load_or_create_key(&dir.join("cache.key"))?;
+        let key = load_or_create_key(dir)?;
         Ok(DiskCache {
             dir: dir.to_owned(),
             key,
@@ -311,9 +488,18 @@ impl DiskCache {
 
     fn load(&self, digest: Digest) -> CacheRead {
         let path = self.path(digest);
-        let mut bytes = match std::fs::read(&path) {
+        let mut bytes = match read_private(&path, HEADER + MAX_ARTIFACT as usize) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CacheRead::Miss,
+            Err(BootError::Missing { .. }) => return CacheRead::Miss,
+            Err(BootError::TooLarge { size, .. }) => {
+                return CacheRead::Rejected(format!(
+                    "{size} bytes, over the limit of {} bytes",
+                    HEADER as u64 + MAX_ARTIFACT
+                ));
+            }
+            Err(BootError::NotAFile { found, .. }) => {
+                return CacheRead::Rejected(format!("is {found}, not a regular file"));
+            }
             Err(e) => return CacheRead::Rejected(format!("unreadable: {e}")),
         };
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
@@ -333,6 +519,13 @@ impl DiskCache {
     }
 
     fn store(&self, digest: Digest, artifact: &[u8]) -> std::io::Result<()> {
+        if artifact.len() as u64 > MAX_ARTIFACT {
+            // It would be refused when read back.
+            return Err(std::io::Error::other(format!(
+                "artifact of {} bytes is over the limit of {MAX_ARTIFACT} bytes",
+                artifact.len()
+            )));
+        }
         let path = self.path(digest);
         let tmp = self
             .dir
@@ -352,58 +545,67 @@ impl DiskCache {
     }
 }
 
-/// Reads the cache secret, creating it (mode 0600) on first use. A secret
-/// readable by others is refused: anyone who can read it can forge
-/// artifacts that this host would execute.
-fn load_or_create_key(path: &Path) -> Result<[u8; 32], RuntimeError> {
+/// Reads the cache secret `<dir>/cache.key`, creating it (mode 0600) on
+/// first use. A secret its group or others may access is refused (the check
+/// private keys get, [`crate::keys`]): anyone who can read it can forge
+/// artifacts that this host would execute. Processes sharing the directory
+/// never see a partly written secret: it is written whole to a temporary
+/// file and linked into place, and whoever links first wins.
+fn load_or_create_key(dir: &Path) -> Result<[u8; 32], RuntimeError> {
+    let path = dir.join("cache.key");
     let io = |source| RuntimeError::Cache {
-        path: path.to_owned(),
+        path: path.clone(),
         source,
     };
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(io(std::io::Error::new(
-                        std::io::ErrorKind::PermissionDenied,
-                        format!(
-                            "cache secret is accessible to other users (mode {:o}); it must be 0600",
-                            mode & 0o777
-                        ),
-                    )));
+    let invalid = |what: &str| io(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    for _ in 0..2 {
+        // Read as the host's own file: a link (to /dev/zero, say) or a FIFO
+        // in its place is refused, and nothing past 64 bytes is read.
+        match read_private(&path, 64) {
+            Ok(bytes) => {
+                let meta = std::fs::symlink_metadata(&path).map_err(io)?;
+                crate::keys::check_private(&path, &meta, "cache secret").map_err(|e| {
+                    RuntimeError::Cache {
+                        path: dir.to_owned(),
+                        source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
+                    }
+                })?;
+                return bytes
+                    .try_into()
+                    .map_err(|_| invalid("cache secret is not 32 bytes"));
+            }
+            Err(BootError::Missing { .. }) => {
+                let mut key = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+                let tmp = dir.join(format!(".cache.key.{}.tmp", uuid::Uuid::new_v4().simple()));
+                let linked =
+                    write_private(&tmp, &key).and_then(|()| std::fs::hard_link(&tmp, &path));
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => return Ok(key),
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(io(e)),
                 }
             }
-            bytes.try_into().map_err(|_| {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "cache secret is not 32 bytes",
-                ))
-            })
+            Err(e) => return Err(io(std::io::Error::other(e))),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                options.mode(0o600);
-            }
-            match options.open(path) {
-                Ok(mut file) => {
-                    file.write_all(&key).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    Ok(key)
-                }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
-                Err(e) => Err(io(e)),
-            }
-        }
-        Err(e) => Err(io(e)),
     }
+    Err(invalid(
+        "cache secret appeared and vanished while it was read",
+    ))
+}
+
+/// Writes a new file, mode 0600, synced.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

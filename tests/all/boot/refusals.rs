@@ -949,6 +949,51 @@ fn state_directory_in_use_is_refused() {
     drop(held);
 }
 
+/// A boot waits for a state directory another process holds, up to its
+/// lock timeout, saying so once; then it is refused as before.
+#[test]
+fn a_state_directory_in_use_is_waited_for_up_to_the_lock_timeout() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let world = World::new();
+    let held = forgeone::boot::BootState::open(world.state()).unwrap();
+    let waits = Arc::new(AtomicUsize::new(0));
+    let counting = |b: &mut forgeone::boot::BootBuilder, timeout: Duration| {
+        let waits = waits.clone();
+        b.state_dir(world.state())
+            .lock_timeout(timeout)
+            .on_lock_wait(move |lock| {
+                assert!(lock.ends_with("lock"), "{}", lock.display());
+                waits.fetch_add(1, Ordering::SeqCst);
+            });
+    };
+
+    let start = Instant::now();
+    let booted = world.boot(&world.anchor(), &world.manifest(1), |b| {
+        counting(b, Duration::from_millis(300))
+    });
+    assert!(
+        matches!(booted.err(), BootError::StateLocked { .. }),
+        "{}",
+        booted.err()
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(waits.load(Ordering::SeqCst), 1);
+
+    // Let go while the boot waits: it goes on.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let booted = world.boot(&world.anchor(), &world.manifest(1), |b| {
+        counting(b, Duration::from_secs(30))
+    });
+    release.join().unwrap();
+    assert_eq!(booted.ctx().components.len(), 1);
+    assert_eq!(waits.load(Ordering::SeqCst), 2);
+}
+
 #[test]
 fn missing_manifest_file_is_an_input_error() {
     let world = World::new();

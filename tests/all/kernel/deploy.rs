@@ -36,7 +36,10 @@ fn deployment_world(boot_line: &str) -> (World, PathBuf) {
     tampered.push(0);
     world.write("billing.wasm", &tampered);
     let anchor = world.anchor();
-    std::fs::write(world.path("host.pem"), SigningKey::generate().to_pem()).unwrap();
+    // Written as keygen writes it: a private key others can read is refused.
+    SigningKey::generate()
+        .write_pair(&world.path("host.pem"), &world.path("host.pub.pem"))
+        .unwrap();
     let toml = format!(
         r#"
 {boot_line}

@@ -80,3 +80,90 @@ async fn compiled_cache_hits_and_a_tampered_artifact_is_rebuilt() {
     assert!(matches!(err, RuntimeError::Cache { .. }), "{err}");
     assert!(err.to_string().contains("0600"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_entry_that_is_a_link_a_fifo_or_oversized_is_refused_unread_and_replaced() {
+    use std::os::unix::fs::MetadataExt as _;
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_owned();
+    let with_cache = |c: &mut RuntimeConfig| {
+        c.cache_dir(&cache_dir);
+    };
+    let run_hello = |h: &Harness| {
+        let rt = h.runtime.clone();
+        async move {
+            let id = rt
+                .launch_container(ContainerConfig::new(component(guests::HELLO)), identity())
+                .unwrap();
+            rt.wait(id).await.unwrap()
+        }
+    };
+    // Cold: the artifact is written; its path is what we replace.
+    let h = Harness::new(with_cache);
+    assert!(run_hello(&h).await.is_success());
+    let artifact = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a compiled artifact");
+
+    // A planted entry: each is refused without being read (a link to
+    // /dev/zero would otherwise be read until memory runs out, a FIFO
+    // would hang), rebuilt from the verified bytes, audited, and replaced
+    // by a regular file (the link's target untouched).
+    let outside = cache.path().join("outside-target");
+    std::fs::write(&outside, b"not an artifact").unwrap();
+    type Plant<'a> = (&'static str, &'a dyn Fn(&Path));
+    let plant: [Plant<'_>; 4] = [
+        ("is a symbolic link, not a regular file", &|p| {
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+        }),
+        ("is a symbolic link, not a regular file", &|p| {
+            std::os::unix::fs::symlink(&outside, p).unwrap()
+        }),
+        ("is a FIFO (named pipe), not a regular file", &|p| {
+            let made = std::process::Command::new("mkfifo").arg(p).status();
+            assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        }),
+        ("268435497 bytes, over the limit of 268435496 bytes", &|p| {
+            // Sparse: the header's worth over the cap, on no disk.
+            let file = std::fs::File::create(p).unwrap();
+            file.set_len((256 << 20) + 40 + 1).unwrap();
+        }),
+    ];
+    for (reason, plant) in plant {
+        std::fs::remove_file(&artifact).unwrap();
+        plant(&artifact);
+        let h = Harness::new(with_cache);
+        assert!(run_hello(&h).await.is_success(), "{reason}");
+        let s = h.runtime.cache_stats();
+        assert_eq!((s.compiled, s.disk_hits, s.rejected), (1, 0, 1), "{reason}");
+        let rejected = h.records_of("container.cache_rejected");
+        assert_eq!(rejected.len(), 1, "{reason}");
+        let recorded = rejected[0]["details"]["reason"].as_str().unwrap();
+        assert_eq!(recorded, reason);
+        let meta = std::fs::symlink_metadata(&artifact).unwrap();
+        assert!(
+            meta.is_file() && meta.size() < 256 << 20,
+            "{reason}: replaced"
+        );
+    }
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not an artifact");
+
+    // The cache secret is read the same way: a link in its place (here to
+    // /dev/zero) refuses the cache rather than reading it.
+    let key = cache_dir.join("cache.key");
+    std::fs::remove_file(&key).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &key).unwrap();
+    let log = AuditLog::open(
+        h.dir.path().join("other.jsonl"),
+        SigningKey::generate(),
+        &AuditConfig::new(),
+    )
+    .unwrap();
+    let mut config = RuntimeConfig::new();
+    config.cache_dir(&cache_dir);
+    let err = Runtime::new(config, log).unwrap_err();
+    assert!(matches!(err, RuntimeError::Cache { .. }), "{err}");
+    assert!(err.to_string().contains("is a symbolic link"), "{err}");
+}

@@ -106,6 +106,12 @@ async fn infinite_loop_runs_out_of_fuel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_hits_the_deadline() {
     let h = Harness::new(|_| {});
+    // Compiled first (a compile counts against the deadline too), so that
+    // the whole deadline is the loop's.
+    let mut warm = ContainerConfig::new(component(guests::CPU_HOG));
+    warm.fuel(Some(1_000));
+    let id = h.runtime.launch_container(warm, identity()).unwrap();
+    h.runtime.wait(id).await.unwrap();
     let mut config = ContainerConfig::new(component(guests::CPU_HOG));
     config.fuel(None).timeout(Some(Duration::from_millis(300)));
     let id = h.runtime.launch_container(config, identity()).unwrap();

@@ -15,16 +15,18 @@ use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     BackoffConfig, CallError, ContainerConfig, ContainerContext, ContainerStatus, DirGrant,
-    EngineConfig, Failure, Limits, OutputLine, OutputSink, RestartPolicy, RunEnd, Runtime,
+    EngineConfig, Failure, Limits, Outcome, OutputLine, OutputSink, RestartPolicy, RunEnd, Runtime,
     RuntimeConfig, RuntimeError, Stream, Value,
 };
 use serde_json::Value as Json;
 
 use crate::guests;
 
+mod bounds;
 mod cache;
 mod capabilities;
 mod faults;
+mod handles;
 mod lifecycle;
 mod plugins;
 

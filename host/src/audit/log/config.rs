@@ -1,6 +1,9 @@
 //! How a log is written: when it fsyncs, what happens when it cannot be
 //! written, how often it checkpoints, and how the writer batches.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,6 +42,16 @@ pub enum FailMode {
     Open,
 }
 
+/// Called once when opening a log starts to wait for its lock.
+#[derive(Clone)]
+pub(crate) struct LockWaitHook(pub(crate) Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl fmt::Debug for LockWaitHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockWaitHook(..)")
+    }
+}
+
 /// Settings for an [`AuditLog`](super::AuditLog). Every setter states its default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -48,7 +61,11 @@ pub struct AuditConfig {
     pub(crate) checkpoint_every: u64,
     pub(crate) batch_delay: Duration,
     pub(crate) max_pending: usize,
+    pub(crate) max_pending_bytes: u64,
     pub(crate) retry_every: Duration,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) on_lock_wait: Option<LockWaitHook>,
+    pub(crate) head_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -59,7 +76,11 @@ impl Default for AuditConfig {
             checkpoint_every: 1000,
             batch_delay: Duration::from_millis(2),
             max_pending: 65_536,
+            max_pending_bytes: 16 * 1024 * 1024,
             retry_every: Duration::from_millis(500),
+            lock_timeout: Duration::ZERO,
+            on_lock_wait: None,
+            head_file: None,
         }
     }
 }
@@ -102,9 +123,62 @@ impl AuditConfig {
         self
     }
 
+    /// Bytes of records waiting for the writer (queued, or taken but not
+    /// yet written) above which appenders wait. Default: 16 MiB (at least
+    /// 64 KiB).
+    ///
+    /// Records are counted before they are serialised, by an estimate: a
+    /// fixed 256 bytes per record (sequence number, time, kind, hashes),
+    /// the length of its actor and subjects, and the event's own
+    /// [`AuditEvent::size_hint`](crate::audit::AuditEvent::size_hint). A
+    /// record larger than the limit is still taken when nothing else is
+    /// waiting. Both this and [`AuditConfig::max_pending`] apply: an
+    /// appender waits while either is exceeded.
+    pub fn max_pending_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.max_pending_bytes = bytes.max(64 * 1024);
+        self
+    }
+
     /// How often a failed write is retried. Default: 500 ms.
     pub fn retry_every(&mut self, every: Duration) -> &mut Self {
         self.retry_every = every;
+        self
+    }
+
+    /// How long [`AuditLog::open`](super::AuditLog::open) waits for the
+    /// log's lock while another process (or another open log in this one)
+    /// holds it. Default: zero, fail at once with
+    /// [`AuditError::Locked`](crate::audit::AuditError::Locked). While
+    /// waiting, the lock is polled with a short backoff (5 ms doubling up
+    /// to 100 ms); on timeout the error names the path and the time
+    /// waited. Runs that share a state directory (many one-off
+    /// `forgeone run`s from a script) take turns this way; the CLI waits
+    /// 30 s by default.
+    pub fn lock_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Called once, with the log's path, when opening starts to wait for
+    /// the lock (so a CLI can say that it waits); not called when the lock
+    /// is free or [`AuditConfig::lock_timeout`] is zero. Default: none.
+    pub fn on_lock_wait(&mut self, hook: impl Fn(&Path) + Send + Sync + 'static) -> &mut Self {
+        self.on_lock_wait = Some(LockWaitHook(Arc::new(hook)));
+        self
+    }
+
+    /// Keeps the log's latest signed head in `path`, outside the log: a
+    /// [`SignedHead`](crate::audit::SignedHead) document, written
+    /// atomically (temporary file, fsync, rename, fsync of the directory)
+    /// once each checkpoint is durable, the closing one included. Opening
+    /// the log refuses it with [`AuditError::Corrupt`](crate::audit::AuditError::Corrupt)
+    /// when it no longer reaches that head (cut back to an earlier
+    /// checkpoint, or rewritten), before anything is appended that could
+    /// hide it. A head file that cannot be written makes the log
+    /// unavailable, like a failed write. Default: none. The CLI keeps it
+    /// beside the log ([`head_file_for`](crate::audit::head_file_for)).
+    pub fn head_file(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.head_file = Some(path.into());
         self
     }
 }

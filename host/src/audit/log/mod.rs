@@ -11,8 +11,18 @@
 //! according to the [`FsyncPolicy`]; with [`FsyncPolicy::EveryRecord`]
 //! appenders wait for their record to be durable, and concurrent appenders
 //! share one fsync (group commit). When more than
-//! [`AuditConfig::max_pending`] records are queued, appenders wait
-//! (back-pressure) instead of growing memory without bound.
+//! [`AuditConfig::max_pending`] records, or more than
+//! [`AuditConfig::max_pending_bytes`] (by estimate), wait for the writer,
+//! appenders wait (back-pressure) instead of growing memory without bound.
+//!
+//! Async code appends with [`AuditLog::append_async`] and flushes with
+//! [`AuditLog::flush_async`]: they wait for room or durability as futures
+//! (woken by a `tokio::sync::Notify` alongside the condition variable the
+//! blocking calls use), so a container that writes a lot never blocks the
+//! executor thread it shares with others.
+//!
+//! No line is longer than a reader accepts ([`MAX_LINE`](crate::audit::MAX_LINE)):
+//! a longer record is written as its size and digest.
 //!
 //! Each record is also emitted as a `tracing` event (target
 //! `forgeone::audit`) by the writer, through the subscriber that was current
@@ -29,10 +39,13 @@
 //! With [`FailMode::Open`] the kernel keeps running and only logs the
 //! outage; that choice is recorded in the log's `audit.opened` record. When a
 //! retry succeeds, an `audit.resumed` record states the outage.
+//! [`AuditLog::health`] publishes the outage as it starts and ends, for the
+//! kernel to stop or pause what runs meanwhile.
 //!
 //! # Files
 //!
 //! - `config`: [`AuditConfig`], [`FsyncPolicy`], [`FailMode`];
+//! - `health`: [`AuditHealth`];
 //! - `storage`: the [`AuditStorage`] seam and its file implementation;
 //! - `recovery`: opening an existing file (lock, chain check, torn tail);
 //! - `state`: what the handles and the writer thread share;
@@ -42,6 +55,7 @@
 
 mod config;
 mod events;
+mod health;
 mod recovery;
 mod state;
 mod storage;
@@ -50,18 +64,28 @@ mod writer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub use config::{AuditConfig, FailMode, FsyncPolicy};
+pub use health::AuditHealth;
 pub use recovery::OpenReport;
 pub use storage::AuditStorage;
 
 use events::LogEvent;
-use state::{CheckpointReason, FULL_BATCH, Queued, Shared, queue_checkpoint};
+use state::{CheckpointReason, FULL_BATCH, Queued, Shared, State, queue_checkpoint};
 
 use super::AuditError;
 use super::event::{Actor, Entry};
 use crate::keys::SigningKey;
+
+// The async methods' futures can be spawned on a multi-threaded runtime.
+const _: () = {
+    fn assert_send<T: Send>(_: &T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(log: &AuditLog, entry: Entry) {
+        assert_send(&log.append_async(entry));
+        assert_send(&log.flush_async());
+    }
+};
 
 /// Summary returned by [`AuditLog::close`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +130,10 @@ impl AuditLog {
     /// line (a crash mid-write) is cut off and reported in an
     /// `audit.recovered` record; any other damage is an
     /// [`AuditError::Corrupt`] naming the sequence number. The file is
-    /// locked for exclusive use while the log is open.
+    /// locked for exclusive use while the log is open; when another process
+    /// holds the lock, opening waits for it up to
+    /// [`AuditConfig::lock_timeout`] (default: not at all) and then fails
+    /// with [`AuditError::Locked`].
     pub fn open(
         path: impl AsRef<Path>,
         key: SigningKey,
@@ -124,7 +151,7 @@ impl AuditLog {
         wrap: impl FnOnce(File) -> Box<dyn AuditStorage>,
     ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref().to_owned();
-        let recovered = recovery::open_file(&path)?;
+        let recovered = recovery::open_file(&path, config)?;
         let report = recovered.report;
         let existing = report.existing_records;
         let storage = wrap(recovered.file);
@@ -205,6 +232,13 @@ impl AuditLog {
     /// returning only with [`FsyncPolicy::EveryRecord`]. Fails with
     /// [`AuditError::Unavailable`] while the log cannot be written and
     /// [`AuditError::Closed`] after [`AuditLog::close`].
+    ///
+    /// A record whose line would be longer than a reader accepts
+    /// ([`MAX_LINE`](crate::audit::MAX_LINE)) is written as a record of the
+    /// same kind, number, actor and subjects whose details are only
+    /// `{"replaced":{"reason":"too_long","limit":..,"line_bytes":..,"details_bytes":..,"details_blake3":".."}}`
+    /// (blake3 over the original details' exact JSON bytes), so no event
+    /// can make the log unreadable.
     pub fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         debug_assert!(
             !entry.kind.starts_with("audit."),
@@ -213,42 +247,58 @@ impl AuditLog {
         self.append_internal(entry)
     }
 
+    /// Like [`AuditLog::append`], without blocking the thread: waits for
+    /// room in the queue (back-pressure) and, with
+    /// [`FsyncPolicy::EveryRecord`], for the record to be durable, as a
+    /// future. Use it from async code (a container's task), so a chatty
+    /// guest never stalls the other tasks on its executor worker. Cancelling
+    /// the future before it resolves may or may not have queued the record
+    /// (once queued, it is written).
+    pub async fn append_async(&self, entry: Entry) -> Result<u64, AuditError> {
+        debug_assert!(
+            !entry.kind.starts_with("audit."),
+            "audit.* kinds are reserved for the log itself"
+        );
+        let shared = &self.handle.shared;
+        let size = entry.estimated_bytes();
+        let seq = loop {
+            // Registered before the state is checked, so no wake-up is lost.
+            let mut notified = std::pin::pin!(shared.progress_async.notified());
+            notified.as_mut().enable();
+            {
+                let mut state = shared.lock();
+                if shared.has_room(&mut state, size)? {
+                    break self.enqueue(&mut state, entry, size);
+                }
+            }
+            notified.await;
+        };
+        if shared.config.fsync == FsyncPolicy::EveryRecord {
+            loop {
+                let mut notified = std::pin::pin!(shared.progress_async.notified());
+                notified.as_mut().enable();
+                if shared.is_durable(&shared.lock(), seq)? {
+                    break;
+                }
+                notified.await;
+            }
+        }
+        Ok(seq)
+    }
+
     fn append_internal(&self, entry: Entry) -> Result<u64, AuditError> {
         let shared = &self.handle.shared;
+        let size = entry.estimated_bytes();
         let mut state = shared.lock();
-        loop {
-            if state.closed || state.closing {
-                return Err(AuditError::Closed);
-            }
-            if let Some(failure) = &mut state.failure {
-                failure.refused += 1;
-                return Err(shared.unavailable(failure));
-            }
-            if state.queue.len() < shared.config.max_pending {
-                break;
-            }
+        while !shared.has_room(&mut state, size)? {
             state = shared
                 .progress
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        let seq = state.next_seq;
-        let ts = chrono::Utc::now();
-        state.next_seq += 1;
-        state.queue.push(Queued::Event { seq, ts, entry });
-        state.since_checkpoint += 1;
-        if state.since_checkpoint >= shared.config.checkpoint_every {
-            queue_checkpoint(&mut state, CheckpointReason::Periodic);
-        }
-        if state.writer_idle || state.queue.len() >= FULL_BATCH {
-            state.writer_idle = false;
-            shared.work.notify_one();
-        }
+        let seq = self.enqueue(&mut state, entry, size);
         if shared.config.fsync == FsyncPolicy::EveryRecord {
-            while state.durable_seq < seq {
-                if let Some(failure) = &state.failure {
-                    return Err(shared.unavailable(failure));
-                }
+            while !shared.is_durable(&state, seq)? {
                 state = shared
                     .progress
                     .wait(state)
@@ -256,6 +306,26 @@ impl AuditLog {
             }
         }
         Ok(seq)
+    }
+
+    /// Queues `entry` (of `size` estimated bytes), fixing its number and
+    /// time; queues a checkpoint when one is due; wakes the writer.
+    fn enqueue(&self, state: &mut State, entry: Entry, size: u64) -> u64 {
+        let shared = &self.handle.shared;
+        let seq = state.next_seq;
+        let ts = chrono::Utc::now();
+        state.next_seq += 1;
+        state.queue.push(Queued::Event { seq, ts, entry });
+        state.queued_bytes += size;
+        state.since_checkpoint += 1;
+        if state.since_checkpoint >= shared.config.checkpoint_every {
+            queue_checkpoint(state, CheckpointReason::Periodic);
+        }
+        if state.writer_idle || state.queue.len() >= FULL_BATCH {
+            state.writer_idle = false;
+            shared.work.notify_one();
+        }
+        seq
     }
 
     /// Writes a signed checkpoint now; returns its sequence number.
@@ -275,31 +345,50 @@ impl AuditLog {
     }
 
     /// Waits until every record appended so far is written and fsynced.
+    /// Blocks the thread; from async code use [`AuditLog::flush_async`].
     pub fn flush(&self) -> Result<(), AuditError> {
         let shared = &self.handle.shared;
         let mut state = shared.lock();
-        let target = state.next_seq - 1;
-        state.sync_requested = true;
-        state.writer_idle = false;
-        shared.work.notify_one();
-        while state.durable_seq < target {
-            if let Some(failure) = &state.failure {
-                return Err(shared.unavailable(failure));
-            }
-            if state.closed {
-                break;
-            }
+        let target = request_sync(shared, &mut state);
+        while !shared.is_flushed(&state, target)? {
             state = shared
                 .progress
-                .wait_timeout(state, Duration::from_millis(50))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            if state.durable_seq < target {
-                state.sync_requested = true;
-                shared.work.notify_one();
-            }
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
         }
         Ok(())
+    }
+
+    /// Like [`AuditLog::flush`], without blocking the thread: resolves once
+    /// every record appended before the call is written and fsynced
+    /// (durable), whatever the [`FsyncPolicy`]. Fails with
+    /// [`AuditError::Unavailable`] if the log fails before that.
+    pub async fn flush_async(&self) -> Result<(), AuditError> {
+        let shared = &self.handle.shared;
+        let target = request_sync(shared, &mut shared.lock());
+        loop {
+            let mut notified = std::pin::pin!(shared.progress_async.notified());
+            notified.as_mut().enable();
+            if shared.is_flushed(&shared.lock(), target)? {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    /// The log's health, as a watch: [`AuditHealth::Failing`] from the
+    /// moment a write, fsync or head-file write fails until a retry
+    /// succeeds, [`AuditHealth::Closed`] after a clean close. The kernel
+    /// watches it to stop or pause running containers while the log cannot
+    /// be written (see [`AuditHealth`]). The receiver starts at the current
+    /// state; `changed().await` waits for the next.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<AuditHealth> {
+        self.handle.shared.health.subscribe()
+    }
+
+    /// What this log was opened to do when it cannot be written.
+    pub fn fail_mode(&self) -> FailMode {
+        self.handle.shared.config.fail_mode
     }
 
     /// Fails when new work must be refused because the log cannot be
@@ -330,6 +419,15 @@ impl AuditLog {
     pub fn close(&self) -> Result<CloseSummary, AuditError> {
         close_inner(&self.handle.shared, &self.handle.writer)
     }
+}
+
+/// Asks the writer to fsync everything queued so far; returns the sequence
+/// number that must become durable.
+fn request_sync(shared: &Shared, state: &mut State) -> u64 {
+    state.sync_requested = true;
+    state.writer_idle = false;
+    shared.work.notify_one();
+    state.next_seq - 1
 }
 
 fn close_inner(

@@ -3,12 +3,15 @@
 //! other damage refuses the open.
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
+use std::io::{Seek as _, SeekFrom};
 use std::path::Path;
 
+use super::config::AuditConfig;
 use super::events::LogEvent;
+use crate::audit::head::SignedHead;
+use crate::audit::lines::{Line, LineReader};
 use crate::audit::record::{self, GENESIS, LineError};
-use crate::audit::{AuditError, Corruption};
+use crate::audit::{AuditError, Corruption, lock_waiting};
 
 /// What [`AuditLog::open`](super::AuditLog::open) found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,9 +58,10 @@ pub(super) struct Recovered {
     pub(super) report: OpenReport,
 }
 
-/// Opens (or creates) the log file at `path`, locks it for exclusive use,
-/// checks the chain of the records in it, and cuts off a torn last line.
-pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
+/// Opens (or creates) the log file at `path`, locks it for exclusive use
+/// (waiting for the lock as `config` says), checks the chain of the records
+/// in it, and cuts off a torn last line.
+pub(super) fn open_file(path: &Path, config: &AuditConfig) -> Result<Recovered, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_owned(),
         source,
@@ -68,16 +72,17 @@ pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
         .create(true)
         .open(path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(AuditError::Locked {
-                path: path.to_owned(),
-            });
+    lock(&file, path, config)?;
+    let head = match &config.head_file {
+        Some(head_file) if head_file.exists() => {
+            Some((SignedHead::from_file(head_file)?, head_file.as_path()))
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        _ => None,
+    };
+    let scan = scan_existing(&mut file, path, head.as_ref().map(|(h, _)| h.seq()))?;
+    if let Some((head, head_file)) = &head {
+        check_reaches(path, &scan, head, head_file)?;
     }
-    let scan = scan_existing(&mut file, path)?;
     let mut report = OpenReport {
         existing_records: scan.records,
         torn_tail: None,
@@ -98,55 +103,100 @@ pub(super) fn open_file(path: &Path) -> Result<Recovered, AuditError> {
     })
 }
 
+/// Takes the exclusive lock on the log file, waiting for it as `config`
+/// says ([`lock_waiting`]): up to the lock timeout, telling the configured
+/// hook once when it starts to wait.
+fn lock(file: &File, path: &Path, config: &AuditConfig) -> Result<(), AuditError> {
+    let tell = || {
+        if let Some(hook) = &config.on_lock_wait {
+            (hook.0)(path);
+        }
+    };
+    match lock_waiting(file, config.lock_timeout, tell) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AuditError::Locked {
+            path: path.to_owned(),
+            waited: config.lock_timeout,
+        }),
+        Err(source) => Err(AuditError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Refuses a log that no longer reaches the signed head its head file
+/// keeps: cut back, or rewritten from that record on.
+fn check_reaches(
+    path: &Path,
+    scan: &Scan,
+    head: &SignedHead,
+    head_file: &Path,
+) -> Result<(), AuditError> {
+    if scan.records < head.checkpoint_seq() {
+        return Err(corrupt(
+            path,
+            scan.records + 1,
+            Corruption::EndsBeforeHead {
+                last_seq: scan.records,
+                head_seq: head.seq(),
+                head_file: head_file.to_owned(),
+            },
+        ));
+    }
+    match scan.hash_at_head {
+        Some(found) if found == *head.hash_bytes() => Ok(()),
+        found => Err(corrupt(
+            path,
+            head.seq(),
+            Corruption::NotTheHead {
+                found: found.map(hex::encode).unwrap_or_default(),
+                expected: head.hash(),
+                head_file: head_file.to_owned(),
+            },
+        )),
+    }
+}
+
 /// What reading an existing log found.
 struct Scan {
     records: u64,
+    /// The hash of the record at the sequence number asked for.
+    hash_at_head: Option<[u8; 32]>,
     head: [u8; 32],
     closed_cleanly: bool,
     /// Offset of a torn (unterminated) last line.
     torn_at: Option<u64>,
 }
 
-/// Reads and chain-checks every complete line of an existing log.
-fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| AuditError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-    let mut reader = BufReader::with_capacity(256 * 1024, &*file);
+/// Reads and chain-checks every complete line of an existing log, keeping
+/// the hash of record `head_seq`.
+fn scan_existing(file: &mut File, path: &Path, head_seq: Option<u64>) -> Result<Scan, AuditError> {
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut reader = LineReader::new(&*file);
     let mut scan = Scan {
         records: 0,
+        hash_at_head: None,
         head: GENESIS,
         closed_cleanly: true,
         torn_at: None,
     };
-    let mut offset = 0u64;
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(record::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|source| AuditError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
-        if line.last() != Some(&b'\n') {
-            if line.len() > record::MAX_LINE {
-                return Err(corrupt(path, scan.records + 1, LineError::TooLong.into()));
-            }
-            // The final bytes have no newline: a write torn by a crash.
-            scan.torn_at = Some(offset);
-            break;
-        }
-        let parsed = record::parse_line(&line[..line.len() - 1])
-            .map_err(|e| corrupt(path, scan.records + 1, e.into()))?;
+    while let Some((line, at)) = reader.next_line().map_err(io)? {
         let expected = scan.records + 1;
+        let line = match line {
+            Line::Complete(line) => line,
+            Line::TooLong => return Err(corrupt(path, expected, LineError::TooLong.into())),
+            // The final bytes have no newline: a write torn by a crash.
+            Line::Torn(_) => {
+                scan.torn_at = Some(at.offset);
+                break;
+            }
+        };
+        let parsed = record::parse_line(line).map_err(|e| corrupt(path, expected, e.into()))?;
         if parsed.record.seq != expected {
             return Err(corrupt(
                 path,
@@ -162,9 +212,11 @@ fn scan_existing(file: &mut File, path: &Path) -> Result<Scan, AuditError> {
         }
         scan.head = parsed.hash;
         scan.records = expected;
+        if head_seq == Some(expected) {
+            scan.hash_at_head = Some(parsed.hash);
+        }
         scan.closed_cleanly = parsed.record.kind == "audit.checkpoint"
             && parsed.record.details["reason"] == "shutdown";
-        offset += read as u64;
     }
     Ok(scan)
 }

@@ -1,7 +1,9 @@
 //! What appenders and the writer thread share: the queue of records waiting
 //! to be written, the chain head, how far the log is durable, and the
-//! current write failure. One mutex guards it; two condition variables wake
-//! the writer (work) and the appenders (progress).
+//! current write failure. One mutex guards it; a condition variable wakes
+//! the writer (work); the appenders are woken by a condition variable
+//! (blocking callers) and a `tokio::sync::Notify` (async callers) together
+//! (progress). The log's health is published on a watch channel.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,7 +13,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::config::AuditConfig;
-use crate::audit::event::Entry;
+use super::health::AuditHealth;
+use crate::audit::event::{Entry, RECORD_BYTES};
 use crate::audit::{AuditError, cut_back_note};
 use crate::keys::SigningKey;
 
@@ -43,6 +46,10 @@ pub(super) struct State {
     pub(super) next_seq: u64,
     pub(super) since_checkpoint: u64,
     pub(super) queue: Vec<Queued>,
+    /// Estimated bytes of the records in `queue`.
+    pub(super) queued_bytes: u64,
+    /// Estimated bytes of the records the writer took and has not written.
+    pub(super) writing_bytes: u64,
     /// Hash of the last encoded record (maintained by the writer).
     pub(super) head: [u8; 32],
     pub(super) durable_seq: u64,
@@ -81,8 +88,13 @@ pub(super) struct Shared {
     state: Mutex<State>,
     /// Wakes the writer.
     pub(super) work: Condvar,
-    /// Wakes appenders waiting for durability, space or a failure.
+    /// Wakes blocking appenders waiting for durability, space or a
+    /// failure (see [`Shared::wake_appenders`]).
     pub(super) progress: Condvar,
+    /// Wakes async appenders, at the same moments.
+    pub(super) progress_async: tokio::sync::Notify,
+    /// The log's health, for whoever watches it.
+    pub(super) health: tokio::sync::watch::Sender<AuditHealth>,
     pub(super) config: AuditConfig,
     pub(super) key: SigningKey,
     pub(super) path: PathBuf,
@@ -105,6 +117,8 @@ impl Shared {
                 next_seq: existing + 1,
                 since_checkpoint: 0,
                 queue: Vec::with_capacity(1024),
+                queued_bytes: 0,
+                writing_bytes: 0,
                 head,
                 durable_seq: existing,
                 failure: None,
@@ -115,6 +129,8 @@ impl Shared {
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
+            progress_async: tokio::sync::Notify::new(),
+            health: tokio::sync::watch::Sender::new(AuditHealth::Writable),
             config,
             key,
             path,
@@ -129,6 +145,64 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Wakes every appender waiting for progress, blocking or async.
+    pub(super) fn wake_appenders(&self) {
+        self.progress.notify_all();
+        self.progress_async.notify_waiters();
+    }
+
+    /// Publishes the log's health (watchers are woken only on a change).
+    pub(super) fn set_health(&self, health: AuditHealth) {
+        self.health.send_if_modified(|current| {
+            let changed = *current != health;
+            *current = health;
+            changed
+        });
+    }
+
+    /// Whether an appender may queue a record of `size` estimated bytes
+    /// now: fewer than `max_pending` records queued, and the bytes waiting
+    /// stay within `max_pending_bytes` (a record is always taken when
+    /// nothing else waits). Refuses while the log is closed or failing.
+    pub(super) fn has_room(&self, state: &mut State, size: u64) -> Result<bool, AuditError> {
+        if state.closed || state.closing {
+            return Err(AuditError::Closed);
+        }
+        if let Some(failure) = &mut state.failure {
+            failure.refused += 1;
+            return Err(self.unavailable(failure));
+        }
+        let waiting = state.queued_bytes + state.writing_bytes;
+        let room = state.queue.len() < self.config.max_pending
+            && (waiting == 0 || waiting.saturating_add(size) <= self.config.max_pending_bytes);
+        if !room {
+            // Do not let the writer gather a batch while appenders wait.
+            self.work.notify_one();
+        }
+        Ok(room)
+    }
+
+    /// Whether record `seq` is durable yet; an error once the log failed.
+    pub(super) fn is_durable(&self, state: &State, seq: u64) -> Result<bool, AuditError> {
+        if state.durable_seq >= seq {
+            return Ok(true);
+        }
+        match &state.failure {
+            Some(failure) => Err(self.unavailable(failure)),
+            None if state.closed => Err(AuditError::Closed),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether everything up to `target` is durable (or the log is closed):
+    /// what `flush` waits for; an error once the log failed.
+    pub(super) fn is_flushed(&self, state: &State, target: u64) -> Result<bool, AuditError> {
+        if let Some(failure) = &state.failure {
+            return Err(self.unavailable(failure));
+        }
+        Ok(state.durable_seq >= target || state.closed)
     }
 
     pub(super) fn unavailable(&self, failure: &Failure) -> AuditError {
@@ -162,6 +236,8 @@ pub(super) fn queue_checkpoint(state: &mut State, reason: CheckpointReason) -> u
         ts: chrono::Utc::now(),
         reason,
     });
+    // A checkpoint: a record with a signature, a key id and two hashes.
+    state.queued_bytes += 2 * RECORD_BYTES as u64;
     seq
 }
 

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::config::{AuditConfig, FsyncPolicy};
 use super::events::LogEvent;
-use super::state::{FULL_BATCH, Failure, Queued, Shared};
+use super::health::AuditHealth;
+use super::state::{FULL_BATCH, Failure, Queued, Shared, State};
 use super::storage::AuditStorage;
-use crate::audit::event::{Actor, Entry, Severity};
+use crate::audit::atomic::write_atomic;
+use crate::audit::event::{Actor, Entry, RECORD_BYTES, Severity};
+use crate::audit::head::SignedHead;
 use crate::audit::record::{self, Head, checkpoint_message};
 
 /// The writer thread's state: it alone encodes, hashes and writes.
@@ -28,6 +31,12 @@ struct Writer {
     encoded_last: u64,
     written_seq: u64,
     last_sync: Instant,
+    /// The latest checkpoint's signed head, written but not yet durable
+    /// (only with a head file).
+    head_unsynced: Option<SignedHead>,
+    /// A durable signed head not yet saved to the head file (kept across a
+    /// failed save).
+    head_unsaved: Option<SignedHead>,
 }
 
 /// Starts the writer thread of a log whose storage is `storage_len` bytes
@@ -51,6 +60,8 @@ pub(super) fn spawn(
                 encoded_last: existing,
                 written_seq: existing,
                 last_sync: Instant::now(),
+                head_unsynced: None,
+                head_unsaved: None,
             };
             // Records are traced through the subscriber that was
             // current when the log was opened.
@@ -94,7 +105,14 @@ impl Writer {
             }
 
             let stop = match result {
-                Ok(()) => self.written(head, wrote, must_sync),
+                Ok(()) => {
+                    // A checkpoint is durable: its head goes to the head file.
+                    if must_sync && let Some(signed) = self.head_unsynced.take() {
+                        self.head_unsaved = Some(signed);
+                    }
+                    let saved = self.save_head();
+                    self.written(head, wrote, must_sync, saved.err(), &config)
+                }
                 Err(error) => self.failed(error, batch.closing, &config),
             };
             if stop {
@@ -110,8 +128,9 @@ impl Writer {
         loop {
             let interval_due = matches!(config.fsync, FsyncPolicy::Interval(every)
                 if self.written_seq > state.durable_seq && self.last_sync.elapsed() >= every);
-            // Lines kept from a failed write are work too: retry them.
-            let retry = !self.encoded.is_empty();
+            // Lines kept from a failed write are work too: retry them, and
+            // a head file that could not be saved.
+            let retry = !self.encoded.is_empty() || self.head_unsaved.is_some();
             if !state.queue.is_empty()
                 || state.closing
                 || state.sync_requested
@@ -150,6 +169,8 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        let taken = std::mem::take(&mut state.queued_bytes);
+        state.writing_bytes += taken;
         Batch {
             queued: std::mem::take(&mut state.queue),
             sync_requested: std::mem::take(&mut state.sync_requested),
@@ -157,10 +178,41 @@ impl Writer {
         }
     }
 
+    /// Saves the durable signed head to the head file, if there is one.
+    fn save_head(&mut self) -> std::io::Result<()> {
+        let Some(signed) = &self.head_unsaved else {
+            return Ok(());
+        };
+        if let Some(path) = &self.shared.config.head_file {
+            write_atomic(path, signed.to_json().as_bytes()).map_err(|(at, e)| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "saving the signed head to {}: {}: {e}",
+                        path.display(),
+                        at.display()
+                    ),
+                )
+            })?;
+        }
+        self.head_unsaved = None;
+        Ok(())
+    }
+
     /// After a successful write (and fsync, if `synced`): publishes the new
     /// head and durable point, ends an outage with an `audit.resumed`
-    /// record, and wakes the appenders. Returns true when the log is closed.
-    fn written(&mut self, head: [u8; 32], wrote: bool, synced: bool) -> bool {
+    /// record, and wakes the appenders. When the head file could not be
+    /// saved (`head_error`), the log is unavailable instead, as after a
+    /// failed write, and the save is retried. Returns true when the log is
+    /// closed.
+    fn written(
+        &mut self,
+        head: [u8; 32],
+        wrote: bool,
+        synced: bool,
+        head_error: Option<std::io::Error>,
+        config: &AuditConfig,
+    ) -> bool {
         if wrote {
             self.good_len += self.encoded.len() as u64;
             self.encoded.clear();
@@ -168,8 +220,20 @@ impl Writer {
         }
         let mut state = self.shared.lock();
         state.head = head;
+        // Everything the writer took is written: its bytes no longer count
+        // against back-pressure.
+        state.writing_bytes = 0;
         if synced {
             state.durable_seq = self.written_seq;
+        }
+        if let Some(error) = head_error {
+            self.mark_failed(&mut state, error, None);
+            if state.closing {
+                state.closed = true;
+                return true;
+            }
+            let _ = self.shared.work.wait_timeout(state, config.retry_every);
+            return false;
         }
         if let Some(failure) = state.failure.take() {
             tracing::warn!(target: "forgeone::audit", error = %failure, "audit log writable again");
@@ -186,15 +250,17 @@ impl Writer {
                 ts: chrono::Utc::now(),
                 entry: Entry::owned(event).actor(Actor::host()),
             });
+            state.queued_bytes += RECORD_BYTES as u64;
             state.since_checkpoint += 1;
+            self.shared.set_health(AuditHealth::Writable);
         }
-        self.shared.progress.notify_all();
-        if state.closing && state.queue.is_empty() {
+        let closed = state.closing && state.queue.is_empty();
+        if closed {
             state.closed = true;
-            self.shared.progress.notify_all();
-            return true;
+            self.shared.set_health(AuditHealth::Closed);
         }
-        false
+        self.shared.wake_appenders();
+        closed
     }
 
     /// After a failed write or fsync: cuts off anything partially written,
@@ -204,6 +270,23 @@ impl Writer {
     fn failed(&mut self, error: std::io::Error, closing: bool, config: &AuditConfig) -> bool {
         let cut_back_failed = self.storage.truncate(self.good_len).err().map(Arc::new);
         let mut state = self.shared.lock();
+        self.mark_failed(&mut state, error, cut_back_failed);
+        if closing {
+            state.closed = true;
+            return true;
+        }
+        let _ = self.shared.work.wait_timeout(state, config.retry_every);
+        false
+    }
+
+    /// Marks the log unavailable (if it is not already), says so in tracing
+    /// and in its health, and wakes the appenders (who then fail).
+    fn mark_failed(
+        &self,
+        state: &mut State,
+        error: std::io::Error,
+        cut_back_failed: Option<Arc<std::io::Error>>,
+    ) {
         if state.failure.is_none() {
             let failure = Failure {
                 error: Arc::new(error),
@@ -212,15 +295,11 @@ impl Writer {
                 refused: 0,
             };
             tracing::error!(target: "forgeone::audit", path = %self.shared.path.display(), error = %failure, "audit log write failed; refusing new records until it recovers");
+            let cause = self.shared.unavailable(&failure).to_string();
             state.failure = Some(failure);
+            self.shared.set_health(AuditHealth::Failing { cause });
         }
-        self.shared.progress.notify_all();
-        if closing {
-            state.closed = true;
-            return true;
-        }
-        let _ = self.shared.work.wait_timeout(state, config.retry_every);
-        false
+        self.shared.wake_appenders();
     }
 
     /// Serialises one queued record onto the chain and into `encoded`.
@@ -234,7 +313,7 @@ impl Writer {
                     actor: entry.actor.as_deref(),
                     subjects: &entry.subjects,
                 };
-                let (hash, details) = record::encode(
+                let (hash, details, replaced) = record::encode_bounded(
                     &mut self.encoded,
                     &head,
                     |out| entry.event.write_details(out),
@@ -242,6 +321,17 @@ impl Writer {
                 );
                 self.head = hash;
                 self.encoded_last = seq;
+                if let Some(replaced) = replaced {
+                    tracing::warn!(
+                        target: "forgeone::audit",
+                        seq,
+                        kind = entry.kind,
+                        line_bytes = replaced.line_bytes,
+                        details_bytes = replaced.details_bytes,
+                        limit = record::MAX_LINE,
+                        "audit record too long for a reader; written as its size and digest"
+                    );
+                }
                 // `record::encode` wrote valid JSON, i.e. UTF-8.
                 let details = std::str::from_utf8(&self.encoded[details]).unwrap_or("{}");
                 trace_event(&entry, seq, details);
@@ -252,6 +342,10 @@ impl Writer {
                     .shared
                     .key
                     .sign(&checkpoint_message(covers, &self.head));
+                if self.shared.config.head_file.is_some() {
+                    let key = self.shared.key.public().clone();
+                    self.head_unsynced = Some(SignedHead::new(covers, self.head, key, signature));
+                }
                 let details = serde_json::json!({
                     "reason": reason,
                     "covers": covers,

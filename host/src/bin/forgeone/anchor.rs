@@ -321,19 +321,31 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 }
 
 /// A point in the future: a duration from now (`90days`, `12h`) or an RFC
-/// 3339 time.
+/// 3339 time. A time that is not in the future is refused: whatever it
+/// dates would be refused as expired the moment it is used.
 pub fn parse_expiry(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&chrono::Utc));
+    let now = chrono::Utc::now();
+    let expiry = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.with_timezone(&chrono::Utc),
+        Err(_) => {
+            let duration = humantime::parse_duration(text).map_err(|_| {
+                format!(
+                    "`{text}` is neither a duration from now (90days, 12h) nor an RFC 3339 time"
+                )
+            })?;
+            let duration = chrono::Duration::from_std(duration)
+                .map_err(|_| format!("`{text}` is too far ahead"))?;
+            now.checked_add_signed(duration)
+                .ok_or_else(|| format!("`{text}` is too far ahead"))?
+        }
+    };
+    if expiry <= now {
+        return Err(format!(
+            "`{text}` ({}) is not in the future; an expiry must be later than now",
+            expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
     }
-    let duration = humantime::parse_duration(text).map_err(|_| {
-        format!("`{text}` is neither a duration from now (90days, 12h) nor an RFC 3339 time")
-    })?;
-    let duration =
-        chrono::Duration::from_std(duration).map_err(|_| format!("`{text}` is too far ahead"))?;
-    chrono::Utc::now()
-        .checked_add_signed(duration)
-        .ok_or_else(|| format!("`{text}` is too far ahead"))
+    Ok(expiry)
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {

@@ -1,4 +1,4 @@
-//! `forgeone audit verify|export|tail`
+//! `forgeone audit verify|head|export|tail`
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use forgeone::PublicKey;
-use forgeone::audit::{self, AuditError, ExportFilter, ExportFormat, Followed, VerifyOptions};
+use forgeone::audit::{
+    self, AuditError, ExportFilter, ExportFormat, Followed, SignedHead, VerifyOptions,
+};
 
 use crate::util::{CmdResult, Failure, parse_time};
 
@@ -31,9 +33,41 @@ pub enum Command {
         /// written, or whose writer crashed).
         #[arg(long)]
         allow_open_tail: bool,
+        /// A signed head the log must reach (the host's head file, e.g.
+        /// `audit.head.json` beside the log, or a copy kept elsewhere):
+        /// fails when the log ends before it or has another record there,
+        /// which is how a log cut back to an earlier checkpoint shows.
+        #[arg(long, value_name = "HEAD_FILE")]
+        head: Option<PathBuf>,
+        /// The least number of records the log must hold.
+        #[arg(long, value_name = "N")]
+        min_seq: Option<u64>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a log's latest signed head, as JSON, for keeping elsewhere.
+    ///
+    /// FILE is a head file (the one `run` and `up` keep beside the log, e.g.
+    /// `audit.head.json`), or with `--from-log` a log, whose last
+    /// checkpoint gives the head. The head's signature is checked (against
+    /// the key it names, or the pinned --key) before it is printed. Keep it
+    /// somewhere the host cannot rewrite; later, `audit verify LOG --head
+    /// FILE` fails if the log was cut back before it.
+    Head {
+        /// The head file, or the log with --from-log.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// FILE is an audit log: take the head its last checkpoint signed
+        /// (the log's chain is verified up to there).
+        #[arg(long)]
+        from_log: bool,
+        /// The host's public key (SPKI PEM) the head must be signed by.
+        #[arg(long, value_name = "HOST_PUB", env = "FORGEONE_HOST_PUB")]
+        key: Option<PathBuf>,
+        /// Write the head to FILE (atomically) instead of stdout.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
     },
     /// Export records for review as JSON Lines or CSV (chain-checked while reading).
     Export {
@@ -85,8 +119,33 @@ pub fn run(command: Command) -> CmdResult {
             log,
             key,
             allow_open_tail,
+            head,
+            min_seq,
             json,
-        } => verify(log, key, allow_open_tail, json),
+        } => {
+            let mut options = VerifyOptions::new();
+            options.allow_open_tail(allow_open_tail);
+            if let Some(path) = &key {
+                options.key(PublicKey::from_file(path).map_err(Failure::input)?);
+            }
+            let mut required = None;
+            if let Some(path) = &head {
+                let head = SignedHead::from_file(path).map_err(audit_failure)?;
+                required = Some(head.checkpoint_seq());
+                options.head(head);
+            }
+            if let Some(n) = min_seq {
+                options.min_seq(n);
+                required = required.max(Some(n));
+            }
+            verify(log, &options, required, json)
+        }
+        Command::Head {
+            file,
+            from_log,
+            key,
+            output,
+        } => head(file, from_log, key, output),
         Command::Export {
             log,
             format,
@@ -161,18 +220,65 @@ pub fn run(command: Command) -> CmdResult {
 
 fn audit_failure(e: AuditError) -> Failure {
     match e {
-        AuditError::Verify(_) => Failure::check(e),
+        // A head whose signature does not verify is a failed check too.
+        AuditError::Verify(_) | AuditError::Head { .. } => Failure::check(e),
         other => Failure::input(other),
     }
 }
 
-fn verify(log: PathBuf, key: Option<PathBuf>, allow_open_tail: bool, json: bool) -> CmdResult {
-    let mut options = VerifyOptions::new();
-    options.allow_open_tail(allow_open_tail);
-    if let Some(path) = &key {
-        options.key(PublicKey::from_file(path).map_err(Failure::input)?);
+fn head(file: PathBuf, from_log: bool, key: Option<PathBuf>, output: Option<PathBuf>) -> CmdResult {
+    let key = match &key {
+        Some(path) => Some(PublicKey::from_file(path).map_err(Failure::input)?),
+        None => None,
+    };
+    let head = if from_log {
+        let mut options = VerifyOptions::new();
+        options.allow_open_tail(true);
+        if let Some(key) = &key {
+            options.key(key.clone());
+        }
+        let report = audit::verify_file(&file, &options).map_err(audit_failure)?;
+        report.signed_head.ok_or_else(|| {
+            Failure::check(format!(
+                "{}: no checkpoint yet, so no signed head",
+                file.display()
+            ))
+        })?
+    } else {
+        SignedHead::from_file(&file).map_err(|e| match e {
+            AuditError::Head { .. } => {
+                Failure::check(format!("{e} (for an audit log, pass --from-log)"))
+            }
+            other => audit_failure(other),
+        })?
+    };
+    if let Some(key) = &key
+        && head.key_id() != key.id()
+    {
+        return Err(Failure::check(format!(
+            "the head is signed by key {}, not by the pinned host key {}",
+            head.key_id(),
+            key.id()
+        )));
     }
-    match audit::verify_file(&log, &options) {
+    match &output {
+        Some(path) => head.write_to(path).map_err(Failure::input)?,
+        None => print!("{}", head.to_json()),
+    }
+    eprintln!(
+        "signed head: seq {} (sealed by the checkpoint at seq {}), hash {}, key {}",
+        head.seq(),
+        head.checkpoint_seq(),
+        head.hash(),
+        head.key_id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies `log`; `required` is the sequence number a signed head or
+/// --min-seq made it reach, for the report.
+fn verify(log: PathBuf, options: &VerifyOptions, required: Option<u64>, json: bool) -> CmdResult {
+    match audit::verify_file(&log, options) {
         Ok(report) => {
             if json {
                 println!(
@@ -186,6 +292,7 @@ fn verify(log: PathBuf, key: Option<PathBuf>, allow_open_tail: bool, json: bool)
                         "key_id": report.key_id,
                         "key_pinned": report.key_pinned,
                         "recoveries": report.recoveries,
+                        "signed_head_seq": report.signed_head.as_ref().map(SignedHead::seq),
                     })
                 );
             } else {
@@ -196,6 +303,11 @@ fn verify(log: PathBuf, key: Option<PathBuf>, allow_open_tail: bool, json: bool)
                 if let (false, Some(id)) = (report.key_pinned, &report.key_id) {
                     eprintln!(
                         "note: checkpoints were checked against key {id}, named by the log itself; pass --key HOST_PUB to pin the host key"
+                    );
+                }
+                if let Some(seq) = required {
+                    eprintln!(
+                        "note: the log reaches seq {seq}, as the signed head or --min-seq requires"
                     );
                 }
                 if report.unsealed > 0 {

@@ -68,8 +68,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     max_tries: u32,
     /// Largest component accepted (e.g. `256MiB`).
-    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
-    max_component_size: bytesize::ByteSize,
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = forgeone::deployment::parse_size)]
+    max_component_size: u64,
     /// Host private key: signs the boot quote and the audit log's checkpoints.
     #[arg(long, value_name = "KEY.pem", env = "FORGEONE_HOST_KEY")]
     host_key: Option<PathBuf>,
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> CmdResult {
         .allow_downgrade(args.allow_downgrade)
         .allow_recovery_downgrade(args.allow_recovery_downgrade)
         .max_tries(args.max_tries)
-        .max_component_size(args.max_component_size.as_u64());
+        .max_component_size(args.max_component_size);
     if let Some(dir) = &args.state {
         builder.state_dir(dir);
     }

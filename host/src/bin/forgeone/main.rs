@@ -12,6 +12,7 @@ mod manifest;
 mod plan;
 mod run;
 mod sign;
+mod signals;
 mod up;
 mod util;
 mod verify;

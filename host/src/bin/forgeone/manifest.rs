@@ -76,8 +76,10 @@ pub fn run(command: Command) -> CmdResult {
             let base = std::fs::canonicalize(base)
                 .map_err(|e| Failure::input(format!("{}: {e}", base.display())))?;
             let mut doc = ManifestDocument::new(&release, version, expires);
+            let mut release_as_version = false;
             for spec in &components {
                 let (name, component_version, path) = parse_component(spec, &release)?;
+                release_as_version |= component_version == release && !spec.contains('@');
                 let bytes = std::fs::read(&path)
                     .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
                 let absolute = std::fs::canonicalize(&path)
@@ -91,6 +93,19 @@ pub fn run(command: Command) -> CmdResult {
                 })?;
                 doc.add_component(name, component_version, relative.to_string_lossy(), &bytes);
             }
+            // What the boot would refuse is refused now, before it is signed.
+            doc.validate().map_err(|e| {
+                let hint = if release_as_version && semver::Version::parse(&release).is_err() {
+                    "; a component given as PATH takes the release as its version: give it as \
+                     NAME@VERSION=PATH, or make --release a semantic version"
+                } else {
+                    ""
+                };
+                Failure::input(format!(
+                    "refusing to create {}: {e}{hint}",
+                    output.display()
+                ))
+            })?;
             let keys = keys
                 .iter()
                 .map(|p| load_signing(p))

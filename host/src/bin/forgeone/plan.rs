@@ -20,7 +20,9 @@ use crate::util::{CmdResult, Failure};
 /// Prints a table (workload, priority, tenant, node, zone, score, fitting
 /// nodes) and, for every workload, which nodes each constraint rejected.
 /// Signatures are not verified: each workload is planned as signed code at
-/// its tenant's trust level, which is what it runs as once it verifies.
+/// its tenant's trust level, which is what it runs as once it verifies. A
+/// workload pinned to an executor worker the host will not have (see
+/// `--workers`) is refused, as `up` refuses it.
 ///
 /// Exit codes: 0 every workload placed; 1 some workload unschedulable or
 /// refused by policy; 3 bad input (the error names file, line and column).
@@ -35,6 +37,10 @@ pub struct Args {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Executor worker threads `up` will run with (`up --workers`; default:
+    /// one per core); `worker = N` must name one of them.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -47,8 +53,7 @@ pub fn run(args: Args) -> CmdResult {
             path.display().to_string(),
         ),
         None => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let node = deployment.node.node(cores);
+            let node = deployment.node.node(cores());
             (
                 Arc::new(StaticInventory::new(vec![node])),
                 "the local [node]".to_string(),
@@ -57,7 +62,11 @@ pub fn run(args: Args) -> CmdResult {
     };
     // Errors here are bad input: a label no node has, an unreadable
     // inventory, an invalid policy.
-    let plan = deployment.plan(inventory).map_err(Failure::input)?;
+    // As `up` starts its executor: `--workers`, or one per core.
+    let workers = args.workers.unwrap_or_else(cores).max(1);
+    let plan = deployment
+        .plan(inventory, workers)
+        .map_err(Failure::input)?;
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Failure::input)?;
         println!("{text}");
@@ -69,6 +78,10 @@ pub fn run(args: Args) -> CmdResult {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn print_plan(plan: &Plan, deployment: &std::path::Path, source: &str) {

@@ -7,26 +7,30 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use forgeone::SigningKey;
-use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::{ComponentCheck, TrustAnchor, VerifiedComponent};
+use forgeone::audit::AuditLog;
+use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, VerifiedComponent};
+use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
     RuntimeConfig, Stream,
 };
 
-use crate::util::{CmdResult, Failure};
+use crate::signals::{self, Signal, Signals};
+use crate::util::{CmdResult, Failure, lock_failure};
 
 /// Exit codes of `forgeone run` (besides the guest's own exit code).
 pub const RUN_EXIT_CODES: &str = "\
 Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
-  1    refused before running (unverified or unsigned code, policy)
+  1    refused before running (unverified or unsigned code, policy, a component
+       over the engine's structural limits)
   3    could not run: unreadable component, bad audit log or key, I/O error
   124  the --timeout deadline passed
   126  host call denied: the component imports what the host does not provide
-  130  stopped (Ctrl-C)
+  130  stopped by SIGINT (Ctrl-C): the container was stopped, the log sealed
+  143  stopped by SIGTERM: likewise
   134  the guest trapped (panic, unreachable, stack overflow, ...)
-  135  the guest hit the --max-memory (or table) limit
+  135  the guest hit the --max-memory (or table) or --max-open-files limit
   137  the guest ran out of --fuel";
 
 /// Run a WebAssembly component (a `wasi:cli/command`) as a container.
@@ -71,6 +75,11 @@ pub struct Args {
     /// Grant an environment variable `K=V`.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     envs: Vec<(String, String)>,
+    /// Host handles the guest may hold open at once (files, directories,
+    /// streams, pollables, sockets); past it the guest's open fails with
+    /// `quota` (EDQUOT).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_open_files: u32,
     /// Output kept per run (stdout and stderr together), e.g. `1MiB`.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_output: u64,
@@ -80,6 +89,10 @@ pub struct Args {
     /// Principal the container runs as (default: $USER).
     #[arg(long)]
     principal: Option<String>,
+    /// How long to wait, saying so once, while another process holds the
+    /// audit log (e.g. `30s`, `2m`; `0s` gives up at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: Duration,
     /// Where ForgeOne keeps its state (audit log, compiled cache).
     #[arg(
         long,
@@ -107,12 +120,6 @@ pub struct Args {
     /// Arguments for the guest (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("`{text}` is not a size like 64MiB: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -166,14 +173,10 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
             args.component.display()
         )));
     }
-    let name = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "component".into());
-    let bytes = std::fs::read(&args.component)
-        .map_err(|e| Failure::input(format!("{}: {e}", args.component.display())))?;
-    let component = VerifiedComponent::unsigned(name, bytes);
+    // The reader signed components go through: a regular file, its size
+    // capped before a byte is read.
+    let component = VerifiedComponent::unsigned_file(&args.component, DEFAULT_MAX_COMPONENT_SIZE)
+        .map_err(|e| Failure::input(format!("unsigned component {e}")))?;
     eprintln!(
         "warning: running UNSIGNED component {} (blake3 {}) because of --allow-unsigned; it runs \
          as trust level `untrusted` and this is recorded in the audit log",
@@ -185,8 +188,10 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
 
 fn host_key(args: &Args) -> Result<SigningKey, Failure> {
     match &args.host_key {
-        Some(path) => SigningKey::from_file(path)
-            .map_err(|e| Failure::input(format!("host key {}: {e}", path.display()))),
+        // The error names the file.
+        Some(path) => {
+            SigningKey::from_file(path).map_err(|e| Failure::input(format!("host key {e}")))
+        }
         None => {
             let key = SigningKey::generate();
             eprintln!(
@@ -207,7 +212,9 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
             RunFailure::Exit { code } => u8::try_from(*code).unwrap_or(1),
             RunFailure::Deadline { .. } => 124,
             RunFailure::HostCallDenied { .. } => 126,
-            RunFailure::MemoryLimit { .. } | RunFailure::TableLimit { .. } => 135,
+            RunFailure::MemoryLimit { .. }
+            | RunFailure::TableLimit { .. }
+            | RunFailure::OpenFilesLimit { .. } => 135,
             RunFailure::OutOfFuel { .. } => 137,
             _ => 134,
         },
@@ -216,6 +223,9 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    // First, before anything slow: from here on SIGINT and SIGTERM stop
+    // the run (at any moment) rather than end the process.
+    let runtime = signals::Runtime::start(None)?;
     let key = host_key(&args)?;
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
@@ -223,8 +233,11 @@ pub fn run(args: Args) -> CmdResult {
         .audit_log
         .clone()
         .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
-    let audit = AuditLog::open(&log_path, key, &AuditConfig::new())
-        .map_err(|e| Failure::input(format!("audit log: {e}")))?;
+    let config = crate::util::audit_config(&log_path, args.lock_timeout);
+    let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
+        Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
+        Err(signal) => return Ok(stopped_before_start(signal)),
+    };
     let component = match verified_component(&args, &audit) {
         Ok(component) => component,
         Err(failure) => {
@@ -233,18 +246,36 @@ pub fn run(args: Args) -> CmdResult {
         }
     };
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-    let result = tokio.block_on(run_container(&args, component, audit.clone()));
+    let result = match runtime.received() {
+        Some(signal) => Ok(stopped_before_start(signal)),
+        None => runtime.block_on(run_container(
+            &args,
+            component,
+            audit.clone(),
+            runtime.signals(),
+        )),
+    };
     if let Err(e) = audit.close() {
         eprintln!("warning: closing the audit log: {e}");
     }
     result
 }
 
-async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLog) -> CmdResult {
+/// A signal before the container was created: nothing ran.
+fn stopped_before_start(signal: Signal) -> ExitCode {
+    eprintln!(
+        "forgeone: stopping ({}) before the container started",
+        signal.name()
+    );
+    ExitCode::from(signal.exit_code())
+}
+
+async fn run_container(
+    args: &Args,
+    component: VerifiedComponent,
+    audit: AuditLog,
+    mut signals: Signals,
+) -> CmdResult {
     let mut config = RuntimeConfig::new();
     config.allow_unsigned(args.allow_unsigned);
     if !args.no_cache {
@@ -274,6 +305,7 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .max_memory(args.max_memory)
         .timeout(Some(args.timeout))
         .max_output(args.max_output)
+        .max_open_files(args.max_open_files as usize)
         .output(sink);
     for grant in &args.dirs {
         container.grant_dir(grant.clone());
@@ -298,30 +330,37 @@ async fn run_container(args: &Args, component: VerifiedComponent, audit: AuditLo
         .launch_container(container, identity)
         .map_err(|e| match e {
             forgeone::RuntimeError::UnsignedRefused { .. }
-            | forgeone::RuntimeError::NetworkRefused { .. } => Failure::check(e),
+            | forgeone::RuntimeError::NetworkRefused { .. }
+            | forgeone::RuntimeError::TooComplex { .. } => Failure::check(e),
             other => Failure::input(other),
         })?;
 
-    let outcome = tokio::select! {
-        outcome = runtime.wait(id) => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("forgeone: stopping (Ctrl-C)");
+    // A signal that arrived while the container was being created is
+    // returned at once here.
+    let (outcome, signal) = tokio::select! {
+        outcome = runtime.wait(id) => (outcome, None),
+        (signal, _) = signals.next() => {
+            eprintln!("forgeone: stopping ({})", signal.name());
             let _ = runtime.stop_with_grace(id, Duration::ZERO);
-            runtime.wait(id).await
+            (runtime.wait(id).await, Some(signal))
         }
-    }
-    .map_err(|e| Failure::input(e.to_string()))?;
-    print_outcome(args, id, &outcome);
-    Ok(ExitCode::from(exit_code_for(&outcome)))
+    };
+    let outcome = outcome.map_err(|e| Failure::input(e.to_string()))?;
+    let code = match (signal, &outcome.end) {
+        (Some(signal), RunEnd::Stopped { .. }) => signal.exit_code(),
+        _ => exit_code_for(&outcome),
+    };
+    print_outcome(args, id, &outcome, code);
+    Ok(ExitCode::from(code))
 }
 
-fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome) {
+fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome, code: u8) {
     let stats = &outcome.stats;
     if args.json {
         let json = serde_json::json!({
             "container": id,
             "outcome": outcome,
-            "exit_code": exit_code_for(outcome),
+            "exit_code": code,
         });
         eprintln!("{json}");
         return;

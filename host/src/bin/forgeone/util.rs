@@ -1,7 +1,11 @@
 //! Shared CLI plumbing: errors with exit codes, tracing, time parsing.
 
 use std::fmt;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use forgeone::audit::{self, AuditConfig, AuditError};
 
 /// A failed command: the message to print and the exit code.
 #[derive(Debug)]
@@ -68,5 +72,33 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         Err(_) => Err(format!(
             "`{text}` is neither an RFC 3339 time (2026-11-28T10:00:00Z) nor a duration ago (15m, 2h, 7days)"
         )),
+    }
+}
+
+/// How `run` and `up` keep their audit log: the latest signed head beside
+/// it (`audit.head.json`, so a log cut back to an earlier checkpoint is
+/// refused on the next start), and a lock another process holds waited for
+/// up to `lock_timeout`, saying so once on stderr.
+pub fn audit_config(log: &Path, lock_timeout: Duration) -> AuditConfig {
+    let mut config = AuditConfig::new();
+    config
+        .head_file(audit::head_file_for(log))
+        .lock_timeout(lock_timeout)
+        .on_lock_wait(move |path| {
+            eprintln!(
+                "forgeone: waiting for the audit log {}: another process is using it (up to {}, --lock-timeout)",
+                path.display(),
+                humantime::format_duration(lock_timeout)
+            );
+        });
+    config
+}
+
+/// An audit log that would not open; one still locked after the wait names
+/// the flag that sets it.
+pub fn lock_failure(e: AuditError) -> String {
+    match e {
+        AuditError::Locked { .. } => format!("{e}; see --lock-timeout"),
+        e => format!("audit log: {e}"),
     }
 }

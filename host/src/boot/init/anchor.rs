@@ -31,7 +31,11 @@ impl BootBuilder {
             .map_err(|e| self.refuse_anchor(&emit, e, Some(&anchor)))?;
         let state = match (&self.state, &self.state_dir) {
             (Some(state), _) => Some(state.clone()),
-            (None, Some(dir)) => Some(BootState::open(dir)?),
+            (None, Some(dir)) => Some(BootState::open_waiting(dir, self.lock_timeout, |lock| {
+                if let Some(tell) = &self.on_lock_wait {
+                    tell(lock);
+                }
+            })?),
             (None, None) => None,
         };
         if let (Mode::Signatures(_), Some(state)) = (&self.mode, &state) {

@@ -6,6 +6,7 @@
 //! [`BootBuilder`] holds the configuration and runs the phases in order.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::audit::{AuditLog, Untrusted};
 use crate::boot::anchor::TrustAnchor;
@@ -31,6 +32,8 @@ use manifest::ManifestPhase;
 
 /// A progress reporter.
 type ProgressFn = Box<dyn Fn(&str) + Send + Sync>;
+/// Told which lock it waits for.
+type LockWaitFn = Box<dyn Fn(&Path) + Send + Sync>;
 
 enum Source<T> {
     Loaded(T),
@@ -88,6 +91,8 @@ pub struct BootBuilder {
     allow_downgrade: bool,
     allow_recovery_downgrade: bool,
     progress: Option<ProgressFn>,
+    lock_timeout: Duration,
+    on_lock_wait: Option<LockWaitFn>,
 }
 
 impl std::fmt::Debug for BootBuilder {
@@ -105,6 +110,7 @@ impl std::fmt::Debug for BootBuilder {
             .field("max_component_size", &self.max_component_size)
             .field("allow_downgrade", &self.allow_downgrade)
             .field("allow_recovery_downgrade", &self.allow_recovery_downgrade)
+            .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +211,8 @@ impl BootBuilder {
             allow_downgrade: false,
             allow_recovery_downgrade: false,
             progress: None,
+            lock_timeout: Duration::ZERO,
+            on_lock_wait: None,
         }
     }
 
@@ -213,6 +221,23 @@ impl BootBuilder {
     /// Default: none.
     pub fn state_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// How long [`BootBuilder::run`] waits for the state directory while
+    /// another process holds it (a second host on one directory, one more
+    /// run in a script) before [`BootError::StateLocked`]. Default: zero,
+    /// no wait.
+    pub fn lock_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Called once, with the state directory's lock file, when
+    /// [`BootBuilder::run`] begins to wait for it (so that a CLI can say
+    /// why it pauses). Default: none.
+    pub fn on_lock_wait(&mut self, tell: impl Fn(&Path) + Send + Sync + 'static) -> &mut Self {
+        self.on_lock_wait = Some(Box::new(tell));
         self
     }
 

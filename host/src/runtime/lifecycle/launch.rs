@@ -111,6 +111,13 @@ impl Runtime {
 
     /// Sets up a container (compiles its component once, creates its
     /// record as `Creating`) and returns it with the future that runs it.
+    ///
+    /// A component over the engine's structural limits is refused before
+    /// it is compiled ([`RuntimeError::TooComplex`]). The compile runs on
+    /// the runtime's compile threads; this call waits for it at most the
+    /// container's timeout, after which the container fails with
+    /// [`Failure::Deadline`](crate::runtime::Failure::Deadline) and the
+    /// compile finishes in the background for the next launch.
     pub fn prepare_container(
         &self,
         config: ContainerConfig,
@@ -125,10 +132,21 @@ impl Runtime {
             self.audit(Entry::owned(event).container(id).actor(&identity))?;
             return Err(RuntimeError::NetworkRefused { name: config.name });
         }
-        let compiled = self.inner.store.get(&config.component)?;
+        // The compile counts against the container's deadline: past it the
+        // container fails with a timeout (the compile finishes in the
+        // background, for the next launch) and what is left is the run's.
+        let waited = std::time::Instant::now();
+        let timeout = config.limits.timeout;
+        let compiled = self
+            .inner
+            .store
+            .get_within(&config.component, timeout)?
+            .ok_or(Failure::Deadline {
+                timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+            });
         let who = Arc::new(guest_identity(id, &config, identity.clone()));
-        let spec = match &compiled.pre {
-            Ok(_) => Some(RunSpec {
+        let spec = match &compiled {
+            Ok(compiled) if compiled.pre.is_ok() => Some(RunSpec {
                 pre: compiled
                     .command
                     .clone()
@@ -141,7 +159,7 @@ impl Runtime {
                 audit: self.inner.audit.clone(),
                 fuel_yield_interval: self.inner.config.engine.fuel_yield_interval,
             }),
-            Err(_) => None,
+            _ => None,
         };
         let ctx = ContainerContext {
             id,
@@ -179,6 +197,7 @@ impl Runtime {
         };
         self.audit(who.entry(event))?;
         let control = Arc::new(Control::default());
+        control.charge(waited.elapsed());
         let (settled, _) = tokio::sync::watch::channel(None);
         self.containers().insert(
             id,
@@ -195,15 +214,13 @@ impl Runtime {
         let future: Pin<Box<dyn Future<Output = Outcome> + Send>> = match spec {
             Some(spec) => Box::pin(async move { runtime.supervise(id, control, spec).await }),
             None => {
-                let failure =
-                    compiled
-                        .pre
-                        .as_ref()
-                        .err()
-                        .cloned()
-                        .unwrap_or(Failure::Instantiate {
-                            message: "cannot link".into(),
-                        });
+                let failure = match compiled {
+                    Ok(compiled) => compiled.pre.as_ref().err().cloned(),
+                    Err(deadline) => Some(deadline),
+                }
+                .unwrap_or(Failure::Instantiate {
+                    message: "cannot link".into(),
+                });
                 Box::pin(async move { runtime.link_failed(id, failure) })
             }
         };

@@ -96,8 +96,13 @@ impl Runtime {
         crate::runtime::host::add_to_linker(&mut linker)
             .map_err(|e| RuntimeError::engine("linking the host imports", e))?;
         let ticker = EpochTicker::start(&engine, config.engine.epoch_tick)?;
-        let store =
-            ComponentStore::new(engine, linker, config.cache_dir.as_deref(), audit.clone())?;
+        let store = ComponentStore::new(
+            engine,
+            linker,
+            config.cache_dir.as_deref(),
+            audit.clone(),
+            &config.engine,
+        )?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 store,

@@ -11,41 +11,53 @@ use forgeone::runtime::{ContainerStatus, Failure as RunFailure, RunEnd, Stream};
 use serde_json::json;
 
 use super::{Out, Pending};
+use crate::signals::{Signal, Signals};
 
-/// Shows the table until every container has settled, or until Ctrl-C
-/// (then drains). Returns whether it was interrupted.
-pub(super) async fn watch(kernel: &Kernel, pending: &Pending, grace: Duration, out: Out) -> bool {
+/// Shows the table until every container has settled, or until SIGINT
+/// (Ctrl-C) or SIGTERM (then drains; a second signal stops them at once).
+/// Returns the signal that interrupted it, if one did.
+pub(super) async fn watch(
+    kernel: &Kernel,
+    pending: &Pending,
+    grace: Duration,
+    out: Out,
+    mut signals: Signals,
+) -> Option<Signal> {
     let started = Instant::now();
     let mut last: HashMap<String, String> = HashMap::new();
     let mut drawn = 0usize;
-    let mut interrupted = false;
+    let mut interrupted = None;
     let mut forced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(if out.tty { 200 } else { 100 }));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c(), if !forced => {
-                if interrupted {
+            (signal, count) = signals.next(), if !forced => {
+                let name = signal.name();
+                if interrupted.is_some() || count > 1 {
                     forced = true;
-                    out.note("stopping every container now (second Ctrl-C)");
-                    if let Err(e) = kernel.drain("interrupted again (second Ctrl-C)", Duration::ZERO) {
+                    out.note(format!("stopping every container now (second signal, {name})"));
+                    if let Err(e) = kernel.drain(&format!("interrupted again ({name})"), Duration::ZERO) {
                         out.note(format!("could not record the drain: {e}"));
                     }
-                } else {
-                    interrupted = true;
-                    out.note(format!(
-                        "stopping every container (Ctrl-C); they get {} before they are stopped at their next yield; Ctrl-C again to stop them now",
-                        humantime::format_duration(grace)
-                    ));
-                    if let Err(e) = kernel.drain("interrupted (Ctrl-C)", grace) {
-                        out.note(format!("could not record the drain: {e}"));
+                }
+                if interrupted.is_none() {
+                    interrupted = Some(signal);
+                    if !forced {
+                        out.note(format!(
+                            "stopping every container ({name}); they get {} before they are stopped at their next yield; Ctrl-C again to stop them now",
+                            humantime::format_duration(grace)
+                        ));
+                        if let Err(e) = kernel.drain(&format!("interrupted ({name})"), grace) {
+                            out.note(format!("could not record the drain: {e}"));
+                        }
                     }
                 }
             }
         }
         // Work kept queued (the audit log could not be written, or its
         // previous container was still stopping) is placed once it can be.
-        if !interrupted && kernel.pending() > 0 {
+        if interrupted.is_none() && kernel.pending() > 0 {
             match kernel.schedule() {
                 Ok(report) => {
                     for l in &report.launched {

@@ -13,14 +13,15 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use forgeone::audit::{AuditConfig, AuditLog};
-use forgeone::boot::{BootContext, BootOutcome};
+use forgeone::audit::AuditLog;
+use forgeone::boot::{BootContext, BootError, BootOutcome};
 use forgeone::kernel::{Kernel, KernelConfig, KernelError, NotRun, ScheduleReport};
 use forgeone::runtime::{OutputLine, OutputSink};
-use forgeone::{Deployment, SigningKey};
+use forgeone::{Deployment, KeyError, SigningKey};
 use serde_json::json;
 
-use crate::util::{CmdResult, Failure};
+use crate::signals::{self, Signal, Signals};
+use crate::util::{CmdResult, Failure, lock_failure};
 
 const UP_EXIT_CODES: &str = "\
 Exit codes of `up`:
@@ -31,7 +32,9 @@ Exit codes of `up`:
        (allow_recovery_downgrade)
   3    bad input: the deployment (the error names line and column), keys,
        anchor or manifest unreadable
-  130  interrupted (Ctrl-C): every container was stopped and that is audited";
+  130  interrupted by SIGINT (Ctrl-C): every container was stopped, the drain
+       audited and the log sealed (a signal during boot or placement too)
+  143  stopped by SIGTERM: likewise";
 
 /// Boot, verify, schedule and run every workload of a deployment.
 ///
@@ -54,9 +57,12 @@ Exit codes of `up`:
 ///    container ran healthily becomes last-known-good.
 /// 4. prints a summary, seals the audit log and verifies it with the host key.
 ///
-/// Ctrl-C stops every container (gracefully for --stop-grace, then at the
-/// next yield point) and records the drain in the audit log; a second
-/// Ctrl-C stops them at once.
+/// Ctrl-C (SIGINT) or SIGTERM stops every container (gracefully for
+/// --stop-grace, then at the next yield point), records the drain in the
+/// audit log and seals it; a second signal stops them at once. The
+/// handlers are in place before anything slow: a signal while `up` waits
+/// for a lock (--lock-timeout) or boots stops it at once, one during
+/// placement as soon as the placement ends, and nothing more starts.
 #[derive(Debug, clap::Args)]
 #[command(after_help = UP_EXIT_CODES)]
 pub struct Args {
@@ -67,13 +73,18 @@ pub struct Args {
     /// the table.
     #[arg(long)]
     json: bool,
-    /// How long a container gets to stop after Ctrl-C before it is stopped
-    /// at its next yield point.
+    /// How long a container gets to stop after Ctrl-C or SIGTERM before it
+    /// is stopped at its next yield point.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     stop_grace: Duration,
     /// Executor worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// How long to wait, saying so once, while another process holds the
+    /// audit log or the state directory (e.g. `30s`, `2m`; `0s` gives up
+    /// at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -128,6 +139,9 @@ pub fn run(args: Args) -> CmdResult {
         json: args.json,
         tty: std::io::stdout().is_terminal() && !args.json,
     };
+    // First, before anything slow: from here on SIGINT and SIGTERM stop
+    // the deployment (at any moment) rather than end the process.
+    let runtime = signals::Runtime::start(Some(1))?;
     let deployment = Deployment::from_file(&args.deployment).map_err(Failure::input)?;
     let settings = &deployment.settings;
     std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
@@ -136,16 +150,26 @@ pub fn run(args: Args) -> CmdResult {
             settings.state_dir.display()
         ))
     })?;
-    let key = SigningKey::from_file(&settings.host_key).map_err(|e| {
-        Failure::input(format!(
-            "host key {}: {e} (make one with `forgeone keygen --out {}`)",
-            settings.host_key.display(),
-            settings.host_key.with_extension("").display()
-        ))
+    let key = SigningKey::from_file(&settings.host_key).map_err(|e| match e {
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Failure::input(format!(
+                "host key {}: {source} (make one with `forgeone keygen {}`)",
+                settings.host_key.display(),
+                settings.host_key.display()
+            ))
+        }
+        e => Failure::input(format!("host key {e}")),
     })?;
     let host_public = key.public().clone();
-    let audit = AuditLog::open(&settings.audit_log, copy_key(&key)?, &AuditConfig::new())
-        .map_err(|e| Failure::input(format!("audit log {}: {e}", settings.audit_log.display())))?;
+    let (log_path, log_key) = (settings.audit_log.clone(), copy_key(&key)?);
+    // The latest signed head is kept beside the log (audit.head.json), so a
+    // log cut back to an earlier checkpoint is refused on the next start.
+    let config = crate::util::audit_config(&log_path, args.lock_timeout);
+    let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, log_key, &config))
+    {
+        Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
+        Err(signal) => return Ok(stopped_before_start(signal, out)),
+    };
     out.note(format!(
         "deployment {} · {} workload{} · boot by {} · audit log {}",
         args.deployment.display(),
@@ -156,14 +180,23 @@ pub fn run(args: Args) -> CmdResult {
     ));
 
     let mut downgraded = false;
-    let result = boot(&deployment, &audit, key, out).and_then(|boot| {
+    let result = boot(&args, &deployment, &audit, key, out, &runtime).and_then(|boot| {
+        let Some(boot) = boot.filter(|_| runtime.received().is_none()) else {
+            // A signal during boot: nothing more starts.
+            return Ok(stopped_before_start(
+                runtime.received().expect("a signal"),
+                out,
+            ));
+        };
         downgraded = boot.outcome == BootOutcome::Downgraded;
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
-        tokio.block_on(run_kernel(&args, &deployment, boot, &audit, out))
+        runtime.block_on(run_kernel(
+            &args,
+            &deployment,
+            boot,
+            &audit,
+            out,
+            runtime.signals(),
+        ))
     });
     let close = audit.close();
     let code = match result {
@@ -189,21 +222,49 @@ pub fn run(args: Args) -> CmdResult {
     })
 }
 
+/// A signal before any container started.
+fn stopped_before_start(signal: Signal, out: Out) -> ExitCode {
+    out.note(format!("stopping ({}): nothing was started", signal.name()));
+    ExitCode::from(signal.exit_code())
+}
+
 /// Boots the deployment's components as its `boot` mode says, and prints
-/// the boot report.
+/// the boot report; `None` when a signal cut the boot short.
 fn boot(
+    args: &Args,
     deployment: &Deployment,
     audit: &AuditLog,
     key: SigningKey,
     out: Out,
-) -> Result<BootContext, Failure> {
+    runtime: &signals::Runtime,
+) -> Result<Option<BootContext>, Failure> {
     let settings = &deployment.settings;
     let mut builder = deployment.boot_builder();
-    builder.audit(audit.clone()).host_key(key);
+    let timeout = args.lock_timeout;
+    builder
+        .audit(audit.clone())
+        .host_key(key)
+        .lock_timeout(timeout)
+        .on_lock_wait(move |lock| {
+            eprintln!(
+                "forgeone: waiting for the boot state {}: another process is using it (up to {}, --lock-timeout)",
+                lock.parent().unwrap_or(lock).display(),
+                humantime::format_duration(timeout)
+            );
+        });
     if !out.json {
         builder.progress(|line| eprintln!("forgeone: {line}"));
     }
-    let ctx = builder.run().map_err(crate::anchor::boot_failure)?;
+    let Ok(booted) = runtime.unless_signalled(move || builder.run()) else {
+        return Ok(None);
+    };
+    let ctx = booted.map_err(|e| match e {
+        BootError::StateLocked { .. } => Failure::input(format!(
+            "{e} (waited {}, --lock-timeout)",
+            humantime::format_duration(timeout)
+        )),
+        e => crate::anchor::boot_failure(e),
+    })?;
     if !out.json {
         println!(
             "boot ({}, {} policy)",
@@ -232,7 +293,7 @@ fn boot(
             ctx.integrity_status, settings.boot_policy
         )));
     }
-    Ok(ctx)
+    Ok(Some(ctx))
 }
 
 async fn run_kernel(
@@ -241,6 +302,7 @@ async fn run_kernel(
     boot: BootContext,
     audit: &AuditLog,
     out: Out,
+    signals: Signals,
 ) -> CmdResult {
     let pending: Pending = Arc::default();
     let sink_pending = pending.clone();
@@ -258,7 +320,8 @@ async fn run_kernel(
         Kernel::from_deployment_with(deployment, config, audit.clone()).map_err(kernel_failure)?;
     print_schedule(&kernel, &report, deployment, out);
 
-    let interrupted = live::watch(&kernel, &pending, args.stop_grace, out).await;
+    // A signal that arrived during placement is taken at once.
+    let interrupted = live::watch(&kernel, &pending, args.stop_grace, out, signals).await;
     // The final state, before quarantined containers are let go.
     let views = kernel.workloads();
     if !kernel.idle() {
@@ -271,8 +334,8 @@ async fn run_kernel(
     }
     kernel.shutdown("deployment settled");
     let ok = summary::summary(&views, out);
-    Ok(ExitCode::from(if interrupted {
-        130
+    Ok(ExitCode::from(if let Some(signal) = interrupted {
+        signal.exit_code()
     } else if ok {
         0
     } else {
