@@ -39,12 +39,12 @@ fuzz_target!(
         let _ = deployment.policies();
         let _ = deployment.boot_builder();
         let local = deployment.node.node(2);
-        if let Ok(plan) = deployment.plan(Arc::new(StaticInventory::new(vec![local]))) {
+        if let Ok(plan) = deployment.plan(Arc::new(StaticInventory::new(vec![local])), 4) {
             let _ = serde_json::to_string(&plan);
             assert_eq!(plan.workloads.len(), deployment.workloads.len());
         }
         let nodes = parse_nodes(NODES_TOML, Path::new("nodes.toml")).expect("the fixed inventory parses");
-        let planned = deployment.plan(Arc::new(StaticInventory::new(nodes)));
+        let planned = deployment.plan(Arc::new(StaticInventory::new(nodes)), 4);
         forgeone_fuzz::debug(|| format!("{} workloads; plan onto the inventory: {:?}", deployment.workloads.len(), planned.as_ref().map(|p| p.all_placed()).map_err(|e| e.to_string())));
         if let Ok(plan) = planned {
             let _ = serde_json::to_string(&plan);

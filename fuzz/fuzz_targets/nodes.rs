@@ -33,7 +33,7 @@ fuzz_target!(
             }
         };
         let count = nodes.len();
-        let planned = DEPLOYMENT.plan(Arc::new(StaticInventory::new(nodes)));
+        let planned = DEPLOYMENT.plan(Arc::new(StaticInventory::new(nodes)), 4);
         forgeone_fuzz::debug(|| format!("{count} nodes; plan: {:?}", planned.as_ref().map(|p| p.all_placed()).map_err(|e| e.to_string())));
         match planned {
             Ok(plan) => {
