@@ -508,6 +508,45 @@ fn one_component_file_is_verified_against_one_signature() {
     );
 }
 
+/// Found by the `nodes` fuzz target: a node whose `used` memory is 8 EiB
+/// or more overflowed the scheduler's free-capacity arithmetic (a panic in
+/// debug builds; in release, "16EiB" used wrapped into free memory and a
+/// full node took work).
+#[test]
+fn huge_used_capacity_neither_overflows_nor_frees_a_full_node() {
+    let nodes = |used: &str| {
+        deployment::parse_nodes(
+            &format!(
+                "[[node]]\nid = \"full\"\nregion = \"eu-west\"\nzone = \"eu-west-1a\"\n\
+                 capacity = {{ cpu = 8, memory = \"16GiB\" }}\nused = {{ memory = \"{used}\" }}\n"
+            ),
+            Path::new("nodes.toml"),
+        )
+        .unwrap()
+    };
+    let d = parse(
+        "boot = \"signatures\"\n[[tenant]]\nname = \"acme\"\n\
+         [[workload]]\nname = \"api\"\ncomponent = \"api.wasm\"\ntenant = \"acme\"\n\
+         resources = { memory = \"64MiB\", cpu = 1 }\n",
+    )
+    .unwrap();
+    for used in ["8EiB", "16EiB", "9223372036854775807B"] {
+        let plan = d.plan(Arc::new(StaticInventory::new(nodes(used)))).unwrap();
+        assert!(
+            matches!(
+                plan.workloads[0].result,
+                Err(ScheduleError::Unschedulable { .. })
+            ),
+            "used {used}: {:?}",
+            plan.workloads[0].result
+        );
+    }
+    let plan = d
+        .plan(Arc::new(StaticInventory::new(nodes("8GiB"))))
+        .unwrap();
+    assert!(plan.all_placed(), "{:?}", plan.workloads[0].result);
+}
+
 #[test]
 fn a_node_count_is_bounded() {
     let err = deployment::parse_nodes(

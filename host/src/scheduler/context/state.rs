@@ -155,7 +155,13 @@ impl State {
     /// Recomputes node `i`'s hot entry from the index and the reservations.
     pub(super) fn resync(&mut self, ix: &Index, i: usize) {
         let (cap, used, alloc, o) = (&ix.cap[i], &ix.used[i], &self.alloc[i], &self.occ[i]);
-        let free = |c: u64, u: u64, a: u64| c as i64 - u as i64 - a as i64;
+        // In i128, then clamped: sizes of 8 EiB and more (a `used` of
+        // "16EiB" saturates to u64::MAX) must neither overflow nor wrap
+        // into free capacity.
+        let free = |c: u64, u: u64, a: u64| {
+            (i128::from(c) - i128::from(u) - i128::from(a))
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        };
         let inv = |c: u64| if c == 0 { 0.0 } else { 1.0 / c as f32 };
         self.hot[i] = Hot {
             free_cpu: free(cap.cpu_millis, used.cpu_millis, alloc.cpu_millis),
