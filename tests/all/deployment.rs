@@ -510,7 +510,7 @@ fn one_component_file_is_verified_against_one_signature() {
 
 /// Found by the `nodes` fuzz target: a node whose `used` memory is 8 EiB
 /// or more overflowed the scheduler's free-capacity arithmetic (a panic in
-/// debug builds; in release, "16EiB" used wrapped into free memory and a
+/// debug builds; in release, a used memory near 16 EiB wrapped into free memory and a
 /// full node took work).
 #[test]
 fn huge_used_capacity_neither_overflows_nor_frees_a_full_node() {
@@ -530,8 +530,10 @@ fn huge_used_capacity_neither_overflows_nor_frees_a_full_node() {
          resources = { memory = \"64MiB\", cpu = 1 }\n",
     )
     .unwrap();
-    for used in ["8EiB", "16EiB", "9223372036854775807B"] {
-        let plan = d.plan(Arc::new(StaticInventory::new(nodes(used)))).unwrap();
+    for used in ["8EiB", "9223372036854775807B", "18446744073709551615B"] {
+        let plan = d
+            .plan(Arc::new(StaticInventory::new(nodes(used))), 1)
+            .unwrap();
         assert!(
             matches!(
                 plan.workloads[0].result,
@@ -542,7 +544,7 @@ fn huge_used_capacity_neither_overflows_nor_frees_a_full_node() {
         );
     }
     let plan = d
-        .plan(Arc::new(StaticInventory::new(nodes("8GiB"))))
+        .plan(Arc::new(StaticInventory::new(nodes("8GiB"))), 1)
         .unwrap();
     assert!(plan.all_placed(), "{:?}", plan.workloads[0].result);
 }
