@@ -62,15 +62,15 @@ mod supervisor;
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
 pub use error::RuntimeError;
-pub use grants::{DirGrant, DirGrantError, Grants};
+pub use grants::{DirGrant, DirGrantError, Grants, StdinGrant};
 pub use lifecycle::{
     AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA,
     PreparedContainer, RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy,
     RuntimeResources, RuntimeStatus,
 };
 pub use limits::Limits;
-pub use outcome::{Failure, Outcome, RunEnd, RunStats};
-pub use output::{OutputLine, OutputSink, Stream};
+pub use outcome::{Failure, Outcome, RunEnd, RunStats, SinkFailure};
+pub use output::{ByteSink, OutputLine, OutputSink, Stream, TerminalEscaper};
 pub use plugin::{CallError, Plugin, PluginInfo, Value};
 pub use registry::PluginContext;
 pub use store::CacheStats;
