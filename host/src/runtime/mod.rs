@@ -17,7 +17,9 @@
 //!   instance in its own `Store`, with fuel, memory/table/instance limits,
 //!   a wall-clock deadline, an identity, a WASI context with only the
 //!   granted directories ([`DirGrant`]: `HOST::GUEST[:ro|:rw]`, read-only
-//!   unless `:rw`), env and args, and bounded output capture streamed to an
+//!   unless `:rw`), env, args and stdin ([`StdinGrant`]); stdout and stderr
+//!   in full to the embedder's [`ByteSink`]s (exact, with back-pressure,
+//!   [`TerminalEscaper`] for terminals), and a kept copy, bounded, to an
 //!   [`OutputSink`] and to the audit log.
 //! - **Lifecycle** ([`Runtime`], [`ContainerStatus`], [`ContainerContext`],
 //!   [`RuntimeContext`]): launch, pause, resume, stop, start, release, wait;

@@ -54,10 +54,11 @@ pub struct Args {
     /// Run the component without verifying it. Loud and audited.
     #[arg(long)]
     allow_unsigned: bool,
-    /// Fuel budget (about one unit per wasm instruction; this is about
-    /// 1.3e9 per second of CPU-bound code on a 2-core Xeon VM). Without it
-    /// there is no fuel cap, as in `wasmtime run`: the run is bounded by
-    /// --timeout, and the fuel used is still counted and reported.
+    /// Fuel budget (about one unit per wasm instruction; a tight loop
+    /// burns about 2.3e10 a second on a 2-core Xeon VM, real programs
+    /// less). Without it there is no fuel cap, as in `wasmtime run`: the
+    /// run is bounded by --timeout, and the fuel used is still counted and
+    /// reported.
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
     /// Linear memory limit, e.g. `64MiB`.
