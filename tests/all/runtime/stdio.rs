@@ -298,3 +298,24 @@ async fn stdin_is_nothing_unless_granted_and_each_grant_is_recorded() {
         assert!(message.contains(reason), "{message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_and_stderr_keep_their_order_through_a_slow_shared_writer() {
+    let h = Harness::new(|_| {});
+    // One slow writer behind both streams: what it receives, in order, is
+    // the order the guest wrote in.
+    let out = Collect {
+        slow: Some(Ahead::default()),
+        ..Collect::default()
+    };
+    let mut config = ContainerConfig::new(component(guests::CHATTY));
+    config
+        .arg("interleave")
+        .arg("500")
+        .stdout(ByteSink::new(out.clone()))
+        .stderr(ByteSink::new(out.clone()));
+    let id = h.runtime.launch_container(config, identity()).unwrap();
+    assert!(h.runtime.wait(id).await.unwrap().is_success());
+    let expected: String = (0..500).map(|i| format!("out {i}\nerr {i}\n")).collect();
+    assert_eq!(String::from_utf8(out.bytes()).unwrap(), expected);
+}
