@@ -1,12 +1,14 @@
 //! P4: a CPU-bound guest (`cpu-hog` for 20M iterations) under ForgeOne's
 //! fuel metering with preemptive yields at the default interval, versus the
 //! same guest on bare wasmtime with no metering, and with fuel alone (no
-//! yields).
+//! yields). Then the fuel rate of this machine: fuel consumed per second
+//! of wall time, under ForgeOne and under bare wasmtime with fuel (what a
+//! `--fuel` budget is worth in seconds).
 //!
 //! Builds the samples into `samples/target` on first use. Run with
 //! `cargo bench -p forgeone-benches --bench fuel`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use forgeone::SigningKey;
@@ -66,6 +68,7 @@ fn bench(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
 
+    let mut bare_fuel = None;
     for fuel in [false, true] {
         let mut config = Config::new();
         config.consume_fuel(fuel);
@@ -75,6 +78,9 @@ fn bench(c: &mut Criterion) {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
         stub_kernel(&mut linker);
         let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        if fuel {
+            bare_fuel = Some((engine.clone(), pre.clone()));
+        }
         let name = if fuel {
             "bare wasmtime, fuel only"
         } else {
@@ -130,6 +136,53 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The fuel rate, both ways, in the same run.
+    const RUNS: u32 = 5;
+    let (mut fuel, mut wall) = (0u64, Duration::ZERO);
+    for _ in 0..RUNS {
+        let prepared = runtime
+            .prepare_container(container.clone(), identity.clone())
+            .unwrap();
+        let id = prepared.id();
+        let outcome = tokio.block_on(prepared.into_future());
+        assert!(outcome.is_success());
+        fuel += outcome.stats.fuel_consumed;
+        wall += outcome.stats.wall_time;
+        runtime.remove(id).unwrap();
+    }
+    let forgeone = fuel as f64 / wall.as_secs_f64();
+    let (engine, pre) = bare_fuel.unwrap();
+    let (mut fuel, mut wall) = (0u64, Duration::ZERO);
+    for _ in 0..RUNS {
+        let mut store = Store::new(
+            &engine,
+            Bare {
+                wasi: WasiCtx::builder().args(&["cpu-hog", ITERATIONS]).build(),
+                table: ResourceTable::new(),
+            },
+        );
+        store.set_fuel(u64::MAX).unwrap();
+        let started = Instant::now();
+        tokio.block_on(async {
+            let command = pre.instantiate_async(&mut store).await.unwrap();
+            command
+                .wasi_cli_run()
+                .call_run(&mut store)
+                .await
+                .unwrap()
+                .unwrap()
+        });
+        wall += started.elapsed();
+        fuel += u64::MAX - store.get_fuel().unwrap();
+    }
+    let bare = fuel as f64 / wall.as_secs_f64();
+    println!(
+        "fuel rate (cpu-hog, {ITERATIONS} iterations, {RUNS} runs): forgeone {forgeone:.3e} fuel/s \
+         (1e10 fuel = {:.2} s); bare wasmtime, fuel only {bare:.3e} fuel/s (1e10 fuel = {:.2} s)",
+        1e10 / forgeone,
+        1e10 / bare
+    );
 }
 
 criterion_group!(benches, bench);

@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 use forgeone::SigningKey;
 use forgeone::audit::{Actor, AuditConfig, AuditEvent, AuditLog, Entry};
 
+#[path = "cli/stdio.rs"]
+mod stdio;
+
 fn forgeone(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_forgeone"))
         .args(args)

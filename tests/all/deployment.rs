@@ -681,3 +681,35 @@ fn names_with_control_characters_are_refused_and_never_echoed_raw() {
     );
     assert!(err.contains("unknown tenant `ac\\nme`"), "{err}");
 }
+
+#[test]
+fn a_stdin_file_is_a_grant_that_reaches_the_container() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"md\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\ncapabilities = {{ stdin = \"in/notes.md\" }}\n\n[[workload]]\nname = \"quiet\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n"
+    );
+    let d = parse(&text).unwrap();
+    let component = || forgeone::boot::VerifiedComponent::unsigned("w", b"\0asm".to_vec());
+    // Resolved against the deployment file's directory.
+    let md = d.workload("md").unwrap();
+    let file = PathBuf::from("/deploy/in/notes.md");
+    assert_eq!(md.capabilities.stdin, Some(file.clone()));
+    assert_eq!(
+        md.container(component()).grants().stdin,
+        forgeone::runtime::StdinGrant::File(file)
+    );
+    // Absent: nothing.
+    let quiet = d.workload("quiet").unwrap();
+    assert_eq!(quiet.capabilities.stdin, None);
+    assert_eq!(
+        quiet.container(component()).grants().stdin,
+        forgeone::runtime::StdinGrant::None
+    );
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"md\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\ncapabilities.stdin = \"\"\n"
+    );
+    let p = problem(&text);
+    assert!(
+        p.starts_with("10:") && p.contains("workload `md`: `stdin` is empty"),
+        "{p}"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod audit;
 mod boot;
+mod conformance;
 mod deployment;
 mod guests_check;
 mod kernel;

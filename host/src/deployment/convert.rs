@@ -4,7 +4,7 @@
 
 use crate::boot::VerifiedComponent;
 use crate::identity::{IdentityContext, TrustVector};
-use crate::runtime::ContainerConfig;
+use crate::runtime::{ContainerConfig, StdinGrant};
 use crate::scheduler::{
     Capacity, Constraint, ConstraintType, Node, ResourceRequirements, Workload,
 };
@@ -104,6 +104,9 @@ impl WorkloadSpec {
         }
         for a in &self.capabilities.args {
             container.arg(a);
+        }
+        if let Some(path) = &self.capabilities.stdin {
+            container.stdin(StdinGrant::File(path.clone()));
         }
         container
     }

@@ -59,7 +59,7 @@
 //! constraints.labels = ["disk in (ssd, nvme)", "tier notin (spot)"]
 //! constraints.anti_affinity = ["app=batch"]
 //! constraints.preferred = [{ location = "eu-west-1a", weight = 50 }]
-//! capabilities = { dirs = ["data::/data"], env = { RUST_LOG = "info" }, args = ["--port", "8080"], network = true }
+//! capabilities = { dirs = ["data::/data"], env = { RUST_LOG = "info" }, args = ["--port", "8080"], network = true, stdin = "requests.jsonl" }
 //! ```
 //!
 //! The boot mode is explicit so that deleting the manifest can never switch
@@ -70,7 +70,10 @@
 //!
 //! A directory grant is `HOST::GUEST`, read-only unless it ends in `:rw`
 //! ([`DirGrant::parse`](crate::runtime::DirGrant::parse), the parser
-//! `forgeone run --dir` uses too). Network access is granted by the tenant's
+//! `forgeone run --dir` uses too). `stdin` names a regular file (relative to
+//! the deployment file) that every run of the workload reads as its standard
+//! input from the start; without it stdin is empty. It is recorded with the
+//! other grants in `container.created`. Network access is granted by the tenant's
 //! policy (`network = true` on the `[[tenant]]`), never by the workload alone;
 //! trust likewise comes from the tenant's `trust` and the verified signers.
 

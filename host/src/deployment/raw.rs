@@ -218,5 +218,7 @@ pub(super) struct RawCaps {
     #[serde(default)]
     pub(super) args: Vec<String>,
     #[serde(default)]
+    pub(super) stdin: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) network: Option<Spanned<bool>>,
 }

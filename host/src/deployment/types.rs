@@ -239,6 +239,10 @@ pub struct Capabilities {
     pub env: BTreeMap<String, String>,
     /// Arguments (after the program name).
     pub args: Vec<String>,
+    /// A regular file the workload reads as its standard input (`stdin`,
+    /// resolved against the file's directory), from its beginning on every
+    /// run. Default none: stdin is empty.
+    pub stdin: Option<PathBuf>,
     /// Network access. Default false; only a tenant with `network = true`
     /// may grant it.
     pub network: bool,

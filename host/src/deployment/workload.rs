@@ -352,6 +352,19 @@ pub(super) fn capabilities(
         }
     }
     caps.args = c.args.clone();
+    if let Some(stdin) = &c.stdin {
+        if stdin.get_ref().is_empty() {
+            cx.push(
+                stdin.span(),
+                wn,
+                "`stdin` is empty: name a file to read as standard input, or leave `stdin` out \
+                 for none"
+                    .into(),
+            );
+        } else {
+            caps.stdin = Some(resolve(base, stdin.get_ref()));
+        }
+    }
     caps.network = c.network.as_ref().is_some_and(|n| *n.get_ref());
     caps
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::boot::VerifiedComponent;
 
-use super::grants::{DirGrant, Grants};
+use super::grants::{DirGrant, Grants, StdinGrant};
 use super::limits::Limits;
-use super::output::OutputSink;
+use super::output::{ByteSink, OutputSink};
 use super::supervisor::RestartPolicy;
 
 /// Everything needed to run a container.
@@ -23,13 +23,15 @@ pub struct ContainerConfig {
     pub(crate) restart: RestartPolicy,
     pub(crate) stop_grace: Duration,
     pub(crate) output: Option<OutputSink>,
+    pub(crate) stdout: Option<ByteSink>,
+    pub(crate) stderr: Option<ByteSink>,
     pub(crate) keep_last_lines: usize,
 }
 
 impl ContainerConfig {
     /// A container of `component` with the default [`Limits`], no grants,
-    /// restart policy `never`, a 5 s stop grace period, and output only to
-    /// the audit log.
+    /// restart policy `never`, a 5 s stop grace period, an empty stdin,
+    /// and output kept only (the audit log and the evidence).
     pub fn new(component: VerifiedComponent) -> ContainerConfig {
         ContainerConfig {
             name: component.name().to_string(),
@@ -40,6 +42,8 @@ impl ContainerConfig {
             restart: RestartPolicy::Never,
             stop_grace: Duration::from_secs(5),
             output: None,
+            stdout: None,
+            stderr: None,
             keep_last_lines: 20,
         }
     }
@@ -62,7 +66,9 @@ impl ContainerConfig {
         self
     }
 
-    /// The fuel budget per run; `None` for none. By default, 10,000,000,000.
+    /// The fuel budget per run; `None` for no cap (fuel is still counted
+    /// and reported in [`RunStats`](super::RunStats)). By default,
+    /// 10,000,000,000.
     pub fn fuel(&mut self, fuel: Option<u64>) -> &mut Self {
         self.limits.fuel = fuel;
         self
@@ -80,7 +86,10 @@ impl ContainerConfig {
         self
     }
 
-    /// Output kept per run, in bytes. By default, 1 MiB.
+    /// Output kept per run (stdout and stderr together), in bytes: the line
+    /// view ([`ContainerConfig::output`]), the evidence and the audit log's
+    /// copy. The byte sinks ([`ContainerConfig::stdout`]) get everything.
+    /// By default, 1 MiB.
     pub fn max_output(&mut self, bytes: u64) -> &mut Self {
         self.limits.max_output = bytes;
         self
@@ -133,6 +142,13 @@ impl ContainerConfig {
         self
     }
 
+    /// What the guest reads as its standard input. By default,
+    /// [`StdinGrant::None`]: reads end at once.
+    pub fn stdin(&mut self, stdin: StdinGrant) -> &mut Self {
+        self.grants.stdin = stdin;
+        self
+    }
+
     /// Grants network access (needs the runtime policy to allow it). By
     /// default, no network.
     pub fn network(&mut self, allow: bool) -> &mut Self {
@@ -153,10 +169,27 @@ impl ContainerConfig {
         self
     }
 
-    /// Streams every output line (stdout, stderr, logs) to `sink`. By
-    /// default, output goes only to the audit log.
+    /// Streams every kept output line (stdout and stderr up to
+    /// [`ContainerConfig::max_output`], and the guest's structured log
+    /// lines) to `sink`. By default, lines go nowhere but the audit log.
     pub fn output(&mut self, sink: OutputSink) -> &mut Self {
         self.output = Some(sink);
+        self
+    }
+
+    /// Writes every byte of the guest's stdout, exactly as written and
+    /// without limit, to `sink`, with back-pressure: a sink that is behind
+    /// makes the guest's writes wait (see [`ByteSink`]). The kept copy
+    /// ([`ContainerConfig::max_output`]) and the audit log are unchanged.
+    /// By default, none.
+    pub fn stdout(&mut self, sink: ByteSink) -> &mut Self {
+        self.stdout = Some(sink);
+        self
+    }
+
+    /// As [`ContainerConfig::stdout`], for stderr. By default, none.
+    pub fn stderr(&mut self, sink: ByteSink) -> &mut Self {
+        self.stderr = Some(sink);
         self
     }
 

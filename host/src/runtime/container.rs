@@ -54,7 +54,7 @@ fn wasi_ctx(
     capture: &Capture,
 ) -> Result<wasmtime_wasi::WasiCtx, RuntimeError> {
     let mut builder = WasiCtxBuilder::new();
-    // stdin stays closed (the builder's default).
+    config.grants.stdin.apply(&mut builder)?;
     builder
         .stdout(capture.pipe(Stream::Stdout))
         .stderr(capture.pipe(Stream::Stderr))
@@ -100,6 +100,7 @@ impl Run {
             subjects: spec.identity.audit_subjects.clone(),
             audit: spec.audit.clone(),
             sink: config.output.clone(),
+            bytes: [config.stdout.clone(), config.stderr.clone()],
             limit: limits.max_output,
             max_line: limits.max_line.max(16),
             keep_last: config.keep_last_lines,
@@ -176,6 +177,7 @@ impl Run {
         });
         RunFuture {
             inner: Some(inner),
+            ended: None,
             control,
             capture,
             limits,
@@ -258,14 +260,19 @@ impl std::fmt::Display for DeadlinePassed {
 
 impl std::error::Error for DeadlinePassed {}
 
-type GuestFuture =
-    Pin<Box<dyn Future<Output = (wasmtime::Result<Result<(), ()>>, Host, u64)> + Send>>;
+/// How the guest's `run` returned, its host state and the fuel it had left.
+type GuestEnd = (wasmtime::Result<Result<(), ()>>, Host, u64);
+
+type GuestFuture = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
 
 /// Drives one run. Polling it runs the guest; not polling it (while
 /// paused) costs nothing; dropping it drops the guest at its current yield
 /// point.
 pub(crate) struct RunFuture {
     inner: Option<GuestFuture>,
+    /// The guest has ended; its output is still being written out to the
+    /// byte sinks (the deadline and stop requests still apply).
+    ended: Option<GuestEnd>,
     control: Arc<Control>,
     capture: Capture,
     limits: Limits,
@@ -325,11 +332,13 @@ impl RunFuture {
             table_refusals,
             output_bytes,
             output_truncated,
+            sink_failure: self.capture.sink_failure(),
         }
     }
 
     /// Cuts the output that is due into records and appends what is
-    /// queued, also while the guest is silent or paused.
+    /// queued, and writes accepted output out to the byte sinks, also while
+    /// the guest is silent or paused.
     fn pump_output(&mut self, cx: &mut Context<'_>) {
         if let Some(due) = self.capture.next_due()
             && poll_timer(&mut self.output_timer, due, cx)
@@ -337,15 +346,20 @@ impl RunFuture {
             self.capture.cut_due();
         }
         let _ = self.capture.poll_drain(cx);
+        let _ = self.capture.poll_deliver(cx);
     }
 
     fn end_without_guest(&mut self, end: RunEnd) -> Outcome {
         // Dropping the guest future drops the store: the instance is gone.
         self.inner = None;
         self.capture.finish();
+        let stats = match self.ended.take() {
+            Some((_, host, fuel_left)) => self.stats(Some(&host), Some(fuel_left)),
+            None => self.stats(None, None),
+        };
         Outcome {
             end,
-            stats: self.stats(None, None),
+            stats,
             run: self.run,
             last_output: self.capture.last_lines(),
         }
@@ -385,18 +399,31 @@ impl Future for RunFuture {
             );
         }
         // 3. The guest itself, up to its next yield point.
-        let Some(inner) = this.inner.as_mut() else {
+        if this.ended.is_none() {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Pending;
+            };
+            match inner.as_mut().poll(cx) {
+                Poll::Pending => {
+                    // What the guest just wrote goes on its way to the log
+                    // and the sinks.
+                    this.pump_output(cx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(done) => {
+                    this.inner = None;
+                    this.ended = Some(done);
+                }
+            }
+        }
+        // 4. Its output, all of it written out to the byte sinks before the
+        // outcome is reported.
+        if this.capture.poll_deliver(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let Some((result, host, fuel_left)) = this.ended.take() else {
             return Poll::Pending;
         };
-        let (result, host, fuel_left) = match inner.as_mut().poll(cx) {
-            Poll::Pending => {
-                // What the guest just wrote goes on its way to the log.
-                this.pump_output(cx);
-                return Poll::Pending;
-            }
-            Poll::Ready(done) => done,
-        };
-        this.inner = None;
         let stats = this.stats(Some(&host), Some(fuel_left));
         let end = classify(result, &host, &this.limits, this.budget);
         let end = match (end, stop_at) {

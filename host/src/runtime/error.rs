@@ -123,6 +123,15 @@ pub enum RuntimeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// The file granted as standard input could not be used.
+    #[error("cannot grant {} as standard input: {reason}", path.display())]
+    Stdin {
+        /// The file.
+        path: PathBuf,
+        /// Why: the I/O error, or what the path is instead of a regular
+        /// file.
+        reason: String,
+    },
     /// No such container.
     #[error("no container {0}")]
     NotFound(Uuid),

@@ -1,5 +1,5 @@
-//! What a container is granted: directories, environment, arguments and
-//! network. Nothing is granted unless listed.
+//! What a container is granted: directories, environment, arguments,
+//! standard input and network. Nothing is granted unless listed.
 //!
 //! A directory grant has one text form, shared by `forgeone run --dir` and
 //! the `dirs` of `forgeone.toml`: `HOST::GUEST[:ro|:rw]`, read-only unless
@@ -8,8 +8,12 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::RuntimeError;
 
 /// A host directory granted to a container.
 ///
@@ -183,6 +187,112 @@ pub enum DirGrantError {
     },
 }
 
+/// What a container reads as its standard input. In the audit log (the
+/// `capabilities` of `container.created`) it is `"none"`, `"inherit"`,
+/// `{"file": PATH}` or `{"bytes": {"len": N, "blake3": HEX}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StdinGrant {
+    /// Nothing: the guest's stdin is empty (reads end at once). The
+    /// default.
+    #[default]
+    None,
+    /// The host process's own standard input, read as the guest asks for
+    /// it (what `forgeone run` grants: the input of the user who invoked
+    /// it, as `wasmtime run` does). Every container granted it reads the
+    /// same stream; a restart reads on where the last run stopped.
+    Inherit,
+    /// A regular file on the host, opened when each run starts and read
+    /// from its beginning. A path that cannot be opened, or that is not a
+    /// regular file (a directory, a FIFO, a device), fails the run before
+    /// the guest starts, naming it.
+    File(PathBuf),
+    /// These bytes, from the beginning, on every run.
+    Bytes(Arc<[u8]>),
+}
+
+impl StdinGrant {
+    /// Grants `bytes` as the guest's stdin.
+    pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> StdinGrant {
+        StdinGrant::Bytes(bytes.into())
+    }
+
+    /// Sets `builder`'s stdin to this grant, opening a file grant (the
+    /// error names the file).
+    pub(crate) fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), RuntimeError> {
+        match self {
+            StdinGrant::None => {}
+            StdinGrant::Inherit => {
+                builder.inherit_stdin();
+            }
+            StdinGrant::Bytes(bytes) => {
+                let bytes = wasmtime_wasi_io::bytes::Bytes::copy_from_slice(bytes);
+                builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes));
+            }
+            StdinGrant::File(path) => {
+                let refuse = |reason: String| RuntimeError::Stdin {
+                    path: path.clone(),
+                    reason,
+                };
+                let file = std::fs::File::open(path).map_err(|e| refuse(e.to_string()))?;
+                let kind = file
+                    .metadata()
+                    .map_err(|e| refuse(e.to_string()))?
+                    .file_type();
+                if !kind.is_file() {
+                    let what = if kind.is_dir() {
+                        "a directory"
+                    } else {
+                        "not a regular file (a FIFO, socket or device)"
+                    };
+                    return Err(refuse(format!("it is {what}; grant a regular file")));
+                }
+                // Read on tokio's blocking pool, never on the guest's thread.
+                let file = tokio::fs::File::from_std(file);
+                builder.stdin(wasmtime_wasi::cli::AsyncStdinStream::new(file));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for StdinGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StdinGrant::None => f.write_str("none"),
+            StdinGrant::Inherit => f.write_str("inherit"),
+            StdinGrant::File(path) => write!(f, "file {}", path.display()),
+            StdinGrant::Bytes(bytes) => write!(f, "{} bytes", bytes.len()),
+        }
+    }
+}
+
+impl Serialize for StdinGrant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        match self {
+            StdinGrant::None => s.serialize_str("none"),
+            StdinGrant::Inherit => s.serialize_str("inherit"),
+            StdinGrant::File(path) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("file", path)?;
+                map.end()
+            }
+            StdinGrant::Bytes(bytes) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(
+                    "bytes",
+                    &serde_json::json!({
+                        "len": bytes.len(),
+                        "blake3": blake3::hash(bytes).to_hex().as_str(),
+                    }),
+                )?;
+                map.end()
+            }
+        }
+    }
+}
+
 /// The capabilities granted to a container: nothing unless listed.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
@@ -193,6 +303,8 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Arguments after the program name.
     pub args: Vec<String>,
+    /// Standard input. Default: none.
+    pub stdin: StdinGrant,
     /// Outbound and inbound network (TCP, UDP, name lookup). Requires the
     /// runtime policy to allow network.
     pub network: bool,

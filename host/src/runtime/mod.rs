@@ -17,7 +17,9 @@
 //!   instance in its own `Store`, with fuel, memory/table/instance limits,
 //!   a wall-clock deadline, an identity, a WASI context with only the
 //!   granted directories ([`DirGrant`]: `HOST::GUEST[:ro|:rw]`, read-only
-//!   unless `:rw`), env and args, and bounded output capture streamed to an
+//!   unless `:rw`), env, args and stdin ([`StdinGrant`]); stdout and stderr
+//!   in full to the embedder's [`ByteSink`]s (exact, with back-pressure,
+//!   [`TerminalEscaper`] for terminals), and a kept copy, bounded, to an
 //!   [`OutputSink`] and to the audit log.
 //! - **Lifecycle** ([`Runtime`], [`ContainerStatus`], [`ContainerContext`],
 //!   [`RuntimeContext`]): launch, pause, resume, stop, start, release, wait;
@@ -62,15 +64,15 @@ mod supervisor;
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
 pub use error::RuntimeError;
-pub use grants::{DirGrant, DirGrantError, Grants};
+pub use grants::{DirGrant, DirGrantError, Grants, StdinGrant};
 pub use lifecycle::{
     AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA,
     PreparedContainer, RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy,
     RuntimeResources, RuntimeStatus,
 };
 pub use limits::Limits;
-pub use outcome::{Failure, Outcome, RunEnd, RunStats};
-pub use output::{OutputLine, OutputSink, Stream};
+pub use outcome::{Failure, Outcome, RunEnd, RunStats, SinkFailure};
+pub use output::{ByteSink, OutputLine, OutputSink, Stream, TerminalEscaper};
 pub use plugin::{CallError, Plugin, PluginInfo, Value};
 pub use registry::PluginContext;
 pub use store::CacheStats;

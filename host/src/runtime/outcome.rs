@@ -209,8 +209,30 @@ pub struct RunStats {
     pub table_refusals: u32,
     /// Bytes of stdout and stderr the guest wrote (kept or not).
     pub output_bytes: u64,
-    /// True when output went past the capture limit and was cut.
+    /// True when output went past the kept limit
+    /// ([`Limits::max_output`](super::Limits::max_output)): the kept copy
+    /// (line view, evidence, audit log) stops there; byte sinks got it all.
     pub output_truncated: bool,
+    /// The first byte sink that failed during the run, if one did.
+    pub sink_failure: Option<SinkFailure>,
+}
+
+/// A byte sink ([`ContainerConfig::stdout`](super::ContainerConfig::stdout))
+/// that failed during a run. The guest's later writes to that stream
+/// failed; what it had written before, and the sink had not yet taken, is
+/// lost (the kept copy still has what fits in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SinkFailure {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The error.
+    pub error: String,
+    /// True when the error was a broken pipe: the reader went away.
+    pub broken_pipe: bool,
+    /// Bytes the guest had written that the sink never took (after
+    /// escaping, for a terminal sink).
+    pub lost_bytes: u64,
 }
 
 /// The outcome of one run of a container.

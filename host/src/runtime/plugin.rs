@@ -173,6 +173,7 @@ impl Plugin {
             subjects: self.identity.audit_subjects.clone(),
             audit: runtime.inner.audit.clone(),
             sink: None,
+            bytes: [None, None],
             limit: self.limits.max_output,
             max_line: self.limits.max_line.max(16),
             keep_last: 0,
@@ -253,6 +254,7 @@ impl Plugin {
             table_refusals: store.data().limiter.table_refusals,
             output_bytes,
             output_truncated,
+            sink_failure: None,
         };
         let (reply, failure) = match result {
             Ok(reply) => (Some(reply), None),

@@ -8,7 +8,9 @@
 //! - `long-name-trap`: traps in a function whose name is 700 bytes long;
 //! - `until-stopped DIR`: forever: prints line `i` (1 KiB), then records
 //!   `i` in `DIR/progress`, so that a test can compare what the guest did
-//!   with what the audit log holds.
+//!   with what the audit log holds;
+//! - `interleave N`: N lines `out i` to stdout and `err i` to stderr, one
+//!   after the other, each flushed.
 
 use std::io::Write as _;
 
@@ -52,6 +54,17 @@ fn main() {
             for i in 0u64.. {
                 println!("line {i:08} {pad}");
                 std::fs::write(&progress, i.to_string()).unwrap();
+            }
+        }
+        "interleave" => {
+            for i in 0..number(2) {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "out {i}").unwrap();
+                out.flush().unwrap();
+                drop(out);
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "err {i}").unwrap();
+                err.flush().unwrap();
             }
         }
         other => panic!("unknown mode `{other}`"),

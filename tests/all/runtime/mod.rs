@@ -31,6 +31,7 @@ mod faults;
 mod handles;
 mod lifecycle;
 mod plugins;
+mod stdio;
 
 /// A runtime with its audit log in a temporary directory.
 struct Harness {

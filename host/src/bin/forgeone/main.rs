@@ -66,6 +66,25 @@ enum Command {
     /// Check a boot quote against the host key and an expected register.
     VerifyQuote(boot_cmd::QuoteArgs),
     /// Run a WebAssembly component as a verified, fuel-metered, audited container.
+    ///
+    /// The component is a `wasi:cli/command`. Only verified code runs: pass
+    /// the trust anchor with `--anchor` (and the detached signature with
+    /// `--sig`, default `COMPONENT.wasm.sig.json`), or explicitly
+    /// `--allow-unsigned`, which is loud and audited. The container gets
+    /// nothing it is not granted: no directories but `--dir`, no environment
+    /// but `--env`, no network. It reads this process's stdin, as `wasmtime
+    /// run` does (recorded as a grant in the audit log), so
+    /// `cat notes.md | forgeone run md.wasm > notes.html` works.
+    ///
+    /// The guest's stdout and stderr reach this process's stdout and stderr
+    /// in full, byte for byte, with back-pressure. Only on a terminal are the
+    /// characters that could control it escaped (ESC, C1 and bidi controls;
+    /// `--raw-output` passes those too). `--max-output` bounds the copy kept
+    /// for the audit log and the evidence, not what reaches you.
+    ///
+    /// The run is bounded by `--timeout` (60s by default; `none` for no
+    /// deadline) and by `--fuel` only when it is given. The outcome (exit
+    /// code, fuel used, peak memory, wall time) goes to stderr.
     Run(run::Args),
     /// Show where each workload of a deployment would run, and why, without running anything.
     Plan(plan::Args),

@@ -1,7 +1,7 @@
 //! `forgeone run`: verify a component, run it as a container, stream its
 //! output, print the outcome, exit with the guest's exit code.
 
-use std::io::Write as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, Ve
 use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
-    ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd, Runtime,
-    RuntimeConfig, Stream,
+    ByteSink, ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd,
+    Runtime, RuntimeConfig, StdinGrant, Stream,
 };
 
 use crate::signals::{self, Signal, Signals};
@@ -26,8 +26,10 @@ Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
        over the engine's structural limits)
   3    could not run: unreadable component, bad audit log or key, I/O error;
        or stopped because the audit log could not be written (the message
-       names the log)
-  124  the --timeout deadline passed
+       names the log); or the guest exited 0 but its output could not all
+       be written (a full disk, say: the message names the stream)
+  124  the --timeout deadline passed (also while the guest's last output was
+       still being written to a reader that did not take it)
   126  host call denied: the component imports what the host does not provide
   130  stopped by SIGINT (Ctrl-C): the container was stopped, the log sealed
   143  stopped by SIGTERM: likewise
@@ -35,15 +37,7 @@ Exit codes of `run`: the guest's exit code when it exits (0-255); otherwise
   135  the guest hit the --max-memory (or table) or --max-open-files limit
   137  the guest ran out of --fuel";
 
-/// Run a WebAssembly component (a `wasi:cli/command`) as a container.
-///
-/// Only verified code runs: pass the trust anchor with `--anchor` (and the
-/// detached signature with `--sig`, default `COMPONENT.sig.json`), or
-/// explicitly `--allow-unsigned`, which is loud and audited. The container
-/// gets nothing it is not granted: no directories but `--dir`, no
-/// environment but `--env`, no network. Output is streamed with control
-/// characters escaped (`--raw-output` passes them through); the outcome
-/// (exit code, fuel used, peak memory, wall time) goes to stderr.
+/// The arguments of `forgeone run` (its help text is on `Command::Run`).
 #[derive(Debug, clap::Args)]
 #[command(after_help = RUN_EXIT_CODES)]
 pub struct Args {
@@ -60,15 +54,20 @@ pub struct Args {
     /// Run the component without verifying it. Loud and audited.
     #[arg(long)]
     allow_unsigned: bool,
-    /// Fuel budget (about one unit per wasm instruction).
-    #[arg(long, value_name = "N", default_value_t = 10_000_000_000)]
-    fuel: u64,
+    /// Fuel budget (about one unit per wasm instruction; a tight loop
+    /// burns about 2.3e10 a second on a 2-core Xeon VM, real programs
+    /// less). Without it there is no fuel cap, as in `wasmtime run`: the
+    /// run is bounded by --timeout, and the fuel used is still counted and
+    /// reported.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
     /// Linear memory limit, e.g. `64MiB`.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_memory: u64,
-    /// Wall-clock deadline, e.g. `5s`, `500ms`, `2m`.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Wall-clock deadline, e.g. `5s`, `500ms`, `2m`; `none` (or `0`) for no
+    /// deadline.
+    #[arg(long, value_name = "DURATION|none", default_value = "60s", value_parser = parse_timeout)]
+    timeout: Timeout,
     /// Grant a host directory at an absolute guest path: `HOST::GUEST` is
     /// read-only (as in forgeone.toml), `HOST::GUEST:rw` read-write
     /// (`:ro` may be spelled out). Repeatable.
@@ -82,7 +81,9 @@ pub struct Args {
     /// `quota` (EDQUOT).
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_open_files: u32,
-    /// Output kept per run (stdout and stderr together), e.g. `1MiB`.
+    /// Output kept per run for the audit log and the evidence (stdout and
+    /// stderr together), e.g. `1MiB`. The guest's output itself always
+    /// reaches stdout and stderr in full.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_output: u64,
     /// Tenant the container runs for.
@@ -113,7 +114,9 @@ pub struct Args {
     /// Do not cache compiled components on disk.
     #[arg(long)]
     no_cache: bool,
-    /// Pass the guest's output through unescaped (terminal escapes included).
+    /// On a terminal too, pass the guest's output through unescaped
+    /// (terminal escapes included). Where stdout or stderr is not a
+    /// terminal (a pipe, a file), the guest's bytes always pass exactly.
     #[arg(long)]
     raw_output: bool,
     /// Print the outcome as one JSON object on stderr.
@@ -122,6 +125,19 @@ pub struct Args {
     /// Arguments for the guest (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// `--timeout`: a deadline, or none.
+#[derive(Debug, Clone, Copy)]
+struct Timeout(Option<Duration>);
+
+fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Timeout(None));
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 5s, or `none`: {e}"))?;
+    Ok(Timeout((!duration.is_zero()).then_some(duration)))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -286,30 +302,34 @@ async fn run_container(
     }
     let runtime = Runtime::new(config, audit).map_err(|e| Failure::input(e.to_string()))?;
 
-    let raw = args.raw_output;
-    let sink = OutputSink::new(move |line| {
-        let text = if raw {
-            line.text.clone()
-        } else {
-            line.escaped()
-        };
-        match line.stream {
-            Stream::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
-            }
-            Stream::Stderr => eprintln!("{text}"),
-            _ => eprintln!("forgeone: {text}"),
+    // Structured log lines (`forgeone:kernel/log`) go to stderr, marked;
+    // stdout and stderr themselves go through the byte sinks below.
+    let logs = OutputSink::new(move |line| {
+        if line.stream == Stream::Log {
+            eprintln!("forgeone: {}", line.escaped());
         }
     });
     let mut container = ContainerConfig::new(component);
     container
-        .fuel(Some(args.fuel))
+        .fuel(args.fuel)
         .max_memory(args.max_memory)
-        .timeout(Some(args.timeout))
+        .timeout(args.timeout.0)
         .max_output(args.max_output)
         .max_open_files(args.max_open_files as usize)
-        .output(sink);
+        .output(logs)
+        .stdout(byte_sink(
+            tokio::io::stdout(),
+            std::io::stdout().is_terminal(),
+            args.raw_output,
+        ))
+        .stderr(byte_sink(
+            tokio::io::stderr(),
+            std::io::stderr().is_terminal(),
+            args.raw_output,
+        ))
+        // The invoking user's own input, as `wasmtime run` gives it; the
+        // grant is in `container.created`.
+        .stdin(StdinGrant::Inherit);
     for grant in &args.dirs {
         container.grant_dir(grant.clone());
     }
@@ -353,8 +373,27 @@ async fn run_container(
         (Some(signal), RunEnd::Stopped { .. }) => signal.exit_code(),
         _ => exit_code_for(&outcome),
     };
+    // Output that could not be written is never a silent success (a reader
+    // that went away, a broken pipe, is no error of the run).
+    let code = match &outcome.stats.sink_failure {
+        Some(failed) if !failed.broken_pipe && code == 0 => 3,
+        _ => code,
+    };
     print_outcome(args, id, &outcome, code);
     Ok(ExitCode::from(code))
+}
+
+/// Exact bytes, unless `terminal` (and not `raw`): then escaped for it.
+fn byte_sink(
+    writer: impl tokio::io::AsyncWrite + Send + 'static,
+    terminal: bool,
+    raw: bool,
+) -> ByteSink {
+    if terminal && !raw {
+        ByteSink::terminal(writer)
+    } else {
+        ByteSink::new(writer)
+    }
 }
 
 fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome, code: u8) {
@@ -386,9 +425,21 @@ fn print_outcome(args: &Args, id: uuid::Uuid, outcome: &Outcome, code: u8) {
             eprintln!("forgeone:     at {frame}");
         }
     }
+    if let Some(failed) = &stats.sink_failure
+        && !failed.broken_pipe
+    {
+        eprintln!(
+            "forgeone: error: writing the guest's {} failed: {}; {} of its output was not written",
+            failed.stream,
+            failed.error,
+            bytesize::ByteSize::b(failed.lost_bytes)
+        );
+    }
     if stats.output_truncated {
         eprintln!(
-            "forgeone: output was truncated at {} (--max-output)",
+            "forgeone: note: all {} of output was written; the audit log and the evidence keep \
+             the first {} (--max-output)",
+            bytesize::ByteSize::b(stats.output_bytes),
             bytesize::ByteSize::b(args.max_output)
         );
     }

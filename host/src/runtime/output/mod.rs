@@ -1,19 +1,25 @@
-//! Bounded stdout/stderr capture, streamed line by line to the caller and
-//! in chunks to the audit log (escaped).
+//! A run's stdout and stderr: every byte to the caller's [`ByteSink`]s
+//! (unbounded, exact, with back-pressure), and a kept copy, bounded by
+//! [`Limits::max_output`](super::Limits::max_output): line by line to the
+//! [`OutputSink`] and the evidence kept for the operator, and in chunks to
+//! the audit log (escaped).
 //!
-//! A guest's writes never fail: past the capture limit the bytes are
-//! counted and dropped, and one marker line says so (a pipe to a full disk
-//! would make the guest fail in ways that hide the real problem). They
-//! wait only while the run's finished audit chunks are queued into the log
-//! (back-pressure that never blocks a thread).
+//! The kept copy never fails a write: past its limit the bytes are counted
+//! and not kept, and one marker line says so. A guest's write waits while
+//! its stream's sink is behind (see `deliver`) and while the run's finished
+//! audit chunks are queued into the log; neither wait blocks a thread.
 //!
+//! - `deliver`: the bytes on their way to the [`ByteSink`]s;
+//! - `terminal`: [`TerminalEscaper`], for sinks that are terminals;
 //! - `chunks`: the `container.output` chunks and the run's audit budget
 //!   (the format is documented there);
 //! - `pipe`: the stream WASI writes to, and the pump that appends the
 //!   queued records.
 
 mod chunks;
+mod deliver;
 mod pipe;
+mod terminal;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -30,7 +36,10 @@ use crate::audit::{AuditHealth, AuditLog, Entry, Subjects, escape_untrusted};
 use super::events::ContainerEvent;
 
 use chunks::AuditChunks;
+pub use deliver::ByteSink;
+use deliver::Delivery;
 pub(crate) use pipe::CapturePipe;
+pub use terminal::TerminalEscaper;
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -81,7 +90,10 @@ impl OutputLine {
     }
 }
 
-/// Receives every output line of a container as it is written.
+/// Receives every output line of a container as it is written, up to the
+/// kept limit ([`Limits::max_output`](super::Limits::max_output)): the
+/// line view of the kept copy. For every byte exactly as written, give the
+/// container a [`ByteSink`] per stream.
 #[derive(Clone)]
 pub struct OutputSink(pub(crate) Arc<dyn Fn(&OutputLine) + Send + Sync>);
 
@@ -118,6 +130,8 @@ pub(crate) struct CaptureTarget {
     pub(crate) subjects: Arc<Subjects>,
     pub(crate) audit: AuditLog,
     pub(crate) sink: Option<OutputSink>,
+    /// Where every byte of stdout and of stderr goes, if anywhere.
+    pub(crate) bytes: [Option<ByteSink>; 2],
     pub(crate) limit: u64,
     pub(crate) max_line: usize,
     pub(crate) keep_last: usize,
@@ -154,6 +168,8 @@ struct Shared {
     /// The append in flight, kept here (not in whoever polls it) so that a
     /// poller dropped mid-append loses no record.
     pump: Mutex<Option<InFlight>>,
+    /// Stdout and stderr on their way to their byte sinks.
+    deliveries: Mutex<[Option<Delivery>; 2]>,
     audit: AuditLog,
     health: Option<watch::Receiver<AuditHealth>>,
 }
@@ -173,6 +189,7 @@ impl Capture {
         let audit = target.audit.clone();
         let health = target.health.clone();
         let chunks = AuditChunks::new(target.subjects.clone(), target.audit_budget);
+        let deliveries = target.bytes.clone().map(|sink| sink.map(Delivery::new));
         Capture(Arc::new(Shared {
             state: Mutex::new(CaptureState {
                 target,
@@ -185,6 +202,7 @@ impl Capture {
                 audit: chunks,
             }),
             pump: Mutex::new(None),
+            deliveries: Mutex::new(deliveries),
             audit,
             health,
         }))
@@ -271,6 +289,10 @@ impl Capture {
         }
         state.flush_partial_lines();
         state.audit.finish(Instant::now());
+        drop(state);
+        for delivery in self.deliveries().iter_mut().flatten() {
+            delivery.finish();
+        }
     }
 
     /// When pending output is next due in the log, if any is pending.

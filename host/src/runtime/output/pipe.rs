@@ -136,24 +136,37 @@ impl StdoutStream for CapturePipe {
 
 impl OutputStream for CapturePipe {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        // Refused only when the stream's byte sink has failed; the kept
+        // copy keeps what was accepted.
+        self.capture.accept(self.stream, &bytes)?;
         self.capture.write(self.stream, &bytes);
         Ok(())
     }
 
     fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
+        // Accepted bytes are written out in order before the run's outcome
+        // (see `deliver`): a flush has nothing more to wait for.
+        match self.capture.sink_error(self.stream) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        // Writes past the limit are dropped, not refused; a guest waits
-        // (in `ready`) only while its audit records are being queued.
-        Ok(if self.capture.has_room() {
-            64 * 1024
+        // Writes past the kept limit are counted, not refused; a guest
+        // waits (in `ready`) while its sink is behind or its audit records
+        // are being queued.
+        let room = self.capture.sink_room(self.stream)?;
+        Ok(if room > 0 && self.capture.has_room() {
+            room.min(WRITE_PERMIT)
         } else {
             0
         })
     }
 }
+
+/// The most a guest may write in one `write` (WASI's `check-write`).
+const WRITE_PERMIT: usize = 64 * 1024;
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for CapturePipe {
@@ -162,6 +175,8 @@ impl Pollable for CapturePipe {
             self.capture.drain().await;
             self.capture.wait_writable().await;
         }
+        let stream = self.stream;
+        std::future::poll_fn(|cx| self.capture.poll_sink_room(stream, cx)).await;
     }
 }
 
@@ -174,21 +189,43 @@ impl tokio::io::AsyncWrite for CapturePipe {
         if !self.capture.has_room() && self.capture.poll_drain(cx).is_pending() {
             return Poll::Pending;
         }
-        self.capture.write(self.stream, buf);
-        Poll::Ready(Ok(buf.len()))
+        let into_io = |e: wasmtime_wasi::p2::StreamError| match e {
+            wasmtime_wasi::p2::StreamError::Closed => {
+                std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+            }
+            other => std::io::Error::other(other.to_string()),
+        };
+        let room = match self.capture.sink_room(self.stream) {
+            Ok(room) => room,
+            Err(e) => return Poll::Ready(Err(into_io(e))),
+        };
+        if room == 0 {
+            if self.capture.poll_sink_room(self.stream, cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Room now (or a failure, reported on the next call).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let take = buf.len().min(room).min(WRITE_PERMIT);
+        if let Err(e) = self.capture.accept(self.stream, &buf[..take]) {
+            return Poll::Ready(Err(into_io(e)));
+        }
+        self.capture.write(self.stream, &buf[..take]);
+        Poll::Ready(Ok(take))
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+        self.capture.poll_deliver(cx).map(Ok)
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+        self.capture.poll_deliver(cx).map(Ok)
     }
 }
