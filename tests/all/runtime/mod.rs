@@ -28,6 +28,7 @@ mod bounds;
 mod cache;
 mod capabilities;
 mod faults;
+mod file_io;
 mod handles;
 mod lifecycle;
 mod plugins;
