@@ -22,6 +22,11 @@
 //!   and `Runtime::wait`, the directory granted read-only, `forgeone run`'s
 //!   default limits (10,000,000,000 fuel, 64 MiB, a 60 s deadline), its
 //!   output through an `OutputSink` and audited, the audit log on disk.
+//!   File calls run on the guest's thread (`FileIo::OnThread`, the
+//!   default).
+//! - **ForgeOne, `FileIo::BlockingPool`**: the same with every file call on
+//!   tokio's blocking pool, which is what every container did before
+//!   `FileIo` existed.
 //!
 //! Criterion reports the mean per case. After the group a summary prints
 //! each case's median wall time per search, the ratio of medians to
@@ -41,7 +46,7 @@ use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{ComponentStatement, verify_component};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
-use forgeone::runtime::{ContainerConfig, OutputSink, Runtime, RuntimeConfig, Stream};
+use forgeone::runtime::{ContainerConfig, FileIo, OutputSink, Runtime, RuntimeConfig, Stream};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -226,7 +231,7 @@ struct ForgeOne {
 }
 
 impl ForgeOne {
-    fn new(wasm: &[u8], tree: &Path) -> ForgeOne {
+    fn new(wasm: &[u8], tree: &Path, file_io: FileIo) -> ForgeOne {
         let (root, release) = (SigningKey::generate(), SigningKey::generate());
         let anchor = forgeone_benches::anchor(&root, &release);
         let signature = ComponentStatement::new("fs-grep", "0.1.0", wasm, None).sign(&[&release]);
@@ -262,6 +267,7 @@ impl ForgeOne {
             .dir(tree, GUEST_DIR, true)
             .arg(NEEDLE)
             .arg(GUEST_DIR)
+            .file_io(file_io)
             .output(sink);
         ForgeOne {
             runtime,
@@ -371,7 +377,8 @@ fn bench(c: &mut Criterion) {
 
     let wasmtime_run = WasmtimeRun::new(&wasm, false);
     let wasmtime_timeout = WasmtimeRun::new(&wasm, true);
-    let forgeone = ForgeOne::new(&wasm, tree.path());
+    let forgeone = ForgeOne::new(&wasm, tree.path(), FileIo::OnThread);
+    let forgeone_pool = ForgeOne::new(&wasm, tree.path(), FileIo::BlockingPool);
 
     // One untimed run each: compiles, warms the page cache, and checks
     // that every case searched the whole tree and found every needle.
@@ -423,6 +430,9 @@ fn bench(c: &mut Criterion) {
         wasmtime_timeout.run(tree.path()).0
     });
     measure("forgeone run", &|| forgeone.run().0);
+    measure("forgeone run, FileIo::BlockingPool", &|| {
+        forgeone_pool.run().0
+    });
     group.finish();
     summary(&mut cases, "wasmtime run");
 }

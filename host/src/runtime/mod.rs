@@ -18,7 +18,9 @@
 //!   a wall-clock deadline, an identity, a WASI context with only the
 //!   granted directories ([`DirGrant`]: `HOST::GUEST[:ro|:rw]`, read-only
 //!   unless `:rw`), env and args, and bounded output capture streamed to an
-//!   [`OutputSink`] and to the audit log.
+//!   [`OutputSink`] and to the audit log. Filesystem calls run on the
+//!   guest's thread, as under `wasmtime run` ([`FileIo`]), except what
+//!   could block for good (a FIFO, a device), which uses the blocking pool.
 //! - **Lifecycle** ([`Runtime`], [`ContainerStatus`], [`ContainerContext`],
 //!   [`RuntimeContext`]): launch, pause, resume, stop, start, release, wait;
 //!   each container keeps its last [`ContainerContext::HISTORY_LIMIT`] runs
@@ -45,6 +47,7 @@ mod control;
 mod engine;
 mod error;
 mod events;
+mod file_io;
 mod fs_guard;
 mod grants;
 mod host;
@@ -62,6 +65,7 @@ mod supervisor;
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
 pub use error::RuntimeError;
+pub use file_io::FileIo;
 pub use grants::{DirGrant, DirGrantError, Grants};
 pub use lifecycle::{
     AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA,

@@ -117,3 +117,231 @@ fn walk_bytes(dir: &Path) -> u64 {
         })
         .sum()
 }
+
+// ---------------------------------------------------------------------------
+// Where file calls run: on the guest's thread, and still bounded.
+
+/// `count` small files under `root/data`, two of them holding the needle.
+fn many_files(root: &Path, count: usize) {
+    for i in 0..count {
+        let dir = root.join(format!("data/d{}", i % 8));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = if i % 100 == 0 {
+            format!("file {i}\n{NEEDLE}\n")
+        } else {
+            format!("file {i}\nnothing here\n")
+        };
+        std::fs::write(dir.join(format!("f{i}.txt")), text).unwrap();
+    }
+}
+
+/// `fs-grep ARGS..` over `root/data` (granted read-only at `/data`),
+/// with file calls where `file_io` says (by default when `None`).
+fn grep_config(root: &Path, args: &[&str], file_io: Option<FileIo>) -> ContainerConfig {
+    let mut config = ContainerConfig::new(component(guests::FS_GREP));
+    config.grant_dir(DirGrant::new(root.join("data"), "/data", true));
+    if let Some(file_io) = file_io {
+        config.file_io(file_io);
+    }
+    for arg in args {
+        config.arg(*arg);
+    }
+    config
+}
+
+/// Runs `config` on this thread (a current-thread runtime polls the
+/// guest here).
+fn run_here(h: &Harness, config: ContainerConfig) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let prepared = h.runtime.prepare_container(config, identity()).unwrap();
+    rt.block_on(prepared.into_future())
+}
+
+/// Runs `config` as [`run_here`] does, on a runtime whose blocking pool
+/// has one thread, held by another task for the whole run: a call handed
+/// to the pool waits until the run's deadline.
+fn run_with_the_pool_held(h: &Harness, config: ContainerConfig) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, running) = std::sync::mpsc::channel();
+    rt.spawn_blocking(move || {
+        started.send(()).unwrap();
+        let _ = held.recv();
+    });
+    running.recv().unwrap();
+    let prepared = h.runtime.prepare_container(config, identity()).unwrap();
+    let outcome = rt.block_on(prepared.into_future());
+    // The runtime waits for its pool when dropped.
+    drop(release);
+    outcome
+}
+
+#[test]
+fn file_calls_run_on_the_guests_thread_without_the_blocking_pool() {
+    const FILES: usize = 200;
+    let h = Harness::new(|_| {});
+    many_files(h.dir.path(), FILES);
+    let args = ["--quiet", NEEDLE, "/data"];
+    // Compiled first: the deadline counts compiling too.
+    let first = run_here(&h, grep_config(h.dir.path(), &args, None));
+    assert!(first.is_success(), "{first:?}");
+    // By default (and with `FileIo::OnThread`) every open, read and
+    // listing runs on the guest's thread: the search ends without the
+    // pool. With `FileIo::BlockingPool` the first call waits for it.
+    for file_io in [None, Some(FileIo::OnThread)] {
+        let (sink, lines) = collector();
+        let mut config = grep_config(h.dir.path(), &args, file_io);
+        // Only a hang reaches it.
+        config.output(sink).timeout(Some(Duration::from_secs(30)));
+        let outcome = run_with_the_pool_held(&h, config);
+        assert!(outcome.is_success(), "{file_io:?}: {outcome:?}");
+        let out = texts(&lines);
+        let summary = format!("fs-grep: {FILES} files, ");
+        assert!(out[0].starts_with(&summary), "{out:?}");
+    }
+    let mut config = grep_config(h.dir.path(), &args, Some(FileIo::BlockingPool));
+    config.timeout(Some(Duration::from_millis(500)));
+    let outcome = run_with_the_pool_held(&h, config);
+    assert_eq!(
+        failure(&outcome.end),
+        &Failure::Deadline { timeout_ms: 500 },
+        "{outcome:?}"
+    );
+}
+
+/// A tree of a few files for a guest to read over and over.
+fn small_tree(root: &Path) {
+    many_files(root, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_a_tight_file_read_loop_is_stopped_by_its_deadline() {
+    // With fuel yields (the default), and with none: then only the epoch
+    // check inside wasm, between two file calls, can end it.
+    for yields in [Some(1_000_000), None] {
+        let h = Harness::new(|c| {
+            let mut engine = EngineConfig::new();
+            engine.fuel_yield_interval(yields);
+            c.engine(engine);
+        });
+        small_tree(h.dir.path());
+        // Compiled first: the deadline counts compiling too.
+        let warm = grep_config(h.dir.path(), &["--quiet", NEEDLE, "/data"], None);
+        let id = h.runtime.launch_container(warm, identity()).unwrap();
+        assert!(h.runtime.wait(id).await.unwrap().is_success());
+
+        let args = ["--quiet", "--repeat", "0", NEEDLE, "/data"];
+        let mut config = grep_config(h.dir.path(), &args, None);
+        config.fuel(None).timeout(Some(Duration::from_millis(300)));
+        let id = h.runtime.launch_container(config, identity()).unwrap();
+        let outcome = h.runtime.wait(id).await.unwrap();
+        assert_eq!(
+            failure(&outcome.end),
+            &Failure::Deadline { timeout_ms: 300 },
+            "fuel yields {yields:?}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_a_tight_file_read_loop_runs_out_of_fuel() {
+    let h = Harness::new(|_| {});
+    small_tree(h.dir.path());
+    let args = ["--quiet", "--repeat", "0", NEEDLE, "/data"];
+    let mut config = grep_config(h.dir.path(), &args, None);
+    config.fuel(Some(50_000_000)).timeout(None);
+    let id = h.runtime.launch_container(config, identity()).unwrap();
+    let outcome = h.runtime.wait(id).await.unwrap();
+    assert_eq!(
+        failure(&outcome.end),
+        &Failure::OutOfFuel { budget: 50_000_000 },
+        "{outcome:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// FIFOs: an open that can wait for good never runs on the guest's thread.
+
+/// A FIFO at `root/data/fifo`; its path.
+fn fifo(root: &Path) -> PathBuf {
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::write(root.join("data/plain.txt"), "plain\n").unwrap();
+    let path = root.join("data/fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    path
+}
+
+/// Opens the write end of `fifo` without blocking, which releases an open
+/// of its read end that waits for it; `None` when there is none.
+fn open_nonblocking(fifo: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(fifo)
+        .ok()
+}
+
+/// Runs `fs-grep NEEDLE /data/fifo` with a 1 s deadline on a thread of
+/// its own, which is also the guest's thread (a current-thread runtime):
+/// the outcome comes over the channel, the thread is returned to join.
+fn grep_fifo(
+    h: &Harness,
+) -> (
+    std::sync::mpsc::Receiver<Outcome>,
+    std::thread::JoinHandle<()>,
+) {
+    // Compiled first: the deadline counts compiling too.
+    let warm = run_here(
+        h,
+        grep_config(h.dir.path(), &[NEEDLE, "/data/plain.txt"], None),
+    );
+    assert_eq!(failure(&warm.end), &Failure::Exit { code: 1 }, "no match");
+    let mut config = grep_config(h.dir.path(), &[NEEDLE, "/data/fifo"], None);
+    config.timeout(Some(Duration::from_secs(1)));
+    let runtime = h.runtime.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let prepared = runtime.prepare_container(config, identity()).unwrap();
+        let _ = tx.send(rt.block_on(prepared.into_future()));
+        // Dropping the runtime waits for its blocking pool: the caller
+        // releases the FIFO first.
+    });
+    (rx, thread)
+}
+
+/// Long enough that only a hang reaches it.
+const HANG: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_fifo_whose_open_waits_for_a_writer_does_not_hold_the_guests_thread() {
+    let h = Harness::new(|_| {});
+    let path = fifo(h.dir.path());
+    let (outcome, thread) = grep_fifo(&h);
+    let outcome = outcome.recv_timeout(HANG);
+    // Releases the open, wherever it waits, so that everything ends.
+    drop(open_nonblocking(&path));
+    thread.join().unwrap();
+    let outcome = outcome.expect("the guest's thread was held by the open");
+    assert_eq!(
+        failure(&outcome.end),
+        &Failure::Deadline { timeout_ms: 1000 },
+        "{outcome:?}"
+    );
+}
