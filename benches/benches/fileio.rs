@@ -16,6 +16,10 @@
 //! - **`wasmtime run -W timeout=60s`**: the same with epoch interruption on
 //!   and `allow_blocking_current_thread(false)`, as the CLI does with a
 //!   timeout: every filesystem call then goes to tokio's blocking pool.
+//! - **bare wasmtime with ForgeOne's metering** (a reference): `wasmtime
+//!   run` as above, plus what every ForgeOne container pays for its limits:
+//!   fuel metering with an async yield every 1,000,000 units and epoch
+//!   interruption with a deadline callback at each 10 ms tick.
 //! - **ForgeOne**: the component signed by a release key and verified
 //!   against a trust anchor (once, as at boot), run the way `forgeone run`
 //!   runs it: `Runtime::launch_container` on a multi-threaded tokio runtime
@@ -154,15 +158,38 @@ struct WasmtimeRun {
     engine: Engine,
     pre: CommandPre<Bare>,
     tokio: tokio::runtime::Runtime,
-    /// `-W timeout=..`: epoch interruption on, no blocking on the thread.
-    timeout: bool,
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// `wasmtime run`.
+    Run,
+    /// `wasmtime run -W timeout=..`: epoch interruption on, no blocking on
+    /// the thread.
+    Timeout,
+    /// `wasmtime run` with ForgeOne's fuel and epoch metering.
+    Metered,
 }
 
 impl WasmtimeRun {
-    fn new(wasm: &[u8], timeout: bool) -> WasmtimeRun {
+    fn new(wasm: &[u8], mode: Mode) -> WasmtimeRun {
         let mut config = Config::new();
-        config.epoch_interruption(timeout);
+        config
+            .epoch_interruption(mode != Mode::Run)
+            .consume_fuel(mode == Mode::Metered);
         let engine = Engine::new(&config).unwrap();
+        if mode == Mode::Metered {
+            // ForgeOne's epoch ticker: every 10 ms, while the engine lives.
+            let weak = engine.weak();
+            std::thread::spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        }
         let component = Component::new(&engine, wasm).unwrap();
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
@@ -175,7 +202,7 @@ impl WasmtimeRun {
             engine,
             pre,
             tokio,
-            timeout,
+            mode,
         }
     }
 
@@ -186,7 +213,7 @@ impl WasmtimeRun {
         let mut wasi = WasiCtx::builder();
         wasi.args(&["fs-grep.wasm", NEEDLE, GUEST_DIR])
             .stdout(stdout.clone())
-            .allow_blocking_current_thread(!self.timeout)
+            .allow_blocking_current_thread(self.mode != Mode::Timeout)
             .preopened_dir(tree, GUEST_DIR, FsPerms::ReadWrite)
             .unwrap();
         let mut store = Store::new(
@@ -196,7 +223,18 @@ impl WasmtimeRun {
                 table: ResourceTable::new(),
             },
         );
-        if self.timeout {
+        if self.mode == Mode::Metered {
+            // As `container::new_store` sets a store up.
+            store.set_fuel(u64::MAX).unwrap();
+            store.fuel_async_yield_interval(Some(1_000_000)).unwrap();
+            store.set_epoch_deadline(1);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            store.epoch_deadline_callback(move |_| {
+                assert!(Instant::now() < deadline);
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            });
+        }
+        if self.mode == Mode::Timeout {
             // The CLI's timeout thread bumps the epoch once, at the
             // deadline; a search ends long before.
             store.set_epoch_deadline(1);
@@ -375,14 +413,15 @@ fn bench(c: &mut Criterion) {
     let expected =
         format!("fs-grep: {FILES} files, {bytes} bytes, {planted} matching lines, 0 errors");
 
-    let wasmtime_run = WasmtimeRun::new(&wasm, false);
-    let wasmtime_timeout = WasmtimeRun::new(&wasm, true);
+    let wasmtime_run = WasmtimeRun::new(&wasm, Mode::Run);
+    let wasmtime_timeout = WasmtimeRun::new(&wasm, Mode::Timeout);
+    let metered = WasmtimeRun::new(&wasm, Mode::Metered);
     let forgeone = ForgeOne::new(&wasm, tree.path(), FileIo::OnThread);
     let forgeone_pool = ForgeOne::new(&wasm, tree.path(), FileIo::BlockingPool);
 
     // One untimed run each: compiles, warms the page cache, and checks
     // that every case searched the whole tree and found every needle.
-    for bare in [&wasmtime_run, &wasmtime_timeout] {
+    for bare in [&wasmtime_run, &wasmtime_timeout, &metered] {
         let (_, output) = bare.run(tree.path());
         assert_eq!(output.lines().count(), planted + 1, "{output}");
         assert_eq!(output.lines().last(), Some(expected.as_str()));
@@ -428,6 +467,9 @@ fn bench(c: &mut Criterion) {
     measure("wasmtime run", &|| wasmtime_run.run(tree.path()).0);
     measure("wasmtime run -W timeout=60s", &|| {
         wasmtime_timeout.run(tree.path()).0
+    });
+    measure("bare wasmtime + ForgeOne's metering", &|| {
+        metered.run(tree.path()).0
     });
     measure("forgeone run", &|| forgeone.run().0);
     measure("forgeone run, FileIo::BlockingPool", &|| {
