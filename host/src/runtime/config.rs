@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::boot::VerifiedComponent;
 
+use super::file_io::FileIo;
 use super::grants::{DirGrant, Grants, StdinGrant};
 use super::limits::Limits;
 use super::output::{ByteSink, OutputSink};
@@ -26,6 +27,7 @@ pub struct ContainerConfig {
     pub(crate) stdout: Option<ByteSink>,
     pub(crate) stderr: Option<ByteSink>,
     pub(crate) keep_last_lines: usize,
+    pub(crate) file_io: FileIo,
 }
 
 impl ContainerConfig {
@@ -45,6 +47,7 @@ impl ContainerConfig {
             stdout: None,
             stderr: None,
             keep_last_lines: 20,
+            file_io: FileIo::OnThread,
         }
     }
 
@@ -166,6 +169,18 @@ impl ContainerConfig {
     /// its next yield point. By default, 5 s.
     pub fn stop_grace(&mut self, grace: Duration) -> &mut Self {
         self.stop_grace = grace;
+        self
+    }
+
+    /// Where the guest's filesystem calls run: on the thread that runs the
+    /// guest (a call costs its syscalls, as under `wasmtime run`; FIFOs,
+    /// devices and sockets still go to the blocking pool), or every call
+    /// on tokio's blocking pool (a thread hand-off per call, several times
+    /// slower for a file-heavy guest, for grants on filesystems that can
+    /// stall). Fuel and the deadline bound the guest either way. By
+    /// default, [`FileIo::OnThread`].
+    pub fn file_io(&mut self, mode: FileIo) -> &mut Self {
+        self.file_io = mode;
         self
     }
 

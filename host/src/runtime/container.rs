@@ -22,6 +22,7 @@ use super::bindings::container::ContainerPre;
 use super::caps;
 use super::config::ContainerConfig;
 use super::control::Control;
+use super::file_io::FileIo;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
 use super::limits::{Limiter, Limits};
 use super::outcome::{Failure, Outcome, RunEnd, RunStats};
@@ -67,6 +68,8 @@ fn wasi_ctx(
     if config.grants.network {
         builder.inherit_network();
     }
+    // File calls on the guest's thread unless asked otherwise (file_io.rs).
+    builder.allow_blocking_current_thread(config.file_io == FileIo::OnThread);
     for dir in &config.grants.dirs {
         let perms = if dir.read_only {
             FsPerms::ReadOnly
@@ -126,6 +129,7 @@ impl Run {
                     limit: limits.max_log_lines,
                 },
             },
+            file_io: config.file_io,
         };
         let engine = spec.pre.instance_pre().component().engine().clone();
         let store = new_store(

@@ -22,7 +22,12 @@
 //!   closer to the preopen's root, so only links that point at or below
 //!   their own directory stay inside whatever is renamed later.
 //!
-//! Both are shadowing definitions of functions wasmtime-wasi registered:
+//! - **What could block for good is opened off the guest's thread.** With
+//!   [`FileIo::OnThread`] (the default) file calls run on the thread that
+//!   polls the guest; `open-at` first sends a FIFO, a device or a socket to
+//!   the blocking pool (see `file_io`).
+//!
+//! All are shadowing definitions of functions wasmtime-wasi registered:
 //! each checks, then calls wasmtime-wasi's own implementation.
 //!
 //! [`Limits::max_open_files`]: super::Limits::max_open_files
@@ -39,6 +44,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 };
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
+use super::file_io::{self, FileIo, OpenArgs};
 use super::limits::Limits;
 
 /// The interface whose functions are shadowed: the version wasmtime-wasi
@@ -59,6 +65,8 @@ pub(crate) trait GuardView: WasiView {
     fn handle_refused(&mut self);
     /// A symbolic link was refused (`target` as the guest gave it).
     fn symlink_refused(&mut self, target: &str, why: &'static str);
+    /// Where the container's filesystem calls run.
+    fn file_io(&self) -> FileIo;
 }
 
 /// True when `error` is a full resource table.
@@ -134,9 +142,17 @@ fn shadow<T: GuardView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()
         |mut store: StoreContextMut<'_, T>, (fd, path_flags, path, oflags, flags): OpenAt| {
             Box::new(async move {
                 let host = store.data_mut();
-                let result = {
-                    let mut fs = host.filesystem();
-                    HostDescriptor::open_at(&mut fs, fd, path_flags, path, oflags, flags).await
+                let args = OpenArgs {
+                    path_flags,
+                    path,
+                    oflags,
+                    flags,
+                };
+                let on_thread = host.file_io() == FileIo::OnThread;
+                let result = if on_thread && file_io::open_may_block(host, &fd, &args) {
+                    file_io::open_on_pool(host, fd, args).await
+                } else {
+                    file_io::open(host, fd, args).await
                 };
                 Ok((guest_result(host, result)?,))
             })

@@ -14,6 +14,7 @@ use crate::identity::{IdentityContext, TrustLevel};
 use super::bindings::{identity, log};
 use super::caps;
 use super::events::ContainerEvent;
+use super::file_io::FileIo;
 use super::fs_guard::GuardView;
 use super::limits::Limiter;
 use super::output::Capture;
@@ -79,6 +80,8 @@ pub(crate) struct Host {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) kernel: KernelCtx,
+    /// Where filesystem calls run (as the WASI context was built).
+    pub(crate) file_io: FileIo,
 }
 
 impl std::fmt::Debug for Host {
@@ -116,6 +119,10 @@ impl GuardView for Host {
             target = %Untrusted::new(target),
             "guest refused a symbolic link: {why}"
         );
+    }
+
+    fn file_io(&self) -> FileIo {
+        self.file_io
     }
 }
 

@@ -21,6 +21,9 @@
 //!   in full to the embedder's [`ByteSink`]s (exact, with back-pressure,
 //!   [`TerminalEscaper`] for terminals), and a kept copy, bounded, to an
 //!   [`OutputSink`] and to the audit log.
+//!   Filesystem calls run on the guest's thread, as under `wasmtime run`
+//!   ([`FileIo`]), except what could block for good (a FIFO, a device),
+//!   which uses the blocking pool.
 //! - **Lifecycle** ([`Runtime`], [`ContainerStatus`], [`ContainerContext`],
 //!   [`RuntimeContext`]): launch, pause, resume, stop, start, release, wait;
 //!   each container keeps its last [`ContainerContext::HISTORY_LIMIT`] runs
@@ -47,6 +50,7 @@ mod control;
 mod engine;
 mod error;
 mod events;
+mod file_io;
 mod fs_guard;
 mod grants;
 mod host;
@@ -64,6 +68,7 @@ mod supervisor;
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
 pub use error::RuntimeError;
+pub use file_io::FileIo;
 pub use grants::{DirGrant, DirGrantError, Grants, StdinGrant};
 pub use lifecycle::{
     AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA,

@@ -20,6 +20,7 @@ use super::bindings::plugin::PluginPre;
 use super::caps;
 use super::container::{DeadlinePassed, classify, new_store};
 use super::events::ContainerEvent;
+use super::file_io::FileIo;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
 use super::lifecycle::Runtime;
 use super::limits::{Limiter, Limits};
@@ -207,6 +208,8 @@ impl Plugin {
                     limit: self.limits.max_log_lines,
                 },
             },
+            // No preopens, so no file calls: the builder's default.
+            file_io: FileIo::BlockingPool,
         };
         let engine = runtime.inner.store.engine().clone();
         let mut store = new_store(

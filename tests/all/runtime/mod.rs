@@ -15,8 +15,8 @@ use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
     BackoffConfig, CallError, ContainerConfig, ContainerContext, ContainerStatus, DirGrant,
-    EngineConfig, Failure, Limits, Outcome, OutputLine, OutputSink, RestartPolicy, RunEnd, Runtime,
-    RuntimeConfig, RuntimeError, Stream, Value,
+    EngineConfig, Failure, FileIo, Limits, Outcome, OutputLine, OutputSink, RestartPolicy, RunEnd,
+    Runtime, RuntimeConfig, RuntimeError, Stream, Value,
 };
 use serde_json::Value as Json;
 
@@ -28,6 +28,7 @@ mod bounds;
 mod cache;
 mod capabilities;
 mod faults;
+mod file_io;
 mod handles;
 mod lifecycle;
 mod plugins;
