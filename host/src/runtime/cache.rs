@@ -22,9 +22,9 @@
 //! fingerprint>.cwasm`. The secret is `<dir>/cache.key`, 32 random bytes
 //! created with mode 0600. Both are read as files the host keeps for
 //! itself: a symbolic link, a FIFO or a device in their place is refused
-//! without being followed or read, and nothing past the component size cap
-//! ([`DEFAULT_MAX_COMPONENT_SIZE`], 256 MiB, plus its header) is read or
-//! decompressed.
+//! without being followed or read, and nothing past four times the
+//! component size cap ([`DEFAULT_MAX_COMPONENT_SIZE`], 256 MiB; 1 GiB,
+//! plus the header) is read or decompressed.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -43,10 +43,12 @@ const CONTEXT_ZSTD: &[u8] = b"forgeone.compiled-cache.v2.zstd\0";
 const MAC_LEN: usize = 32;
 /// Magic and MAC; the compressed layout adds the artifact's length.
 const HEADER: usize = 8 + MAC_LEN;
-/// The largest artifact read, written or decompressed: the component size
-/// cap. A larger file (a cache entry swapped for `/dev/zero`'s worth of
-/// bytes) is refused on its size, never read.
-const MAX_ARTIFACT: u64 = DEFAULT_MAX_COMPONENT_SIZE;
+/// The largest artifact read, written or decompressed: four times the
+/// component size cap (1 GiB), as compiled code is larger than the wasm it
+/// came from (CPython's 95 MiB component compiles to a 319 MiB artifact).
+/// A larger file (a cache entry swapped for `/dev/zero`'s worth of bytes)
+/// is refused on its size, never read.
+const MAX_ARTIFACT: u64 = 4 * DEFAULT_MAX_COMPONENT_SIZE;
 /// zstd's level: its default, which wasmtime's own cache uses too.
 const ZSTD_LEVEL: i32 = 3;
 

@@ -125,12 +125,16 @@ async fn a_cache_entry_that_is_a_link_a_fifo_or_oversized_is_refused_unread_and_
             let made = std::process::Command::new("mkfifo").arg(p).status();
             assert!(made.is_ok_and(|s| s.success()), "mkfifo");
         }),
-        ("268435505 bytes, over the limit of 268435504 bytes", &|p| {
-            // Sparse: one byte more than the cap and the largest header
-            // (magic, MAC, the compressed layout's length), on no disk.
-            let file = std::fs::File::create(p).unwrap();
-            file.set_len((256 << 20) + 48 + 1).unwrap();
-        }),
+        (
+            "1073741873 bytes, over the limit of 1073741872 bytes",
+            &|p| {
+                // Sparse: one byte more than the cap (1 GiB) and the largest
+                // header (magic, MAC, the compressed layout's length), on no
+                // disk.
+                let file = std::fs::File::create(p).unwrap();
+                file.set_len((1 << 30) + 48 + 1).unwrap();
+            },
+        ),
     ];
     for (reason, plant) in plant {
         std::fs::remove_file(&artifact).unwrap();
