@@ -1540,3 +1540,47 @@ fn runs_sharing_a_state_directory_wait_their_turn() {
     let (code, _, output) = up.finish(std::time::Duration::from_secs(60));
     assert_eq!(code, Some(0), "{output}");
 }
+
+#[test]
+fn run_max_code_size_refuses_before_compiling_and_can_be_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let app = wat::parse_str(
+        r#"(component
+             (core module $m (func (export "run") (result i32) (i32.const 0)))
+             (core instance $i (instantiate $m))
+             (func $run (result (result)) (canon lift (core func $i "run")))
+             (instance $r (export "run" (func $run)))
+             (export "wasi:cli/run@0.2.12" (instance $r)))"#,
+    )
+    .unwrap();
+    std::fs::write(d.join("app.wasm"), app).unwrap();
+    let out = forgeone(
+        &[
+            "run",
+            "--allow-unsigned",
+            "--max-code-size",
+            "2",
+            "app.wasm",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is refused before compiling")
+            && text(&out.stderr).contains("over the limit of 2"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = forgeone(
+        &[
+            "run",
+            "--allow-unsigned",
+            "--max-code-size",
+            "1KiB",
+            "app.wasm",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -484,6 +484,11 @@ pub(crate) fn classify(
 pub(crate) fn trap_failure(error: &wasmtime::Error) -> Failure {
     let trap = match error.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
+        // A wasm exception no wasm handler caught: the exception itself
+        // stays on the store, which is dropped with the run.
+        None if error.downcast_ref::<wasmtime::ThrownException>().is_some() => {
+            "uncaught wasm exception".to_string()
+        }
         None => format!("{error:#}")
             .lines()
             .next()

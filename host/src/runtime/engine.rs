@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Collector, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::RuntimeError;
 use super::compile::{self, CompileLimits};
@@ -14,6 +14,20 @@ use super::compile::{self, CompileLimits};
 /// How the runtime's wasmtime engine is set up: only the knobs ForgeOne
 /// supports, each with a documented default. Async execution, fuel metering
 /// and epoch interruption are always on (the runtime depends on them).
+///
+/// The WebAssembly proposals are wasmtime 48's defaults (WebAssembly 3.0:
+/// SIMD, relaxed SIMD, tail calls, multi-memory, memory64, threads'
+/// atomics, function references, exception handling), less the GC
+/// proposal: components that throw and catch wasm exceptions (`try_table`,
+/// `throw`, `throw_ref`, `exnref`: CPython for WASI, C++ built with
+/// `-fwasm-exceptions`) run; components with GC structs or arrays are
+/// refused at compile time. Thrown exceptions live in a per-container GC
+/// heap, allocated on the first throw (a container that never throws has
+/// none) and counted against the container's memory limit like a linear
+/// memory; wasmtime's deferred reference-counting collector frees them.
+/// An exception that no wasm handler catches ends the run as a
+/// [`Failure::Trap`](super::Failure::Trap) (`uncaught wasm exception`)
+/// with the thrower's backtrace.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EngineConfig {
@@ -62,7 +76,9 @@ impl EngineConfig {
 
     /// Uses wasmtime's pooling instance allocator with copy-on-write memory
     /// images, sized for `total_instances` concurrent component instances,
-    /// each with at most `max_memory_bytes` of linear memory per memory.
+    /// each with at most `max_memory_bytes` of linear memory per memory
+    /// (and per GC heap: a container that throws wasm exceptions takes one
+    /// more memory slot for them).
     /// Instantiation becomes a few microseconds; the pool reserves virtual
     /// address space up front. By default, this is disabled (memory is
     /// allocated on demand, still with copy-on-write images).
@@ -169,6 +185,13 @@ impl EngineConfig {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
+            // Exceptions need wasmtime's GC support (`gc_support`, on with
+            // the `gc` cargo feature) for their exnref objects; the GC
+            // proposal's own types (structs, arrays, i31) are not needed
+            // and stay off.
+            .wasm_exceptions(true)
+            .wasm_gc(false)
+            .collector(Collector::DeferredReferenceCounting)
             .consume_fuel(true)
             .epoch_interruption(true)
             .memory_init_cow(true)
@@ -181,7 +204,10 @@ impl EngineConfig {
             pooling
                 .total_component_instances(pool.total_instances)
                 .total_core_instances(pool.total_instances.saturating_mul(8))
-                .total_memories(pool.total_instances.saturating_mul(2))
+                // Two linear memories per instance, and a GC heap (it is
+                // a memory slot too) per store that throws exceptions.
+                .total_memories(pool.total_instances.saturating_mul(3))
+                .total_gc_heaps(pool.total_instances)
                 .total_tables(pool.total_instances.saturating_mul(2))
                 .total_stacks(pool.total_instances)
                 .max_memory_size(usize::try_from(pool.max_memory_bytes).unwrap_or(usize::MAX));

@@ -9,8 +9,9 @@
 //!   structural limits of [`EngineConfig`] (functions, code, locals,
 //!   modules), compiled once on a bounded pool of compile threads, and its
 //!   `InstancePre` kept; a container waits for its compile only until its
-//!   deadline. Compiled artifacts are cached on disk under a MAC and
-//!   rebuilt when they fail the check ([`CacheStats`]). Only
+//!   deadline. Compiled artifacts are cached on disk, zstd-compressed
+//!   ([`Compression`]), under a MAC, and rebuilt when they fail the check
+//!   ([`CacheStats`]). Only
 //!   [`VerifiedComponent`](crate::boot::VerifiedComponent)s reach
 //!   `Component::new`.
 //! - **Containers** ([`ContainerConfig`], [`Limits`], [`Grants`]): one
@@ -42,6 +43,7 @@
 //!   underlying error as its source.
 
 mod bindings;
+mod cache;
 mod caps;
 mod compile;
 mod config;
@@ -65,6 +67,7 @@ mod stacks;
 mod store;
 mod supervisor;
 
+pub use cache::Compression;
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
 pub use error::RuntimeError;

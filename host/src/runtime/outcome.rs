@@ -60,7 +60,8 @@ pub enum Failure {
         detail: String,
     },
     /// The guest trapped (unreachable, stack overflow, out-of-bounds access,
-    /// a panic, ...).
+    /// a panic, a wasm exception no handler caught: `uncaught wasm
+    /// exception`, ...).
     Trap {
         /// The trap message, e.g. `wasm trap: call stack exhausted`.
         trap: String,

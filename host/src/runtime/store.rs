@@ -1,26 +1,10 @@
 //! The component store: compiles each verified digest once, keeps its
-//! `InstancePre`, and caches the compiled artifact on disk.
-//!
-//! The on-disk artifact is native code that wasmtime maps and runs without
-//! validating it again, so a cached file is trusted only if it carries a MAC
-//! made with this cache's secret over (component digest, engine
-//! fingerprint, artifact bytes). A file that fails the check (edited,
-//! truncated, swapped for another component's, written by another engine) is
-//! never deserialized: it is recompiled from the verified bytes and
-//! replaced, and the rejection is audited.
-//!
-//! File layout: `MAGIC (8) || MAC (32) || artifact`, at
-//! `<dir>/<component digest>-<first 16 hex of engine fingerprint>.cwasm`.
-//! The secret is `<dir>/cache.key`, 32 random bytes created with mode 0600.
-//! Both are read as files the host keeps for itself: a symbolic link, a
-//! FIFO or a device in their place is refused without being followed or
-//! read, and an artifact is read only up to the component size cap
-//! ([`DEFAULT_MAX_COMPONENT_SIZE`], 256 MiB, plus its header).
+//! `InstancePre`, and caches the compiled artifact on disk
+//! ([`super::cache`]: integrity-checked, compressed by default).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Vacancy;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -29,24 +13,17 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::audit::{Actor, AuditLog, Entry};
-use crate::boot::{BootError, DEFAULT_MAX_COMPONENT_SIZE, Digest, VerifiedComponent, read_private};
+use crate::boot::{Digest, VerifiedComponent};
 
 use super::RuntimeError;
 use super::bindings::container::ContainerPre;
+use super::cache::{CacheRead, Compression, DiskCache};
 use super::compile::{self, CompileLimits, StructureError};
-use super::engine::{EngineConfig, engine_fingerprint};
+use super::engine::EngineConfig;
 use super::error::BoxError;
 use super::events::ContainerEvent;
 use super::host::Host;
 use super::outcome::Failure;
-
-const MAGIC: &[u8; 8] = b"FO1CWASM";
-const MAC_CONTEXT: &[u8] = b"forgeone.compiled-cache.v1\0";
-const HEADER: usize = 8 + 32;
-/// The largest artifact read or written: the component size cap. A larger
-/// file (a cache entry swapped for `/dev/zero`'s worth of bytes) is refused
-/// on its size, never read.
-const MAX_ARTIFACT: u64 = DEFAULT_MAX_COMPONENT_SIZE;
 
 /// Counters of the component store, for tests and operators.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -169,11 +146,12 @@ impl ComponentStore {
         engine: Engine,
         linker: Linker<Host>,
         cache_dir: Option<&Path>,
+        compression: Compression,
         audit: AuditLog,
         config: &EngineConfig,
     ) -> Result<ComponentStore, RuntimeError> {
         let cache = match cache_dir {
-            Some(dir) => Some(DiskCache::open(dir, &engine)?),
+            Some(dir) => Some(DiskCache::open(dir, &engine, compression)?),
             None => None,
         };
         let pool = compile::pool(config.compile_threads)
@@ -361,12 +339,13 @@ impl Shared {
                 CacheRead::Hit(artifact) => {
                     // SAFETY: `Component::deserialize` trusts its input to be
                     // an artifact wasmtime produced for this engine. This one
-                    // is: it carries a MAC under this cache's secret (a 0600
-                    // file only this host can read) over the component digest,
-                    // this engine's compatibility fingerprint and the exact
-                    // bytes, and the MAC was just checked. Only
-                    // `store_artifact` below writes such files, with bytes
-                    // from `Component::serialize` of this engine.
+                    // is: its file carries a MAC under this cache's secret (a
+                    // 0600 file only this host can read) over the component
+                    // digest, this engine's compatibility fingerprint and the
+                    // exact bytes stored, the MAC was checked before they were
+                    // decompressed, and the artifact is what they decompress
+                    // to. Only `DiskCache::store` writes such files, with
+                    // bytes from `Component::serialize` of this engine.
                     match unsafe { Component::deserialize(&self.engine, &artifact) } {
                         Ok(wasm) => {
                             self.disk_hits.fetch_add(1, Ordering::Relaxed);
@@ -430,174 +409,4 @@ fn link_failure(component: &Component, engine: &Engine, error: &wasmtime::Error)
         .find(|name| detail.contains(&format!("`{name}`")))
         .unwrap_or_else(|| "(unknown import)".to_string());
     Failure::HostCallDenied { interface, detail }
-}
-
-enum CacheRead {
-    Hit(Vec<u8>),
-    Miss,
-    Rejected(String),
-}
-
-#[derive(Debug)]
-struct DiskCache {
-    dir: PathBuf,
-    key: [u8; 32],
-    fingerprint: [u8; 32],
-}
-
-impl DiskCache {
-    fn open(dir: &Path, engine: &Engine) -> Result<DiskCache, RuntimeError> {
-        let io = |source| RuntimeError::Cache {
-            path: dir.to_owned(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let key = load_or_create_key(dir)?;
-        Ok(DiskCache {
-            dir: dir.to_owned(),
-            key,
-            fingerprint: engine_fingerprint(engine),
-        })
-    }
-
-    fn path(&self, digest: Digest) -> PathBuf {
-        self.dir.join(format!(
-            "{}-{}.cwasm",
-            digest.to_hex(),
-            hex::encode(&self.fingerprint[..8])
-        ))
-    }
-
-    fn mac(&self, digest: Digest, artifact: &[u8]) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(MAC_CONTEXT);
-        hasher.update(digest.as_bytes());
-        hasher.update(&self.fingerprint);
-        hasher.update(&(artifact.len() as u64).to_le_bytes());
-        hasher.update(artifact);
-        hasher.finalize()
-    }
-
-    fn load(&self, digest: Digest) -> CacheRead {
-        let path = self.path(digest);
-        let mut bytes = match read_private(&path, HEADER + MAX_ARTIFACT as usize) {
-            Ok(bytes) => bytes,
-            Err(BootError::Missing { .. }) => return CacheRead::Miss,
-            Err(BootError::TooLarge { size, .. }) => {
-                return CacheRead::Rejected(format!(
-                    "{size} bytes, over the limit of {} bytes",
-                    HEADER as u64 + MAX_ARTIFACT
-                ));
-            }
-            Err(BootError::NotAFile { found, .. }) => {
-                return CacheRead::Rejected(format!("is {found}, not a regular file"));
-            }
-            Err(e) => return CacheRead::Rejected(format!("unreadable: {e}")),
-        };
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return CacheRead::Rejected("not a ForgeOne compiled artifact (bad header)".into());
-        }
-        let mut stored = [0u8; 32];
-        stored.copy_from_slice(&bytes[8..HEADER]);
-        // `blake3::Hash` equality is constant-time.
-        if self.mac(digest, &bytes[HEADER..]) != blake3::Hash::from_bytes(stored) {
-            return CacheRead::Rejected(
-                "integrity check failed (MAC mismatch): edited, truncated or not written by this host"
-                    .into(),
-            );
-        }
-        bytes.drain(..HEADER);
-        CacheRead::Hit(bytes)
-    }
-
-    fn store(&self, digest: Digest, artifact: &[u8]) -> std::io::Result<()> {
-        if artifact.len() as u64 > MAX_ARTIFACT {
-            // It would be refused when read back.
-            return Err(std::io::Error::other(format!(
-                "artifact of {} bytes is over the limit of {MAX_ARTIFACT} bytes",
-                artifact.len()
-            )));
-        }
-        let path = self.path(digest);
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(MAGIC)?;
-            file.write_all(self.mac(digest, artifact).as_bytes())?;
-            file.write_all(artifact)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
-    }
-}
-
-/// Reads the cache secret `<dir>/cache.key`, creating it (mode 0600) on
-/// first use. A secret its group or others may access is refused (the check
-/// private keys get, [`crate::keys`]): anyone who can read it can forge
-/// artifacts that this host would execute. Processes sharing the directory
-/// never see a partly written secret: it is written whole to a temporary
-/// file and linked into place, and whoever links first wins.
-fn load_or_create_key(dir: &Path) -> Result<[u8; 32], RuntimeError> {
-    let path = dir.join("cache.key");
-    let io = |source| RuntimeError::Cache {
-        path: path.clone(),
-        source,
-    };
-    let invalid = |what: &str| io(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
-    for _ in 0..2 {
-        // Read as the host's own file: a link (to /dev/zero, say) or a FIFO
-        // in its place is refused, and nothing past 64 bytes is read.
-        match read_private(&path, 64) {
-            Ok(bytes) => {
-                let meta = std::fs::symlink_metadata(&path).map_err(io)?;
-                crate::keys::check_private(&path, &meta, "cache secret").map_err(|e| {
-                    RuntimeError::Cache {
-                        path: dir.to_owned(),
-                        source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
-                    }
-                })?;
-                return bytes
-                    .try_into()
-                    .map_err(|_| invalid("cache secret is not 32 bytes"));
-            }
-            Err(BootError::Missing { .. }) => {
-                let mut key = [0u8; 32];
-                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
-                let tmp = dir.join(format!(".cache.key.{}.tmp", uuid::Uuid::new_v4().simple()));
-                let linked =
-                    write_private(&tmp, &key).and_then(|()| std::fs::hard_link(&tmp, &path));
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => return Ok(key),
-                    // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(io(e)),
-                }
-            }
-            Err(e) => return Err(io(std::io::Error::other(e))),
-        }
-    }
-    Err(invalid(
-        "cache secret appeared and vanished while it was read",
-    ))
-}
-
-/// Writes a new file, mode 0600, synced.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }

@@ -125,11 +125,16 @@ async fn a_cache_entry_that_is_a_link_a_fifo_or_oversized_is_refused_unread_and_
             let made = std::process::Command::new("mkfifo").arg(p).status();
             assert!(made.is_ok_and(|s| s.success()), "mkfifo");
         }),
-        ("268435497 bytes, over the limit of 268435496 bytes", &|p| {
-            // Sparse: the header's worth over the cap, on no disk.
-            let file = std::fs::File::create(p).unwrap();
-            file.set_len((256 << 20) + 40 + 1).unwrap();
-        }),
+        (
+            "1073741873 bytes, over the limit of 1073741872 bytes",
+            &|p| {
+                // Sparse: one byte more than the cap (1 GiB) and the largest
+                // header (magic, MAC, the compressed layout's length), on no
+                // disk.
+                let file = std::fs::File::create(p).unwrap();
+                file.set_len((1 << 30) + 48 + 1).unwrap();
+            },
+        ),
     ];
     for (reason, plant) in plant {
         std::fs::remove_file(&artifact).unwrap();
@@ -166,4 +171,80 @@ async fn a_cache_entry_that_is_a_link_a_fifo_or_oversized_is_refused_unread_and_
     let err = Runtime::new(config, log).unwrap_err();
     assert!(matches!(err, RuntimeError::Cache { .. }), "{err}");
     assert!(err.to_string().contains("is a symbolic link"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_compressed_and_reads_either_layout() {
+    use forgeone::runtime::Compression;
+    let run_hello = |h: &Harness| {
+        let rt = h.runtime.clone();
+        async move {
+            let id = rt
+                .launch_container(ContainerConfig::new(component(guests::HELLO)), identity())
+                .unwrap();
+            assert!(rt.wait(id).await.unwrap().is_success());
+            rt.cache_stats()
+        }
+    };
+    let artifact = |dir: &Path| {
+        let path = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .expect("a compiled artifact was written");
+        (path.clone(), std::fs::read(path).unwrap())
+    };
+    let (raw_dir, zstd_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cached = |dir: &Path, compression: Compression| {
+        let dir = dir.to_owned();
+        move |c: &mut RuntimeConfig| {
+            c.cache_dir(&dir).cache_compression(compression);
+        }
+    };
+    // Written: uncompressed when asked, compressed by default.
+    let raw = Harness::new(cached(raw_dir.path(), Compression::None));
+    assert_eq!(run_hello(&raw).await.compiled, 1);
+    let zstd = Harness::new(|c| {
+        c.cache_dir(zstd_dir.path());
+    });
+    assert_eq!(run_hello(&zstd).await.compiled, 1);
+    let (_, raw_bytes) = artifact(raw_dir.path());
+    let (zstd_path, zstd_bytes) = artifact(zstd_dir.path());
+    assert_eq!(&raw_bytes[..8], b"FO1CWASM");
+    assert_eq!(&zstd_bytes[..8], b"FO1CWZST");
+    assert!(
+        zstd_bytes.len() * 2 < raw_bytes.len(),
+        "{} compressed bytes, {} uncompressed",
+        zstd_bytes.len(),
+        raw_bytes.len()
+    );
+
+    // Either layout is read whatever is configured: no recompile.
+    let h = Harness::new(cached(raw_dir.path(), Compression::Zstd));
+    let s = run_hello(&h).await;
+    assert_eq!((s.compiled, s.disk_hits, s.rejected), (0, 1, 0));
+    let h = Harness::new(cached(zstd_dir.path(), Compression::None));
+    let s = run_hello(&h).await;
+    assert_eq!((s.compiled, s.disk_hits, s.rejected), (0, 1, 0));
+
+    // The MAC covers the compressed layout's length field and frame: either
+    // edited is refused before anything is decompressed, and rebuilt.
+    for offset in [8 + 32, zstd_bytes.len() / 2] {
+        let mut bytes = zstd_bytes.clone();
+        bytes[offset] ^= 0x01;
+        std::fs::write(&zstd_path, &bytes).unwrap();
+        let h = Harness::new(|c| {
+            c.cache_dir(zstd_dir.path());
+        });
+        let s = run_hello(&h).await;
+        assert_eq!((s.compiled, s.disk_hits, s.rejected), (1, 0, 1), "{offset}");
+        let rejected = h.records_of("container.cache_rejected");
+        assert!(
+            rejected[0]["details"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("MAC mismatch"),
+            "{rejected:#?}"
+        );
+    }
 }

@@ -27,6 +27,7 @@ mod audit_output;
 mod bounds;
 mod cache;
 mod capabilities;
+mod exceptions;
 mod faults;
 mod file_io;
 mod handles;

@@ -12,8 +12,8 @@ use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, Ve
 use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
-    ByteSink, ContainerConfig, DirGrant, Failure as RunFailure, Outcome, OutputSink, RunEnd,
-    Runtime, RuntimeConfig, StdinGrant, Stream,
+    ByteSink, ContainerConfig, DirGrant, EngineConfig, Failure as RunFailure, Outcome, OutputSink,
+    RunEnd, Runtime, RuntimeConfig, StdinGrant, Stream,
 };
 
 use crate::signals::{self, Signal, Signals};
@@ -86,6 +86,11 @@ pub struct Args {
     /// reaches stdout and stderr in full.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_output: u64,
+    /// The most code (all code sections together) a component may hold;
+    /// one with more is refused before it is compiled. CPython for WASI
+    /// needs about `80MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_code_size: u64,
     /// Tenant the container runs for.
     #[arg(long, default_value = "local")]
     tenant: String,
@@ -296,7 +301,9 @@ async fn run_container(
     mut signals: Signals,
 ) -> CmdResult {
     let mut config = RuntimeConfig::new();
-    config.allow_unsigned(args.allow_unsigned);
+    let mut engine = EngineConfig::new();
+    engine.max_code_size(args.max_code_size);
+    config.engine(engine).allow_unsigned(args.allow_unsigned);
     if !args.no_cache {
         config.cache_dir(args.state_dir.join("cache"));
     }

@@ -101,6 +101,7 @@ impl Runtime {
             engine,
             linker,
             config.cache_dir.as_deref(),
+            config.cache_compression,
             audit.clone(),
             &config.engine,
         )?;

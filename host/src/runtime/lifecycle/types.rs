@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::boot::Digest;
 use crate::identity::IdentityContext;
+use crate::runtime::cache::Compression;
 use crate::runtime::engine::EngineConfig;
 use crate::runtime::grants::Grants;
 use crate::runtime::limits::Limits;
@@ -59,6 +60,7 @@ pub struct RuntimeConfig {
     pub(crate) engine: EngineConfig,
     pub(crate) policy: RuntimePolicy,
     pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) cache_compression: Compression,
     pub(crate) backoff: BackoffConfig,
     pub(crate) on_audit_failure: AuditFailure,
 }
@@ -94,6 +96,14 @@ impl RuntimeConfig {
     /// no on-disk cache: each process compiles each component once.
     pub fn cache_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// How the on-disk cache ([`cache_dir`](Self::cache_dir)) writes
+    /// compiled artifacts; it reads either. By default,
+    /// [`Compression::Zstd`].
+    pub fn cache_compression(&mut self, compression: Compression) -> &mut Self {
+        self.cache_compression = compression;
         self
     }
 
