@@ -18,10 +18,11 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{ComponentStatement, verify_component};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, EngineConfig, Runtime, RuntimeConfig};
+use forgeone_benches::Bare;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A command whose `run` returns success at once: the cost measured is the
 /// start, not the guest.
@@ -33,20 +34,6 @@ const TRIVIAL: &str = r#"
   (instance $run-instance (export "run" (func $run)))
   (export "wasi:cli/run@0.2.12" (instance $run-instance)))
 "#;
-
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let wasm = wat::parse_str(TRIVIAL).unwrap();

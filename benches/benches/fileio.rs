@@ -51,11 +51,12 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{ComponentStatement, verify_component};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, FileIo, OutputSink, Runtime, RuntimeConfig, Stream};
+use forgeone_benches::{Bare, percentile};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 
 /// Files in the generated tree.
 const FILES: usize = 5_000;
@@ -139,20 +140,6 @@ fn generate(root: &Path) -> (u64, usize) {
 
 // ---------------------------------------------------------------------------
 // `wasmtime run`, as wasmtime 48 drives a command component.
-
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 struct WasmtimeRun {
     engine: Engine,
@@ -364,11 +351,6 @@ struct Case {
     times: Vec<Duration>,
     user: Duration,
     system: Duration,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank]
 }
 
 fn summary(cases: &mut [Case], baseline: &str) {

@@ -16,26 +16,13 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, Runtime, RuntimeConfig};
+use forgeone_benches::Bare;
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const ITERATIONS: &str = "20000000";
-
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 fn stub_kernel(linker: &mut Linker<Bare>) {
     let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();

@@ -72,10 +72,11 @@ use forgeone::kernel::{Kernel, KernelConfig, Launched};
 use forgeone::policy::PolicySet;
 use forgeone::runtime::{ContainerConfig, ContainerStatus, Outcome, RuntimeConfig};
 use forgeone::scheduler::{Capacity, Node, Workload};
+use forgeone_benches::{Bare, percentile};
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Iterations of the critical job (`cpu-hog N`): about 78M fuel, 79
 /// slices at the default fuel yield interval.
@@ -87,20 +88,6 @@ const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 
 // ---------------------------------------------------------------------------
 // Bare wasmtime reference.
-
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 /// The kernel imports `cpu-hog` links against (through the guest SDK),
 /// answered with constants, as in the `fuel` bench.
@@ -309,11 +296,6 @@ struct Case {
     name: &'static str,
     latencies: Vec<Duration>,
     busy: Option<[Duration; 5]>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank]
 }
 
 fn summary(cases: &mut [Case], baseline: &str) {

@@ -15,26 +15,13 @@ use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, Runtime, RuntimeConfig};
+use forgeone_benches::Bare;
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const BATCH: usize = 256;
-
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 /// Stub `forgeone:kernel` imports for the bare baseline.
 fn stub_kernel(linker: &mut Linker<Bare>) {

@@ -53,3 +53,37 @@ pub fn sample(name: &str) -> Vec<u8> {
     }
     std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()))
 }
+
+/// The host state of the bare-wasmtime baselines: a WASI context and its
+/// resource table, nothing of ForgeOne's.
+pub struct Bare {
+    /// The guest's WASI context.
+    pub wasi: wasmtime_wasi::WasiCtx,
+    /// Its resource table.
+    pub table: wasmtime::component::ResourceTable,
+}
+
+impl std::fmt::Debug for Bare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bare").finish_non_exhaustive()
+    }
+}
+
+impl wasmtime_wasi::WasiView for Bare {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The `p` quantile (0.0 to 1.0) of `sorted`, nearest rank.
+///
+/// # Panics
+///
+/// When `sorted` is empty.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank]
+}
