@@ -201,12 +201,16 @@ async fn the_cache_is_compressed_and_reads_either_layout() {
             c.cache_dir(&dir).cache_compression(compression);
         }
     };
-    // Written: uncompressed when asked, compressed by default.
+    // Written: uncompressed by default, compressed when asked.
+    let default_dir = tempfile::tempdir().unwrap();
+    let default = Harness::new(|c| {
+        c.cache_dir(default_dir.path());
+    });
+    assert_eq!(run_hello(&default).await.compiled, 1);
+    assert_eq!(&artifact(default_dir.path()).1[..8], b"FO1CWASM");
     let raw = Harness::new(cached(raw_dir.path(), Compression::None));
     assert_eq!(run_hello(&raw).await.compiled, 1);
-    let zstd = Harness::new(|c| {
-        c.cache_dir(zstd_dir.path());
-    });
+    let zstd = Harness::new(cached(zstd_dir.path(), Compression::Zstd));
     assert_eq!(run_hello(&zstd).await.compiled, 1);
     let (_, raw_bytes) = artifact(raw_dir.path());
     let (zstd_path, zstd_bytes) = artifact(zstd_dir.path());

@@ -101,7 +101,8 @@ impl RuntimeConfig {
 
     /// How the on-disk cache ([`cache_dir`](Self::cache_dir)) writes
     /// compiled artifacts; it reads either. By default,
-    /// [`Compression::Zstd`].
+    /// [`Compression::None`] (a compressed hit is slower; see
+    /// [`Compression::Zstd`]).
     pub fn cache_compression(&mut self, compression: Compression) -> &mut Self {
         self.cache_compression = compression;
         self
