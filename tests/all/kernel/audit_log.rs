@@ -252,3 +252,89 @@ async fn with_the_pause_policy_containers_wait_for_the_log_and_resume() {
     assert!(paused[0]["details"]["paused_ms"].as_u64().unwrap() >= 100);
     assert_eq!(paused[0]["subjects"]["container"], container.to_string());
 }
+
+/// An audit disk that holds the write of any batch holding a
+/// `container.started` record until `release` is set.
+struct SlowStart {
+    file: std::fs::File,
+    release: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
+}
+
+impl forgeone::audit::AuditStorage for SlowStart {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let started = bytes.windows(17).any(|w| w == b"container.started");
+        while started && !self.release.load(Ordering::SeqCst) {
+            self.held.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::io::Write::write_all(&mut self.file, bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        forgeone::audit::AuditStorage::truncate(&mut self.file, len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_is_not_running_until_its_start_is_on_the_record() {
+    let world = World::new();
+    let components = booted(&world);
+    let path = world.path("slow-start.jsonl");
+    let (release, held) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let log = {
+        let (release, held) = (release.clone(), held.clone());
+        AuditLog::open_with(
+            &path,
+            SigningKey::generate(),
+            &AuditConfig::new(),
+            move |file| {
+                Box::new(SlowStart {
+                    file,
+                    release,
+                    held,
+                })
+            },
+        )
+        .unwrap()
+    };
+    // Released however the test ends, so a failed assertion does not leave
+    // the log's writer (joined on drop) waiting for ever.
+    struct Release(Arc<AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _release = Release(release.clone());
+    let kernel = kernel(&world, 10, &log);
+    let hog = component(&components, "cpu-hog");
+    kernel
+        .submit(workload("hog", Priority::Normal, hog), forever(hog))
+        .unwrap();
+    let container = kernel.schedule().unwrap().launched[0].container;
+    let ctx = || kernel.container(container).unwrap();
+    until("the start record is being written", || {
+        held.load(Ordering::SeqCst)
+    })
+    .await;
+    // Its start is not durable: it is still being created, and not one
+    // instruction of it has run (a monitor, or the audit failure policy,
+    // that sees `running` may rely on its start being on the record).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ctx().status, ContainerStatus::Creating);
+    assert_eq!(ctx().resources.fuel_consumed, 0);
+    release.store(true, Ordering::SeqCst);
+    until("the hog runs", || ctx().status == ContainerStatus::Running).await;
+    until("it burns fuel", || ctx().resources.fuel_consumed > 0).await;
+    kernel.drain("test over", Duration::ZERO).unwrap();
+    kernel.wait().await;
+    kernel.shutdown("test over");
+    log.close().unwrap();
+    audit::verify_file(&path, &VerifyOptions::new()).unwrap();
+}

@@ -143,14 +143,24 @@ impl Runtime {
                 if let Some(entry) = containers.get_mut(&id) {
                     entry.ctx.run = run;
                     entry.ctx.next_restart = None;
-                    entry.ctx.status = ContainerStatus::Running;
+                    // Not running until its start is on the record: while
+                    // `container.started` is made durable the run is being
+                    // created (a stop meanwhile needs no grace period).
+                    entry.ctx.status = ContainerStatus::Creating;
                 }
             }
             // Built from the run's identity, with its shared actor and
             // subjects: no strings are copied per record.
             let entry = spec.identity.entry(ContainerEvent::Started { run });
             let outcome = match self.durable_start(entry).await {
-                Ok(()) => self.run_guarded(id, &spec, &control, run).await,
+                Ok(()) => {
+                    if let Some(entry) = self.containers().get_mut(&id)
+                        && entry.ctx.status == ContainerStatus::Creating
+                    {
+                        entry.ctx.status = ContainerStatus::Running;
+                    }
+                    self.run_guarded(id, &spec, &control, run).await
+                }
                 Err(failure) => Outcome {
                     end: RunEnd::Failed(failure),
                     stats: RunStats::default(),
