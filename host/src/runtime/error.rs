@@ -156,6 +156,27 @@ pub enum RuntimeError {
         /// What happened.
         failure: Failure,
     },
+    /// A plugin call found no free instance slot in the pooling
+    /// allocator (and, with [`Plugin::queue`](crate::runtime::Plugin::queue),
+    /// none came free before its wait ended, or its wait queue was full).
+    /// The plugin did not run: this is back-pressure, not a crash; retry
+    /// later, or size the pool ([`EngineConfig::pooling`](crate::runtime::EngineConfig::pooling))
+    /// for the concurrency you need.
+    #[error(
+        "plugin `{plugin}` call `{call}` refused: busy ({reason}){}",
+        if waited.is_zero() { String::new() } else { format!(" after waiting {} ms", waited.as_millis()) }
+    )]
+    Busy {
+        /// Plugin name.
+        plugin: String,
+        /// Call name.
+        call: String,
+        /// The pool's own words (`maximum concurrent limit of 2 for
+        /// component instances reached`), or that the wait queue was full.
+        reason: String,
+        /// How long the call waited for a slot.
+        waited: std::time::Duration,
+    },
     /// The runtime is shutting down or stopped.
     #[error("the runtime is shutting down; no new work is accepted")]
     ShuttingDown,

@@ -8,7 +8,8 @@
 //! environment, no network; its output goes to the audit log.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -19,6 +20,7 @@ use super::RuntimeError;
 use super::bindings::plugin::PluginPre;
 use super::caps;
 use super::container::{DeadlinePassed, classify, new_store};
+use super::control::Control;
 use super::events::ContainerEvent;
 use super::file_io::FileIo;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
@@ -26,7 +28,8 @@ use super::lifecycle::Runtime;
 use super::limits::{Limiter, Limits};
 use super::outcome::{Failure, RunEnd, RunStats};
 use super::output::{Capture, CaptureTarget, Stream};
-use super::registry::PluginContext;
+use super::registry::{CallEnd, PluginContext};
+use crate::audit::Entry;
 
 pub use super::bindings::plugin::forgeone::kernel::types::{CallError, PluginInfo, Value};
 
@@ -39,6 +42,18 @@ pub struct Plugin {
     identity: Arc<GuestIdentity>,
     limits: Limits,
     info: PluginInfo,
+    /// Calls wait for an instance slot when the pool is full (see
+    /// [`Plugin::queue`]); `None`: they are refused as busy at once.
+    queue: Option<Queue>,
+    /// Calls of this plugin (and its clones) now waiting for a slot.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// A plugin's wait queue for instance slots.
+#[derive(Debug, Clone, Copy)]
+struct Queue {
+    max_waiting: usize,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -83,6 +98,8 @@ impl Runtime {
             pre,
             identity: guest,
             limits,
+            queue: None,
+            waiting: Arc::default(),
             info: PluginInfo {
                 name: component.name().to_string(),
                 version: component.version().to_string(),
@@ -98,6 +115,8 @@ impl Runtime {
             identity: identity.clone(),
             calls: 0,
             failures: 0,
+            cancelled: 0,
+            busy: 0,
         });
         let event = ContainerEvent::PluginLoaded {
             plugin: id.to_string(),
@@ -128,6 +147,32 @@ impl Plugin {
         self.id
     }
 
+    /// Lets calls wait for an instance slot when the pooling allocator is
+    /// full, instead of failing at once with [`RuntimeError::Busy`]: up to
+    /// `max_waiting` calls of this plugin (and its clones) wait, each at
+    /// most `timeout`, and then fail with `Busy`. A waiting call takes the
+    /// next slot a plugin call frees (or a container, within 10 ms); the
+    /// queue is bounded, not first-come-first-served. The call's own
+    /// deadline starts when it gets its slot.
+    ///
+    /// ```no_run
+    /// # async fn f(runtime: forgeone::runtime::Runtime, c: forgeone::boot::VerifiedComponent, id: forgeone::IdentityContext) -> Result<(), forgeone::runtime::RuntimeError> {
+    /// use std::time::Duration;
+    /// let plugin = runtime
+    ///     .load_plugin(&c, id, Default::default())
+    ///     .await?
+    ///     .queue(64, Duration::from_millis(250));
+    /// # Ok(()) }
+    /// ```
+    pub fn queue(mut self, max_waiting: usize, timeout: Duration) -> Plugin {
+        self.queue = Some(Queue {
+            max_waiting,
+            timeout,
+        });
+        self.waiting = Arc::default();
+        self
+    }
+
     /// What the plugin said about itself when it was loaded.
     pub fn info(&self) -> &PluginInfo {
         &self.info
@@ -150,7 +195,15 @@ impl Plugin {
 
     /// Calls `name` with `input` in a fresh instance under the plugin's
     /// limits. `Ok(Err(..))` is the plugin's own error; `Err(..)` means the
-    /// call trapped or hit a limit ([`RuntimeError::PluginFailed`]).
+    /// call trapped or hit a limit ([`RuntimeError::PluginFailed`]), found
+    /// no free instance slot ([`RuntimeError::Busy`]: the plugin did not
+    /// run), or was refused because the runtime is shutting down
+    /// ([`RuntimeError::ShuttingDown`]) or the audit log cannot be written.
+    ///
+    /// Every call is audited as one `container.plugin.call` record with its
+    /// result (`ok`, `error`, `failed`, `busy`, or `cancelled` when the
+    /// caller drops the future while the guest runs) and counted in the
+    /// plugin's [`PluginContext`].
     pub async fn call(
         &self,
         name: &str,
@@ -164,11 +217,82 @@ impl Plugin {
 
     async fn invoke(&self, call: Call) -> Result<Reply, RuntimeError> {
         let runtime = &self.runtime;
-        runtime.inner.audit.ensure_writable()?;
+        // Refused once the runtime shuts down, as a load is, and while the
+        // audit log cannot be written.
+        runtime.accepting()?;
         let call_name = match &call {
             Call::Describe => "describe".to_string(),
             Call::Call(name, _) => name.clone(),
         };
+        // From here on the call is on the record however it ends: if the
+        // caller drops this future, the guard records it as cancelled.
+        let mut record = CallRecord {
+            plugin: self,
+            call: call_name.clone(),
+            started: Instant::now(),
+            control: None,
+            done: false,
+        };
+        let mut queued: Option<Waiting> = None;
+        loop {
+            let (result, stats) = match self.attempt(&call, &mut record).await {
+                Attempt::Ran { result, stats } => (result, stats),
+                Attempt::Busy(reason) => match self.wait_for_slot(&mut queued, &reason).await {
+                    Ok(()) => continue,
+                    Err(reason) => {
+                        let waited = queued
+                            .as_ref()
+                            .map_or(Duration::ZERO, |q| q.since.elapsed());
+                        record
+                            .finish(
+                                CallEnd::Busy,
+                                "busy",
+                                None,
+                                RunStats {
+                                    wall_time: waited,
+                                    ..RunStats::default()
+                                },
+                            )
+                            .await?;
+                        return Err(RuntimeError::Busy {
+                            plugin: self.info.name.clone(),
+                            call: call_name,
+                            reason,
+                            waited,
+                        });
+                    }
+                },
+            };
+            drop(queued);
+            let (reply, failure) = match result {
+                Ok(reply) => (Some(reply), None),
+                Err(failure) => (None, Some(failure)),
+            };
+            let (ended, result_name) = match (&reply, &failure) {
+                (Some(Reply::Value(Err(_))), _) => (CallEnd::Returned, "error"),
+                (Some(_), _) => (CallEnd::Returned, "ok"),
+                (None, _) => (CallEnd::Failed, "failed"),
+            };
+            record
+                .finish(ended, result_name, failure.clone(), stats)
+                .await?;
+            return match (reply, failure) {
+                (Some(reply), _) => Ok(reply),
+                (None, failure) => Err(RuntimeError::PluginFailed {
+                    plugin: self.info.name.clone(),
+                    call: call_name,
+                    failure: failure.unwrap_or(Failure::Instantiate {
+                        message: "unknown".into(),
+                    }),
+                }),
+            };
+        }
+    }
+
+    /// One try at running the call in a fresh instance: busy when the
+    /// instance pool has no free slot (nothing of the guest ran).
+    async fn attempt<'p>(&'p self, call: &Call, record: &mut CallRecord<'p>) -> Attempt {
+        let runtime = &self.runtime;
         let capture = Capture::new(CaptureTarget {
             container: self.id,
             subjects: self.identity.audit_subjects.clone(),
@@ -189,6 +313,10 @@ impl Plugin {
             .stdout(capture.pipe(Stream::Stdout))
             .stderr(capture.pipe(Stream::Stderr))
             .build();
+        // Publishes fuel and peak memory while the call runs (at every
+        // epoch tick), so a cancelled call is accounted too.
+        let control = Arc::new(Control::default());
+        record.control = Some(control.clone());
         let host = Host {
             wasi,
             table: super::fs_guard::table(&self.limits),
@@ -196,7 +324,7 @@ impl Plugin {
                 self.limits.max_memory,
                 self.limits.max_table_elements,
                 self.limits.max_instances,
-                None,
+                Some(control.clone()),
             ),
             kernel: KernelCtx {
                 identity: self.identity.clone(),
@@ -212,14 +340,24 @@ impl Plugin {
             file_io: FileIo::BlockingPool,
         };
         let engine = runtime.inner.store.engine().clone();
-        let mut store = new_store(
+        let mut store = match new_store(
             &engine,
             host,
             &self.limits,
             runtime.inner.config.engine.fuel_yield_interval,
+            Some(control),
             None,
-            None,
-        )?;
+        ) {
+            Ok(store) => store,
+            Err(e) => {
+                return Attempt::Ran {
+                    result: Err(Failure::Instantiate {
+                        message: e.to_string(),
+                    }),
+                    stats: RunStats::default(),
+                };
+            }
+        };
         let budget = self.limits.fuel.unwrap_or(u64::MAX);
         let started = Instant::now();
         let pre = self.pre.clone();
@@ -229,7 +367,7 @@ impl Plugin {
             match call {
                 Call::Describe => api.call_describe(&mut store).await.map(Reply::Info),
                 Call::Call(name, input) => api
-                    .call_call(&mut store, &name, &input)
+                    .call_call(&mut store, name, input)
                     .await
                     .map(Reply::Value),
             }
@@ -246,6 +384,13 @@ impl Plugin {
             }
             None => work.await,
         };
+        if let Err(error) = &result
+            && let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        {
+            // Not a crash: the pool had no slot. The store gives nothing
+            // back (it never got an instance).
+            return Attempt::Busy(full.to_string());
+        }
         capture.finish();
         capture.drain().await;
         let (output_bytes, output_truncated) = capture.totals();
@@ -259,50 +404,173 @@ impl Plugin {
             output_truncated,
             sink_failure: None,
         };
-        let (reply, failure) = match result {
-            Ok(reply) => (Some(reply), None),
-            Err(error) => {
-                let end = classify(Err(error), store.data(), &self.limits, budget);
-                let failure = match end {
-                    RunEnd::Failed(f) => f,
-                    RunEnd::Success => Failure::Exit { code: 0 },
-                    RunEnd::Stopped { .. } => Failure::Instantiate {
-                        message: "stopped".into(),
-                    },
-                };
-                (None, Some(failure))
+        let result = result.map_err(|error| {
+            match classify(Err(error), store.data(), &self.limits, budget) {
+                RunEnd::Failed(f) => f,
+                RunEnd::Success => Failure::Exit { code: 0 },
+                RunEnd::Stopped { .. } => Failure::Instantiate {
+                    message: "stopped".into(),
+                },
             }
+        });
+        // The instance slot is free once the store is gone: tell the calls
+        // waiting for one.
+        drop(store);
+        runtime.inner.plugins.slot_freed.notify_waiters();
+        Attempt::Ran { result, stats }
+    }
+
+    /// After a busy try: waits for a slot if the plugin has a wait queue
+    /// with room and time left (`Ok`, try again), or says why not.
+    async fn wait_for_slot(&self, queued: &mut Option<Waiting>, busy: &str) -> Result<(), String> {
+        let Some(queue) = self.queue else {
+            return Err(busy.to_string());
         };
-        let result_name = match (&reply, &failure) {
-            (Some(Reply::Value(Err(_))), _) => "error",
-            (Some(_), _) => "ok",
-            (None, _) => "failed",
-        };
+        if queued.is_none() {
+            *queued = Some(
+                Waiting::join(&self.waiting, queue.max_waiting).ok_or_else(|| {
+                    format!(
+                        "{busy}; the wait queue is full ({} calls waiting)",
+                        queue.max_waiting
+                    )
+                })?,
+            );
+        }
+        let since = queued.as_ref().map_or_else(Instant::now, |q| q.since);
+        let left = queue.timeout.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return Err(format!(
+                "{busy}; no slot came free within the queue timeout of {} ms",
+                queue.timeout.as_millis()
+            ));
+        }
+        // Woken when a plugin call frees its slot; a slot a container
+        // frees wakes nobody, so look again every 10 ms as well.
+        let freed = self.runtime.inner.plugins.slot_freed.notified();
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(10)), freed).await;
+        Ok(())
+    }
+}
+
+/// How one try at a call went.
+enum Attempt {
+    /// The guest ran (or could not be set up): its result and stats.
+    Ran {
+        result: Result<Reply, Failure>,
+        stats: RunStats,
+    },
+    /// No instance slot was free: the pool's message.
+    Busy(String),
+}
+
+/// A call's place in its plugin's wait queue; leaves it when dropped.
+struct Waiting {
+    count: Arc<AtomicUsize>,
+    since: Instant,
+}
+
+impl Waiting {
+    /// Joins the queue unless `max` calls already wait.
+    fn join(count: &Arc<AtomicUsize>, max: usize) -> Option<Waiting> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Waiting {
+            count: count.clone(),
+            since: Instant::now(),
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A call on its way to the record: [`CallRecord::finish`] counts and
+/// audits how it ended; dropped unfinished (the caller dropped the call's
+/// future: a timeout, a client that went away), it is counted and audited
+/// as `cancelled`, with the fuel, peak memory and time it had used by the
+/// last epoch tick.
+struct CallRecord<'p> {
+    plugin: &'p Plugin,
+    call: String,
+    started: Instant,
+    /// The current try's control, which the epoch callback keeps up to
+    /// date.
+    control: Option<Arc<Control>>,
+    done: bool,
+}
+
+impl CallRecord<'_> {
+    fn entry(&self, result: &'static str, failure: Option<Failure>, stats: RunStats) -> Entry {
+        self.plugin.identity.entry(ContainerEvent::PluginCall {
+            plugin: self.plugin.id.to_string(),
+            call: self.call.clone(),
+            result,
+            failure,
+            stats,
+        })
+    }
+
+    async fn finish(
+        &mut self,
+        ended: CallEnd,
+        result: &'static str,
+        failure: Option<Failure>,
+        stats: RunStats,
+    ) -> Result<(), RuntimeError> {
+        self.done = true;
+        let runtime = &self.plugin.runtime;
+        runtime.inner.plugins.record_call(self.plugin.id, ended);
+        let entry = self.entry(result, failure, stats);
+        runtime.inner.audit.append_async(entry).await?;
+        Ok(())
+    }
+}
+
+impl Drop for CallRecord<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let runtime = &self.plugin.runtime;
         runtime
             .inner
             .plugins
-            .record_call(self.id, failure.is_some());
-        let event = ContainerEvent::PluginCall {
-            plugin: self.id.to_string(),
-            call: call_name.clone(),
-            result: result_name,
-            failure: failure.clone(),
-            stats,
+            .record_call(self.plugin.id, CallEnd::Cancelled);
+        let (fuel_consumed, peak_memory) = self.control.as_ref().map_or((0, 0), |c| {
+            (
+                c.fuel_consumed.load(Ordering::Relaxed),
+                c.peak_memory.load(Ordering::Relaxed),
+            )
+        });
+        let stats = RunStats {
+            fuel_consumed,
+            peak_memory,
+            wall_time: self.started.elapsed(),
+            ..RunStats::default()
         };
-        runtime
-            .inner
-            .audit
-            .append_async(self.identity.entry(event))
-            .await?;
-        match (reply, failure) {
-            (Some(reply), _) => Ok(reply),
-            (None, failure) => Err(RuntimeError::PluginFailed {
-                plugin: self.info.name.clone(),
-                call: call_name,
-                failure: failure.unwrap_or(Failure::Instantiate {
-                    message: "unknown".into(),
-                }),
-            }),
+        let entry = self.entry("cancelled", None, stats);
+        let audit = runtime.inner.audit.clone();
+        // Not on the dropping thread when it is an executor's: appending
+        // may wait for room in the log's queue.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(e) = audit.append_async(entry).await {
+                        tracing::error!("audit of a cancelled plugin call failed: {e}");
+                    }
+                });
+            }
+            Err(_) => {
+                if let Err(e) = audit.append(entry) {
+                    tracing::error!("audit of a cancelled plugin call failed: {e}");
+                }
+            }
         }
     }
 }

@@ -28,15 +28,40 @@ pub struct PluginContext {
     pub calls: u64,
     /// Calls that trapped or hit a limit.
     pub failures: u64,
+    /// Calls whose caller dropped them (a timeout, a client that went
+    /// away) after the guest had started: counted in `calls` too.
+    pub cancelled: u64,
+    /// Calls refused because the instance pool was full (and, with a wait
+    /// queue, stayed full until the wait ended): not in `calls`, since no
+    /// guest code ran.
+    pub busy: u64,
+}
+
+/// How a plugin call ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallEnd {
+    /// The guest returned (a value or its own error).
+    Returned,
+    /// It trapped or hit a limit.
+    Failed,
+    /// The caller dropped the call while the guest ran.
+    Cancelled,
+    /// Refused: no instance slot was free.
+    Busy,
 }
 
 /// Every loaded plugin of a runtime, by id.
 #[derive(Debug, Default)]
-pub(crate) struct PluginRegistry(Mutex<HashMap<Uuid, PluginContext>>);
+pub(crate) struct PluginRegistry {
+    plugins: Mutex<HashMap<Uuid, PluginContext>>,
+    /// Woken whenever a plugin call gives its instance slot back, for
+    /// calls waiting for one ([`Plugin::queue`](super::Plugin::queue)).
+    pub(crate) slot_freed: tokio::sync::Notify,
+}
 
 impl PluginRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, PluginContext>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.plugins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a loaded plugin.
@@ -44,11 +69,21 @@ impl PluginRegistry {
         self.lock().insert(plugin.id, plugin);
     }
 
-    /// Counts one call of plugin `id`, and whether it failed.
-    pub(crate) fn record_call(&self, id: Uuid, failed: bool) {
+    /// Counts one call of plugin `id` by how it ended.
+    pub(crate) fn record_call(&self, id: Uuid, ended: CallEnd) {
         if let Some(plugin) = self.lock().get_mut(&id) {
-            plugin.calls += 1;
-            plugin.failures += u64::from(failed);
+            match ended {
+                CallEnd::Returned => plugin.calls += 1,
+                CallEnd::Failed => {
+                    plugin.calls += 1;
+                    plugin.failures += 1;
+                }
+                CallEnd::Cancelled => {
+                    plugin.calls += 1;
+                    plugin.cancelled += 1;
+                }
+                CallEnd::Busy => plugin.busy += 1,
+            }
         }
     }
 

@@ -94,3 +94,149 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
         assert_eq!(record["actor"]["principal"], "alice");
     }
 }
+
+/// A harness whose engine pools `instances` component instances.
+fn pooled(instances: u32) -> Harness {
+    Harness::new(|c| {
+        let mut engine = EngineConfig::new();
+        engine.pooling(instances, 64 * 1024 * 1024);
+        c.engine(engine);
+    })
+}
+
+fn plugin_calls(h: &Harness) -> Vec<Json> {
+    h.records_of("container.plugin.call")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_audited_and_counted() {
+    let h = Harness::new(|_| {});
+    // No fuel cap and no deadline: only the caller's own timeout ends it.
+    let mut limits = Limits::default();
+    limits.fuel = None;
+    limits.timeout = None;
+    let plugin = h
+        .runtime
+        .load_plugin(&component(guests::TEXT_PLUGIN), identity(), limits)
+        .await
+        .unwrap();
+    let call = plugin.call("burn", Value::Integer(-1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err(),
+        "burn -1 never returns"
+    );
+    // The record is written off the dropping thread: wait for it.
+    let mut cancelled = Vec::new();
+    for _ in 0..500 {
+        cancelled = plugin_calls(&h)
+            .into_iter()
+            .filter(|r| r["details"]["result"] == "cancelled")
+            .collect();
+        if !cancelled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cancelled.len(), 1, "{:#?}", plugin_calls(&h));
+    let d = &cancelled[0]["details"];
+    assert_eq!(d["call"], "burn");
+    // The guest ran: its fuel (as of the last epoch tick) and time are
+    // on the record.
+    assert!(d["stats"]["fuel_consumed"].as_u64().unwrap() > 0, "{d}");
+    let ctx = h.runtime.runtime_context();
+    let p = &ctx.plugins[&plugin.id()];
+    // The describe at load time is not counted: the plugin is registered
+    // after it.
+    assert_eq!((p.calls, p.cancelled, p.failures), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_is_busy_not_a_crash_and_calls_can_queue_for_a_slot() {
+    let h = pooled(1);
+    let mut limits = Limits::default();
+    limits.fuel = None;
+    limits.timeout = Some(Duration::from_secs(3));
+    let plugin = h
+        .runtime
+        .load_plugin(&component(guests::TEXT_PLUGIN), identity(), limits)
+        .await
+        .unwrap();
+    // One call holds the only slot until its deadline.
+    let holder = {
+        let plugin = plugin.clone();
+        tokio::spawn(async move { plugin.call("burn", Value::Integer(-1)).await })
+    };
+    let mut busy = None;
+    for _ in 0..500 {
+        match plugin.call("slugify", Value::Text("A B".into())).await {
+            Err(e @ RuntimeError::Busy { .. }) => {
+                busy = Some(e);
+                break;
+            }
+            // The holder has not taken its slot yet.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let busy = busy.expect("the second call found the pool full");
+    let message = busy.to_string();
+    assert!(message.contains("busy"), "{message}");
+    assert!(message.contains("maximum concurrent limit"), "{message}");
+    // The same while it holds the slot, with a queue that has no room.
+    let no_room = plugin.clone().queue(0, Duration::from_secs(10));
+    let err = no_room
+        .call("slugify", Value::Text("A B".into()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("wait queue is full"), "{err}");
+    // With a queue, the call waits for the slot and then runs.
+    let queued = plugin.clone().queue(8, Duration::from_secs(20));
+    assert!(matches!(
+        queued.call("slugify", Value::Text("A B".into())).await.unwrap(),
+        Ok(Value::Text(s)) if s == "a-b"
+    ));
+    let held = holder.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            &held,
+            RuntimeError::PluginFailed {
+                failure: Failure::Deadline { .. },
+                ..
+            }
+        ),
+        "{held}"
+    );
+    // Busy refusals are on the record and counted apart from calls.
+    let records = plugin_calls(&h);
+    let refused = records
+        .iter()
+        .filter(|r| r["details"]["result"] == "busy")
+        .count();
+    assert!(refused >= 2, "{records:#?}");
+    let ctx = h.runtime.runtime_context();
+    let p = &ctx.plugins[&plugin.id()];
+    assert_eq!(p.busy, refused as u64);
+    assert_eq!(p.failures, 1, "only the holder's deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_shutdown_is_refused() {
+    let h = Harness::new(|_| {});
+    let plugin = h
+        .runtime
+        .load_plugin(
+            &component(guests::TEXT_PLUGIN),
+            identity(),
+            Limits::default(),
+        )
+        .await
+        .unwrap();
+    h.runtime.shutdown().await;
+    let err = plugin
+        .call("slugify", Value::Text("x".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::ShuttingDown), "{err}");
+}

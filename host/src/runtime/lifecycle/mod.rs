@@ -127,7 +127,7 @@ impl Runtime {
 
     /// Refuses new work while the runtime shuts down, and fails closed when
     /// the audit log cannot be written (no work runs unaudited).
-    fn accepting(&self) -> Result<(), RuntimeError> {
+    pub(crate) fn accepting(&self) -> Result<(), RuntimeError> {
         if *self.inner.status.lock().unwrap_or_else(|p| p.into_inner()) != RuntimeStatus::Running {
             return Err(RuntimeError::ShuttingDown);
         }
