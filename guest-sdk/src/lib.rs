@@ -265,12 +265,26 @@ mod plugin {
 
     /// Exports a type implementing [`Plugin`] as this component's
     /// `forgeone:kernel/plugin-api` interface. Use once per component.
+    ///
+    /// The export exists only when building for wasm: natively (`cargo
+    /// test` of a plugin crate, or any native build of its `cdylib`) the
+    /// plugin is a plain Rust type its unit tests call directly, and no
+    /// component-model symbol (whose names a native linker refuses) is
+    /// emitted.
     #[macro_export]
     macro_rules! export_plugin {
         ($ty:ty) => {
             // The generated export macro takes a plain identifier.
+            #[cfg(target_family = "wasm")]
             type __ForgeonePluginAdapter = $crate::__Adapter<$ty>;
+            #[cfg(target_family = "wasm")]
             $crate::bindings::__export_plugin_world!(__ForgeonePluginAdapter);
+            // Natively, still check that the type is a plugin.
+            #[cfg(not(target_family = "wasm"))]
+            const _: fn() = || {
+                fn is_a_plugin<T: $crate::Plugin>() {}
+                is_a_plugin::<$ty>();
+            };
         };
     }
 }

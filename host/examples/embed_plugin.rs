@@ -1,18 +1,25 @@
-//! Embeds the ForgeOne runtime in a service and calls a plugin with typed values.
+//! Embeds the ForgeOne runtime in a service and calls a signed plugin with
+//! typed values.
 //!
-//! Run with `cargo run --example embed_plugin` after building the samples
-//! (`cargo build --release --target wasm32-wasip2 --manifest-path samples/Cargo.toml`),
-//! or with your own signed plugin:
-//! `cargo run --example embed_plugin -- PLUGIN.wasm ANCHOR.json` (the
-//! signature is read from `PLUGIN.wasm.sig.json`).
+//! ```text
+//! embed_plugin [PLUGIN.wasm] [--anchor ANCHOR.json] [--call NAME [--input VALUE]]...
+//! ```
 //!
-//! The plugin (`samples/text-plugin`) counts words, makes slugs and sums
-//! JSON numbers. It is loaded only after its signature verifies against the
-//! trust anchor; each call runs in a fresh instance under its own fuel,
-//! memory and time limits, and every call is in the audit log. Without an
-//! anchor argument the example plays the release pipeline first: it makes a
-//! throwaway development anchor and release key in a temporary directory and
-//! signs the plugin with them.
+//! - With no argument it runs the sample (`samples/text_plugin`, build the
+//!   samples first: `cargo build --release --target wasm32-wasip2
+//!   --manifest-path samples/Cargo.toml`) and shows its calls, its own
+//!   errors as typed values, and a runaway call ended by the fuel limit.
+//! - With `PLUGIN.wasm` it works for any plugin: it verifies it (the
+//!   signature is read from `PLUGIN.wasm.sig.json`) against `--anchor`, or,
+//!   without one, signs it first with a throwaway development anchor under
+//!   the name its `describe()` will be checked against (the file stem, as
+//!   `forgeone sign` names it); then it lists the plugin's calls and makes
+//!   each `--call`. A `--input` that parses as JSON is passed as a number
+//!   (integer or float) or as JSON text; anything else as text.
+//!
+//! Each call runs in a fresh instance under its own fuel, memory and time
+//! limits, and every call is in the audit log. Nothing unverified reaches
+//! the runtime.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,7 +41,6 @@ fn verified_plugin(
     audit: &AuditLog,
 ) -> anyhow::Result<VerifiedComponent> {
     ComponentCheck::new(anchor)
-        .expect_name("text-plugin")
         .audit(audit.clone())
         .verify_file(path)
         .with_context(|| format!("verifying {}", path.display()))
@@ -55,26 +61,88 @@ fn sign_for_development(plugin: &Path, dir: &Path) -> anyhow::Result<(PathBuf, P
     let anchor_path = dir.join("trust_anchor.json");
     std::fs::write(&anchor_path, envelope.to_json())?;
     let bytes = std::fs::read(plugin).with_context(|| format!("reading {}", plugin.display()))?;
-    let copy = dir.join("text_plugin.wasm");
+    // Named as `forgeone sign` names it by default: the file stem.
+    let name = plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("the plugin's file name is not UTF-8")?;
+    let copy = dir.join(format!("{name}.wasm"));
     std::fs::write(&copy, &bytes)?;
-    let statement = ComponentStatement::new("text-plugin", "0.1.0", &bytes, None);
+    let statement = ComponentStatement::new(name, "0.1.0", &bytes, None);
     std::fs::write(
-        dir.join("text_plugin.wasm.sig.json"),
+        dir.join(format!("{name}.wasm.sig.json")),
         statement.sign(&[&release]).to_json(),
     )?;
     Ok((copy, anchor_path))
 }
 
+/// What the command line asked for.
+#[derive(Default)]
+struct Args {
+    plugin: Option<PathBuf>,
+    anchor: Option<PathBuf>,
+    calls: Vec<(String, Value)>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args::default();
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .with_context(|| format!("{flag} needs a value"))
+                .map(PathBuf::from)
+        };
+        match arg.to_str() {
+            Some("--anchor") => args.anchor = Some(value("--anchor")?),
+            Some("--call") => {
+                let name = value("--call")?.to_string_lossy().into_owned();
+                args.calls.push((name, Value::None));
+            }
+            Some("--input") => {
+                let input = value("--input")?.to_string_lossy().into_owned();
+                let last = args
+                    .calls
+                    .last_mut()
+                    .context("--input goes after the --call it is for")?;
+                last.1 = input_value(input);
+            }
+            Some("-h" | "--help") => {
+                println!(
+                    "usage: embed_plugin [PLUGIN.wasm] [--anchor ANCHOR.json] [--call NAME [--input VALUE]]..."
+                );
+                std::process::exit(0);
+            }
+            Some(flag) if flag.starts_with('-') => anyhow::bail!("unknown option {flag}"),
+            _ if args.plugin.is_none() => args.plugin = Some(PathBuf::from(arg)),
+            _ => anyhow::bail!("one plugin at a time: {}", Path::new(&arg).display()),
+        }
+    }
+    Ok(args)
+}
+
+/// A command-line input as a plugin value: a JSON number as an integer or
+/// a float, other JSON as JSON text, anything else as text.
+fn input_value(input: String) -> Value {
+    match serde_json::from_str::<serde_json::Value>(&input) {
+        Ok(serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Ok(_) => Value::Json(input),
+        Err(_) => Value::Text(input),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args_os().skip(1).map(PathBuf::from);
-    let plugin_arg = args.next();
-    let anchor_arg = args.next();
+    let args = parse_args()?;
+    let sample = args.plugin.is_none();
 
     // The service's state: a throwaway directory here.
     let state = std::env::temp_dir().join(format!("forgeone-embed-{}", std::process::id()));
     std::fs::create_dir_all(&state)?;
-    let (plugin_path, anchor_path) = match (plugin_arg, anchor_arg) {
+    let (plugin_path, anchor_path) = match (args.plugin, args.anchor) {
         (Some(plugin), Some(anchor)) => (plugin, anchor),
         (plugin, None) => {
             let plugin = plugin.unwrap_or_else(|| {
@@ -92,9 +160,8 @@ async fn main() -> anyhow::Result<()> {
             );
             signed
         }
-        (None, Some(_)) => unreachable!("the anchor is the second argument"),
+        (None, Some(_)) => anyhow::bail!("--anchor needs a PLUGIN.wasm to verify"),
     };
-
     let audit = AuditLog::open(
         state.join("audit.jsonl"),
         SigningKey::generate(),
@@ -138,6 +205,26 @@ async fn main() -> anyhow::Result<()> {
         info.calls.join(", ")
     );
 
+    if sample {
+        text_plugin_tour(&plugin).await?;
+    }
+    for (name, input) in args.calls {
+        // `Ok(Err(..))` is the plugin's own error, a typed value; `Err` is
+        // a trap, a limit, a busy pool or a refusal by the host.
+        match plugin.call(&name, input).await {
+            Ok(value) => println!("{name} -> {value:?}"),
+            Err(e) => println!("{name} -> refused by the host: {e}"),
+        }
+    }
+
+    audit.close()?;
+    println!("audit log: {}", state.join("audit.jsonl").display());
+    Ok(())
+}
+
+/// The sample's calls: real work, its own errors as values, and a runaway
+/// call ended by the fuel limit (the next call starts fresh).
+async fn text_plugin_tour(plugin: &forgeone::runtime::Plugin) -> anyhow::Result<()> {
     let text = "The quick brown fox jumps over the lazy dog.\nThe dog sleeps.";
     let counts = plugin.call("word-count", Value::Text(text.into())).await?;
     println!("word-count -> {counts:?}");
@@ -165,7 +252,5 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!("slugify    -> {again:?}");
 
-    audit.close()?;
-    println!("audit log: {}", state.join("audit.jsonl").display());
     Ok(())
 }

@@ -58,3 +58,40 @@ fn hello_is_a_container_world_component() {
         "a container exports wasi:cli/run: {exports:?}"
     );
 }
+
+/// A plugin crate (`crate-type = ["cdylib"]`, `export_plugin!`) builds and
+/// runs its unit tests natively, as any Rust crate: `cargo test` works on
+/// it without wasm (the export exists only for wasm targets).
+#[test]
+fn a_plugin_crate_builds_and_runs_its_unit_tests_natively() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("native-samples");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for verb in ["build", "test"] {
+        let mut cmd = std::process::Command::new(&cargo);
+        cmd.arg(verb)
+            .arg("--manifest-path")
+            .arg(root.join("samples/Cargo.toml"))
+            .args(["-p", "text_plugin", "--target-dir"])
+            .arg(&target_dir);
+        // The outer build's flags are for this crate's own build.
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cargo {verb} -p text_plugin (native) failed:\n{stderr}"
+        );
+        if verb == "test" {
+            assert!(stdout.contains("1 passed"), "{stdout}");
+        }
+    }
+}

@@ -13,7 +13,15 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
         .load_plugin(&component(guests::TEXT_PLUGIN), identity(), limits)
         .await
         .unwrap();
-    assert_eq!(plugin.info().name, "text-plugin");
+    assert_eq!(plugin.info().name, "text_plugin");
+    // The name it gives itself is the one `forgeone sign` gives it by
+    // default: the stem of the file Cargo writes (`text_plugin.wasm`).
+    assert_eq!(
+        plugin.info().name,
+        component(guests::TEXT_PLUGIN).name(),
+        "{}",
+        guests::TEXT_PLUGIN
+    );
     assert!(plugin.info().calls.iter().any(|c| c == "word-count"));
 
     let Ok(Value::Json(json)) = plugin

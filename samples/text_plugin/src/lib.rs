@@ -1,4 +1,9 @@
-//! `text-plugin`: a ForgeOne plugin doing real text work.
+//! `text_plugin`: a ForgeOne plugin doing real text work.
+//!
+//! Its name has an underscore because Cargo writes a library as
+//! `text_plugin.wasm` (hyphens are not allowed in library file names), and
+//! `forgeone sign` names a component by its file stem: the signed name, the
+//! file name and the name `describe()` returns agree.
 //!
 //! Calls:
 //! - `word-count` (text) -> json `{"words":N,"lines":N,"chars":N,"top":[["word",n],..]}`
@@ -18,7 +23,7 @@ struct TextPlugin;
 impl Plugin for TextPlugin {
     fn describe() -> PluginInfo {
         PluginInfo::new(
-            "text-plugin",
+            "text_plugin",
             env!("CARGO_PKG_VERSION"),
             ["word-count", "slugify", "sum", "burn", "allocate"],
         )
@@ -136,3 +141,29 @@ fn burn(rounds: i64) -> i64 {
 }
 
 forgeone_guest::export_plugin!(TextPlugin);
+
+// The plugin is plain Rust natively: `cargo test -p text_plugin --target
+// x86_64-unknown-linux-gnu` (or your host's triple) runs these without wasm.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugify_and_word_count() {
+        assert!(matches!(
+            TextPlugin::call("slugify".into(), Value::Text("Hello, World!".into())),
+            Ok(Value::Text(s)) if s == "hello-world"
+        ));
+        let Ok(Value::Json(json)) =
+            TextPlugin::call("word-count".into(), Value::Text("a b a".into()))
+        else {
+            panic!("word-count returns json");
+        };
+        assert!(json.contains(r#""words":3"#), "{json}");
+        assert!(matches!(
+            TextPlugin::call("nope".into(), Value::None),
+            Err(CallError::UnknownCall(n)) if n == "nope"
+        ));
+        assert_eq!(TextPlugin::describe().name, "text_plugin");
+    }
+}
