@@ -201,8 +201,9 @@ pub struct RunStats {
     /// Peak linear memory of the container, in bytes.
     pub peak_memory: u64,
     /// Wall time from the start of instantiation to the end, paused time
-    /// included.
-    #[serde(with = "duration_ms")]
+    /// included. In audit records: `wall_time_us`, in microseconds (a
+    /// plugin call often takes less than a millisecond).
+    #[serde(rename = "wall_time_us", with = "duration_us")]
     pub wall_time: Duration,
     /// How many `memory.grow` requests the limiter refused.
     pub memory_refusals: u32,
@@ -288,6 +289,14 @@ impl fmt::Display for Outcome {
             bytesize::ByteSize::b(self.stats.peak_memory),
             self.stats.wall_time
         )
+    }
+}
+
+pub(crate) mod duration_us {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 }
 

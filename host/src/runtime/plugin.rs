@@ -173,6 +173,21 @@ impl Plugin {
         self
     }
 
+    /// The same plugin with other limits for its calls: no second load,
+    /// `describe` or `container.plugin.loaded` record; calls through either
+    /// are counted and audited as this plugin's.
+    pub fn with_limits(&self, limits: Limits) -> Plugin {
+        Plugin {
+            limits,
+            ..self.clone()
+        }
+    }
+
+    /// The limits each call runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// What the plugin said about itself when it was loaded.
     pub fn info(&self) -> &PluginInfo {
         &self.info

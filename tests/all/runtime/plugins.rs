@@ -101,6 +101,39 @@ async fn plugins_are_called_with_typed_values_and_limits_per_call() {
         assert_eq!(record["subjects"]["component"], digest);
         assert_eq!(record["actor"]["principal"], "alice");
     }
+    // Wall time in microseconds: a call of well under a millisecond is
+    // not 0.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["details"]["stats"]["wall_time_us"].as_u64().unwrap() > 0),
+        "{calls:#?}"
+    );
+
+    // Other limits without a second load: no describe, no loaded record,
+    // the same plugin's counters.
+    let mut tight = Limits::default();
+    tight.fuel = Some(1_000_000);
+    let tight = plugin.with_limits(tight);
+    let err = tight
+        .call("burn", Value::Integer(100_000_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RuntimeError::PluginFailed {
+                failure: Failure::OutOfFuel { budget: 1_000_000 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(tight.id(), plugin.id());
+    assert_eq!(h.records_of("container.plugin.loaded").len(), 1);
+    assert_eq!(h.records_of("container.plugin.call").len(), 11);
+    let ctx = h.runtime.runtime_context();
+    assert_eq!(ctx.plugins[&plugin.id()].failures, 3);
 }
 
 /// A harness whose engine pools `instances` component instances.
