@@ -177,6 +177,19 @@ pub enum RuntimeError {
         /// How long the call waited for a slot.
         waited: std::time::Duration,
     },
+    /// A signed plugin's `describe()` gave another name than the one it
+    /// was signed under: a service that asked for one plugin would be
+    /// talking to another. It is not loaded (and the refusal is audited as
+    /// `container.plugin.refused`).
+    #[error(
+        "plugin `{signed}` refused: it was signed as `{signed}` but describes itself as `{described}`"
+    )]
+    PluginNameMismatch {
+        /// The name its signature gives it.
+        signed: String,
+        /// The name its `describe()` returned.
+        described: String,
+    },
     /// The runtime is shutting down or stopped.
     #[error("the runtime is shutting down; no new work is accepted")]
     ShuttingDown,

@@ -126,6 +126,15 @@ pub(crate) enum ContainerEvent {
         name: String,
         version: String,
     },
+    /// A signed plugin said it is another plugin than the one signed: it
+    /// was not loaded.
+    PluginRefused {
+        plugin: String,
+        /// The name its signature gives it.
+        signed: String,
+        /// The name its `describe()` returned (capped).
+        described: String,
+    },
     /// A plugin call ended.
     PluginCall {
         plugin: String,
@@ -165,6 +174,7 @@ impl AuditEvent for ContainerEvent {
             ContainerEvent::UnsignedRefused { .. } => "policy.unsigned_refused",
             ContainerEvent::NetworkRefused { .. } => "policy.network_refused",
             ContainerEvent::PluginLoaded { .. } => "container.plugin.loaded",
+            ContainerEvent::PluginRefused { .. } => "container.plugin.refused",
             ContainerEvent::PluginCall { .. } => "container.plugin.call",
         }
     }
@@ -244,7 +254,8 @@ impl AuditEvent for ContainerEvent {
             | ContainerEvent::NetworkRefused { .. } => Severity::Warn,
             ContainerEvent::PluginCall {
                 failure: Some(_), ..
-            } => Severity::Warn,
+            }
+            | ContainerEvent::PluginRefused { .. } => Severity::Warn,
             _ => Severity::Info,
         }
     }

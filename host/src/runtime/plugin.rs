@@ -69,7 +69,9 @@ impl std::fmt::Debug for Plugin {
 impl Runtime {
     /// Loads a plugin: checks the policy (unsigned code is refused unless
     /// allowed), compiles it once, checks it exports `plugin-api`, and
-    /// calls `describe`. Each call then runs under `limits`.
+    /// calls `describe`. A signed plugin must describe itself by the name
+    /// it was signed under ([`RuntimeError::PluginNameMismatch`]). Each
+    /// call then runs under `limits`.
     pub async fn load_plugin(
         &self,
         component: &VerifiedComponent,
@@ -107,6 +109,24 @@ impl Runtime {
             },
         };
         plugin.info = plugin.describe().await?;
+        // A signed plugin is the plugin it was signed as: one that says it
+        // is another would have the service talk to a plugin it did not
+        // ask for (and audit its calls under the wrong name).
+        if component.is_signed() && plugin.info.name != component.name() {
+            let event = ContainerEvent::PluginRefused {
+                plugin: id.to_string(),
+                signed: component.name().to_string(),
+                described: plugin.info.name.clone(),
+            };
+            self.inner
+                .audit
+                .append_async(plugin.identity.entry(event))
+                .await?;
+            return Err(RuntimeError::PluginNameMismatch {
+                signed: component.name().to_string(),
+                described: plugin.info.name.clone(),
+            });
+        }
         self.inner.plugins.insert(PluginContext {
             id,
             name: plugin.info.name.clone(),
@@ -197,7 +217,7 @@ impl Plugin {
     /// plugin returns are capped at 256 bytes each (with a truncation
     /// marker).
     pub async fn describe(&self) -> Result<PluginInfo, RuntimeError> {
-        match self.invoke(Call::Describe).await? {
+        match self.invoke_raw(Call::Describe).await?.0 {
             Reply::Info(mut info) => {
                 // Guest-supplied: capped before they are kept, shown or audited.
                 info.name = caps::cap(info.name, caps::PLUGIN_INFO);
@@ -219,18 +239,112 @@ impl Plugin {
     /// result (`ok`, `error`, `failed`, `busy`, or `cancelled` when the
     /// caller drops the future while the guest runs) and counted in the
     /// plugin's [`PluginContext`].
+    ///
+    /// [`Plugin::invoke`] is the same call with one error type and the
+    /// call's stats; [`Plugin::call_json`] adds serde on both ends.
     pub async fn call(
         &self,
         name: &str,
         input: Value,
     ) -> Result<Result<Value, CallError>, RuntimeError> {
-        match self.invoke(Call::Call(name.to_string(), input)).await? {
-            Reply::Value(value) => Ok(value),
-            Reply::Info(_) => unreachable!("call returns a value"),
+        self.call_with_stats(name, input)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Calls `name` with `input`, as [`Plugin::call`] does, and returns the
+    /// value with what the call cost (fuel, peak memory, wall time to the
+    /// microsecond), or one [`PluginCallError`] whichever way it failed:
+    /// the plugin's own error ([`PluginCallError::Plugin`], with its stats
+    /// too) or the runtime's ([`PluginCallError::Runtime`]: a trap, a
+    /// limit, busy, shutting down).
+    ///
+    /// ```no_run
+    /// # async fn f(plugin: forgeone::runtime::Plugin) -> Result<(), forgeone::runtime::PluginCallError> {
+    /// use forgeone::runtime::Value;
+    /// let called = plugin.invoke("slugify", Value::Text("Hello, World!".into())).await?;
+    /// println!("{:?} in {} µs, {} fuel", called.value, called.stats.wall_time.as_micros(), called.stats.fuel_consumed);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invoke(&self, name: &str, input: Value) -> Result<Called, PluginCallError> {
+        let (value, stats) = self.call_with_stats(name, input).await?;
+        match value {
+            Ok(value) => Ok(Called { value, stats }),
+            Err(error) => Err(PluginCallError::Plugin {
+                plugin: self.info.name.clone(),
+                call: name.to_string(),
+                error,
+                stats,
+            }),
         }
     }
 
-    async fn invoke(&self, call: Call) -> Result<Reply, RuntimeError> {
+    /// Calls `name` with `input` serialised as JSON ([`Value::Json`]) and
+    /// deserialises what it returns into `Out`. A plugin that returns a
+    /// plain value (`none`, a boolean, a number, text) is read as the JSON
+    /// `null`, boolean, number or string; bytes are not JSON and are an
+    /// [`PluginCallError::Output`] error, as is JSON of another shape.
+    ///
+    /// ```no_run
+    /// # async fn f(plugin: forgeone::runtime::Plugin) -> Result<(), forgeone::runtime::PluginCallError> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Count { words: u64, lines: u64 }
+    /// let count = plugin.call_json::<_, Count>("word-count", &"the cat and the hat").await?;
+    /// println!("{} words on {} lines", count.value.words, count.value.lines);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_json<In, Out>(
+        &self,
+        name: &str,
+        input: &In,
+    ) -> Result<Called<Out>, PluginCallError>
+    where
+        In: serde::Serialize + ?Sized,
+        Out: serde::de::DeserializeOwned,
+    {
+        let text = serde_json::to_string(input).map_err(|source| PluginCallError::Input {
+            call: name.to_string(),
+            source,
+        })?;
+        let called = self.invoke(name, Value::Json(text)).await?;
+        let output = |source: serde_json::Error| PluginCallError::Output {
+            plugin: self.info.name.clone(),
+            call: name.to_string(),
+            reason: source.to_string(),
+        };
+        let value = match called.value {
+            Value::Json(text) => serde_json::from_str(&text).map_err(output)?,
+            Value::None => serde_json::from_value(serde_json::Value::Null).map_err(output)?,
+            Value::Boolean(b) => serde_json::from_value(b.into()).map_err(output)?,
+            Value::Integer(i) => serde_json::from_value(i.into()).map_err(output)?,
+            Value::Float(f) => serde_json::from_value(f.into()).map_err(output)?,
+            Value::Text(t) => serde_json::from_value(t.into()).map_err(output)?,
+            Value::Bytes(b) => {
+                return Err(PluginCallError::Output {
+                    plugin: self.info.name.clone(),
+                    call: name.to_string(),
+                    reason: format!("it returned {} bytes, not JSON", b.len()),
+                });
+            }
+        };
+        Ok(Called {
+            value,
+            stats: called.stats,
+        })
+    }
+
+    async fn call_with_stats(
+        &self,
+        name: &str,
+        input: Value,
+    ) -> Result<(Result<Value, CallError>, RunStats), RuntimeError> {
+        match self.invoke_raw(Call::Call(name.to_string(), input)).await? {
+            (Reply::Value(value), stats) => Ok((value, stats)),
+            (Reply::Info(_), _) => unreachable!("call returns a value"),
+        }
+    }
+
+    async fn invoke_raw(&self, call: Call) -> Result<(Reply, RunStats), RuntimeError> {
         let runtime = &self.runtime;
         // Refused once the runtime shuts down, as a load is, and while the
         // audit log cannot be written.
@@ -289,10 +403,10 @@ impl Plugin {
                 (None, _) => (CallEnd::Failed, "failed"),
             };
             record
-                .finish(ended, result_name, failure.clone(), stats)
+                .finish(ended, result_name, failure.clone(), stats.clone())
                 .await?;
             return match (reply, failure) {
-                (Some(reply), _) => Ok(reply),
+                (Some(reply), _) => Ok((reply, stats)),
                 (None, failure) => Err(RuntimeError::PluginFailed {
                     plugin: self.info.name.clone(),
                     call: call_name,
@@ -587,5 +701,81 @@ impl Drop for CallRecord<'_> {
                 }
             }
         }
+    }
+}
+
+/// What a plugin call returned ([`Plugin::invoke`], [`Plugin::call_json`]),
+/// with what it cost.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Called<T = Value> {
+    /// The value the plugin returned.
+    pub value: T,
+    /// The call's fuel, peak memory and wall time (to the microsecond), as
+    /// its `container.plugin.call` record has them.
+    pub stats: RunStats,
+}
+
+/// Why a plugin call gave no value: one error for every way it can fail,
+/// instead of a `Result` in a `Result`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginCallError {
+    /// The plugin ran and returned its own error (unknown call, invalid
+    /// input, failed): the plugin is healthy, the request was not.
+    #[error("plugin `{plugin}` call `{call}`: {}", describe_call_error(error))]
+    Plugin {
+        /// Plugin name.
+        plugin: String,
+        /// Call name.
+        call: String,
+        /// The plugin's error.
+        error: CallError,
+        /// What the call cost.
+        stats: RunStats,
+    },
+    /// The call did not return: it trapped or hit a limit, found the pool
+    /// busy, or the runtime refused it (shutting down, audit log
+    /// unwritable). See [`RuntimeError`].
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// [`Plugin::call_json`]: the input could not be serialised as JSON;
+    /// the plugin did not run.
+    #[error("call `{call}`: the input cannot be serialised as JSON: {source}")]
+    Input {
+        /// Call name.
+        call: String,
+        /// serde_json's reason.
+        source: serde_json::Error,
+    },
+    /// [`Plugin::call_json`]: the plugin returned something that is not
+    /// JSON of the expected type.
+    #[error("plugin `{plugin}` call `{call}` returned an unexpected value: {reason}")]
+    Output {
+        /// Plugin name.
+        plugin: String,
+        /// Call name.
+        call: String,
+        /// Why it does not fit.
+        reason: String,
+    },
+}
+
+impl PluginCallError {
+    /// The call's stats where it ran to an answer (the plugin's own
+    /// error); the runtime's failures are in its audit record.
+    pub fn stats(&self) -> Option<&RunStats> {
+        match self {
+            PluginCallError::Plugin { stats, .. } => Some(stats),
+            _ => None,
+        }
+    }
+}
+
+fn describe_call_error(error: &CallError) -> String {
+    match error {
+        CallError::UnknownCall(name) => format!("no call named `{name}`"),
+        CallError::InvalidInput(why) => format!("invalid input: {why}"),
+        CallError::Failed(why) => format!("failed: {why}"),
     }
 }

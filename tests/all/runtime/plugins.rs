@@ -281,3 +281,155 @@ async fn a_call_after_shutdown_is_refused() {
         .unwrap_err();
     assert!(matches!(err, RuntimeError::ShuttingDown), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_and_call_json_give_one_error_type_and_the_calls_stats() {
+    use forgeone::runtime::PluginCallError;
+    let h = Harness::new(|_| {});
+    let plugin = h
+        .runtime
+        .load_plugin(
+            &component(guests::TEXT_PLUGIN),
+            identity(),
+            Limits::default(),
+        )
+        .await
+        .unwrap();
+
+    // A value and what it cost, the same figures as its audit record.
+    let called = plugin
+        .invoke("slugify", Value::Text("Hello, World!".into()))
+        .await
+        .unwrap();
+    assert!(matches!(&called.value, Value::Text(s) if s == "hello-world"));
+    assert!(called.stats.fuel_consumed > 0);
+    assert!(called.stats.peak_memory > 0);
+    assert!(called.stats.wall_time > Duration::ZERO);
+    let records = plugin_calls(&h);
+    let record = records.last().unwrap();
+    assert_eq!(record["details"]["call"], "slugify");
+    assert_eq!(
+        record["details"]["stats"]["fuel_consumed"],
+        called.stats.fuel_consumed
+    );
+    assert_eq!(
+        record["details"]["stats"]["wall_time_us"],
+        called.stats.wall_time.as_micros() as u64
+    );
+
+    // Serde on both ends: the input goes as `json`, and a plain value that
+    // comes back is read as JSON too (`sum` returns a float).
+    let sum = plugin
+        .call_json::<_, f64>("sum", &[1.0, 2.5, -0.5])
+        .await
+        .unwrap();
+    assert_eq!(sum.value, 3.0);
+
+    // The plugin's own error: one error type, with the stats.
+    match plugin.invoke("nope", Value::None).await {
+        Err(PluginCallError::Plugin {
+            error: CallError::UnknownCall(name),
+            stats,
+            ..
+        }) => {
+            assert_eq!(name, "nope");
+            assert!(stats.fuel_consumed > 0);
+        }
+        other => panic!("expected the plugin's error, got {other:?}"),
+    }
+    // `word-count` takes text, not JSON: the plugin says so, as a value.
+    assert!(matches!(
+        plugin
+            .call_json::<_, Json>("word-count", "some words")
+            .await,
+        Err(PluginCallError::Plugin {
+            error: CallError::InvalidInput(_),
+            ..
+        })
+    ));
+    // JSON of another shape names the call.
+    match plugin.call_json::<_, Vec<u64>>("sum", &[1, 2]).await {
+        Err(e @ PluginCallError::Output { .. }) => {
+            assert!(e.to_string().contains("call `sum`"), "{e}")
+        }
+        other => panic!("expected an output error, got {other:?}"),
+    }
+    // A trap is the runtime's error, in the same type.
+    let mut limits = Limits::default();
+    limits.fuel = Some(1_000_000);
+    let err = plugin
+        .with_limits(limits)
+        .invoke("burn", Value::Integer(-1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PluginCallError::Runtime(RuntimeError::PluginFailed {
+                failure: Failure::OutOfFuel { .. },
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_plugin_that_describes_itself_as_another_is_refused() {
+    use crate::boot::World;
+    let world = World::new();
+    let bytes = std::fs::read(guests::TEXT_PLUGIN).unwrap();
+    world.write("text_plugin.wasm", &bytes);
+    world.write("impostor.wasm", &bytes);
+    let doc = world.manifest_doc(
+        1,
+        &[
+            ("text_plugin", "1.0.0", "text_plugin.wasm"),
+            ("impostor", "1.0.0", "impostor.wasm"),
+        ],
+    );
+    let manifest = world.write_manifest(&doc, &[&world.release]);
+    let ctx = forgeone::boot::BootBuilder::from_files(world.anchor(), manifest)
+        .run()
+        .unwrap();
+    let signed = |name: &str| {
+        ctx.components
+            .iter()
+            .find(|c| c.name() == name)
+            .unwrap()
+            .clone()
+    };
+    let h = Harness::new(|c| {
+        c.allow_unsigned(false);
+    });
+
+    // Signed as `impostor`, describes itself as `text_plugin`: refused, audited.
+    let err = h
+        .runtime
+        .load_plugin(&signed("impostor"), identity(), Limits::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::PluginNameMismatch { signed, described }
+            if signed == "impostor" && described == "text_plugin"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("describes itself as `text_plugin`")
+    );
+    let refused = h.records_of("container.plugin.refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["details"]["signed"], "impostor");
+    assert_eq!(refused[0]["details"]["described"], "text_plugin");
+    assert!(h.records_of("container.plugin.loaded").is_empty());
+
+    // Signed under its own name: loaded.
+    let plugin = h
+        .runtime
+        .load_plugin(&signed("text_plugin"), identity(), Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(plugin.info().name, "text_plugin");
+    assert_eq!(h.records_of("container.plugin.loaded").len(), 1);
+}
