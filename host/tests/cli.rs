@@ -369,6 +369,16 @@ fn run_verifies_against_the_anchor_and_refuses_what_does_not_verify() {
         "{}",
         text(&out.stderr)
     );
+    // `forgeone verify` says why once, not as a warning and again as the error.
+    let out = forgeone(&["verify", "app.wasm", "--anchor", "anchor.json"], d);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches("does not match the signed").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("WARN"), "{stderr}");
     let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
     assert!(log.contains("\"kind\":\"boot.component.refused\""));
     assert!(
@@ -1583,4 +1593,168 @@ fn run_max_code_size_refuses_before_compiling_and_can_be_raised() {
         d,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for key in ["root", "release", "host"] {
+        assert!(
+            forgeone(&["keygen", &format!("keys/{key}.pem")], d)
+                .status
+                .success()
+        );
+    }
+    let out = forgeone(
+        &[
+            "anchor",
+            "init",
+            "--root-key",
+            "keys/root.pub.pem",
+            "--release-key",
+            "keys/release.pub.pem",
+            "--sign-key",
+            "keys/root.pem",
+            "--expires",
+            "30days",
+            "-o",
+            "anchor.json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plugin = std::fs::read(forgeone_tests::guests::TEXT_PLUGIN).unwrap();
+    // Signed by its file stem, which is the name it describes itself by;
+    // and a copy signed under another name.
+    std::fs::write(d.join("text_plugin.wasm"), &plugin).unwrap();
+    std::fs::write(d.join("impostor.wasm"), &plugin).unwrap();
+    for file in ["text_plugin.wasm", "impostor.wasm"] {
+        let out = forgeone(
+            &[
+                "sign",
+                file,
+                "--key",
+                "keys/release.pem",
+                "--version",
+                "1.0.0",
+            ],
+            d,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let call = |extra: &[&str]| {
+        let mut args = vec![
+            "call",
+            "--anchor",
+            "anchor.json",
+            "--host-key",
+            "keys/host.pem",
+            "--audit-log",
+            "audit.jsonl",
+        ];
+        args.extend_from_slice(extra);
+        forgeone(&args, d)
+    };
+
+    // Text in, the plugin's JSON out on stdout, the cost on stderr.
+    let out = call(&[
+        "text_plugin.wasm",
+        "word-count",
+        "--text",
+        "the cat and the hat",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["words"], 5);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("text_plugin word-count ok · fuel "),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" µs"), "{stderr}");
+
+    // --input is JSON (a negative number too); --json gives value and stats.
+    let out = call(&[
+        "text_plugin.wasm",
+        "sum",
+        "--input",
+        "[1, 2, 3.5]",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["value"],
+        serde_json::json!({"type": "float", "value": 6.5})
+    );
+    assert!(json["stats"]["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(json["stats"]["wall_time_us"].as_u64().is_some());
+
+    // --list: its name, version and calls.
+    let out = call(&["text_plugin.wasm", "--list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("text_plugin 0.1.0\n"));
+    assert!(text(&out.stdout).contains("  word-count\n"));
+
+    // The plugin's own error: exit 1, said once, with its cost.
+    let out = call(&["text_plugin.wasm", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: plugin `text_plugin` call `nope`: no call named `nope` · fuel"),
+        "{stderr}"
+    );
+    // A runaway call ends at its fuel budget, with run's exit code for it.
+    let out = call(&[
+        "text_plugin.wasm",
+        "burn",
+        "--input",
+        "-1",
+        "--fuel",
+        "1000000",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("out of fuel"));
+    // Input that is not JSON is named, with the way to pass text.
+    let out = call(&["text_plugin.wasm", "slugify", "--input", "hello world"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--text"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Signed as `impostor` but describing itself as `text_plugin`: refused.
+    let out = call(&["impostor.wasm", "slugify", "--text", "Hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("signed as `impostor` but describes itself as `text_plugin`"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Unverified code is not loaded.
+    let out = forgeone(&["call", "text_plugin.wasm", "slugify", "--text", "Hi"], d);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not verified"));
+
+    // Every call is on the record, and the log verifies.
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let calls = log
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"container.plugin.call\""))
+        .filter(|l| !l.contains("\"call\":\"describe\""))
+        .count();
+    assert_eq!(calls, 4, "word-count, sum, nope, burn: {log}");
+    assert!(log.contains("\"kind\":\"container.plugin.refused\""));
+    let out = forgeone(
+        &[
+            "audit",
+            "verify",
+            "audit.jsonl",
+            "--key",
+            "keys/host.pub.pem",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

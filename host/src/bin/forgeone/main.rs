@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod anchor;
 mod audit_cmd;
 mod boot_cmd;
+mod call;
 mod keygen;
 mod manifest;
 mod plan;
@@ -23,14 +24,16 @@ mod verify;
 struct Cli {
     /// Diagnostics on stderr, as a tracing filter (e.g. `info`,
     /// `forgeone=debug`). Audit events are also tracing events (target
-    /// `forgeone::audit`) and guest log lines too (`forgeone::guest`); the
-    /// CLI prints both itself, so they are off by default: add
-    /// `forgeone::audit=info` to see each event.
+    /// `forgeone::audit`), and so are guest log lines (`forgeone::guest`)
+    /// and the boot checks of a command that keeps no audit log
+    /// (`forgeone::boot`, e.g. `verify`). The CLI prints all three itself,
+    /// so they are off by default: add `forgeone::audit=info` to see each
+    /// event.
     #[arg(
         long,
         global = true,
         env = "FORGEONE_LOG",
-        default_value = "warn,forgeone::audit=off,forgeone::guest=off",
+        default_value = "warn,forgeone::audit=off,forgeone::guest=off,forgeone::boot=off",
         value_name = "FILTER"
     )]
     log_level: String,
@@ -86,6 +89,20 @@ enum Command {
     /// deadline) and by `--fuel` only when it is given. The outcome (exit
     /// code, fuel used, peak memory, wall time) goes to stderr.
     Run(run::Args),
+    /// Call a plugin once: verify it, load it, print the value and what the call cost.
+    ///
+    /// The plugin is a component exporting `forgeone:kernel/plugin-api`
+    /// (see the guest SDK's `export_plugin!`). Only verified code loads:
+    /// pass the trust anchor with `--anchor`, or explicitly
+    /// `--allow-unsigned` (audited). The call runs in a fresh instance
+    /// under `--fuel`, `--max-memory` and `--timeout`, with no directories,
+    /// environment or network; it is audited as `container.plugin.call`.
+    /// The value goes to stdout (text and JSON as they are); the fuel, peak
+    /// memory and wall time to stderr. `--list` prints the plugin's calls.
+    ///
+    /// Example: `forgeone call text_plugin.wasm word-count --text "the cat"
+    /// --anchor anchor.json`
+    Call(call::Args),
     /// Show where each workload of a deployment would run, and why, without running anything.
     Plan(plan::Args),
     /// Boot, verify, schedule and run a deployment (`forgeone.toml`) under supervision.
@@ -115,6 +132,7 @@ fn dispatch(command: Command) -> util::CmdResult {
         Command::Boot(args) => boot_cmd::run(args),
         Command::VerifyQuote(args) => boot_cmd::verify_quote(args),
         Command::Run(args) => run::run(args),
+        Command::Call(args) => call::run(args),
         Command::Up(args) => up::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Audit(command) => audit_cmd::run(command),

@@ -2,7 +2,7 @@
 //! output, print the outcome, exit with the guest's exit code.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -134,9 +134,9 @@ pub struct Args {
 
 /// `--timeout`: a deadline, or none.
 #[derive(Debug, Clone, Copy)]
-struct Timeout(Option<Duration>);
+pub(crate) struct Timeout(pub(crate) Option<Duration>);
 
-fn parse_timeout(text: &str) -> Result<Timeout, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Timeout, String> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(Timeout(None));
     }
@@ -145,7 +145,7 @@ fn parse_timeout(text: &str) -> Result<Timeout, String> {
     Ok(Timeout((!duration.is_zero()).then_some(duration)))
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 5s: {e}"))
 }
 
@@ -156,19 +156,26 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The one place `forgeone run` obtains a [`VerifiedComponent`]: verified
-/// against the anchor (every outcome audited), or explicitly unsigned.
-fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent, Failure> {
-    if let Some(anchor_path) = &args.anchor {
+/// The one place `forgeone run` and `forgeone call` obtain a
+/// [`VerifiedComponent`]: verified against the anchor (every outcome
+/// audited), or explicitly unsigned.
+pub(crate) fn verified_component(
+    path: &Path,
+    anchor: Option<&Path>,
+    sig: Option<&Path>,
+    allow_unsigned: bool,
+    audit: &AuditLog,
+) -> Result<VerifiedComponent, Failure> {
+    if let Some(anchor_path) = anchor {
         let anchor = TrustAnchor::from_file(anchor_path)
             .map_err(|e| Failure::check(format!("trust anchor {}: {e}", anchor_path.display())))?;
         let mut check = ComponentCheck::new(&anchor);
         check.audit(audit.clone());
-        if let Some(sig) = &args.sig {
+        if let Some(sig) = sig {
             check.signature_path(sig);
         }
-        let component = check.verify_file(&args.component).map_err(|e| {
-            let message = format!("refused {}: {e}", args.component.display());
+        let component = check.verify_file(path).map_err(|e| {
+            let message = format!("refused {}: {e}", path.display());
             if e.is_operational() {
                 Failure::input(message)
             } else {
@@ -189,28 +196,50 @@ fn verified_component(args: &Args, audit: &AuditLog) -> Result<VerifiedComponent
         );
         return Ok(component);
     }
-    if !args.allow_unsigned {
+    if !allow_unsigned {
         return Err(Failure::check(format!(
             "refusing to run {}: it is not verified. Pass --anchor ANCHOR (and --sig FILE) to \
              verify it, or --allow-unsigned to run it anyway (audited)",
-            args.component.display()
+            path.display()
         )));
     }
     // The reader signed components go through: a regular file, its size
     // capped before a byte is read.
-    let component = VerifiedComponent::unsigned_file(&args.component, DEFAULT_MAX_COMPONENT_SIZE)
+    let component = VerifiedComponent::unsigned_file(path, DEFAULT_MAX_COMPONENT_SIZE)
         .map_err(|e| Failure::input(format!("unsigned component {e}")))?;
     eprintln!(
         "warning: running UNSIGNED component {} (blake3 {}) because of --allow-unsigned; it runs \
          as trust level `untrusted` and this is recorded in the audit log",
-        args.component.display(),
+        path.display(),
         component.digest()
     );
     Ok(component)
 }
 
-fn host_key(args: &Args) -> Result<SigningKey, Failure> {
-    match &args.host_key {
+/// The audit log of `run` and `call` (STATE_DIR/audit.jsonl unless
+/// `audit_log`), signed by `host_key` or an ephemeral key (said so),
+/// waiting up to `lock_timeout` for another process that holds it. `None`:
+/// a signal came while waiting.
+pub(crate) fn open_audit(
+    runtime: &signals::Runtime,
+    state_dir: &Path,
+    audit_log: Option<&Path>,
+    host_key: Option<&Path>,
+    lock_timeout: Duration,
+) -> Result<Result<AuditLog, Signal>, Failure> {
+    let key = self::host_key(host_key)?;
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| Failure::input(format!("{}: {e}", state_dir.display())))?;
+    let log_path = audit_log.map_or_else(|| state_dir.join("audit.jsonl"), Path::to_path_buf);
+    let config = crate::util::audit_config(&log_path, lock_timeout);
+    match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
+        Ok(opened) => Ok(Ok(opened.map_err(|e| Failure::input(lock_failure(e)))?)),
+        Err(signal) => Ok(Err(signal)),
+    }
+}
+
+fn host_key(path: Option<&Path>) -> Result<SigningKey, Failure> {
+    match path {
         // The error names the file.
         Some(path) => {
             SigningKey::from_file(path).map_err(|e| Failure::input(format!("host key {e}")))
@@ -231,17 +260,23 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
     match &outcome.end {
         RunEnd::Success => 0,
         RunEnd::Stopped { .. } => 130,
-        RunEnd::Failed(failure) => match failure {
-            RunFailure::Exit { code } => u8::try_from(*code).unwrap_or(1),
-            RunFailure::Deadline { .. } => 124,
-            RunFailure::HostCallDenied { .. } => 126,
-            RunFailure::MemoryLimit { .. }
-            | RunFailure::TableLimit { .. }
-            | RunFailure::OpenFilesLimit { .. } => 135,
-            RunFailure::OutOfFuel { .. } => 137,
-            RunFailure::AuditUnavailable { .. } => 3,
-            _ => 134,
-        },
+        RunEnd::Failed(failure) => failure_exit_code(failure),
+        _ => 134,
+    }
+}
+
+/// The exit code for a run or call that failed this way (`run`'s exit
+/// codes, which `call` shares).
+pub(crate) fn failure_exit_code(failure: &RunFailure) -> u8 {
+    match failure {
+        RunFailure::Exit { code } => u8::try_from(*code).unwrap_or(1),
+        RunFailure::Deadline { .. } => 124,
+        RunFailure::HostCallDenied { .. } => 126,
+        RunFailure::MemoryLimit { .. }
+        | RunFailure::TableLimit { .. }
+        | RunFailure::OpenFilesLimit { .. } => 135,
+        RunFailure::OutOfFuel { .. } => 137,
+        RunFailure::AuditUnavailable { .. } => 3,
         _ => 134,
     }
 }
@@ -250,19 +285,23 @@ pub fn run(args: Args) -> CmdResult {
     // First, before anything slow: from here on SIGINT and SIGTERM stop
     // the run (at any moment) rather than end the process.
     let runtime = signals::Runtime::start(None)?;
-    let key = host_key(&args)?;
-    std::fs::create_dir_all(&args.state_dir)
-        .map_err(|e| Failure::input(format!("{}: {e}", args.state_dir.display())))?;
-    let log_path = args
-        .audit_log
-        .clone()
-        .unwrap_or_else(|| args.state_dir.join("audit.jsonl"));
-    let config = crate::util::audit_config(&log_path, args.lock_timeout);
-    let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
-        Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
+    let audit = match open_audit(
+        &runtime,
+        &args.state_dir,
+        args.audit_log.as_deref(),
+        args.host_key.as_deref(),
+        args.lock_timeout,
+    )? {
+        Ok(audit) => audit,
         Err(signal) => return Ok(stopped_before_start(signal)),
     };
-    let component = match verified_component(&args, &audit) {
+    let component = match verified_component(
+        &args.component,
+        args.anchor.as_deref(),
+        args.sig.as_deref(),
+        args.allow_unsigned,
+        &audit,
+    ) {
         Ok(component) => component,
         Err(failure) => {
             let _ = audit.close();
@@ -286,7 +325,7 @@ pub fn run(args: Args) -> CmdResult {
 }
 
 /// A signal before the container was created: nothing ran.
-fn stopped_before_start(signal: Signal) -> ExitCode {
+pub(crate) fn stopped_before_start(signal: Signal) -> ExitCode {
     eprintln!(
         "forgeone: stopping ({}) before the container started",
         signal.name()

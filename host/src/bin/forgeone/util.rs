@@ -31,6 +31,14 @@ impl Failure {
         }
     }
 
+    /// The command line is wrong (exit 2, as clap's own errors).
+    pub fn usage(message: impl fmt::Display) -> Failure {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+
     pub fn report(self) -> ExitCode {
         eprintln!("error: {}", self.message);
         ExitCode::from(self.code)
