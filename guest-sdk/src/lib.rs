@@ -200,6 +200,40 @@ pub mod log {
 #[cfg(feature = "plugin")]
 pub use plugin::*;
 
+/// The configuration the service passed to this plugin when it loaded it
+/// (`runtime.plugin(..).config("key", "value")` on the host): read-only
+/// key-value pairs, the same in every call. Plugins only (the `plugin`
+/// feature); a container gets its settings as environment variables.
+///
+/// Natively (a plugin crate's own `cargo test`) there is no host and no
+/// configuration: [`get`](config::get) returns `None` and
+/// [`all`](config::all) nothing, so the plugin's defaults are what its unit
+/// tests see.
+#[cfg(feature = "plugin")]
+pub mod config {
+    #[cfg(target_family = "wasm")]
+    use crate::bindings::forgeone::kernel::config as wit_config;
+
+    /// The value of `key`, or `None` if the service did not set it.
+    pub fn get(key: &str) -> Option<String> {
+        #[cfg(target_family = "wasm")]
+        return wit_config::get(key);
+        #[cfg(not(target_family = "wasm"))]
+        {
+            let _ = key;
+            None
+        }
+    }
+
+    /// Every key and value the service set, sorted by key.
+    pub fn all() -> Vec<(String, String)> {
+        #[cfg(target_family = "wasm")]
+        return wit_config::get_all();
+        #[cfg(not(target_family = "wasm"))]
+        Vec::new()
+    }
+}
+
 #[cfg(feature = "plugin")]
 mod plugin {
     use crate::bindings::exports::forgeone::kernel::plugin_api::Guest;

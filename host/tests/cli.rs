@@ -1691,6 +1691,17 @@ fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
     assert!(json["stats"]["fuel_consumed"].as_u64().unwrap() > 0);
     assert!(json["stats"]["wall_time_us"].as_u64().is_some());
 
+    // --config reaches the plugin.
+    let out = call(&[
+        "text_plugin.wasm",
+        "slugify",
+        "--text",
+        "Hello, World!",
+        "--config",
+        "separator=_",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello_world\n");
     // --list: its name, version and calls.
     let out = call(&["text_plugin.wasm", "--list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1744,7 +1755,7 @@ fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
         .filter(|l| l.contains("\"kind\":\"container.plugin.call\""))
         .filter(|l| !l.contains("\"call\":\"describe\""))
         .count();
-    assert_eq!(calls, 4, "word-count, sum, nope, burn: {log}");
+    assert_eq!(calls, 5, "word-count, sum, slugify, nope, burn: {log}");
     assert!(log.contains("\"kind\":\"container.plugin.refused\""));
     let out = forgeone(
         &[

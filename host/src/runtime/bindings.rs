@@ -30,3 +30,4 @@ pub(crate) mod plugin {
 }
 
 pub(crate) use container::forgeone::kernel::{identity, log};
+pub(crate) use plugin::forgeone::kernel::config;

@@ -128,6 +128,7 @@ impl Run {
                     written: 0,
                     limit: limits.max_log_lines,
                 },
+                config: super::host::no_config(),
             },
             file_io: config.file_io,
         };

@@ -125,6 +125,10 @@ pub(crate) enum ContainerEvent {
         plugin: String,
         name: String,
         version: String,
+        /// The configuration keys the service passed (not their values,
+        /// which may be secrets).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        config_keys: Vec<String>,
     },
     /// A signed plugin said it is another plugin than the one signed: it
     /// was not loaded.

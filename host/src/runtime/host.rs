@@ -2,6 +2,7 @@
 //! [`WasiView`] and the `forgeone:kernel` imports through their own small
 //! view ([`KernelView`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -11,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{Actor, AuditLog, Entry, Subjects, Untrusted};
 use crate::identity::{IdentityContext, TrustLevel};
 
-use super::bindings::{identity, log};
+use super::bindings::{config, identity, log};
 use super::caps;
 use super::events::ContainerEvent;
 use super::file_io::FileIo;
@@ -131,6 +132,9 @@ impl GuardView for Host {
 pub(crate) struct KernelCtx {
     pub(crate) identity: Arc<GuestIdentity>,
     pub(crate) log: LogState,
+    /// What `forgeone:kernel/config` answers (a plugin's configuration;
+    /// empty for containers).
+    pub(crate) config: Arc<BTreeMap<String, String>>,
 }
 
 /// Access to the `forgeone:kernel` host state, like `WasiView` for WASI.
@@ -160,7 +164,28 @@ pub(crate) fn add_to_linker<T: GuardView + KernelView + 'static>(
     super::fs_guard::add_to_linker(linker)?;
     identity::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
     log::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
+    config::add_to_linker::<T, Kernel>(linker, |t| t.kernel())?;
     Ok(())
+}
+
+/// The configuration of a guest that has none (containers), shared.
+pub(crate) fn no_config() -> Arc<BTreeMap<String, String>> {
+    static EMPTY: std::sync::LazyLock<Arc<BTreeMap<String, String>>> =
+        std::sync::LazyLock::new(Arc::default);
+    EMPTY.clone()
+}
+
+impl config::Host for &mut KernelCtx {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+
+    fn get_all(&mut self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 fn wit_trust(level: TrustLevel) -> identity::TrustLevel {

@@ -81,7 +81,7 @@ pub use lifecycle::{
 pub use limits::Limits;
 pub use outcome::{Failure, Outcome, RunEnd, RunStats, SinkFailure};
 pub use output::{ByteSink, OutputLine, OutputSink, Stream, TerminalEscaper};
-pub use plugin::{CallError, Called, Plugin, PluginCallError, PluginInfo, Value};
+pub use plugin::{CallError, Called, Plugin, PluginCallError, PluginInfo, PluginLoader, Value};
 pub use registry::PluginContext;
 pub use store::CacheStats;
 pub use supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartPolicyError, RestartRecord};

@@ -7,6 +7,7 @@
 //! `InstancePre`). A plugin gets an empty WASI context: no directories, no
 //! environment, no network; its output goes to the audit log.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ pub struct Plugin {
     queue: Option<Queue>,
     /// Calls of this plugin (and its clones) now waiting for a slot.
     waiting: Arc<AtomicUsize>,
+    /// What its `forgeone:kernel/config` import answers.
+    config: Arc<BTreeMap<String, String>>,
 }
 
 /// A plugin's wait queue for instance slots.
@@ -71,12 +74,49 @@ impl Runtime {
     /// allowed), compiles it once, checks it exports `plugin-api`, and
     /// calls `describe`. A signed plugin must describe itself by the name
     /// it was signed under ([`RuntimeError::PluginNameMismatch`]). Each
-    /// call then runs under `limits`.
+    /// call then runs under `limits`. [`Runtime::plugin`] does the same
+    /// with configuration for the plugin.
     pub async fn load_plugin(
         &self,
         component: &VerifiedComponent,
         identity: IdentityContext,
         limits: Limits,
+    ) -> Result<Plugin, RuntimeError> {
+        self.plugin(component, identity).limits(limits).load().await
+    }
+
+    /// Loads a plugin with options, as a chain:
+    ///
+    /// ```no_run
+    /// # async fn f(runtime: forgeone::runtime::Runtime, c: forgeone::boot::VerifiedComponent, id: forgeone::IdentityContext) -> Result<(), forgeone::runtime::RuntimeError> {
+    /// let plugin = runtime
+    ///     .plugin(&c, id)
+    ///     .limits(forgeone::runtime::Limits::default())
+    ///     .config("greeting", "bonjour")
+    ///     .load()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn plugin<'a>(
+        &'a self,
+        component: &'a VerifiedComponent,
+        identity: IdentityContext,
+    ) -> PluginLoader<'a> {
+        PluginLoader {
+            runtime: self,
+            component,
+            identity,
+            limits: Limits::default(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    async fn load(
+        &self,
+        component: &VerifiedComponent,
+        identity: IdentityContext,
+        limits: Limits,
+        config: BTreeMap<String, String>,
     ) -> Result<Plugin, RuntimeError> {
         let id = Uuid::new_v4();
         let identity = self.admit(component, identity, None)?;
@@ -102,6 +142,7 @@ impl Runtime {
             limits,
             queue: None,
             waiting: Arc::default(),
+            config: Arc::new(config),
             info: PluginInfo {
                 name: component.name().to_string(),
                 version: component.version().to_string(),
@@ -142,12 +183,64 @@ impl Runtime {
             plugin: id.to_string(),
             name: plugin.info.name.clone(),
             version: plugin.info.version.clone(),
+            config_keys: plugin.config.keys().cloned().collect(),
         };
         self.inner
             .audit
             .append_async(plugin.identity.entry(event))
             .await?;
         Ok(plugin)
+    }
+}
+
+/// A plugin about to be loaded ([`Runtime::plugin`]): set its limits and
+/// configuration, then [`load`](PluginLoader::load) it.
+#[derive(Debug)]
+#[must_use = "a plugin is loaded by .load().await"]
+pub struct PluginLoader<'a> {
+    runtime: &'a Runtime,
+    component: &'a VerifiedComponent,
+    identity: IdentityContext,
+    limits: Limits,
+    config: BTreeMap<String, String>,
+}
+
+impl PluginLoader<'_> {
+    /// The limits each call runs under (default: [`Limits::default`]);
+    /// [`Plugin::with_limits`] changes them later without a second load.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the configuration value of `key`, which the plugin reads with
+    /// `forgeone_guest::config::get` (the `forgeone:kernel/config` import),
+    /// the same in every call. The keys are in the
+    /// `container.plugin.loaded` record; the values are not (they may be
+    /// secrets).
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets several configuration values at once (see
+    /// [`PluginLoader::config`]).
+    pub fn configs<K, V>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.config
+            .extend(pairs.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Verifies the policy, compiles, checks and describes the plugin (see
+    /// [`Runtime::load_plugin`]).
+    pub async fn load(self) -> Result<Plugin, RuntimeError> {
+        self.runtime
+            .load(self.component, self.identity, self.limits, self.config)
+            .await
     }
 }
 
@@ -206,6 +299,11 @@ impl Plugin {
     /// The limits each call runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The configuration it was loaded with ([`PluginLoader::config`]).
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
     }
 
     /// What the plugin said about itself when it was loaded.
@@ -464,6 +562,7 @@ impl Plugin {
                     written: 0,
                     limit: self.limits.max_log_lines,
                 },
+                config: self.config.clone(),
             },
             // No preopens, so no file calls: the builder's default.
             file_io: FileIo::BlockingPool,

@@ -7,7 +7,9 @@
 //!
 //! Calls:
 //! - `word-count` (text) -> json `{"words":N,"lines":N,"chars":N,"top":[["word",n],..]}`
-//! - `slugify` (text) -> text, e.g. `Hello, World!` -> `hello-world`
+//! - `slugify` (text) -> text, e.g. `Hello, World!` -> `hello-world`; the
+//!   separator is the `separator` configuration value when the service set
+//!   one (`runtime.plugin(..).config("separator", "_")`), else `-`
 //! - `sum` (json array of numbers) -> float
 //! - `burn` (integer n) -> integer: n rounds of arithmetic (n < 0: forever);
 //!   used to show the per-call fuel limit
@@ -32,7 +34,10 @@ impl Plugin for TextPlugin {
     fn call(name: String, input: Value) -> Result<Value, CallError> {
         match (name.as_str(), input) {
             ("word-count", Value::Text(text)) => Ok(Value::Json(word_count(&text))),
-            ("slugify", Value::Text(text)) => Ok(Value::Text(slugify(&text))),
+            ("slugify", Value::Text(text)) => {
+                let separator = forgeone_guest::config::get("separator");
+                Ok(Value::Text(slugify(&text, separator.as_deref().unwrap_or("-"))))
+            }
             ("sum", Value::Json(json)) => sum(&json).map(Value::Float),
             ("burn", Value::Integer(n)) => Ok(Value::Integer(burn(n))),
             ("allocate", Value::Integer(mib)) if mib >= 0 => {
@@ -94,16 +99,16 @@ fn escape_json(s: &str) -> String {
     out
 }
 
-fn slugify(text: &str) -> String {
+fn slugify(text: &str, separator: &str) -> String {
     let mut slug = String::new();
     for c in text.chars() {
         if c.is_alphanumeric() {
             slug.extend(c.to_lowercase());
-        } else if !slug.ends_with('-') && !slug.is_empty() {
-            slug.push('-');
+        } else if !slug.is_empty() && !slug.ends_with(separator) {
+            slug.push_str(separator);
         }
     }
-    slug.trim_end_matches('-').to_string()
+    slug.trim_end_matches(separator).to_string()
 }
 
 /// Sums a JSON array of numbers (`[1, 2.5, -3e2]`), by hand: the grammar is

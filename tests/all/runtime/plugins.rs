@@ -433,3 +433,55 @@ async fn a_signed_plugin_that_describes_itself_as_another_is_refused() {
     assert_eq!(plugin.info().name, "text_plugin");
     assert_eq!(h.records_of("container.plugin.loaded").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_the_configuration_it_was_loaded_with() {
+    let h = Harness::new(|_| {});
+    let c = component(guests::TEXT_PLUGIN);
+    let underscored = h
+        .runtime
+        .plugin(&c, identity())
+        .limits(Limits::default())
+        .config("separator", "_")
+        .config("api-token", "s3cr3t")
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(underscored.config()["separator"], "_");
+    let slug = |plugin: forgeone::runtime::Plugin| async move {
+        match plugin
+            .call("slugify", Value::Text("Hello, World!".into()))
+            .await
+            .unwrap()
+        {
+            Ok(Value::Text(s)) => s,
+            other => panic!("slugify returns text, got {other:?}"),
+        }
+    };
+    assert_eq!(slug(underscored.clone()).await, "hello_world");
+    // The same in every call, and through other limits.
+    assert_eq!(
+        slug(underscored.with_limits(Limits::default())).await,
+        "hello_world"
+    );
+    // Loaded without it, the plugin's default.
+    let plain = h
+        .runtime
+        .load_plugin(&c, identity(), Limits::default())
+        .await
+        .unwrap();
+    assert!(plain.config().is_empty());
+    assert_eq!(slug(plain).await, "hello-world");
+    // The keys are on the record, the values (secrets, maybe) are not.
+    let loaded = h.records_of("container.plugin.loaded");
+    assert_eq!(
+        loaded[0]["details"]["config_keys"],
+        serde_json::json!(["api-token", "separator"])
+    );
+    assert!(loaded[1]["details"].get("config_keys").is_none());
+    assert!(
+        !std::fs::read_to_string(&h.log_path)
+            .unwrap()
+            .contains("s3cr3t")
+    );
+}

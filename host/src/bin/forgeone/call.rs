@@ -13,8 +13,8 @@ use forgeone::runtime::{
 };
 
 use crate::run::{
-    Timeout, failure_exit_code, open_audit, parse_duration, parse_timeout, stopped_before_start,
-    verified_component,
+    Timeout, failure_exit_code, open_audit, parse_duration, parse_env, parse_timeout,
+    stopped_before_start, verified_component,
 };
 use crate::signals;
 use crate::util::{CmdResult, Failure};
@@ -61,6 +61,11 @@ pub struct Args {
     /// Print the plugin's name, version and calls, and make no call.
     #[arg(long, conflicts_with_all = ["input", "text"])]
     list: bool,
+    /// A configuration value `K=V` for the plugin, which it reads with
+    /// `forgeone_guest::config::get` (repeatable). The keys are audited,
+    /// the values are not.
+    #[arg(long = "config", value_name = "K=V", value_parser = parse_env)]
+    configs: Vec<(String, String)>,
     /// Verify the plugin against this trust anchor.
     #[arg(long, value_name = "ANCHOR", conflicts_with = "allow_unsigned")]
     anchor: Option<PathBuf>,
@@ -209,7 +214,10 @@ async fn call(
     input: Value,
 ) -> CmdResult {
     let plugin = runtime
-        .load_plugin(component, identity, limits)
+        .plugin(component, identity)
+        .limits(limits)
+        .configs(args.configs.iter().cloned())
+        .load()
         .await
         .map_err(|e| match e {
             RuntimeError::UnsignedRefused { .. }
