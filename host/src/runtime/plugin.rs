@@ -28,7 +28,7 @@ use super::host::{GuestIdentity, Host, KernelCtx, LogState};
 use super::lifecycle::Runtime;
 use super::limits::{Limiter, Limits};
 use super::outcome::{Failure, RunEnd, RunStats};
-use super::output::{Capture, CaptureTarget, Stream};
+use super::output::{Capture, CaptureTarget, OutputSink, Stream};
 use super::registry::{CallEnd, PluginContext};
 use crate::audit::Entry;
 
@@ -50,6 +50,9 @@ pub struct Plugin {
     waiting: Arc<AtomicUsize>,
     /// What its `forgeone:kernel/config` import answers.
     config: Arc<BTreeMap<String, String>>,
+    /// Where its stdout, stderr (a panic message among them) and log lines
+    /// go, line by line, besides the audit log.
+    output: Option<OutputSink>,
 }
 
 /// A plugin's wait queue for instance slots.
@@ -108,6 +111,7 @@ impl Runtime {
             identity,
             limits: Limits::default(),
             config: BTreeMap::new(),
+            output: None,
         }
     }
 
@@ -117,6 +121,7 @@ impl Runtime {
         identity: IdentityContext,
         limits: Limits,
         config: BTreeMap<String, String>,
+        output: Option<OutputSink>,
     ) -> Result<Plugin, RuntimeError> {
         let id = Uuid::new_v4();
         let identity = self.admit(component, identity, None)?;
@@ -143,6 +148,7 @@ impl Runtime {
             queue: None,
             waiting: Arc::default(),
             config: Arc::new(config),
+            output,
             info: PluginInfo {
                 name: component.name().to_string(),
                 version: component.version().to_string(),
@@ -203,9 +209,20 @@ pub struct PluginLoader<'a> {
     identity: IdentityContext,
     limits: Limits,
     config: BTreeMap<String, String>,
+    output: Option<OutputSink>,
 }
 
 impl PluginLoader<'_> {
+    /// Sends what the plugin writes (stdout, stderr, a panic message, its
+    /// log lines) to `sink`, line by line, as a container's
+    /// [`ContainerConfig::output`](super::ContainerConfig::output) does.
+    /// Without one it is only in the audit log, within the call's audit
+    /// budget.
+    pub fn output(mut self, sink: OutputSink) -> Self {
+        self.output = Some(sink);
+        self
+    }
+
     /// The limits each call runs under (default: [`Limits::default`]);
     /// [`Plugin::with_limits`] changes them later without a second load.
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -239,7 +256,13 @@ impl PluginLoader<'_> {
     /// [`Runtime::load_plugin`]).
     pub async fn load(self) -> Result<Plugin, RuntimeError> {
         self.runtime
-            .load(self.component, self.identity, self.limits, self.config)
+            .load(
+                self.component,
+                self.identity,
+                self.limits,
+                self.config,
+                self.output,
+            )
             .await
     }
 }
@@ -524,7 +547,7 @@ impl Plugin {
             container: self.id,
             subjects: self.identity.audit_subjects.clone(),
             audit: runtime.inner.audit.clone(),
-            sink: None,
+            sink: self.output.clone(),
             bytes: [None, None],
             limit: self.limits.max_output,
             max_line: self.limits.max_line.max(16),
@@ -557,7 +580,7 @@ impl Plugin {
                 identity: self.identity.clone(),
                 log: LogState {
                     audit: runtime.inner.audit.clone(),
-                    // No sink and no kept lines: only the audit budget.
+                    // Log lines go where its output goes: the sink, if any, and the audit log within its budget.
                     capture: Some(capture.clone()),
                     written: 0,
                     limit: self.limits.max_log_lines,

@@ -485,3 +485,37 @@ async fn a_plugin_reads_the_configuration_it_was_loaded_with() {
             .contains("s3cr3t")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_output_and_panic_message_reach_the_sink_the_service_chose() {
+    let h = Harness::new(|_| {});
+    let (sink, lines) = collector();
+    let mut limits = Limits::default();
+    limits.max_memory = 16 * 1024 * 1024;
+    let plugin = h
+        .runtime
+        .plugin(&component(guests::TEXT_PLUGIN), identity())
+        .limits(limits)
+        .output(sink)
+        .load()
+        .await
+        .unwrap();
+    // 64 MiB under a 16 MiB limit: the allocator fails and says so on
+    // stderr before the plugin aborts.
+    let err = plugin
+        .call("allocate", Value::Integer(64))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::PluginFailed { .. }), "{err:?}");
+    let lines = lines.lock().unwrap();
+    let panic = lines
+        .iter()
+        .find(|l| l.stream == Stream::Stderr)
+        .unwrap_or_else(|| panic!("no stderr line in {lines:?}"));
+    assert!(
+        panic.text.contains("memory allocation of"),
+        "{}",
+        panic.text
+    );
+    assert_eq!(panic.container, plugin.id());
+}
