@@ -75,8 +75,13 @@ pub(crate) struct LogState {
     pub(crate) limit: u32,
 }
 
-/// The state in every container's (and plugin call's) `Store`.
-pub(crate) struct Host {
+/// The state in every container's (and plugin call's) `Store`: WASI, the
+/// handle table, the limiter and the kernel imports. Opaque: a service
+/// meets it only as the data of the store [`Plugin::call_with`] lends it,
+/// which its `bindgen!` bindings need no more of.
+///
+/// [`Plugin::call_with`]: crate::runtime::Plugin::call_with
+pub struct Host {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,

@@ -73,6 +73,7 @@ pub use engine::EngineConfig;
 pub use error::RuntimeError;
 pub use file_io::FileIo;
 pub use grants::{DirGrant, DirGrantError, Grants, StdinGrant};
+pub use host::Host;
 pub use lifecycle::{
     AuditFailure, ContainerContext, ContainerResources, ContainerStatus, ExecutionDNA,
     PreparedContainer, RunTotals, Runtime, RuntimeConfig, RuntimeContext, RuntimePolicy,
@@ -81,7 +82,9 @@ pub use lifecycle::{
 pub use limits::Limits;
 pub use outcome::{Failure, Outcome, RunEnd, RunStats, SinkFailure};
 pub use output::{ByteSink, OutputLine, OutputSink, Stream, TerminalEscaper};
-pub use plugin::{CallError, Called, Plugin, PluginCallError, PluginInfo, PluginLoader, Value};
+pub use plugin::{
+    CallError, Called, GuestCall, Plugin, PluginCallError, PluginInfo, PluginLoader, Value,
+};
 pub use registry::PluginContext;
 pub use store::CacheStats;
 pub use supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartPolicyError, RestartRecord};

@@ -8,17 +8,21 @@
 //! environment, no network; its output goes to the audit log.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
+use wasmtime::Store;
+use wasmtime::component::{Instance, InstancePre};
 
 use crate::boot::VerifiedComponent;
 use crate::identity::IdentityContext;
 
 use super::RuntimeError;
-use super::bindings::plugin::PluginPre;
+use super::bindings::plugin::PluginIndices;
 use super::caps;
 use super::container::{DeadlinePassed, classify, new_store};
 use super::control::Control;
@@ -39,7 +43,10 @@ pub use super::bindings::plugin::forgeone::kernel::types::{CallError, PluginInfo
 pub struct Plugin {
     runtime: Runtime,
     id: Uuid,
-    pre: PluginPre<Host>,
+    pre: InstancePre<Host>,
+    /// Where `plugin-api` is in its instances; `None` for a plugin with its
+    /// own WIT world ([`PluginLoader::own_world`]).
+    api: Option<PluginIndices>,
     identity: Arc<GuestIdentity>,
     limits: Limits,
     info: PluginInfo,
@@ -112,6 +119,7 @@ impl Runtime {
             limits: Limits::default(),
             config: BTreeMap::new(),
             output: None,
+            own_world: false,
         }
     }
 
@@ -122,15 +130,21 @@ impl Runtime {
         limits: Limits,
         config: BTreeMap<String, String>,
         output: Option<OutputSink>,
+        own_world: bool,
     ) -> Result<Plugin, RuntimeError> {
         let id = Uuid::new_v4();
         let identity = self.admit(component, identity, None)?;
         let compiled = self.compiled(component, &identity, None)?;
-        let pre = match &compiled.pre {
-            Ok(pre) => PluginPre::new(pre.clone()).map_err(|e| RuntimeError::NotAPlugin {
-                name: component.name().to_string(),
-                source: e.into(),
-            })?,
+        let (pre, api) = match &compiled.pre {
+            // Its exports are the service's to check, against its world.
+            Ok(pre) if own_world => (pre.clone(), None),
+            Ok(pre) => {
+                let api = PluginIndices::new(pre).map_err(|e| RuntimeError::NotAPlugin {
+                    name: component.name().to_string(),
+                    source: e.into(),
+                })?;
+                (pre.clone(), Some(api))
+            }
             Err(failure) => {
                 return Err(RuntimeError::NotAPlugin {
                     name: component.name().to_string(),
@@ -143,6 +157,7 @@ impl Runtime {
             runtime: self.clone(),
             id,
             pre,
+            api,
             identity: guest,
             limits,
             queue: None,
@@ -155,7 +170,9 @@ impl Runtime {
                 calls: Vec::new(),
             },
         };
-        plugin.info = plugin.describe().await?;
+        if !own_world {
+            plugin.info = plugin.describe().await?;
+        }
         // A signed plugin is the plugin it was signed as: one that says it
         // is another would have the service talk to a plugin it did not
         // ask for (and audit its calls under the wrong name).
@@ -210,9 +227,21 @@ pub struct PluginLoader<'a> {
     limits: Limits,
     config: BTreeMap<String, String>,
     output: Option<OutputSink>,
+    own_world: bool,
 }
 
 impl PluginLoader<'_> {
+    /// Loads a component that exports its own WIT world instead of
+    /// `forgeone:kernel/plugin-api`: nothing is checked or called at load
+    /// (no `describe`; its name and version are the signed ones), and the
+    /// service calls it with [`Plugin::call_with`] through bindings of its
+    /// world (`wasmtime::component::bindgen!`). Its imports may be WASI and
+    /// `forgeone:kernel` (identity, log, config), as any plugin's.
+    pub fn own_world(mut self) -> Self {
+        self.own_world = true;
+        self
+    }
+
     /// Sends what the plugin writes (stdout, stderr, a panic message, its
     /// log lines) to `sink`, line by line, as a container's
     /// [`ContainerConfig::output`](super::ContainerConfig::output) does.
@@ -262,6 +291,7 @@ impl PluginLoader<'_> {
                 self.limits,
                 self.config,
                 self.output,
+                self.own_world,
             )
             .await
     }
@@ -327,6 +357,43 @@ impl Plugin {
     /// The configuration it was loaded with ([`PluginLoader::config`]).
     pub fn config(&self) -> &BTreeMap<String, String> {
         &self.config
+    }
+
+    /// The plugin pre-linked, to type-check it against a world once:
+    /// `MyWorldPre::new(plugin.instance_pre().clone())?` fails when the
+    /// component does not export what `MyWorld` needs.
+    pub fn instance_pre(&self) -> &InstancePre<Host> {
+        &self.pre
+    }
+
+    /// Calls the plugin through bindings of its own WIT world: `work` gets
+    /// a fresh instance in its own store, under the plugin's limits (fuel,
+    /// memory, deadline; the deadline covers `work` as a whole), and
+    /// returns what the call returned. The call is audited as one
+    /// `container.plugin.call` record named `name` and counted, as
+    /// [`Plugin::call`] is, and waits for an instance slot the same way.
+    /// The returned [`Called`] has the call's stats; a trap or a limit is
+    /// [`RuntimeError::PluginFailed`].
+    ///
+    /// ```ignore
+    /// wasmtime::component::bindgen!({ path: "greeter.wit", world: "greeter", exports: { default: async } });
+    /// let plugin = runtime.plugin(&component, identity).own_world().load().await?;
+    /// GreeterPre::new(plugin.instance_pre().clone())?; // checks its exports once
+    /// let greeting = plugin
+    ///     .call_with("greet", |store, instance| {
+    ///         Box::pin(async move {
+    ///             Greeter::new(&mut *store, instance)?.call_greet(&mut *store, "world").await
+    ///         })
+    ///     })
+    ///     .await?;
+    /// ```
+    pub async fn call_with<R, F>(&self, name: &str, work: F) -> Result<Called<R>, RuntimeError>
+    where
+        R: Send,
+        F: for<'s> FnOnce(&'s mut Store<Host>, &'s Instance) -> GuestCall<'s, R> + Send,
+    {
+        let (value, stats) = self.run_call(name.to_string(), |_| false, work).await?;
+        Ok(Called { value, stats })
     }
 
     /// What the plugin said about itself when it was loaded.
@@ -465,15 +532,60 @@ impl Plugin {
         }
     }
 
+    /// A `describe` or `call` of the built-in `plugin-api`.
     async fn invoke_raw(&self, call: Call) -> Result<(Reply, RunStats), RuntimeError> {
+        let Some(indices) = self.api.clone() else {
+            return Err(RuntimeError::NotAPlugin {
+                name: self.info.name.clone(),
+                source: "it was loaded with its own WIT world (PluginLoader::own_world): call it \
+                         with Plugin::call_with"
+                    .into(),
+            });
+        };
+        let (call_name, input) = match call {
+            Call::Describe => ("describe".to_string(), None),
+            Call::Call(name, input) => (name, Some(input)),
+        };
+        let name = call_name.clone();
+        self.run_call(
+            call_name,
+            |reply| matches!(reply, Reply::Value(Err(_))),
+            move |store, instance| {
+                Box::pin(async move {
+                    let plugin = indices.load(&mut *store, instance)?;
+                    let api = plugin.forgeone_kernel_plugin_api();
+                    match input {
+                        None => api.call_describe(&mut *store).await.map(Reply::Info),
+                        Some(input) => api
+                            .call_call(&mut *store, &name, &input)
+                            .await
+                            .map(Reply::Value),
+                    }
+                })
+            },
+        )
+        .await
+    }
+
+    /// Runs one call in a fresh instance under the plugin's limits,
+    /// waiting for an instance slot if the plugin queues, and puts it on
+    /// the record however it ends. `work` gets the store and the instance;
+    /// `is_error` says whether a returned value is the plugin's own error.
+    async fn run_call<R, F>(
+        &self,
+        call_name: String,
+        is_error: fn(&R) -> bool,
+        work: F,
+    ) -> Result<(R, RunStats), RuntimeError>
+    where
+        R: Send,
+        F: for<'s> FnOnce(&'s mut Store<Host>, &'s Instance) -> GuestCall<'s, R> + Send,
+    {
         let runtime = &self.runtime;
         // Refused once the runtime shuts down, as a load is, and while the
         // audit log cannot be written.
         runtime.accepting()?;
-        let call_name = match &call {
-            Call::Describe => "describe".to_string(),
-            Call::Call(name, _) => name.clone(),
-        };
+        let mut work = Some(work);
         // From here on the call is on the record however it ends: if the
         // caller drops this future, the guard records it as cancelled.
         let mut record = CallRecord {
@@ -485,7 +597,7 @@ impl Plugin {
         };
         let mut queued: Option<Waiting> = None;
         loop {
-            let (result, stats) = match self.attempt(&call, &mut record).await {
+            let (result, stats) = match self.attempt(&mut work, &mut record).await {
                 Attempt::Ran { result, stats } => (result, stats),
                 Attempt::Busy(reason) => match self.wait_for_slot(&mut queued, &reason).await {
                     Ok(()) => continue,
@@ -518,10 +630,10 @@ impl Plugin {
                 Ok(reply) => (Some(reply), None),
                 Err(failure) => (None, Some(failure)),
             };
-            let (ended, result_name) = match (&reply, &failure) {
-                (Some(Reply::Value(Err(_))), _) => (CallEnd::Returned, "error"),
-                (Some(_), _) => (CallEnd::Returned, "ok"),
-                (None, _) => (CallEnd::Failed, "failed"),
+            let (ended, result_name) = match &reply {
+                Some(reply) if is_error(reply) => (CallEnd::Returned, "error"),
+                Some(_) => (CallEnd::Returned, "ok"),
+                None => (CallEnd::Failed, "failed"),
             };
             record
                 .finish(ended, result_name, failure.clone(), stats.clone())
@@ -541,7 +653,14 @@ impl Plugin {
 
     /// One try at running the call in a fresh instance: busy when the
     /// instance pool has no free slot (nothing of the guest ran).
-    async fn attempt<'p>(&'p self, call: &Call, record: &mut CallRecord<'p>) -> Attempt {
+    async fn attempt<'p, R, F>(
+        &'p self,
+        work: &mut Option<F>,
+        record: &mut CallRecord<'p>,
+    ) -> Attempt<R>
+    where
+        F: for<'s> FnOnce(&'s mut Store<Host>, &'s Instance) -> GuestCall<'s, R>,
+    {
         let runtime = &self.runtime;
         let capture = Capture::new(CaptureTarget {
             container: self.id,
@@ -614,14 +733,10 @@ impl Plugin {
         let pre = self.pre.clone();
         let work = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            let api = instance.forgeone_kernel_plugin_api();
-            match call {
-                Call::Describe => api.call_describe(&mut store).await.map(Reply::Info),
-                Call::Call(name, input) => api
-                    .call_call(&mut store, name, input)
-                    .await
-                    .map(Reply::Value),
-            }
+            // Taken only once an instance is there: a busy try leaves it
+            // for the next.
+            let work = work.take().expect("a call's work runs once");
+            work(&mut store, &instance).await
         };
         // The deadline also covers time spent waiting in host calls.
         let result = match self.limits.timeout {
@@ -704,10 +819,10 @@ impl Plugin {
 }
 
 /// How one try at a call went.
-enum Attempt {
+enum Attempt<R> {
     /// The guest ran (or could not be set up): its result and stats.
     Ran {
-        result: Result<Reply, Failure>,
+        result: Result<R, Failure>,
         stats: RunStats,
     },
     /// No instance slot was free: the pool's message.
@@ -825,6 +940,10 @@ impl Drop for CallRecord<'_> {
         }
     }
 }
+
+/// The future of one call through a plugin's own bindings
+/// ([`Plugin::call_with`]): it borrows the call's store and instance.
+pub type GuestCall<'s, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 's>>;
 
 /// What a plugin call returned ([`Plugin::invoke`], [`Plugin::call_json`]),
 /// with what it cost.

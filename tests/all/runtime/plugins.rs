@@ -519,3 +519,122 @@ async fn a_plugins_output_and_panic_message_reach_the_sink_the_service_chose() {
     );
     assert_eq!(panic.container, plugin.id());
 }
+
+/// Host bindings of the `word_stats` sample's own world.
+mod word_stats {
+    wasmtime::component::bindgen!({
+        path: "../samples/word_stats/wit",
+        world: "word-stats",
+        exports: { default: async },
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_with_its_own_world_is_called_through_bindgen_metered_and_audited() {
+    use word_stats::exports::example::word_stats::stats::Refusal;
+    use word_stats::{WordStats, WordStatsPre};
+    let h = Harness::new(|_| {});
+    let mut limits = Limits::default();
+    limits.fuel = Some(50_000_000);
+    let plugin = h
+        .runtime
+        .plugin(&component(guests::WORD_STATS), identity())
+        .limits(limits)
+        .own_world()
+        .load()
+        .await
+        .unwrap();
+    // Its name and version are the ones it was loaded under (no describe).
+    assert_eq!(plugin.info().name, "word_stats");
+    // The service checks the exports against its world once...
+    WordStatsPre::new(plugin.instance_pre().clone()).unwrap();
+    // ...and a component that is not of that world fails the check.
+    let other = h
+        .runtime
+        .plugin(&component(guests::TEXT_PLUGIN), identity())
+        .own_world()
+        .load()
+        .await
+        .unwrap();
+    assert!(WordStatsPre::new(other.instance_pre().clone()).is_err());
+
+    // Typed values in and out: a string and a number in, a record out.
+    let called = plugin
+        .call_with("count", |store, instance| {
+            Box::pin(async move {
+                WordStats::new(&mut *store, instance)?
+                    .example_word_stats_stats()
+                    .call_count(&mut *store, "the cat and the hat\nthe end", 2)
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+    let counts = called.value.unwrap();
+    assert_eq!((counts.words, counts.lines), (7, 2));
+    assert_eq!(counts.top, [("the".to_string(), 3), ("and".to_string(), 1)]);
+    assert!(called.stats.fuel_consumed > 0);
+    // The world's own errors are its values.
+    let empty = plugin
+        .call_with("count", |store, instance| {
+            Box::pin(async move {
+                WordStats::new(&mut *store, instance)?
+                    .example_word_stats_stats()
+                    .call_count(&mut *store, " ... ", 3)
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(empty.value, Err(Refusal::Empty)));
+
+    // ForgeOne's limits hold: a runaway call ends at its fuel budget.
+    let err = plugin
+        .call_with("spin", |store, instance| {
+            Box::pin(async move {
+                WordStats::new(&mut *store, instance)?
+                    .example_word_stats_stats()
+                    .call_spin(&mut *store, 0)
+                    .await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RuntimeError::PluginFailed {
+                failure: Failure::OutOfFuel { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The built-in interface is not there, and says so.
+    let err = plugin.call("count", Value::None).await.unwrap_err();
+    assert!(err.to_string().contains("call_with"), "{err}");
+
+    // Every call is on the record, with its result and stats.
+    let calls: Vec<Json> = plugin_calls(&h)
+        .into_iter()
+        .filter(|r| r["subjects"]["container"] == plugin.id().to_string())
+        .collect();
+    let summary: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|r| {
+            (
+                r["details"]["call"].as_str().unwrap(),
+                r["details"]["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("count", "ok"), ("count", "ok"), ("spin", "failed")],
+        "{calls:#?}"
+    );
+    assert_eq!(
+        calls[0]["details"]["stats"]["fuel_consumed"],
+        called.stats.fuel_consumed
+    );
+}
