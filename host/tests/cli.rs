@@ -1748,6 +1748,51 @@ fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not verified"));
 
+    // A plugin with its own WIT world: its functions by name, JSON in and out.
+    std::fs::write(
+        d.join("word_stats.wasm"),
+        std::fs::read(forgeone_tests::guests::WORD_STATS).unwrap(),
+    )
+    .unwrap();
+    let out = forgeone(
+        &[
+            "sign",
+            "word_stats.wasm",
+            "--key",
+            "keys/release.pem",
+            "--version",
+            "1.0.0",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = call(&["word_stats.wasm", "--list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("#count(text: string, top: u32) -> result<"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = call(&["word_stats.wasm", "count", "--input", r#"["a b a", 1]"#]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"ok": {"words": 3, "lines": 1, "top": [["a", 2]]}})
+    );
+    let out = call(&[
+        "word_stats.wasm",
+        "spin",
+        "--input",
+        "0",
+        "--fuel",
+        "100000",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let out = call(&["word_stats.wasm", "count", "--input", r#"["x"]"#]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("takes 2 argument(s)"));
+
     // Every call is on the record, and the log verifies.
     let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
     let calls = log
@@ -1755,7 +1800,10 @@ fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
         .filter(|l| l.contains("\"kind\":\"container.plugin.call\""))
         .filter(|l| !l.contains("\"call\":\"describe\""))
         .count();
-    assert_eq!(calls, 5, "word-count, sum, slugify, nope, burn: {log}");
+    assert_eq!(
+        calls, 7,
+        "word-count, sum, slugify, nope, burn, count, spin: {log}"
+    );
     assert!(log.contains("\"kind\":\"container.plugin.refused\""));
     let out = forgeone(
         &[

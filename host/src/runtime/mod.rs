@@ -49,6 +49,7 @@ mod compile;
 mod config;
 mod container;
 mod control;
+mod dynamic;
 mod engine;
 mod error;
 mod events;

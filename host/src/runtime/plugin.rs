@@ -26,6 +26,7 @@ use super::bindings::plugin::PluginIndices;
 use super::caps;
 use super::container::{DeadlinePassed, classify, new_store};
 use super::control::Control;
+use super::dynamic;
 use super::events::ContainerEvent;
 use super::file_io::FileIo;
 use super::host::{GuestIdentity, Host, KernelCtx, LogState};
@@ -47,6 +48,9 @@ pub struct Plugin {
     /// Where `plugin-api` is in its instances; `None` for a plugin with its
     /// own WIT world ([`PluginLoader::own_world`]).
     api: Option<PluginIndices>,
+    /// The functions a plugin with its own world exports
+    /// ([`Plugin::call_dynamic`]).
+    exports: Arc<Vec<dynamic::Export>>,
     identity: Arc<GuestIdentity>,
     limits: Limits,
     info: PluginInfo,
@@ -156,6 +160,11 @@ impl Runtime {
         let mut plugin = Plugin {
             runtime: self.clone(),
             id,
+            exports: Arc::new(if own_world {
+                dynamic::exports(pre.component(), pre.engine())
+            } else {
+                Vec::new()
+            }),
             pre,
             api,
             identity: guest,
@@ -170,7 +179,9 @@ impl Runtime {
                 calls: Vec::new(),
             },
         };
-        if !own_world {
+        if own_world {
+            plugin.info.calls = plugin.exports.iter().map(dynamic::Export::path).collect();
+        } else {
             plugin.info = plugin.describe().await?;
         }
         // A signed plugin is the plugin it was signed as: one that says it
@@ -394,6 +405,82 @@ impl Plugin {
     {
         let (value, stats) = self.run_call(name.to_string(), |_| false, work).await?;
         Ok(Called { value, stats })
+    }
+
+    /// Calls an exported function of a plugin with its own WIT world by
+    /// name, with JSON arguments, and returns its result as JSON.
+    ///
+    /// The mapping, both ways: `bool`, the integers, the floats and
+    /// `string` are their JSON counterparts; a `char` is a one-character
+    /// string; a `list` or `tuple` an array; a `record` an object by field
+    /// name; an `option` `null` or the value; a `result` `{"ok": V}` or
+    /// `{"err": E}`; a `variant` `{"case": V}`, or `"case"` without a
+    /// payload; an `enum` its case name; `flags` an array of names.
+    /// Resources, maps, futures and streams have no JSON form and are
+    /// refused. `function` is `interface#function` (the full
+    /// interface name or its short name, `stats#count`) or, when only one
+    /// export has that name, just `count`; `input` is an array of the
+    /// arguments, an object by parameter name, or, for one parameter, its
+    /// value. The call is metered, limited, counted and audited as
+    /// [`Plugin::call_with`]'s are. `forgeone call` uses this for plugins
+    /// that do not export `plugin-api`.
+    pub async fn call_dynamic(
+        &self,
+        function: &str,
+        input: &serde_json::Value,
+    ) -> Result<Called<serde_json::Value>, PluginCallError> {
+        let export = dynamic::find(&self.exports, function)
+            .map_err(|reason| PluginCallError::Arguments {
+                plugin: self.info.name.clone(),
+                call: function.to_string(),
+                reason,
+            })?
+            .clone();
+        let params =
+            dynamic::arguments(&export, input).map_err(|reason| PluginCallError::Arguments {
+                plugin: self.info.name.clone(),
+                call: export.path(),
+                reason,
+            })?;
+        let called = self
+            .call_with(&export.path(), move |store, instance| {
+                Box::pin(async move {
+                    let missing = || wasmtime::Error::msg(format!("no export {}", export.path()));
+                    let index = match &export.interface {
+                        Some(interface) => {
+                            let interface = instance
+                                .get_export_index(&mut *store, None, interface)
+                                .ok_or_else(missing)?;
+                            instance
+                                .get_export_index(&mut *store, Some(&interface), &export.function)
+                                .ok_or_else(missing)?
+                        }
+                        None => instance
+                            .get_export_index(&mut *store, None, &export.function)
+                            .ok_or_else(missing)?,
+                    };
+                    let func = instance.get_func(&mut *store, index).ok_or_else(missing)?;
+                    let mut results = dynamic::result_slots(&export);
+                    func.call_async(&mut *store, &params, &mut results).await?;
+                    Ok(results)
+                })
+            })
+            .await?;
+        Ok(Called {
+            value: dynamic::results_json(&called.value),
+            stats: called.stats,
+        })
+    }
+
+    /// The functions a plugin with its own WIT world exports, with their
+    /// types as WIT spells them
+    /// (`example:word-stats/stats#count(text: string, top: u32) -> ...`);
+    /// empty for a `plugin-api` plugin (see [`Plugin::info`]).
+    pub fn functions(&self) -> Vec<String> {
+        self.exports
+            .iter()
+            .map(dynamic::Export::signature)
+            .collect()
     }
 
     /// What the plugin said about itself when it was loaded.
@@ -988,6 +1075,17 @@ pub enum PluginCallError {
         call: String,
         /// serde_json's reason.
         source: serde_json::Error,
+    },
+    /// [`Plugin::call_dynamic`]: no such function, or the input does not
+    /// fit its parameters; the plugin did not run.
+    #[error("plugin `{plugin}` call `{call}`: {reason}")]
+    Arguments {
+        /// Plugin name.
+        plugin: String,
+        /// The function asked for.
+        call: String,
+        /// What does not fit.
+        reason: String,
     },
     /// [`Plugin::call_json`]: the plugin returned something that is not
     /// JSON of the expected type.

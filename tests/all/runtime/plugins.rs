@@ -204,9 +204,11 @@ async fn a_full_pool_is_busy_not_a_crash_and_calls_can_queue_for_a_slot() {
         .load_plugin(&component(guests::TEXT_PLUGIN), identity(), limits)
         .await
         .unwrap();
-    // One call holds the only slot until its deadline.
+    // One call holds the only slot until its deadline. (It queues, so a
+    // probe below that happens to hold the slot when it starts does not
+    // turn it away.)
     let holder = {
-        let plugin = plugin.clone();
+        let plugin = plugin.clone().queue(1, Duration::from_secs(10));
         tokio::spawn(async move { plugin.call("burn", Value::Integer(-1)).await })
     };
     let mut busy = None;
@@ -637,4 +639,109 @@ async fn a_plugin_with_its_own_world_is_called_through_bindgen_metered_and_audit
         calls[0]["details"]["stats"]["fuel_consumed"],
         called.stats.fuel_consumed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_own_world_is_callable_by_name_with_json() {
+    use forgeone::runtime::PluginCallError;
+    use serde_json::json;
+    let h = Harness::new(|_| {});
+    let mut limits = Limits::default();
+    limits.fuel = Some(10_000_000);
+    let plugin = h
+        .runtime
+        .plugin(&component(guests::WORD_STATS), identity())
+        .limits(limits)
+        .own_world()
+        .load()
+        .await
+        .unwrap();
+    // Its functions, with their types as WIT spells them.
+    assert_eq!(
+        plugin.info().calls,
+        [
+            "example:word-stats/stats@0.1.0#count",
+            "example:word-stats/stats@0.1.0#spin"
+        ]
+    );
+    assert!(
+        plugin.functions()[0].ends_with(
+            "#count(text: string, top: u32) -> result<record { words: u32, lines: u32, top: \
+             list<tuple<string, u32>> }, variant { empty, too-long(u64) }>"
+        ),
+        "{:?}",
+        plugin.functions()
+    );
+
+    // By position, by parameter name; the short and the full name.
+    let by_position = plugin
+        .call_dynamic("count", &json!(["the cat and the hat", 1]))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_position.value,
+        json!({"ok": {"words": 5, "lines": 1, "top": [["the", 2]]}})
+    );
+    assert!(by_position.stats.fuel_consumed > 0);
+    let by_name = plugin
+        .call_dynamic(
+            "example:word-stats/stats@0.1.0#count",
+            &json!({"text": "a b a", "top": 5}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_name.value["ok"]["top"], json!([["a", 2], ["b", 1]]));
+    // A variant case without a payload is its name.
+    let empty = plugin
+        .call_dynamic("stats#count", &json!({"text": "", "top": 1}))
+        .await
+        .unwrap();
+    assert_eq!(empty.value, json!({"err": "empty"}));
+    // One parameter: the value itself.
+    let spun = plugin.call_dynamic("spin", &json!(3)).await.unwrap();
+    assert!(spun.value.is_u64());
+
+    // Input that does not fit is named, and the plugin does not run.
+    for (call, input, says) in [
+        ("nope", json!(null), "exports no function `nope`"),
+        (
+            "count",
+            json!(["x"]),
+            "takes 2 argument(s), the input has 1",
+        ),
+        ("count", json!(["x", -1]), "argument `top`: -1 is not a u32"),
+        (
+            "count",
+            json!({"text": "x", "top": 1, "extra": 2}),
+            "no argument `extra`",
+        ),
+        (
+            "spin",
+            json!("many"),
+            "argument `rounds`: \"many\" is not a u64",
+        ),
+    ] {
+        match plugin.call_dynamic(call, &input).await {
+            Err(e @ PluginCallError::Arguments { .. }) => {
+                assert!(e.to_string().contains(says), "{call} {input}: {e}")
+            }
+            other => panic!("{call} {input}: expected an argument error, got {other:?}"),
+        }
+    }
+    // Limits hold.
+    assert!(matches!(
+        plugin.call_dynamic("spin", &json!(0)).await,
+        Err(PluginCallError::Runtime(RuntimeError::PluginFailed {
+            failure: Failure::OutOfFuel { .. },
+            ..
+        }))
+    ));
+    // Audited by the function's full name: 4 that ran + the runaway.
+    let calls = plugin_calls(&h);
+    assert_eq!(calls.len(), 5, "{calls:#?}");
+    assert_eq!(
+        calls[0]["details"]["call"],
+        "example:word-stats/stats@0.1.0#count"
+    );
+    assert_eq!(calls[4]["details"]["result"], "failed");
 }

@@ -213,19 +213,34 @@ async fn call(
     limits: Limits,
     input: Value,
 ) -> CmdResult {
-    let plugin = runtime
-        .plugin(component, identity)
-        .limits(limits)
-        .configs(args.configs.iter().cloned())
-        .load()
-        .await
-        .map_err(|e| match e {
-            RuntimeError::UnsignedRefused { .. }
-            | RuntimeError::NotAPlugin { .. }
-            | RuntimeError::PluginNameMismatch { .. }
-            | RuntimeError::TooComplex { .. } => Failure::check(e),
-            other => Failure::input(other),
-        })?;
+    let load = |own_world: bool| {
+        let loader = runtime
+            .plugin(component, identity.clone())
+            .limits(limits.clone())
+            .configs(args.configs.iter().cloned());
+        if own_world {
+            loader.own_world().load()
+        } else {
+            loader.load()
+        }
+    };
+    // A plugin-api plugin, or else a component with its own WIT world,
+    // called by function name with JSON.
+    let (plugin, own_world) = match load(false).await {
+        Ok(plugin) => (Ok(plugin), false),
+        Err(RuntimeError::NotAPlugin { .. }) => (load(true).await, true),
+        Err(e) => (Err(e), false),
+    };
+    let plugin = plugin.map_err(|e| match e {
+        RuntimeError::UnsignedRefused { .. }
+        | RuntimeError::NotAPlugin { .. }
+        | RuntimeError::PluginNameMismatch { .. }
+        | RuntimeError::TooComplex { .. } => Failure::check(e),
+        other => Failure::input(other),
+    })?;
+    if own_world {
+        return call_world(args, &plugin, input).await;
+    }
     let info = plugin.info();
     if args.list {
         if args.json {
@@ -250,6 +265,86 @@ async fn call(
     report(args, &info.name, name, result)
 }
 
+/// `call` for a plugin with its own WIT world: `--list` prints its
+/// functions with their types; a call takes `--input` as its arguments
+/// (JSON: an array, an object by parameter name, or the one argument) and
+/// prints its result as JSON.
+async fn call_world(args: &Args, plugin: &forgeone::runtime::Plugin, input: Value) -> CmdResult {
+    let name = &plugin.info().name;
+    if args.list {
+        let functions = plugin.functions();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"name": name, "version": plugin.info().version, "functions": functions})
+            );
+        } else {
+            println!("{name} {} (its own WIT world)", plugin.info().version);
+            for function in functions {
+                println!("  {function}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let input = match input {
+        Value::None => serde_json::Value::Null,
+        Value::Boolean(b) => b.into(),
+        Value::Integer(i) => i.into(),
+        Value::Float(f) => f.into(),
+        Value::Text(t) => t.into(),
+        // Parsed by `input` already.
+        Value::Json(j) => serde_json::from_str(&j).unwrap_or(serde_json::Value::Null),
+        Value::Bytes(_) => serde_json::Value::Null,
+    };
+    let function = args.call.as_deref().unwrap_or_default();
+    let result = plugin.call_dynamic(function, &input).await;
+    let code = match &result {
+        Ok(_) => 0,
+        Err(PluginCallError::Arguments { .. }) => 2,
+        Err(e) => exit_code(e),
+    };
+    match result {
+        Ok(called) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({"plugin": name, "call": function, "value": called.value, "stats": called.stats})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(called) => {
+            println!("{}", called.value);
+            eprintln!(
+                "forgeone: {name} {function} ok · {}",
+                stats_line(&called.stats)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({"plugin": name, "call": function, "error": e.to_string()})
+            );
+            Ok(ExitCode::from(code))
+        }
+        Err(e) => Err(Failure {
+            code,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// The exit code for a call that gave no value (`run`'s codes for traps
+/// and limits).
+fn exit_code(error: &PluginCallError) -> u8 {
+    match error {
+        PluginCallError::Plugin { .. } => 1,
+        PluginCallError::Runtime(RuntimeError::PluginFailed { failure, .. }) => {
+            failure_exit_code(failure)
+        }
+        _ => 3,
+    }
+}
+
 /// Prints the value (stdout) and the stats (stderr), or the error.
 fn report(
     args: &Args,
@@ -259,11 +354,7 @@ fn report(
 ) -> CmdResult {
     let code = match &result {
         Ok(_) => 0,
-        Err(PluginCallError::Plugin { .. }) => 1,
-        Err(PluginCallError::Runtime(RuntimeError::PluginFailed { failure, .. })) => {
-            failure_exit_code(failure)
-        }
-        Err(_) => 3,
+        Err(e) => exit_code(e),
     };
     if args.json {
         let json = match &result {
