@@ -200,6 +200,22 @@ pub mod log {
 #[cfg(feature = "plugin")]
 pub use plugin::*;
 
+/// Without the `plugin` feature there is nothing to export: say so, and how
+/// to turn it on, instead of an error about a macro or trait that is not
+/// there.
+#[cfg(not(feature = "plugin"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_plugin {
+    ($($any:tt)*) => {
+        compile_error!(
+            "export_plugin! needs the `plugin` feature of forgeone-guest: in Cargo.toml, \
+             forgeone-guest = { ..., features = [\"plugin\"] } (and crate-type = [\"cdylib\"] \
+             under [lib], or Cargo writes no .wasm)"
+        );
+    };
+}
+
 /// The configuration the service passed to this plugin when it loaded it
 /// (`runtime.plugin(..).config("key", "value")` on the host): read-only
 /// key-value pairs, the same in every call. Plugins only (the `plugin`

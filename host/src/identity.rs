@@ -75,7 +75,9 @@ pub struct TrustVector {
     /// The level granted by policy.
     pub level: TrustLevel,
     /// Number of distinct trust-anchor keys whose signatures verified the
-    /// component (0 for unsigned code).
+    /// component (0 for unsigned code). Evidence, not a claim: the runtime
+    /// and the kernel set it from the component's verified signatures when
+    /// they admit work, replacing whatever the caller put here.
     pub signers: u8,
     /// Recent incidents (crashes, quarantines, denied host calls); each
     /// lowers the score.
@@ -83,7 +85,20 @@ pub struct TrustVector {
 }
 
 impl TrustVector {
-    /// A vector at `level` with `signers` verified signatures and no incidents.
+    /// A vector at `level` with no signatures counted and no incidents:
+    /// what a caller building an [`IdentityContext`] needs, since the
+    /// signature count is filled in from the verified component when the
+    /// work is admitted.
+    pub fn at(level: TrustLevel) -> TrustVector {
+        TrustVector::new(level, 0)
+    }
+
+    /// A vector at `level` with `signers` verified signatures and no
+    /// incidents. The runtime and the kernel replace `signers` by the
+    /// count of the component's verified signatures when they admit work
+    /// (so `TrustVector::at(level)` says the same with less to mislead);
+    /// `signers` matters only to code that scores vectors itself
+    /// ([`TrustVector::score`]).
     pub fn new(level: TrustLevel, signers: u8) -> TrustVector {
         TrustVector {
             level,

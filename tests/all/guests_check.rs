@@ -72,7 +72,7 @@ fn a_plugin_crate_builds_and_runs_its_unit_tests_natively() {
         cmd.arg(verb)
             .arg("--manifest-path")
             .arg(root.join("samples/Cargo.toml"))
-            .args(["-p", "text_plugin", "--target-dir"])
+            .args(["-p", "text_plugin", "-p", "word_stats", "--target-dir"])
             .arg(&target_dir);
         // The outer build's flags are for this crate's own build.
         for var in [
@@ -88,10 +88,45 @@ fn a_plugin_crate_builds_and_runs_its_unit_tests_natively() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "cargo {verb} -p text_plugin (native) failed:\n{stderr}"
+            "cargo {verb} -p text_plugin -p word_stats (native) failed:\n{stderr}"
         );
         if verb == "test" {
-            assert!(stdout.contains("1 passed"), "{stdout}");
+            assert_eq!(stdout.matches("1 passed").count(), 2, "{stdout}");
         }
     }
+
+    // A plugin crate that forgot the SDK's `plugin` feature is told so.
+    let krate = target_dir.join("no-plugin-feature");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"no-plugin-feature\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n[dependencies]\n\
+             forgeone-guest = {{ path = {:?} }}\n[workspace]\n",
+            root.join("guest-sdk")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        krate.join("src/lib.rs"),
+        "struct Upper;\nforgeone_guest::export_plugin!(Upper);\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(&cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(krate.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("export_plugin! needs the `plugin` feature of forgeone-guest"),
+        "{stderr}"
+    );
 }
