@@ -139,9 +139,9 @@ pub(crate) enum ContainerEvent {
         /// The name its `describe()` returned (capped).
         described: String,
     },
-    /// A plugin call ended.
+    /// A plugin call ended. (The plugin is the record's `container`
+    /// subject.)
     PluginCall {
-        plugin: String,
         call: String,
         result: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]

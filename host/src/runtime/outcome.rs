@@ -205,18 +205,33 @@ pub struct RunStats {
     /// plugin call often takes less than a millisecond).
     #[serde(rename = "wall_time_us", with = "duration_us")]
     pub wall_time: Duration,
-    /// How many `memory.grow` requests the limiter refused.
+    /// How many `memory.grow` requests the limiter refused. (In audit
+    /// records, this and the fields below are left out when zero, false
+    /// or none: a record per call stays small.)
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub memory_refusals: u32,
     /// How many `table.grow` requests the limiter refused.
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub table_refusals: u32,
     /// Bytes of stdout and stderr the guest wrote (kept or not).
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub output_bytes: u64,
     /// True when output went past the kept limit
     /// ([`Limits::max_output`](super::Limits::max_output)): the kept copy
     /// (line view, evidence, audit log) stops there; byte sinks got it all.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
     /// The first byte sink that failed during the run, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sink_failure: Option<SinkFailure>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A byte sink ([`ContainerConfig::stdout`](super::ContainerConfig::stdout))

@@ -961,7 +961,6 @@ struct CallRecord<'p> {
 impl CallRecord<'_> {
     fn entry(&self, result: &'static str, failure: Option<Failure>, stats: RunStats) -> Entry {
         self.plugin.identity.entry(ContainerEvent::PluginCall {
-            plugin: self.plugin.id.to_string(),
             call: self.call.clone(),
             result,
             failure,

@@ -318,6 +318,18 @@ async fn invoke_and_call_json_give_one_error_type_and_the_calls_stats() {
         record["details"]["stats"]["wall_time_us"],
         called.stats.wall_time.as_micros() as u64
     );
+    // Compact: the plugin is the record's container subject, and counters
+    // that are zero (refusals, output) are left out. Under load each call
+    // is one such line (about 550 bytes, the README's figure).
+    assert_eq!(record["subjects"]["container"], plugin.id().to_string());
+    assert!(record["details"].get("plugin").is_none(), "{record}");
+    let stats = record["details"]["stats"].as_object().unwrap();
+    assert_eq!(
+        stats.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["fuel_consumed", "peak_memory", "wall_time_us"],
+        "{record}"
+    );
+    assert!(record.to_string().len() < 600, "{record}");
 
     // Serde on both ends: the input goes as `json`, and a plain value that
     // comes back is read as JSON too (`sum` returns a float).
