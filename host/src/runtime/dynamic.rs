@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value as Json, json};
 use wasmtime::Engine;
-use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
+use wasmtime::component::types::{ComponentFunc, ComponentItem, ResultType, Type, Variant};
 use wasmtime::component::{Component, Val};
 
 /// An exported function: its path (`interface#function`, or `function` at
@@ -296,28 +296,7 @@ pub(crate) fn from_json(ty: &Type, value: &Json) -> Result<Val, String> {
             }
             Val::Record(out)
         }
-        Type::Variant(variant) => {
-            let (name, payload) = case(value)?;
-            let case = variant.cases().find(|c| c.name == name).ok_or_else(|| {
-                format!(
-                    "no case `{name}`; the cases are {}",
-                    variant
-                        .cases()
-                        .map(|c| c.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-            let payload = match (&case.ty, payload) {
-                (Some(ty), Some(v)) => Some(Box::new(
-                    from_json(ty, v).map_err(|e| format!("{name}: {e}"))?,
-                )),
-                (Some(_), None) => return Err(format!("case `{name}` takes a value")),
-                (None, None | Some(Json::Null)) => None,
-                (None, Some(_)) => return Err(format!("case `{name}` takes no value")),
-            };
-            Val::Variant(name.to_string(), payload)
-        }
+        Type::Variant(variant) => variant_from_json(variant, value)?,
         Type::Enum(enumeration) => {
             let name = text(value, "a string (an enum case)")?;
             if !enumeration.names().any(|n| n == name) {
@@ -332,29 +311,7 @@ pub(crate) fn from_json(ty: &Type, value: &Json) -> Result<Val, String> {
             Json::Null => Val::Option(None),
             v => Val::Option(Some(Box::new(from_json(&option.ty(), v)?))),
         },
-        Type::Result(result) => {
-            let (name, payload) = case(value)?;
-            let side = match name {
-                "ok" => result.ok(),
-                "err" => result.err(),
-                other => {
-                    return Err(format!(
-                        "a result is {{\"ok\": ..}} or {{\"err\": ..}}, not `{other}`"
-                    ));
-                }
-            };
-            let payload = match (side, payload) {
-                (Some(ty), Some(v)) => Some(Box::new(from_json(&ty, v)?)),
-                (Some(_), None) => return Err(format!("`{name}` takes a value")),
-                (None, None | Some(Json::Null)) => None,
-                (None, Some(_)) => return Err(format!("`{name}` takes no value")),
-            };
-            Val::Result(if name == "ok" {
-                Ok(payload)
-            } else {
-                Err(payload)
-            })
-        }
+        Type::Result(result) => result_from_json(result, value)?,
         Type::Flags(flags) => {
             let mut set = Vec::new();
             for item in array(value, "an array of flag names")? {
@@ -368,6 +325,55 @@ pub(crate) fn from_json(ty: &Type, value: &Json) -> Result<Val, String> {
         }
         other => return Err(format!("a {} has no JSON form", type_name(other))),
     })
+}
+
+/// A `variant` from `"case"` or `{"case": payload}`.
+fn variant_from_json(variant: &Variant, value: &Json) -> Result<Val, String> {
+    let (name, payload) = case(value)?;
+    let case = variant.cases().find(|c| c.name == name).ok_or_else(|| {
+        format!(
+            "no case `{name}`; the cases are {}",
+            variant
+                .cases()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let payload = match (&case.ty, payload) {
+        (Some(ty), Some(v)) => Some(Box::new(
+            from_json(ty, v).map_err(|e| format!("{name}: {e}"))?,
+        )),
+        (Some(_), None) => return Err(format!("case `{name}` takes a value")),
+        (None, None | Some(Json::Null)) => None,
+        (None, Some(_)) => return Err(format!("case `{name}` takes no value")),
+    };
+    Ok(Val::Variant(name.to_string(), payload))
+}
+
+/// A `result` from `{"ok": V}` or `{"err": E}`.
+fn result_from_json(result: &ResultType, value: &Json) -> Result<Val, String> {
+    let (name, payload) = case(value)?;
+    let side = match name {
+        "ok" => result.ok(),
+        "err" => result.err(),
+        other => {
+            return Err(format!(
+                "a result is {{\"ok\": ..}} or {{\"err\": ..}}, not `{other}`"
+            ));
+        }
+    };
+    let payload = match (side, payload) {
+        (Some(ty), Some(v)) => Some(Box::new(from_json(&ty, v)?)),
+        (Some(_), None) => return Err(format!("`{name}` takes a value")),
+        (None, None | Some(Json::Null)) => None,
+        (None, Some(_)) => return Err(format!("`{name}` takes no value")),
+    };
+    Ok(Val::Result(if name == "ok" {
+        Ok(payload)
+    } else {
+        Err(payload)
+    }))
 }
 
 /// A variant-like JSON value: `"name"` or `{"name": payload}`.
