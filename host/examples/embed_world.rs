@@ -100,10 +100,6 @@ async fn main() -> anyhow::Result<()> {
         component.digest().short()
     );
     let runtime = Runtime::new(RuntimeConfig::new(), audit.clone())?;
-    let mut limits = Limits::default();
-    limits.fuel = Some(100_000_000);
-    limits.max_memory = 32 * 1024 * 1024;
-    limits.timeout = Some(Duration::from_secs(2));
     let identity = IdentityContext::new(
         "acme",
         "docs-service",
@@ -111,7 +107,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let plugin = runtime
         .plugin(&component, identity)
-        .limits(limits)
+        .limits(
+            Limits::new()
+                .fuel(Some(100_000_000))
+                .max_memory(32 << 20)
+                .timeout(Some(Duration::from_secs(2))),
+        )
         .own_world()
         .load()
         .await?;

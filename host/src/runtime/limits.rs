@@ -52,6 +52,77 @@ pub struct Limits {
     pub max_open_files: usize,
 }
 
+/// One setter per limit, each `&mut self -> &mut Self` like every ForgeOne
+/// config, so they chain on a temporary:
+/// `Limits::new().fuel(Some(100_000_000)).max_memory(32 << 20)`, which
+/// any method taking `impl Into<Limits>` accepts as it is.
+impl Limits {
+    /// The defaults (see each field).
+    pub fn new() -> Limits {
+        Limits::default()
+    }
+
+    /// Sets [`Limits::fuel`].
+    pub fn fuel(&mut self, fuel: Option<u64>) -> &mut Self {
+        self.fuel = fuel;
+        self
+    }
+
+    /// Sets [`Limits::max_memory`].
+    pub fn max_memory(&mut self, bytes: u64) -> &mut Self {
+        self.max_memory = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_table_elements`].
+    pub fn max_table_elements(&mut self, elements: u64) -> &mut Self {
+        self.max_table_elements = elements;
+        self
+    }
+
+    /// Sets [`Limits::max_instances`].
+    pub fn max_instances(&mut self, instances: usize) -> &mut Self {
+        self.max_instances = instances;
+        self
+    }
+
+    /// Sets [`Limits::timeout`].
+    pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`Limits::max_output`].
+    pub fn max_output(&mut self, bytes: u64) -> &mut Self {
+        self.max_output = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_line`].
+    pub fn max_line(&mut self, bytes: usize) -> &mut Self {
+        self.max_line = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_log_lines`].
+    pub fn max_log_lines(&mut self, lines: u32) -> &mut Self {
+        self.max_log_lines = lines;
+        self
+    }
+
+    /// Sets [`Limits::max_audit_bytes`].
+    pub fn max_audit_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.max_audit_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_open_files`].
+    pub fn max_open_files(&mut self, handles: usize) -> &mut Self {
+        self.max_open_files = handles;
+        self
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -89,3 +89,18 @@ pub use plugin::{
 pub use registry::PluginContext;
 pub use store::CacheStats;
 pub use supervisor::{BackoffConfig, Quarantine, RestartPolicy, RestartPolicyError, RestartRecord};
+
+/// Every config in ForgeOne has `&mut self -> &mut Self` setters (the
+/// style of `wasmtime::Config`), and every method that keeps a config
+/// takes `impl Into<..>`: so a chain of setters on a temporary can be
+/// passed as it is, and is copied.
+macro_rules! chains {
+    ($($config:ty),*) => {$(
+        impl From<&mut $config> for $config {
+            fn from(config: &mut $config) -> $config {
+                config.clone()
+            }
+        }
+    )*};
+}
+chains!(EngineConfig, RuntimeConfig, ContainerConfig, Limits);

@@ -757,3 +757,44 @@ async fn a_plugins_own_world_is_callable_by_name_with_json() {
     );
     assert_eq!(calls[4]["details"]["result"], "failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_chain_on_temporaries_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        dir.path().join("audit.jsonl"),
+        SigningKey::generate(),
+        &AuditConfig::new(),
+    )
+    .unwrap();
+    // One style: `&mut self -> &mut Self` setters, and what keeps a config
+    // takes the chain as it is.
+    let runtime = Runtime::new(
+        RuntimeConfig::new()
+            .engine(EngineConfig::new().pooling(4, 64 << 20))
+            .allow_unsigned(true),
+        log,
+    )
+    .unwrap();
+    let plugin = runtime
+        .plugin(&component(guests::TEXT_PLUGIN), identity())
+        .limits(Limits::new().fuel(Some(1_000_000)).max_memory(16 << 20))
+        .config("separator", "+")
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(plugin.limits().fuel, Some(1_000_000));
+    assert_eq!(plugin.limits().max_memory, 16 << 20);
+    let other = plugin.with_limits(Limits::new().timeout(Some(Duration::from_secs(1))));
+    assert_eq!(other.limits().timeout, Some(Duration::from_secs(1)));
+    let id = runtime
+        .launch_container(
+            ContainerConfig::new(component(guests::HELLO)).max_memory(32 << 20),
+            identity(),
+        )
+        .unwrap();
+    assert!(matches!(
+        runtime.wait(id).await.unwrap().end,
+        RunEnd::Success
+    ));
+}

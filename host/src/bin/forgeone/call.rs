@@ -213,22 +213,13 @@ async fn call(
     limits: Limits,
     input: Value,
 ) -> CmdResult {
-    let load = |own_world: bool| {
-        let loader = runtime
-            .plugin(component, identity.clone())
-            .limits(limits.clone())
-            .configs(args.configs.iter().cloned());
-        if own_world {
-            loader.own_world().load()
-        } else {
-            loader.load()
-        }
-    };
+    let mut loader = runtime.plugin(component, identity);
+    loader.limits(limits).configs(args.configs.iter().cloned());
     // A plugin-api plugin, or else a component with its own WIT world,
     // called by function name with JSON.
-    let (plugin, own_world) = match load(false).await {
+    let (plugin, own_world) = match loader.load().await {
         Ok(plugin) => (Ok(plugin), false),
-        Err(RuntimeError::NotAPlugin { .. }) => (load(true).await, true),
+        Err(RuntimeError::NotAPlugin { .. }) => (loader.own_world().load().await, true),
         Err(e) => (Err(e), false),
     };
     let plugin = plugin.map_err(|e| match e {

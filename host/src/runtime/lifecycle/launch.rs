@@ -166,9 +166,10 @@ impl Runtime {
     /// compile finishes in the background for the next launch.
     pub fn prepare_container(
         &self,
-        config: ContainerConfig,
+        config: impl Into<ContainerConfig>,
         identity: IdentityContext,
     ) -> Result<PreparedContainer, RuntimeError> {
+        let config = config.into();
         let id = Uuid::new_v4();
         let identity = self.admit(&config.component, identity, Some(id))?;
         if config.grants.network && !self.inner.config.policy.allow_network {
@@ -277,7 +278,7 @@ impl Runtime {
     /// it yourself.
     pub fn launch_container(
         &self,
-        config: ContainerConfig,
+        config: impl Into<ContainerConfig>,
         identity: IdentityContext,
     ) -> Result<Uuid, RuntimeError> {
         let prepared = self.prepare_container(config, identity)?;

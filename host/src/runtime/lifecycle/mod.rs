@@ -90,8 +90,20 @@ impl ContainerEntry {
 }
 
 impl Runtime {
-    /// Creates a runtime writing its events to `audit`.
-    pub fn new(config: RuntimeConfig, audit: AuditLog) -> Result<Runtime, RuntimeError> {
+    /// Creates a runtime writing its events to `audit`. `config` may be a
+    /// chain of setters on a temporary:
+    ///
+    /// ```no_run
+    /// # fn f(log: forgeone::audit::AuditLog) -> Result<(), forgeone::RuntimeError> {
+    /// use forgeone::runtime::{EngineConfig, Runtime, RuntimeConfig};
+    /// let runtime = Runtime::new(
+    ///     RuntimeConfig::new().engine(EngineConfig::new().pooling(64, 64 << 20)),
+    ///     log,
+    /// )?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(config: impl Into<RuntimeConfig>, audit: AuditLog) -> Result<Runtime, RuntimeError> {
+        let config = config.into();
         let engine = config.engine.build()?;
         let mut linker = wasmtime::component::Linker::<Host>::new(&engine);
         crate::runtime::host::add_to_linker(&mut linker)

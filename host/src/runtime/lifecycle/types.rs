@@ -72,9 +72,10 @@ impl RuntimeConfig {
         RuntimeConfig::default()
     }
 
-    /// The engine settings. By default, [`EngineConfig::new`].
-    pub fn engine(&mut self, engine: EngineConfig) -> &mut Self {
-        self.engine = engine;
+    /// The engine settings. By default, [`EngineConfig::new`]. Takes a
+    /// chain too: `.engine(EngineConfig::new().pooling(..))`.
+    pub fn engine(&mut self, engine: impl Into<EngineConfig>) -> &mut Self {
+        self.engine = engine.into();
         self
     }
 

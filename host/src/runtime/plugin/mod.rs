@@ -93,7 +93,7 @@ impl Runtime {
         &self,
         component: &VerifiedComponent,
         identity: IdentityContext,
-        limits: Limits,
+        limits: impl Into<Limits>,
     ) -> Result<Plugin, RuntimeError> {
         self.plugin(component, identity).limits(limits).load().await
     }
@@ -247,7 +247,7 @@ impl PluginLoader<'_> {
     /// service calls it with [`Plugin::call_with`] through bindings of its
     /// world (`wasmtime::component::bindgen!`). Its imports may be WASI and
     /// `forgeone:kernel` (identity, log, config), as any plugin's.
-    pub fn own_world(mut self) -> Self {
+    pub fn own_world(&mut self) -> &mut Self {
         self.own_world = true;
         self
     }
@@ -257,15 +257,15 @@ impl PluginLoader<'_> {
     /// [`ContainerConfig::output`](super::ContainerConfig::output) does.
     /// Without one it is only in the audit log, within the call's audit
     /// budget.
-    pub fn output(mut self, sink: OutputSink) -> Self {
+    pub fn output(&mut self, sink: OutputSink) -> &mut Self {
         self.output = Some(sink);
         self
     }
 
     /// The limits each call runs under (default: [`Limits::default`]);
     /// [`Plugin::with_limits`] changes them later without a second load.
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+    pub fn limits(&mut self, limits: impl Into<Limits>) -> &mut Self {
+        self.limits = limits.into();
         self
     }
 
@@ -274,14 +274,14 @@ impl PluginLoader<'_> {
     /// the same in every call. The keys are in the
     /// `container.plugin.loaded` record; the values are not (they may be
     /// secrets).
-    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn config(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.config.insert(key.into(), value.into());
         self
     }
 
     /// Sets several configuration values at once (see
     /// [`PluginLoader::config`]).
-    pub fn configs<K, V>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    pub fn configs<K, V>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) -> &mut Self
     where
         K: Into<String>,
         V: Into<String>,
@@ -293,14 +293,14 @@ impl PluginLoader<'_> {
 
     /// Verifies the policy, compiles, checks and describes the plugin (see
     /// [`Runtime::load_plugin`]).
-    pub async fn load(self) -> Result<Plugin, RuntimeError> {
+    pub async fn load(&self) -> Result<Plugin, RuntimeError> {
         self.runtime
             .load(
                 self.component,
-                self.identity,
-                self.limits,
-                self.config,
-                self.output,
+                self.identity.clone(),
+                self.limits.clone(),
+                self.config.clone(),
+                self.output.clone(),
                 self.own_world,
             )
             .await
@@ -335,7 +335,7 @@ impl Plugin {
     /// # async fn f(runtime: forgeone::runtime::Runtime, c: forgeone::boot::VerifiedComponent, id: forgeone::IdentityContext) -> Result<(), forgeone::runtime::RuntimeError> {
     /// use std::time::Duration;
     /// let plugin = runtime
-    ///     .load_plugin(&c, id, Default::default())
+    ///     .load_plugin(&c, id, forgeone::runtime::Limits::default())
     ///     .await?
     ///     .queue(64, Duration::from_millis(250));
     /// # Ok(()) }
@@ -352,9 +352,9 @@ impl Plugin {
     /// The same plugin with other limits for its calls: no second load,
     /// `describe` or `container.plugin.loaded` record; calls through either
     /// are counted and audited as this plugin's.
-    pub fn with_limits(&self, limits: Limits) -> Plugin {
+    pub fn with_limits(&self, limits: impl Into<Limits>) -> Plugin {
         Plugin {
-            limits,
+            limits: limits.into(),
             ..self.clone()
         }
     }
