@@ -497,3 +497,48 @@ fn the_checker_sees_use_trees_and_skips_comments() {
         ]
     );
 }
+
+/// A service that embeds the library turns the `cli` feature off and
+/// builds none of the command line's crates.
+#[test]
+fn the_library_without_its_cli_feature_depends_on_no_cli_crate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tree = |features: &[&str]| {
+        let out = std::process::Command::new(&cargo)
+            .current_dir(&root)
+            .args([
+                "tree",
+                "-p",
+                "forgeone",
+                "-e",
+                "normal",
+                "--depth",
+                "1",
+                "--prefix",
+                "none",
+                "--offline",
+            ])
+            .args(features)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let direct =
+        |tree: &str, krate: &str| tree.lines().any(|l| l.starts_with(&format!("{krate} v")));
+    let lean = tree(&["--no-default-features"]);
+    for krate in ["clap", "tracing-subscriber", "anyhow"] {
+        assert!(
+            !direct(&lean, krate),
+            "{krate} without the cli feature:\n{lean}"
+        );
+    }
+    // The check itself sees them when the feature is on.
+    let full = tree(&[]);
+    assert!(direct(&full, "clap"), "{full}");
+}
