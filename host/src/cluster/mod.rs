@@ -14,7 +14,7 @@
 //! | bucket | key | value | written by |
 //! |---|---|---|---|
 //! | KV `forgeone-nodes` | node id | [`NodeRecord`]: region, zone, labels, trust, capacity, load (from the kernels' `ResourceState`), `active`/`leaving`, heartbeat time and interval | the host, every heartbeat (default 2 s) |
-//! | KV `forgeone-deployments` | deployment name | [`DeploymentRecord`]: the `forgeone.toml` text as deployed, each workload's component and envelope digest, the operator's stop/pause requests | `forgeone deploy`, `stop`, `pause`, `resume`, `undeploy` |
+//! | KV `forgeone-deployments` | deployment name | [`DeploymentRecord`]: the `forgeone.toml` text as deployed, each workload's component and envelope digest, the deploy keys' DSSE envelope over them, the operator's stop/pause requests (not signed) | `forgeone deploy`, `stop`, `pause`, `resume`, `undeploy` |
 //! | KV `forgeone-assignments` | `<deployment>.<workload>.<replica>` | [`Assignment`]: node (or none, with the reason), the scheduler's explanation, epoch, deciding host | the lease holder |
 //! | KV `forgeone-status` | as assignments | [`StatusRecord`]: state, restarts, exit code, reason (refusals too), epoch | the host assigned |
 //! | KV `forgeone-lease` | `scheduler` | [`Lease`]: holder, expiry, term | taken and renewed by compare-and-set |
@@ -35,7 +35,11 @@
 //!    audited (`cluster.assigned`, `cluster.unplaced`) before it is
 //!    written.
 //! 3. Each host reads the assignments for its own id. For a new one it
-//!    fetches the component and envelope by digest (bytes that do not hash
+//!    first checks the deployment's signature: a threshold of the deploy
+//!    keys **its own anchor** lists must have signed a
+//!    [`DeploymentStatement`] naming this deployment, the blake3 of its
+//!    text and its components (an unsigned deployment, or one signed by
+//!    keys it does not trust, is refused). It then fetches the component and envelope by digest (bytes that do not hash
 //!    to their name are refused), **verifies them against its own trust
 //!    anchor** ([`ComponentCheck`](crate::boot::ComponentCheck), audited),
 //!    and runs the workload through a [`Kernel`](crate::Kernel) of the
@@ -71,9 +75,10 @@ pub use agent::{AgentStatus, HostAgent, HostConfig};
 pub use events::ClusterEvent;
 pub use ops::{DeployReport, default_name, deploy, set_desired, undeploy};
 pub use records::{
-    Assignment, ComponentRef, DeploymentRecord, Desired, Lease, Load, MAX_HEARTBEAT_MS,
-    MAX_NODE_CONTAINERS, MAX_NODE_CPU_MILLIS, MAX_NODE_MEMORY, MAX_NODE_STORAGE, NodeRecord,
-    NodeState, Resources, StatusRecord, replica_key, valid_name,
+    Assignment, ComponentRef, DEPLOYMENT_PAYLOAD_TYPE, DeploymentRecord, DeploymentStatement,
+    Desired, Lease, Load, MAX_HEARTBEAT_MS, MAX_NODE_CONTAINERS, MAX_NODE_CPU_MILLIS,
+    MAX_NODE_MEMORY, MAX_NODE_STORAGE, NodeRecord, NodeState, Resources, StatusRecord, replica_key,
+    valid_name,
 };
 pub use store::{
     ASSIGNMENTS, Cluster, DEPLOYMENTS, LEASE, MAX_OBJECT_BYTES, NODES, OBJECTS, STATUS,

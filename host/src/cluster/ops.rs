@@ -7,10 +7,13 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::ClusterError;
-use super::records::{ComponentRef, DeploymentRecord, Desired, valid_name};
+use super::records::{
+    ComponentRef, DEPLOYMENT_PAYLOAD_TYPE, DeploymentRecord, Desired, valid_name,
+};
 use super::store::{self, Cluster};
-use crate::boot::{DEFAULT_MAX_COMPONENT_SIZE, MAX_STATEMENT_BYTES};
+use crate::boot::{DEFAULT_MAX_COMPONENT_SIZE, Envelope, MAX_STATEMENT_BYTES};
 use crate::deployment::{BootMode, Deployment, MAX_DEPLOYMENT_BYTES};
+use crate::keys::SigningKey;
 
 /// What [`deploy`] stored.
 #[derive(Debug, Clone)]
@@ -53,10 +56,15 @@ pub fn default_name(path: &Path) -> String {
 /// deployment as desired state. Hosts verify every component against their
 /// own anchor before running it. The file must use `boot = "signatures"`:
 /// each component carries its own signature.
+///
+/// The deployment is signed by `keys` (deploy keys): a host runs it only
+/// when a threshold of its own anchor's deploy keys signed it. With no
+/// keys it is stored unsigned, and every host refuses it.
 pub async fn deploy(
     cluster: &Cluster,
     path: &Path,
     name: &str,
+    keys: &[&SigningKey],
 ) -> Result<DeployReport, ClusterError> {
     if !valid_name(name) {
         return Err(ClusterError::Invalid(format!(
@@ -101,7 +109,7 @@ pub async fn deploy(
             },
         );
     }
-    let record = DeploymentRecord {
+    let mut record = DeploymentRecord {
         name: name.to_string(),
         file: path
             .file_name()
@@ -110,9 +118,19 @@ pub async fn deploy(
             .to_string(),
         source,
         components,
+        signature: None,
         desired: BTreeMap::new(),
         deployed_at: Utc::now(),
     };
+    if !keys.is_empty() {
+        let payload = serde_json::to_vec(&record.statement())
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let mut envelope = Envelope::new(DEPLOYMENT_PAYLOAD_TYPE, payload);
+        for key in keys {
+            envelope.sign(key);
+        }
+        record.signature = Some(String::from_utf8_lossy(&envelope.to_json()).into_owned());
+    }
     store::put(&cluster.deployments, name, &record).await?;
     Ok(DeployReport {
         name: name.to_string(),

@@ -262,14 +262,44 @@ pub struct DeploymentRecord {
     pub source: String,
     /// Each workload's component, by workload name.
     pub components: BTreeMap<String, ComponentRef>,
-    /// Workloads the operator stopped or paused (absent: running).
+    /// The deploy keys' DSSE envelope over a [`DeploymentStatement`] of
+    /// this record (its exact JSON text); `None` when deployed unsigned,
+    /// which every host refuses.
+    pub signature: Option<String>,
+    /// Workloads the operator stopped or paused (absent: running). Not
+    /// covered by the signature.
     #[serde(default)]
     pub desired: BTreeMap<String, Desired>,
     /// When it was deployed.
     pub deployed_at: DateTime<Utc>,
 }
 
+/// The DSSE payload type of a signed deployment.
+pub const DEPLOYMENT_PAYLOAD_TYPE: &str = "application/vnd.forgeone.deployment.v1+json";
+
+/// What a deploy key signs: the deployment's name, the blake3 of its
+/// `forgeone.toml` text and each workload's component and envelope digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentStatement {
+    /// The deployment's name.
+    pub name: String,
+    /// blake3 (hex) of the `forgeone.toml` text.
+    pub source_blake3: String,
+    /// Each workload's component, by workload name.
+    pub components: BTreeMap<String, ComponentRef>,
+}
+
 impl DeploymentRecord {
+    /// The statement a deploy key signs for this record.
+    pub fn statement(&self) -> DeploymentStatement {
+        DeploymentStatement {
+            name: self.name.clone(),
+            source_blake3: blake3::hash(self.source.as_bytes()).to_hex().to_string(),
+            components: self.components.clone(),
+        }
+    }
+
     /// What the operator asked `workload` to be.
     pub fn desired(&self, workload: &str) -> Desired {
         self.desired.get(workload).copied().unwrap_or_default()

@@ -12,10 +12,15 @@ use uuid::Uuid;
 use super::ClusterError;
 use super::events::ClusterEvent;
 use super::leader::virtual_path;
-use super::records::{Assignment, DeploymentRecord, Desired, Load, StatusRecord};
+use super::records::{
+    Assignment, DEPLOYMENT_PAYLOAD_TYPE, DeploymentRecord, DeploymentStatement, Desired, Load,
+    StatusRecord,
+};
 use super::store::{self, Cluster};
 use crate::audit::{Actor, AuditLog, Entry};
-use crate::boot::{ComponentCheck, Envelope, MAX_STATEMENT_BYTES, TrustAnchor, VerifiedComponent};
+use crate::boot::{
+    ComponentCheck, Envelope, MAX_STATEMENT_BYTES, Role, TrustAnchor, VerifiedComponent,
+};
 use crate::deployment::Deployment;
 use crate::kernel::{Kernel, KernelConfig};
 use crate::runtime::ContainerStatus;
@@ -240,6 +245,7 @@ impl Replicas {
         record: &DeploymentRecord,
         version: &str,
     ) -> Result<Replica, String> {
+        self.check_signed(record)?;
         let deployment = Deployment::parse(&record.source, &virtual_path(record))
             .map_err(|e| format!("the deployment does not parse: {e}"))?;
         let spec = deployment.workload(&a.workload).ok_or_else(|| {
@@ -280,6 +286,46 @@ impl Replicas {
             held: false,
             reported: None,
         })
+    }
+
+    /// Checks that a threshold of this host's anchor's deploy keys signed
+    /// the deployment, and that what they signed is this record.
+    fn check_signed(&self, record: &DeploymentRecord) -> Result<(), String> {
+        let untrusted = |why: String| {
+            format!(
+                "deployment `{}` is not signed by a deploy key this host trusts: {why}",
+                record.name
+            )
+        };
+        let text = record
+            .signature
+            .as_deref()
+            .ok_or_else(|| untrusted("it is unsigned".into()))?;
+        if self.anchor.keys_of(Role::Deploy).next().is_none() {
+            return Err(untrusted("this host's anchor lists no deploy key".into()));
+        }
+        let envelope =
+            Envelope::from_slice(text.as_bytes(), MAX_STATEMENT_BYTES, "deployment signature")
+                .map_err(|e| untrusted(e.to_string()))?;
+        envelope
+            .verify_threshold(
+                "deployment signature",
+                DEPLOYMENT_PAYLOAD_TYPE,
+                &self.anchor.key_pairs(),
+                Role::Deploy.as_str(),
+                self.anchor.thresholds().deploy as usize,
+            )
+            .map_err(|e| untrusted(e.to_string()))?;
+        // Parsed only now: what is parsed is exactly the payload that verified.
+        let signed: DeploymentStatement = serde_json::from_slice(envelope.payload())
+            .map_err(|e| untrusted(format!("its statement does not parse: {e}")))?;
+        if signed != record.statement() {
+            return Err(untrusted(
+                "the signed statement is not this deployment (name, file or components differ)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The component and its envelope from the object store, each checked

@@ -24,6 +24,7 @@ use crate::guests;
 
 mod hosts;
 mod placement;
+mod signed;
 
 /// The `nats-server` binary, found or installed once per test process.
 fn nats_server_bin() -> &'static Path {
@@ -102,6 +103,8 @@ impl Drop for NatsServer {
 /// A shared trust anchor, signed components and hosts' state directories.
 pub struct Lab {
     pub world: World,
+    /// The anchor's deploy key.
+    pub deployer: SigningKey,
 }
 
 impl Lab {
@@ -117,7 +120,22 @@ impl Lab {
                 ComponentStatement::new(name, "1.0.0", &bytes, None).sign(&[&world.release]);
             world.write(&format!("{name}.wasm.sig.json"), &envelope.to_json());
         }
-        Lab { world }
+        Lab {
+            world,
+            deployer: SigningKey::generate(),
+        }
+    }
+
+    /// Deploys `path` as `name`, signed by the lab's deploy key.
+    pub async fn deploy(
+        &self,
+        cluster: &Cluster,
+        path: &Path,
+        name: &str,
+    ) -> forgeone::cluster::DeployReport {
+        forgeone::cluster::deploy(cluster, path, name, &[&self.deployer])
+            .await
+            .unwrap()
     }
 
     /// Writes `forgeone.toml` with tenant `acme` and `workloads` (TOML
@@ -141,13 +159,15 @@ impl Lab {
         path
     }
 
-    /// The lab's anchor (trusts the release key).
+    /// The lab's anchor: trusts its release key and its deploy key.
     pub fn anchor(&self) -> TrustAnchor {
-        TrustAnchor::from_file(self.world.anchor()).unwrap()
+        let mut doc = self.world.anchor_doc();
+        doc.add_key(forgeone::boot::Role::Deploy, self.deployer.public());
+        TrustAnchor::from_file(self.world.write_anchor(&doc, &[&self.world.root])).unwrap()
     }
 
-    /// An anchor with the lab's root but another release key: it trusts
-    /// none of the lab's components.
+    /// An anchor with the lab's root and deploy key but another release
+    /// key: it trusts the lab's deployments, none of its components.
     pub fn stranger_anchor(&self) -> TrustAnchor {
         let mut doc =
             forgeone::boot::AnchorDocument::new(chrono::Utc::now() + chrono::Duration::days(30));
@@ -155,7 +175,8 @@ impl Lab {
             .add_key(
                 forgeone::boot::Role::Release,
                 SigningKey::generate().public(),
-            );
+            )
+            .add_key(forgeone::boot::Role::Deploy, self.deployer.public());
         TrustAnchor::from_file(self.world.write_anchor(&doc, &[&self.world.root])).unwrap()
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use forgeone::cluster::{self, NodeRecord};
+use forgeone::cluster::NodeRecord;
 use forgeone::scheduler::{Capacity, Node};
 
 use super::{Lab, NatsServer, of_kind, start, until};
@@ -64,7 +64,7 @@ async fn placement_across_three_regions_honours_location_and_anti_affinity() {
     .await;
 
     let path = lab.deployment("shop", SHOP);
-    let report = cluster::deploy(&cluster, &path, "shop").await.unwrap();
+    let report = lab.deploy(&cluster, &path, "shop").await;
     assert_eq!(report.components.len(), 4);
     // The same bytes under one digest: four workloads, one component.
     let digests: std::collections::BTreeSet<&String> = report.components.values().collect();
@@ -151,7 +151,7 @@ tenant = "acme"
 constraints.location = "ap-*"
 "#,
     );
-    cluster::deploy(&cluster, &path, "greedy").await.unwrap();
+    lab.deploy(&cluster, &path, "greedy").await;
     let view = until(
         &cluster,
         Duration::from_secs(30),

@@ -152,23 +152,39 @@ pub struct DeployArgs {
     /// The deployment's name (default: its directory's name).
     #[arg(long)]
     name: Option<String>,
+    /// A deploy private key (PKCS#8 PEM) to sign the deployment with; its
+    /// public key must be in the hosts' anchors as a `deploy` key (`anchor
+    /// init --deploy-key`). Repeat to reach a threshold.
+    #[arg(long = "key", value_name = "KEY.pem", required = true)]
+    keys: Vec<PathBuf>,
 }
 
 pub fn deploy(args: DeployArgs) -> CmdResult {
+    let keys = args
+        .keys
+        .iter()
+        .map(|p| SigningKey::from_file(p).map_err(Failure::input))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys: Vec<&SigningKey> = keys.iter().collect();
     let rt = runtime()?;
     let cluster = args.nats.connect(&rt)?;
     let name = args
         .name
         .unwrap_or_else(|| cluster::default_name(&args.deployment));
     let report = rt
-        .block_on(cluster::deploy(&cluster, &args.deployment, &name))
+        .block_on(cluster::deploy(&cluster, &args.deployment, &name, &keys))
         .map_err(Failure::input)?;
-    println!("deployed `{}` to {}", report.name, cluster.url());
+    println!(
+        "deployed `{}` to {}, signed by {} deploy key(s)",
+        report.name,
+        cluster.url(),
+        keys.len()
+    );
     for (workload, digest) in &report.components {
         println!("  {workload:<20} component blake3:{}", &digest[..16]);
     }
     println!(
-        "hosts verify each component against their own anchor before running it; see `forgeone ps`"
+        "hosts check the deployment's signature and each component against their own anchor before running it; see `forgeone ps`"
     );
     Ok(ExitCode::SUCCESS)
 }
