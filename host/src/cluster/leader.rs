@@ -281,8 +281,11 @@ impl Leader {
             self.audit_event(event);
             store::put(&cluster.assignments, &key, &assignment).await?;
         }
+        // Undeployed (or fewer replicas): the hosts stop them, and their
+        // statuses go too.
         for key in current.keys().filter(|k| !keys.contains(*k)) {
             store::delete(&cluster.assignments, key).await?;
+            store::delete(&cluster.status, key).await?;
         }
         Ok(())
     }
@@ -334,7 +337,7 @@ fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
             .collect()
     };
     let deployment = match Deployment::parse(&record.source, &virtual_path(record)) {
-        Ok(d) => d,
+        Ok(d) => with_replicas(d),
         Err(e) => return unplaced(format!("the deployment does not parse: {e}")),
     };
     let inventory = Arc::new(StaticInventory::new(nodes.to_vec()));
@@ -349,10 +352,11 @@ fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
                 Ok(a) => (Some(a.node_id.to_string()), None, a.explanation.summary()),
                 Err(e) => (None, Some(e.to_string()), String::new()),
             };
+            let (workload, replica) = replica_of(&w.name);
             Decision {
                 deployment: record.name.clone(),
-                workload: w.name,
-                replica: 0,
+                workload,
+                replica,
                 priority: w.priority,
                 node,
                 reason,
@@ -360,4 +364,37 @@ fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
             }
         })
         .collect()
+}
+
+/// The deployment with each workload of `replicas = N > 1` as N workloads
+/// named `<name>#<i>`, each in the spread group of its `app` label (set to
+/// the workload's name when it has none), so the scheduler's spread score
+/// puts them in different zones when it can.
+fn with_replicas(mut deployment: Deployment) -> Deployment {
+    let mut expanded = Vec::new();
+    for spec in deployment.workloads.drain(..) {
+        if spec.replicas <= 1 {
+            expanded.push(spec);
+            continue;
+        }
+        for i in 0..spec.replicas {
+            let mut copy = spec.clone();
+            copy.name = format!("{}#{i}", spec.name);
+            copy.labels
+                .entry("app".into())
+                .or_insert_with(|| spec.name.clone());
+            expanded.push(copy);
+        }
+    }
+    deployment.workloads = expanded;
+    deployment
+}
+
+/// `(workload, replica)` of a planned name (`api`, or `api#2` for a
+/// replica; workload names never hold `#`).
+fn replica_of(name: &str) -> (String, u32) {
+    match name.rsplit_once('#') {
+        Some((w, i)) => (w.to_string(), i.parse().unwrap_or(0)),
+        None => (name.to_string(), 0),
+    }
 }

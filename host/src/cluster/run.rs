@@ -270,6 +270,10 @@ impl Replicas {
             .verified(cluster, &refs.component, &refs.envelope)
             .await?;
         let kernel = self.kernel(&deployment, record, version)?;
+        let mut spec = spec.clone();
+        if spec.replicas > 1 {
+            spec.name = format!("{}#{}", spec.name, a.replica);
+        }
         let workload = spec.workload();
         let container = spec.container(component);
         let submitted = match spec.worker {

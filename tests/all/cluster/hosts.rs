@@ -231,6 +231,27 @@ constraints.location = "us-east"
             .to_string()
             .contains("no workload `nope`")
     );
+    // Resumed, then undeployed: the owning host stops it and forgets it.
+    cluster::set_desired(&cluster, "hog", Desired::Running)
+        .await
+        .unwrap();
+    until(
+        &cluster,
+        Duration::from_secs(20),
+        "hog restarted",
+        state("running"),
+    )
+    .await;
+    cluster::undeploy(&cluster, "spin").await.unwrap();
+    let start = Instant::now();
+    while !agents[1].status().replicas.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            agents[1].status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for a in agents {
         a.drain().await;
     }

@@ -181,3 +181,70 @@ constraints.location = "ap-*"
             .contains("cpu 1000000 cores")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_as_many_copies_spread_across_zones() {
+    let nats = NatsServer::start();
+    let lab = Lab::new();
+    let mut configs = Vec::new();
+    for (id, region) in REGIONS {
+        configs.push(lab.host(id, region, lab.anchor()).0);
+    }
+    let agents = start(&nats.url, configs);
+    let cluster = nats.connect().await;
+    until(
+        &cluster,
+        Duration::from_secs(30),
+        "three active nodes",
+        |v| v.nodes.iter().filter(|n| n.state == "active").count() == 3,
+    )
+    .await;
+    let path = lab.deployment(
+        "fleet",
+        r#"
+[[workload]]
+name = "edge"
+component = "hello.wasm"
+tenant = "acme"
+replicas = 3
+"#,
+    );
+    lab.deploy(&cluster, &path, "fleet").await;
+    let view = until(&cluster, Duration::from_secs(60), "three copies ran", |v| {
+        (0..3).all(|i| {
+            v.replica("fleet", "edge", i)
+                .is_some_and(|r| r.status == "exited")
+        })
+    })
+    .await;
+    let nodes: std::collections::BTreeSet<String> = (0..3)
+        .map(|i| {
+            view.replica("fleet", "edge", i)
+                .unwrap()
+                .node
+                .clone()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(nodes.len(), 3, "one copy per zone: {view:#?}");
+    assert!(view.replica("fleet", "edge", 3).is_none());
+
+    // Undeployed: the assignments and statuses go.
+    forgeone::cluster::undeploy(&cluster, "fleet")
+        .await
+        .unwrap();
+    until(&cluster, Duration::from_secs(30), "fleet gone", |v| {
+        v.replicas.is_empty()
+    })
+    .await;
+    let again = forgeone::cluster::undeploy(&cluster, "fleet").await;
+    assert!(
+        again
+            .unwrap_err()
+            .to_string()
+            .contains("no deployment `fleet`")
+    );
+    for a in agents {
+        a.drain().await;
+    }
+}
