@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ClusterError;
+use super::audit::AuditPublisher;
 use super::events::ClusterEvent;
 use super::leader::Leader;
 use super::records::{Load, NodeRecord, NodeState};
@@ -92,6 +93,9 @@ pub struct AgentStatus {
     pub replicas: BTreeMap<String, String>,
     /// Whether it has drained and stopped.
     pub stopped: bool,
+    /// Set when its local audit log ends before what the cluster's audit
+    /// stream holds of it: the log was cut back.
+    pub audit_cut_back: Option<String>,
 }
 
 /// A running host agent (see the module docs). Dropping it aborts it
@@ -245,6 +249,7 @@ async fn run(
         config.state_dir,
         config.workers,
     );
+    let mut publisher = AuditPublisher::new(id.clone(), config.audit.path().to_path_buf());
     // Watches only wake the loop; each step reads the state it needs.
     let mut assignments = cluster.assignments.watch_all().await.ok();
     let mut deployments = cluster.deployments.watch_all().await.ok();
@@ -264,9 +269,14 @@ async fn run(
             Ok(()) => replicas.report(&cluster).await,
             Err(e) => Err(e),
         };
+        let result = match (result, publisher.publish(&cluster).await) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(_)) => Ok(()),
+        };
         *lock(&load) = replicas.load();
         let mut s = lock(&status);
         s.replicas = replicas.states();
+        s.audit_cut_back.clone_from(&publisher.behind);
         match result {
             Ok(()) => s.last_error = None,
             Err(e) => {
@@ -286,9 +296,14 @@ async fn run(
             why: "leaving".into(),
         })
         .actor(Actor::host())
-        .node(id),
+        .node(id.clone()),
     );
+    // A signed checkpoint, so the stream's copy ends sealed by the host key.
+    let _ = config.audit.checkpoint();
     let _ = config.audit.flush();
+    if let Err(e) = publisher.publish(&cluster).await {
+        tracing::warn!(node = %id, error = %e, "could not publish the last audit records");
+    }
     let mut s = lock(&status);
     s.leader = false;
     s.replicas.clear();

@@ -18,6 +18,7 @@
 //! | KV `forgeone-assignments` | `<deployment>.<workload>.<replica>` | [`Assignment`]: node (or none, with the reason), the scheduler's explanation, epoch, deciding host | the lease holder |
 //! | KV `forgeone-status` | as assignments | [`StatusRecord`]: state, restarts, exit code, reason (refusals too), epoch | the host assigned |
 //! | KV `forgeone-lease` | `scheduler` | [`Lease`]: holder, expiry, term | taken and renewed by compare-and-set |
+//! | stream `FORGEONE_AUDIT` | subject `audit.<node>`, message id `<node>:<seq>` | each record of the node's audit log, byte for byte (de-duplicated by the id) | the host, following its own log |
 //! | object store `forgeone-components` | `component.<blake3>`, `envelope.<blake3>` | the exact bytes of a component and of its DSSE signature envelope | `forgeone deploy` (the same bytes stored once) |
 //!
 //! # How a deployment runs
@@ -55,10 +56,16 @@
 //!    holder re-places its work at once, gives up the lease if it holds it,
 //!    then stops its containers gracefully.
 //!
+//! Each host also publishes its audit records (the lease holder's
+//! placement decisions among them) to the audit stream, so `forgeone audit
+//! verify --nats URL --node ID` checks a host's chain from the stream
+//! alone, and a local log cut back behind the stream is reported.
+//!
 //! A host whose NATS server does not answer retries with backoff (100 ms
 //! doubling to 5 s), logging the URL each time; it runs nothing meanwhile.
 
 mod agent;
+mod audit;
 mod events;
 mod leader;
 mod ops;
@@ -72,6 +79,7 @@ use std::path::PathBuf;
 use crate::deployment::DeploymentError;
 
 pub use agent::{AgentStatus, HostAgent, HostConfig};
+pub use audit::{StreamRecord, audit_subject};
 pub use events::ClusterEvent;
 pub use ops::{DeployReport, default_name, deploy, set_desired, undeploy};
 pub use records::{

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, object_store};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +24,8 @@ pub const STATUS: &str = "forgeone-status";
 pub const LEASE: &str = "forgeone-lease";
 /// The object store of components and envelopes.
 pub const OBJECTS: &str = "forgeone-components";
+/// The stream of every host's audit records (subjects `audit.<node>`).
+pub const AUDIT_STREAM: &str = "FORGEONE_AUDIT";
 /// The largest object read back (a component): 256 MiB.
 pub const MAX_OBJECT_BYTES: usize = 256 << 20;
 
@@ -38,6 +40,8 @@ pub struct Cluster {
     pub(crate) status: kv::Store,
     pub(crate) lease: kv::Store,
     objects: object_store::ObjectStore,
+    pub(crate) js: jetstream::Context,
+    pub(crate) audit: stream::Stream,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -116,6 +120,8 @@ impl Cluster {
             status: bucket(&js, STATUS).await?,
             lease: bucket(&js, LEASE).await?,
             objects,
+            audit: audit_stream(&js).await?,
+            js,
         })
     }
 
@@ -206,6 +212,18 @@ impl Cluster {
             .map_err(nats_err(&format!("store object {name}")))?;
         Ok(())
     }
+}
+
+/// The audit stream, created on first use.
+async fn audit_stream(js: &jetstream::Context) -> Result<stream::Stream, ClusterError> {
+    js.get_or_create_stream(stream::Config {
+        name: AUDIT_STREAM.to_string(),
+        subjects: vec!["audit.>".to_string()],
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(nats_err("create the audit stream"))
 }
 
 /// A record read from a bucket: its value and its revision.

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::boot::World;
 use crate::guests;
 
+mod audit;
 mod hosts;
 mod placement;
 mod signed;
@@ -193,7 +194,16 @@ impl Lab {
         let dir = self.world.path(&format!("host-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("audit.jsonl");
-        let audit = AuditLog::open(&log, SigningKey::generate(), &AuditConfig::new()).unwrap();
+        // The host key lives in the host's directory, so a host started
+        // again on the same directory signs with the same key.
+        let key = dir.join("host.pem");
+        if !key.exists() {
+            SigningKey::generate()
+                .write_pair(&key, &dir.join("host.pub.pem"))
+                .unwrap();
+        }
+        let key = SigningKey::from_file(&key).unwrap();
+        let audit = AuditLog::open(&log, key, &AuditConfig::new()).unwrap();
         let mut config = HostConfig::new(node, anchor, audit, &dir);
         config
             .heartbeat(Duration::from_secs(1))
