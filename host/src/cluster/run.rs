@@ -40,6 +40,23 @@ struct Replica {
     reported: Option<(StatusRecord, u64)>,
 }
 
+/// Objects a host keeps in memory, by name (components and envelopes).
+const OBJECT_CACHE: usize = 64;
+
+/// Why a replica did not start.
+enum StartError {
+    /// Refused for good (for this epoch and deployment version).
+    Refuse(String),
+    /// NATS could not be read: tried again next step.
+    Retry(ClusterError),
+}
+
+impl From<String> for StartError {
+    fn from(reason: String) -> StartError {
+        StartError::Refuse(reason)
+    }
+}
+
 /// A replica this host refused, so it is not tried again for that epoch.
 struct Refusal {
     epoch: u64,
@@ -57,6 +74,7 @@ pub(crate) struct Replicas {
     kernels: HashMap<String, Arc<Kernel>>,
     running: BTreeMap<String, Replica>,
     refused: BTreeMap<String, Refusal>,
+    objects: HashMap<String, Arc<[u8]>>,
 }
 
 fn version_of(record: &DeploymentRecord, workload: &str) -> String {
@@ -88,6 +106,7 @@ impl Replicas {
             kernels: HashMap::new(),
             running: BTreeMap::new(),
             refused: BTreeMap::new(),
+            objects: HashMap::new(),
         }
     }
 
@@ -170,6 +189,7 @@ impl Replicas {
             }
         }
         self.refused.retain(|k, _| mine.contains_key(k));
+        let mut unreachable = None;
         for (key, a) in &mine {
             let Some(Some(record)) = records.get(&a.deployment) else {
                 continue;
@@ -192,11 +212,17 @@ impl Replicas {
                     apply(&mut r, desired);
                     self.running.insert(key.clone(), r);
                 }
-                Err(reason) => self.refuse(cluster, key, a, version, reason).await?,
+                Err(StartError::Refuse(reason)) => {
+                    self.refuse(cluster, key, a, version, reason).await?;
+                }
+                Err(StartError::Retry(e)) => {
+                    tracing::warn!(node = %self.id, %key, error = %e, "cannot start yet; trying again");
+                    unreachable = Some(e);
+                }
             }
         }
         self.collect_kernels();
-        Ok(())
+        unreachable.map_or(Ok(()), Err)
     }
 
     async fn refuse(
@@ -237,14 +263,14 @@ impl Replicas {
     }
 
     /// Fetches, verifies and starts one replica; the error is the reason
-    /// it is refused.
+    /// it is refused, or a failure to reach NATS (tried again next step).
     async fn start(
         &mut self,
         cluster: &Cluster,
         a: &Assignment,
         record: &DeploymentRecord,
         version: &str,
-    ) -> Result<Replica, String> {
+    ) -> Result<Replica, StartError> {
         self.check_signed(record)?;
         let deployment = Deployment::parse(&record.source, &virtual_path(record))
             .map_err(|e| format!("the deployment does not parse: {e}"))?;
@@ -255,10 +281,10 @@ impl Replicas {
             )
         })?;
         if !spec.capabilities.dirs.is_empty() || spec.capabilities.stdin.is_some() {
-            return Err(format!(
+            return Err(StartError::Refuse(format!(
                 "workload `{}` asks for host directories or a stdin file, which a cluster host does not grant",
                 a.workload
-            ));
+            )));
         }
         let refs = record.components.get(&a.workload).ok_or_else(|| {
             format!(
@@ -267,7 +293,7 @@ impl Replicas {
             )
         })?;
         let component = self
-            .verified(cluster, &refs.component, &refs.envelope)
+            .verified(cluster, &refs.component.clone(), &refs.envelope.clone())
             .await?;
         let kernel = self.kernel(&deployment, record, version)?;
         let mut spec = spec.clone();
@@ -336,26 +362,48 @@ impl Replicas {
     /// against its digest, then verified against this host's anchor
     /// (audited either way).
     async fn verified(
-        &self,
+        &mut self,
         cluster: &Cluster,
         component: &str,
         envelope: &str,
-    ) -> Result<VerifiedComponent, String> {
-        let bytes = cluster
-            .get_object("component", component)
-            .await
-            .map_err(|e| e.to_string())?;
-        let envelope_bytes = cluster
-            .get_object("envelope", envelope)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<VerifiedComponent, StartError> {
+        let bytes = self.object(cluster, "component", component).await?;
+        let envelope_bytes = self.object(cluster, "envelope", envelope).await?;
         let envelope = Envelope::from_slice(&envelope_bytes, MAX_STATEMENT_BYTES, "envelope")
             .map_err(|e| e.to_string())?;
         let mut check = ComponentCheck::new(&self.anchor);
         check.audit(self.audit.clone());
-        check
+        Ok(check
             .verify(bytes, &envelope)
-            .map_err(|e| format!("verification against this host's anchor failed: {e}"))
+            .map_err(|e| format!("verification against this host's anchor failed: {e}"))?)
+    }
+
+    /// Object `<kind>.<hex>`, from this host's cache or the object store
+    /// (whose reads cost the server a consumer each: a deployment of a
+    /// hundred copies of one component reads it once). Only bytes that
+    /// hashed to their name are cached; they are verified on every use.
+    async fn object(
+        &mut self,
+        cluster: &Cluster,
+        kind: &str,
+        hex: &str,
+    ) -> Result<Arc<[u8]>, StartError> {
+        let name = format!("{kind}.{hex}");
+        if let Some(bytes) = self.objects.get(&name) {
+            return Ok(bytes.clone());
+        }
+        let bytes: Arc<[u8]> = match cluster.get_object(kind, hex).await {
+            Ok(b) => b.into(),
+            Err(e @ ClusterError::ObjectMismatch { .. }) => {
+                return Err(StartError::Refuse(e.to_string()));
+            }
+            Err(e) => return Err(StartError::Retry(e)),
+        };
+        if self.objects.len() >= OBJECT_CACHE {
+            self.objects.clear();
+        }
+        self.objects.insert(name, bytes.clone());
+        Ok(bytes)
     }
 
     fn kernel(

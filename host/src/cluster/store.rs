@@ -195,6 +195,18 @@ impl Cluster {
         put(&self.nodes, &record.id, record).await.map(drop)
     }
 
+    /// Writes an assignment as the lease holder would, whoever holds the
+    /// lease (for tests of hosts and `ps` facing a hostile or stale writer).
+    #[doc(hidden)]
+    pub async fn put_assignment(&self, assignment: &super::Assignment) -> Result<(), ClusterError> {
+        let key = super::replica_key(
+            &assignment.deployment,
+            &assignment.workload,
+            assignment.replica,
+        );
+        put(&self.assignments, &key, assignment).await.map(drop)
+    }
+
     /// Overwrites object `<kind>.<hex>` with `bytes` whatever they hash to
     /// (for tests of hosts that must refuse a tampered object).
     #[doc(hidden)]

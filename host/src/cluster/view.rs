@@ -110,6 +110,12 @@ impl ClusterView {
                 .filter(|s| s.epoch == a.epoch && Some(&s.node) == a.node.as_ref());
             let (state, restarts, reason) = match (&a.node, status) {
                 (None, _) => ("unplaced".to_string(), 0, a.reason.clone()),
+                // A hostile or stale writer can name any node.
+                (Some(n), None) if !nodes.iter().any(|v| &v.id == n) => (
+                    "assigned".to_string(),
+                    0,
+                    Some(format!("node `{n}` does not exist: no host will run it")),
+                ),
                 (Some(_), None) => ("assigned".to_string(), 0, None),
                 (Some(_), Some(s)) => (s.state, s.restarts, s.reason),
             };

@@ -248,3 +248,31 @@ replicas = 3
         a.drain().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_naming_a_node_that_does_not_exist_is_shown_with_the_reason() {
+    let nats = NatsServer::start();
+    let cluster = nats.connect().await;
+    let assignment = forgeone::cluster::Assignment {
+        deployment: "shop".into(),
+        workload: "api".into(),
+        replica: 0,
+        priority: forgeone::Priority::Normal,
+        node: Some("ghost-1".into()),
+        reason: None,
+        explanation: String::new(),
+        epoch: 7,
+        leader: "nobody".into(),
+        at: chrono::Utc::now(),
+    };
+    cluster.put_assignment(&assignment).await.unwrap();
+    let view = forgeone::cluster::ClusterView::read(&cluster)
+        .await
+        .unwrap();
+    let r = view.replica("shop", "api", 0).unwrap();
+    assert_eq!(r.status, "assigned");
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("node `ghost-1` does not exist: no host will run it")
+    );
+}
