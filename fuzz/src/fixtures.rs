@@ -86,6 +86,7 @@ pub fn anchor_document(version: u64) -> AnchorDocument {
     doc.thresholds = Thresholds {
         root: 1,
         release: 2,
+        deploy: 1,
     };
     doc.metadata
         .insert("owner".into(), "forgeone fuzzing".into());

@@ -20,6 +20,8 @@
 //! - [`deployment`]: the `forgeone.toml` and `nodes.toml` formats, and their
 //!   conversion into the other modules' inputs.
 //! - [`kernel`]: all of the above wired together, as `forgeone up` runs it.
+//! - [`cluster`]: many hosts on NATS JetStream, each running its
+//!   assignments through a kernel.
 //!
 //! Each module uses only those listed before it (the kernel uses them all);
 //! `tests/all/layering.rs` checks this on the source.
@@ -27,6 +29,7 @@
 
 pub mod audit;
 pub mod boot;
+pub mod cluster;
 pub mod deployment;
 pub mod identity;
 pub mod kernel;

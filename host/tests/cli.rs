@@ -1817,3 +1817,36 @@ fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cluster_commands_name_a_server_that_does_not_answer_and_deploy_needs_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    for args in [
+        vec!["ps", "--nats", &url],
+        vec!["undeploy", "shop", "--nats", &url],
+        vec!["stop", "shop/api", "--nats", &url],
+    ] {
+        let out = forgeone(&args, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(&format!("cannot connect to NATS at {url}")),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A deployment is always signed: --key is required.
+    let out = forgeone(&["deploy", "forgeone.toml", "--nats", &url], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--key"), "{}", text(&out.stderr));
+}

@@ -713,3 +713,18 @@ fn a_stdin_file_is_a_grant_that_reaches_the_container() {
         "{p}"
     );
 }
+
+#[test]
+fn replicas_default_to_one_and_must_be_within_bounds() {
+    let one =
+        format!("{TENANT}[[workload]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntenant = \"acme\"\n");
+    assert_eq!(parse(&one).unwrap().workloads[0].replicas, 1);
+    let three = format!("{one}replicas = 3\n");
+    assert_eq!(parse(&three).unwrap().workloads[0].replicas, 3);
+    let zero = format!("{one}replicas = 0\n");
+    assert!(
+        problem(&zero).contains("`replicas` must be within 1..=1000, got 0"),
+        "{}",
+        problem(&zero)
+    );
+}

@@ -5,6 +5,7 @@
 
 mod audit;
 mod boot;
+mod cluster;
 mod conformance;
 mod deployment;
 mod guests_check;

@@ -12,7 +12,14 @@ use std::sync::{Arc, LazyLock};
 use serde::{Deserialize, Serialize};
 
 /// The categories an event kind may start with.
-pub const CATEGORIES: [&str; 5] = ["boot", "container", "schedule", "policy", "audit"];
+pub const CATEGORIES: [&str; 6] = [
+    "boot",
+    "container",
+    "schedule",
+    "policy",
+    "audit",
+    "cluster",
+];
 
 /// A typed event that can be written to the audit log.
 ///

@@ -22,6 +22,10 @@ pub enum Role {
     Root,
     /// Signs boot manifests and component statements.
     Release,
+    /// Signs cluster deployments (`forgeone deploy`): a cluster host runs
+    /// a deployment only when a threshold of its anchor's deploy keys
+    /// signed it.
+    Deploy,
 }
 
 impl Role {
@@ -30,6 +34,7 @@ impl Role {
         match self {
             Role::Root => "root",
             Role::Release => "release",
+            Role::Deploy => "deploy",
         }
     }
 }
@@ -72,6 +77,19 @@ pub struct Thresholds {
     pub root: u64,
     /// Release keys that must sign a manifest or a component statement.
     pub release: u64,
+    /// Deploy keys that must sign a cluster deployment. Default 1; left
+    /// out of the document when 1, so anchors without deploy keys read
+    /// and hash as before.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub deploy: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// The payload of a trust anchor envelope.
@@ -108,6 +126,7 @@ impl AnchorDocument {
             thresholds: Thresholds {
                 root: 1,
                 release: 1,
+                deploy: 1,
             },
             metadata: BTreeMap::new(),
         }
@@ -401,8 +420,14 @@ fn validate(doc: &AnchorDocument) -> Result<Vec<AnchorKey>, BootError> {
     for (role, threshold) in [
         (Role::Root, doc.thresholds.root),
         (Role::Release, doc.thresholds.release),
+        (Role::Deploy, doc.thresholds.deploy),
     ] {
         let count = keys.iter().filter(|k| k.role == role).count();
+        // Deploy keys are optional: without any, a cluster host refuses
+        // every deployment.
+        if count == 0 && role == Role::Deploy {
+            continue;
+        }
         if count == 0 {
             return Err(invalid(format!("lists no {role} key")));
         }

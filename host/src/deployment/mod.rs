@@ -53,6 +53,7 @@
 //! principal = "svc-api"                        # default: the workload name
 //! restart = "on-failure"                       # never | on-failure | always
 //! worker = 0                                   # pin to executor worker 0; default any
+//! replicas = 3                                 # copies in a cluster, spread across zones; default 1
 //! labels = { app = "api" }
 //! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s", open_files = 256 }
 //! constraints.location = "eu-*"                # or a list of alternatives
@@ -100,8 +101,8 @@ pub use error::{DeploymentError, MAX_DEPLOYMENT_BYTES, Problem};
 pub use nodes::{MAX_NODE_COUNT, MAX_NODES_BYTES, parse_nodes, read_nodes};
 pub use plan::{Plan, PlanError, PlannedWorkload};
 pub use types::{
-    BootMode, Capabilities, ConstraintSpec, KnownLabels, NodeConfig, Preference, PreferenceKind,
-    ResourceSpec, Settings, Supervision, TenantSpec, WorkloadSpec,
+    BootMode, Capabilities, ConstraintSpec, KnownLabels, MAX_REPLICAS, NodeConfig, Preference,
+    PreferenceKind, ResourceSpec, Settings, Supervision, TenantSpec, WorkloadSpec,
 };
 pub use units::parse_size;
 

@@ -277,7 +277,15 @@ pub struct WorkloadSpec {
     /// Executor worker (0-based) the container is pinned to (`worker`):
     /// it runs only there and is never stolen. Default: any worker.
     pub worker: Option<usize>,
+    /// Copies a cluster runs (`replicas`, 1..=[`MAX_REPLICAS`]), spread
+    /// across zones when possible (each copy is in the spread group of the
+    /// workload's `app` label, or of its name). `forgeone up` runs one
+    /// copy on its single node. Default 1.
+    pub replicas: u32,
 }
+
+/// The most copies of one workload a deployment may ask for.
+pub const MAX_REPLICAS: u32 = 1000;
 
 /// Labels present on at least one node, for
 /// [`Deployment::check_labels`](super::Deployment::check_labels).

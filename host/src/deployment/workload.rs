@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::parse::{Cx, items, line_col, resolve};
 use super::raw::{RawCaps, RawConstraints, RawResources, RawWorkload};
 use super::types::{
-    BootMode, Capabilities, ConstraintSpec, Preference, PreferenceKind, ResourceSpec, TenantSpec,
-    WorkloadSpec,
+    BootMode, Capabilities, ConstraintSpec, MAX_REPLICAS, Preference, PreferenceKind, ResourceSpec,
+    TenantSpec, WorkloadSpec,
 };
 use super::units;
 use crate::identity::Priority;
@@ -155,9 +155,29 @@ pub(super) fn workloads(
             capabilities,
             restart,
             worker: w.worker,
+            replicas: replicas(w, cx),
         });
     }
     out
+}
+
+/// `replicas`, checked to be within 1..=[`MAX_REPLICAS`].
+fn replicas(w: &RawWorkload, cx: &mut Cx<'_>) -> u32 {
+    match &w.replicas {
+        None => 1,
+        Some(n) if (1..=MAX_REPLICAS).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            cx.push(
+                n.span(),
+                Some(w.name.get_ref().as_str()),
+                format!(
+                    "`replicas` must be within 1..={MAX_REPLICAS}, got {}",
+                    n.get_ref()
+                ),
+            );
+            1
+        }
+    }
 }
 
 /// The most handles a workload may ask for (wasmtime's own default cap of

@@ -23,6 +23,24 @@ impl KernelConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let node = deployment.node.node(cores);
         deployment.check_labels(&KnownLabels::of(std::slice::from_ref(&node)))?;
+        Ok(KernelConfig::for_node(
+            deployment,
+            node,
+            &deployment.settings.state_dir,
+        ))
+    }
+
+    /// The kernel a deployment describes on a host of a cluster: `node`
+    /// (the host's own description, not the file's `[node]`) as the local
+    /// node, and the rest as [`KernelConfig::from_deployment`] with
+    /// compiled components cached under `state_dir`. The constraints'
+    /// labels are not checked against this one node: the cluster's
+    /// placement checked them against every node before it chose this one.
+    pub fn for_node(
+        deployment: &Deployment,
+        node: crate::scheduler::Node,
+        state_dir: &std::path::Path,
+    ) -> KernelConfig {
         let settings = &deployment.settings;
         let sup = settings.supervision;
         let mut backoff = BackoffConfig::new();
@@ -33,14 +51,14 @@ impl KernelConfig {
             .crash_loop_threshold(sup.quarantine_after);
         let mut runtime = RuntimeConfig::new();
         runtime
-            .cache_dir(settings.state_dir.join("cache"))
+            .cache_dir(state_dir.join("cache"))
             .backoff(backoff)
             // The master switch; each container is checked against its
             // own tenant's policy when it is submitted.
             .allow_network(deployment.tenants.iter().any(|t| t.network));
         let mut config = KernelConfig::new(node, deployment.policies());
         config.runtime(runtime).healthy_after(sup.healthy_after);
-        Ok(config)
+        config
     }
 }
 

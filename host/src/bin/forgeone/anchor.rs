@@ -21,6 +21,11 @@ pub enum Command {
         /// A release public key (signs manifests and components). Repeat for several.
         #[arg(long = "release-key", value_name = "PUB.pem", required = true)]
         release_keys: Vec<PathBuf>,
+        /// A deploy public key: signs cluster deployments (`forgeone deploy
+        /// --key`). Repeat for several. Without one, cluster hosts with this
+        /// anchor refuse every deployment.
+        #[arg(long = "deploy-key", value_name = "PUB.pem")]
+        deploy_keys: Vec<PathBuf>,
         /// Root signatures required (on the anchor and on its rotations).
         #[arg(long, default_value_t = 1)]
         root_threshold: u64,
@@ -96,6 +101,7 @@ pub fn run(command: Command) -> CmdResult {
         Command::Init {
             root_keys,
             release_keys,
+            deploy_keys,
             root_threshold,
             release_threshold,
             expires,
@@ -109,6 +115,9 @@ pub fn run(command: Command) -> CmdResult {
             }
             for path in &release_keys {
                 doc.add_key(Role::Release, &load_public(path)?);
+            }
+            for path in &deploy_keys {
+                doc.add_key(Role::Deploy, &load_public(path)?);
             }
             doc.thresholds.root = root_threshold;
             doc.thresholds.release = release_threshold;
@@ -264,6 +273,10 @@ fn print_anchor(anchor: &TrustAnchor) {
         t.release,
         anchor.keys_of(Role::Release).count()
     );
+    let deploy = anchor.keys_of(Role::Deploy).count();
+    if deploy > 0 {
+        println!("           deploy {} of {deploy}", t.deploy);
+    }
     for key in anchor.public_keys() {
         println!("key        {:<7} {}", key.role().as_str(), key.id());
     }

@@ -9,6 +9,7 @@ use forgeone::PublicKey;
 use forgeone::audit::{
     self, AuditError, ExportFilter, ExportFormat, Followed, SignedHead, VerifyOptions,
 };
+use forgeone::cluster::Cluster;
 
 use crate::util::{CmdResult, Failure, parse_time};
 
@@ -22,8 +23,18 @@ pub enum Command {
     /// last checkpoint). Exits 1 when the log does not verify.
     Verify {
         /// The audit log (JSON Lines).
-        #[arg(value_name = "LOG")]
-        log: PathBuf,
+        #[arg(value_name = "LOG", required_unless_present = "nats")]
+        log: Option<PathBuf>,
+        /// Verify the chain of host --node from the cluster's audit stream
+        /// at this NATS server instead (records after the last checkpoint
+        /// are accepted: the host may be running). With LOG too, also
+        /// check that LOG reaches as far as the stream: a local log cut
+        /// back is caught.
+        #[arg(long, value_name = "URL", requires = "node")]
+        nats: Option<String>,
+        /// The host whose records --nats verifies.
+        #[arg(long, value_name = "ID", requires = "nats")]
+        node: Option<String>,
         /// The host's public key (SPKI PEM). Without it, checkpoints are
         /// checked against the key the log itself names: that proves the log
         /// is intact, not who wrote it.
@@ -72,8 +83,13 @@ pub enum Command {
     /// Export records for review as JSON Lines or CSV (chain-checked while reading).
     Export {
         /// The audit log.
-        #[arg(value_name = "LOG")]
-        log: PathBuf,
+        #[arg(value_name = "LOG", required_unless_present = "nats")]
+        log: Option<PathBuf>,
+        /// Export every host's records from the cluster's audit stream at
+        /// this NATS server instead, merged in time order, each with a
+        /// `node` field (JSON Lines; the filters do not apply).
+        #[arg(long, value_name = "URL", conflicts_with_all = ["since", "until", "kind", "output"])]
+        nats: Option<String>,
         /// Output format. CSV has one column per common field and the details as JSON.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
@@ -117,6 +133,8 @@ pub fn run(command: Command) -> CmdResult {
     match command {
         Command::Verify {
             log,
+            nats,
+            node,
             key,
             allow_open_tail,
             head,
@@ -138,7 +156,14 @@ pub fn run(command: Command) -> CmdResult {
                 options.min_seq(n);
                 required = required.max(Some(n));
             }
-            verify(log, &options, required, json)
+            match (nats, node, log) {
+                (Some(url), Some(node), log) => {
+                    options.allow_open_tail(true);
+                    verify_stream(&url, &node, log, &options, required, json)
+                }
+                (_, _, Some(log)) => verify(log, &options, required, json),
+                _ => Err(Failure::input("give a LOG, or --nats URL --node ID")),
+            }
         }
         Command::Head {
             file,
@@ -148,12 +173,18 @@ pub fn run(command: Command) -> CmdResult {
         } => head(file, from_log, key, output),
         Command::Export {
             log,
+            nats,
             format,
             since,
             until,
             kind,
             output,
         } => {
+            let log = match (nats, log) {
+                (Some(url), _) => return export_stream(&url),
+                (None, Some(log)) => log,
+                (None, None) => return Err(Failure::input("give a LOG, or --nats URL")),
+            };
             let mut filter = ExportFilter::new();
             if let Some(t) = since {
                 filter.since(t);
@@ -277,6 +308,120 @@ fn head(file: PathBuf, from_log: bool, key: Option<PathBuf>, output: Option<Path
 
 /// Verifies `log`; `required` is the sequence number a signed head or
 /// --min-seq made it reach, for the report.
+fn cluster_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))
+}
+
+/// Verifies `node`'s chain as the cluster's audit stream holds it (copied
+/// to a temporary file, as `audit verify` reads a log), and, with `local`,
+/// that the local log is not behind the stream.
+fn verify_stream(
+    url: &str,
+    node: &str,
+    local: Option<PathBuf>,
+    options: &VerifyOptions,
+    required: Option<u64>,
+    json: bool,
+) -> CmdResult {
+    let rt = cluster_runtime()?;
+    let records = rt
+        .block_on(async {
+            let cluster = Cluster::connect(url, Duration::from_secs(5)).await?;
+            cluster.audit_records(Some(node)).await
+        })
+        .map_err(Failure::input)?;
+    if records.is_empty() {
+        return Err(Failure::check(format!(
+            "the audit stream at {url} holds no record of node `{node}`"
+        )));
+    }
+    let stream_last = records.last().map_or(0, |r| r.seq);
+    let tmp = std::env::temp_dir().join(format!(
+        "forgeone-audit-{node}-{}.jsonl",
+        uuid::Uuid::new_v4()
+    ));
+    let mut bytes = Vec::new();
+    for r in &records {
+        bytes.extend_from_slice(&r.line);
+        bytes.push(b'\n');
+    }
+    std::fs::write(&tmp, &bytes).map_err(|e| Failure::input(format!("{}: {e}", tmp.display())))?;
+    eprintln!(
+        "{} records of `{node}` from the audit stream at {url}",
+        records.len()
+    );
+    let result = verify(tmp.clone(), options, required, json);
+    let _ = std::fs::remove_file(&tmp);
+    let code = result?;
+    if let Some(local) = local {
+        let text = std::fs::read_to_string(&local)
+            .map_err(|e| Failure::input(format!("{}: {e}", local.display())))?;
+        let local_last = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .max()
+            .unwrap_or(0);
+        if local_last < stream_last {
+            return Err(Failure::check(format!(
+                "{} ends at seq {local_last}, but the audit stream holds `{node}`'s records up to seq {stream_last}: the local log was cut back",
+                local.display()
+            )));
+        }
+        eprintln!(
+            "{} reaches seq {local_last}, the stream seq {stream_last}",
+            local.display()
+        );
+    }
+    Ok(code)
+}
+
+/// Every host's records from the audit stream, merged in time order, each
+/// with its node.
+fn export_stream(url: &str) -> CmdResult {
+    let rt = cluster_runtime()?;
+    let records = rt
+        .block_on(async {
+            let cluster = Cluster::connect(url, Duration::from_secs(5)).await?;
+            cluster.audit_records(None).await
+        })
+        .map_err(Failure::input)?;
+    let mut rows: Vec<(
+        chrono::DateTime<chrono::Utc>,
+        String,
+        u64,
+        serde_json::Value,
+    )> = Vec::new();
+    for r in records {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&r.line) else {
+            continue;
+        };
+        let ts = value["ts"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default();
+        value["node"] = serde_json::Value::String(r.node.clone());
+        rows.push((ts, r.node, r.seq, value));
+    }
+    rows.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (_, _, _, value) in &rows {
+        if writeln!(out, "{value}").is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    eprintln!(
+        "exported {} records from the audit stream at {url}",
+        rows.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(log: PathBuf, options: &VerifyOptions, required: Option<u64>, json: bool) -> CmdResult {
     match audit::verify_file(&log, options) {
         Ok(report) => {

@@ -8,6 +8,7 @@ mod anchor;
 mod audit_cmd;
 mod boot_cmd;
 mod call;
+mod cluster_cmd;
 mod keygen;
 mod manifest;
 mod plan;
@@ -110,6 +111,20 @@ enum Command {
     /// Verify, export and follow audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// Run this machine as a host of a cluster (NATS JetStream).
+    Host(cluster_cmd::HostArgs),
+    /// Upload a deployment's components and make it the cluster's desired state.
+    Deploy(cluster_cmd::DeployArgs),
+    /// Remove a deployment from the cluster; its replicas stop.
+    Undeploy(cluster_cmd::UndeployArgs),
+    /// Show the cluster's nodes and workloads.
+    Ps(cluster_cmd::PsArgs),
+    /// Stop a workload in the cluster (its host carries it out).
+    Stop(cluster_cmd::WorkloadArgs),
+    /// Pause a workload in the cluster.
+    Pause(cluster_cmd::WorkloadArgs),
+    /// Resume a stopped or paused workload in the cluster.
+    Resume(cluster_cmd::WorkloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -136,5 +151,12 @@ fn dispatch(command: Command) -> util::CmdResult {
         Command::Up(args) => up::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Audit(command) => audit_cmd::run(command),
+        Command::Host(args) => cluster_cmd::host(args),
+        Command::Deploy(args) => cluster_cmd::deploy(args),
+        Command::Undeploy(args) => cluster_cmd::undeploy(args),
+        Command::Ps(args) => cluster_cmd::ps(args),
+        Command::Stop(args) => cluster_cmd::desire(args, forgeone::cluster::Desired::Stopped),
+        Command::Pause(args) => cluster_cmd::desire(args, forgeone::cluster::Desired::Paused),
+        Command::Resume(args) => cluster_cmd::desire(args, forgeone::cluster::Desired::Running),
     }
 }
