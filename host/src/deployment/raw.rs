@@ -144,6 +144,8 @@ pub(super) struct RawWorkload {
     #[serde(default)]
     pub(super) worker: Option<usize>,
     #[serde(default)]
+    pub(super) file_io: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub(super) resources: Option<RawResources>,

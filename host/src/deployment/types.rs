@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::boot::BootPolicy;
 use crate::identity::{Priority, TrustLevel};
 use crate::policy::{Isolation, TenantPolicy};
-use crate::runtime::{DirGrant, RestartPolicy};
+use crate::runtime::{DirGrant, FileIo, RestartPolicy};
 
 /// How the components are verified at boot (`boot`, required).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +277,9 @@ pub struct WorkloadSpec {
     /// Executor worker (0-based) the container is pinned to (`worker`):
     /// it runs only there and is never stolen. Default: any worker.
     pub worker: Option<usize>,
+    /// Where its file calls run (`file_io`: `on-thread` or `pool`).
+    /// Default `on-thread`.
+    pub file_io: FileIo,
 }
 
 /// Labels present on at least one node, for

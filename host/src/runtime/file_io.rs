@@ -88,6 +88,60 @@ pub enum FileIo {
     BlockingPool,
 }
 
+impl FileIo {
+    /// `on-thread` or `pool`: the name `forgeone run --file-io` and a
+    /// workload's `file_io` key take, and the `file_io` of
+    /// `container.created`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileIo::OnThread => "on-thread",
+            FileIo::BlockingPool => "pool",
+        }
+    }
+}
+
+impl std::fmt::Display for FileIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FileIo {
+    type Err = FileIoError;
+
+    /// `on-thread` or `pool` (exactly; as [`Display`](std::fmt::Display)
+    /// writes them).
+    fn from_str(text: &str) -> Result<Self, FileIoError> {
+        match text {
+            "on-thread" => Ok(FileIo::OnThread),
+            "pool" => Ok(FileIo::BlockingPool),
+            other => Err(FileIoError {
+                text: other.to_string(),
+            }),
+        }
+    }
+}
+
+impl serde::Serialize for FileIo {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A file I/O mode that is not `on-thread` or `pool`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown file I/O mode `{text}`: expected on-thread | pool")]
+pub struct FileIoError {
+    text: String,
+}
+
+impl FileIoError {
+    /// The refused text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// The arguments of `open-at` after the descriptor.
 pub(crate) struct OpenArgs {
     pub(crate) path_flags: PathFlags,
@@ -207,6 +261,45 @@ pub(crate) async fn open<T: WasiFilesystemView>(
         args.flags,
     )
     .await
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    #[test]
+    fn modes_parse_from_their_names_and_nothing_else() {
+        assert_eq!(FileIo::default(), FileIo::OnThread);
+        for (mode, text) in [
+            (FileIo::OnThread, "on-thread"),
+            (FileIo::BlockingPool, "pool"),
+        ] {
+            assert_eq!(text.parse::<FileIo>(), Ok(mode));
+            assert_eq!(mode.to_string(), text);
+            assert_eq!(mode.as_str(), text);
+            assert_eq!(serde_json::to_string(&mode).unwrap(), format!("\"{text}\""));
+        }
+        for bad in [
+            "",
+            "On-Thread",
+            "on_thread",
+            "onthread",
+            "thread",
+            "blocking-pool",
+            "BlockingPool",
+            "Pool",
+            " pool",
+            "pool ",
+            "on-thread,pool",
+        ] {
+            let error = bad.parse::<FileIo>().unwrap_err();
+            assert_eq!(error.text(), bad);
+            assert_eq!(
+                error.to_string(),
+                format!("unknown file I/O mode `{bad}`: expected on-thread | pool")
+            );
+        }
+    }
 }
 
 #[cfg(all(test, unix))]
