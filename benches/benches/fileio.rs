@@ -28,6 +28,9 @@
 //!   output through an `OutputSink` and audited, the audit log on disk.
 //!   File calls run on the guest's thread (`FileIo::OnThread`, the
 //!   default).
+//! - **ForgeOne, fuel yield every 10M**: the same with
+//!   `EngineConfig::fuel_yield_interval(Some(10_000_000))`, ten times the
+//!   default: what the default's slices cost this program.
 //! - **ForgeOne, `FileIo::BlockingPool`**: the same with every file call on
 //!   tokio's blocking pool, which is what every container did before
 //!   `FileIo` existed.
@@ -35,7 +38,9 @@
 //! Criterion reports the mean per case. After the group a summary prints
 //! each case's median wall time per search, the ratio of medians to
 //! `wasmtime run`, and the process CPU time (user and system, from
-//! `/proc/self/stat`) per search.
+//! `/proc/self/stat`) per search; then the fuel one search uses under
+//! ForgeOne and the fuel it burns per second of wall time, so the time a
+//! fuel yield interval is of this program.
 //!
 //! Builds the samples into `samples/target` on first use. Run with
 //! `cargo bench -p forgeone-benches --bench fileio`.
@@ -50,7 +55,9 @@ use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{ComponentStatement, verify_component};
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
-use forgeone::runtime::{ContainerConfig, FileIo, OutputSink, Runtime, RuntimeConfig, Stream};
+use forgeone::runtime::{
+    ContainerConfig, EngineConfig, FileIo, OutputSink, Runtime, RuntimeConfig, Stream,
+};
 use forgeone_benches::{Bare, percentile};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -252,11 +259,15 @@ struct ForgeOne {
     identity: IdentityContext,
     lines: Arc<AtomicU64>,
     last: Arc<std::sync::Mutex<String>>,
+    /// Fuel the last search used.
+    fuel: AtomicU64,
     _state: tempfile::TempDir,
 }
 
 impl ForgeOne {
-    fn new(wasm: &[u8], tree: &Path, file_io: FileIo) -> ForgeOne {
+    /// With file calls where `file_io` says, and a fuel yield every
+    /// `yield_interval` units (`None`: the default).
+    fn new(wasm: &[u8], tree: &Path, file_io: FileIo, yield_interval: Option<u64>) -> ForgeOne {
         let (root, release) = (SigningKey::generate(), SigningKey::generate());
         let anchor = forgeone_benches::anchor(&root, &release);
         let signature = ComponentStatement::new("fs-grep", "0.1.0", wasm, None).sign(&[&release]);
@@ -274,6 +285,11 @@ impl ForgeOne {
         .unwrap();
         let mut config = RuntimeConfig::new();
         config.cache_dir(state.path().join("cache"));
+        if let Some(interval) = yield_interval {
+            let mut engine = EngineConfig::new();
+            engine.fuel_yield_interval(Some(interval));
+            config.engine(engine);
+        }
         let runtime = tokio.block_on(async { Runtime::new(config, audit).unwrap() });
         let lines = Arc::new(AtomicU64::new(0));
         let last: Arc<std::sync::Mutex<String>> = Arc::default();
@@ -301,6 +317,7 @@ impl ForgeOne {
             identity: IdentityContext::new("bench", "p10", TrustVector::new(TrustLevel::Medium, 0)),
             lines,
             last,
+            fuel: AtomicU64::new(0),
             _state: state,
         }
     }
@@ -320,6 +337,8 @@ impl ForgeOne {
         });
         let elapsed = start.elapsed();
         assert!(outcome.is_success(), "fs-grep under ForgeOne: {outcome}");
+        self.fuel
+            .store(outcome.stats.fuel_consumed, Ordering::Relaxed);
         let last = self.last.lock().unwrap().clone();
         (elapsed, self.lines.load(Ordering::Relaxed), last)
     }
@@ -398,8 +417,9 @@ fn bench(c: &mut Criterion) {
     let wasmtime_run = WasmtimeRun::new(&wasm, Mode::Run);
     let wasmtime_timeout = WasmtimeRun::new(&wasm, Mode::Timeout);
     let metered = WasmtimeRun::new(&wasm, Mode::Metered);
-    let forgeone = ForgeOne::new(&wasm, tree.path(), FileIo::OnThread);
-    let forgeone_pool = ForgeOne::new(&wasm, tree.path(), FileIo::BlockingPool);
+    let forgeone = ForgeOne::new(&wasm, tree.path(), FileIo::OnThread, None);
+    let forgeone_10m = ForgeOne::new(&wasm, tree.path(), FileIo::OnThread, Some(10_000_000));
+    let forgeone_pool = ForgeOne::new(&wasm, tree.path(), FileIo::BlockingPool, None);
 
     // One untimed run each: compiles, warms the page cache, and checks
     // that every case searched the whole tree and found every needle.
@@ -454,11 +474,27 @@ fn bench(c: &mut Criterion) {
         metered.run(tree.path()).0
     });
     measure("forgeone run", &|| forgeone.run().0);
+    measure("forgeone run, fuel yield every 10M", &|| {
+        forgeone_10m.run().0
+    });
     measure("forgeone run, FileIo::BlockingPool", &|| {
         forgeone_pool.run().0
     });
     group.finish();
     summary(&mut cases, "wasmtime run");
+    // How long a slice (a fuel yield interval) of this program is.
+    let fuel = forgeone.fuel.load(Ordering::Relaxed);
+    if let Some(case) = cases.iter().find(|c| c.name == "forgeone run") {
+        let median = percentile(&case.times, 0.5).as_secs_f64();
+        println!(
+            "fs-grep under forgeone run: {fuel} fuel per search, {:.2e} fuel/s of its median \
+             wall time: {} fuel yields per search at the default interval (1,000,000), one \
+             every {:.0} µs",
+            fuel as f64 / median,
+            fuel / 1_000_000,
+            median * 1e6 / (fuel as f64 / 1e6),
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -1477,6 +1477,54 @@ fn run_max_open_files_reaches_the_container_and_zero_is_refused() {
     assert!(help.contains("--max-open-files"), "{help}");
 }
 
+#[test]
+fn run_file_io_reaches_the_container_and_a_bad_mode_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let run = |mode: Option<&str>| {
+        let mut args = vec!["run", "--allow-unsigned", "--audit-log", "audit.jsonl"];
+        if let Some(mode) = mode {
+            args.extend(["--file-io", mode]);
+        }
+        args.push("app.wasm");
+        forgeone(&args, d)
+    };
+    let created_file_io = || {
+        let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+        log.lines()
+            .rev()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["kind"] == "container.created")
+            .expect("a container.created record")["details"]["file_io"]
+            .clone()
+    };
+    for (mode, recorded) in [
+        (None, "on-thread"),
+        (Some("pool"), "pool"),
+        (Some("on-thread"), "on-thread"),
+    ] {
+        let out = run(mode);
+        assert!(out.status.success(), "{mode:?}: {}", text(&out.stderr));
+        assert_eq!(created_file_io(), recorded, "{mode:?}");
+    }
+
+    for bad in ["blocking-pool", "Pool", ""] {
+        let out = run(Some(bad));
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--file-io")
+                && stderr.contains(&format!(
+                    "unknown file I/O mode `{bad}`: expected on-thread | pool"
+                )),
+            "{bad}: {stderr}"
+        );
+    }
+    let help = text(&forgeone(&["run", "--help"], d).stdout);
+    assert!(help.contains("--file-io <MODE>"), "{help}");
+}
+
 /// Runs sharing a state directory take turns: each waits for the audit
 /// log another holds (saying so once, naming it), up to `--lock-timeout`,
 /// and `up` waits for the boot state likewise.

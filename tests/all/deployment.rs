@@ -9,7 +9,7 @@ use forgeone::boot::BootPolicy;
 use forgeone::deployment::{
     self, BootMode, Deployment, DeploymentError, PlanError, PreferenceKind,
 };
-use forgeone::runtime::RestartPolicy;
+use forgeone::runtime::{FileIo, RestartPolicy};
 use forgeone::scheduler::{ScheduleError, StaticInventory};
 use forgeone::{Isolation, Priority};
 
@@ -680,6 +680,34 @@ fn names_with_control_characters_are_refused_and_never_echoed_raw() {
         "{err}"
     );
     assert!(err.contains("unknown tenant `ac\\nme`"), "{err}");
+}
+
+#[test]
+fn file_io_reaches_the_container_and_a_bad_mode_is_refused_where_written() {
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"nfs\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\nfile_io = \"pool\"\n\n[[workload]]\nname = \"local\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\nfile_io = \"on-thread\"\n\n[[workload]]\nname = \"plain\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\n"
+    );
+    let d = parse(&text).unwrap();
+    let component = || forgeone::boot::VerifiedComponent::unsigned("w", b"\0asm".to_vec());
+    for (name, mode) in [
+        ("nfs", FileIo::BlockingPool),
+        ("local", FileIo::OnThread),
+        ("plain", FileIo::OnThread),
+    ] {
+        let w = d.workload(name).unwrap();
+        assert_eq!(w.file_io, mode, "{name}");
+        assert_eq!(w.container(component()).current_file_io(), mode, "{name}");
+    }
+    let text = format!(
+        "{TENANT}\n[[workload]]\nname = \"nfs\"\ncomponent = \"w.wasm\"\ntenant = \"acme\"\nfile_io = \"blocking\"\n"
+    );
+    let p = problem(&text);
+    assert!(
+        p.starts_with(
+            "10:11: workload `nfs`: unknown file I/O mode `blocking`: expected on-thread | pool"
+        ),
+        "{p}"
+    );
 }
 
 #[test]

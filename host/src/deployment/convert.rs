@@ -79,7 +79,8 @@ impl WorkloadSpec {
     /// The runtime's [`ContainerConfig`] for this entry running
     /// `component`: named after the workload, with its limits (memory,
     /// fuel, timeout, open files; the runtime's defaults where none is
-    /// written), its restart policy and exactly the capabilities it lists.
+    /// written), its restart policy, its file I/O mode and exactly the
+    /// capabilities it lists.
     pub fn container(&self, component: VerifiedComponent) -> ContainerConfig {
         let r = &self.resources;
         let mut container = ContainerConfig::new(component);
@@ -89,6 +90,7 @@ impl WorkloadSpec {
             .max_memory(r.memory.unwrap_or(ResourceRequirements::default().memory))
             .timeout(r.timeout)
             .restart(self.restart)
+            .file_io(self.file_io)
             .network(self.capabilities.network);
         if r.fuel.is_some() {
             container.fuel(r.fuel);

@@ -54,6 +54,7 @@
 //! restart = "on-failure"                       # never | on-failure | always
 //! worker = 0                                   # pin to executor worker 0; default any
 //! replicas = 3                                 # copies in a cluster, spread across zones; default 1
+//! file_io = "on-thread"                        # on-thread | pool: where file calls run; default on-thread
 //! labels = { app = "api" }
 //! resources = { fuel = "50M", memory = "64MiB", cpu = 0.5, timeout = "5s", open_files = 256 }
 //! constraints.location = "eu-*"                # or a list of alternatives
@@ -74,7 +75,10 @@
 //! `forgeone run --dir` uses too). `stdin` names a regular file (relative to
 //! the deployment file) that every run of the workload reads as its standard
 //! input from the start; without it stdin is empty. It is recorded with the
-//! other grants in `container.created`. Network access is granted by the tenant's
+//! other grants in `container.created`. `file_io = "pool"` runs every file
+//! call of the workload on a pool thread instead of the thread that runs it
+//! (for directories on filesystems that can stall: see
+//! [`FileIo`](crate::runtime::FileIo)). Network access is granted by the tenant's
 //! policy (`network = true` on the `[[tenant]]`), never by the workload alone;
 //! trust likewise comes from the tenant's `trust` and the verified signers.
 

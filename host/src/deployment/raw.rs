@@ -145,6 +145,7 @@ pub(super) struct RawWorkload {
     pub(super) worker: Option<usize>,
     #[serde(default)]
     pub(super) replicas: Option<Spanned<u32>>,
+    pub(super) file_io: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::boot::BootPolicy;
 use crate::identity::{Priority, TrustLevel};
 use crate::policy::{Isolation, TenantPolicy};
-use crate::runtime::{DirGrant, RestartPolicy};
+use crate::runtime::{DirGrant, FileIo, RestartPolicy};
 
 /// How the components are verified at boot (`boot`, required).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +282,9 @@ pub struct WorkloadSpec {
     /// workload's `app` label, or of its name). `forgeone up` runs one
     /// copy on its single node. Default 1.
     pub replicas: u32,
+    /// Where its file calls run (`file_io`: `on-thread` or `pool`).
+    /// Default `on-thread`.
+    pub file_io: FileIo,
 }
 
 /// The most copies of one workload a deployment may ask for.

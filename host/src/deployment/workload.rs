@@ -75,6 +75,11 @@ pub(super) fn workloads(
             .as_ref()
             .and_then(|r| cx.parse(r, wn))
             .unwrap_or_default();
+        let file_io = w
+            .file_io
+            .as_ref()
+            .and_then(|f| cx.parse(f, wn))
+            .unwrap_or_default();
         let mut labels = BTreeMap::new();
         for (k, v) in &w.labels {
             if let Err(e) = units::check_label(k).and_then(|()| units::check_label(v.get_ref())) {
@@ -156,6 +161,7 @@ pub(super) fn workloads(
             restart,
             worker: w.worker,
             replicas: replicas(w, cx),
+            file_io,
         });
     }
     out

@@ -177,7 +177,8 @@ impl ContainerConfig {
     /// devices and sockets still go to the blocking pool), or every call
     /// on tokio's blocking pool (a thread hand-off per call, several times
     /// slower for a file-heavy guest, for grants on filesystems that can
-    /// stall). Fuel and the deadline bound the guest either way. By
+    /// stall). Fuel and the deadline bound the guest either way; the mode
+    /// is in the container's `container.created` record (`"file_io"`). By
     /// default, [`FileIo::OnThread`].
     pub fn file_io(&mut self, mode: FileIo) -> &mut Self {
         self.file_io = mode;
@@ -221,5 +222,10 @@ impl ContainerConfig {
     /// The grants.
     pub fn grants(&self) -> &Grants {
         &self.grants
+    }
+
+    /// Where the guest's filesystem calls run (see [`ContainerConfig::file_io`]).
+    pub fn current_file_io(&self) -> FileIo {
+        self.file_io
     }
 }

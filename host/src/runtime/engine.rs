@@ -93,8 +93,11 @@ impl EngineConfig {
     /// How much fuel a guest burns between yields to the async executor:
     /// the preemption granularity for pause, stop and the scheduler's
     /// priority lanes. `None` disables fuel yields (epoch ticks still yield
-    /// a paused or stopping guest). By default, 1,000,000 (about a
-    /// millisecond of guest CPU).
+    /// a paused or stopping guest). By default, 1,000,000: about 43 µs of
+    /// a tight loop on the benches' 2-core Xeon VM, which burns 2.31e10
+    /// fuel a second under ForgeOne (`cargo bench -p forgeone-benches
+    /// --bench fuel`, its last line); real programs burn less fuel a
+    /// second (host calls burn none), so their slices last longer.
     pub fn fuel_yield_interval(&mut self, interval: Option<u64>) -> &mut Self {
         self.fuel_yield_interval = interval.filter(|i| *i > 0);
         self

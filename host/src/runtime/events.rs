@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::audit::{AuditEvent, Severity, Untrusted};
 
+use super::file_io::FileIo;
 use super::grants::Grants;
 use super::limits::Limits;
 use super::outcome::{Failure, RunStats};
@@ -35,6 +36,8 @@ pub(crate) enum ContainerEvent {
         capabilities: Grants,
         limits: Limits,
         restart: &'static str,
+        /// Where its file calls run (`on-thread` or `pool`).
+        file_io: FileIo,
     },
     /// A run started.
     Started { run: u32 },

@@ -1,4 +1,4 @@
-//! Where a container's filesystem calls run ([`FileIo`]), and the check
+//! Where a container's filesystem calls run ([`FileIo`]), and the open
 //! that keeps a call that could block for good off the thread that runs
 //! the guest.
 //!
@@ -27,26 +27,39 @@
 //! of 5,000 files, 73 MiB, warm cache, 2-core VM): `wasmtime run` 104 ms;
 //! ForgeOne 132 ms (1.28×) on the thread, 675 ms (6.5×) with every call on
 //! the pool. Of the remaining 28 ms, fuel and epoch metering is 15 (bare
-//! wasmtime with the same metering: 118 ms), the `fstatat` before each
-//! open about 6, and rescheduling the task on tokio's multi-threaded
-//! runtime at each of its ~700 fuel yields (each wakes the idle worker)
-//! most of the rest.
+//! wasmtime with the same metering: 118 ms), an `fstatat` before each
+//! open (since replaced by the non-blocking open below, which looks the
+//! path up once instead of twice) about 6, and rescheduling the task on
+//! tokio's multi-threaded runtime at each of its ~700 fuel yields (each
+//! wakes the idle worker) most of the rest.
 //!
-//! **Never on the thread: what can block for good.** Opening a FIFO blocks
-//! until its other end is opened, and reading one (or a terminal, or some
-//! devices) until data comes. On the thread such a call would hold a
-//! worker for as long, past the container's deadline, which ends a guest
-//! only when it is polled. So `open-at` first classifies its path with one
-//! `fstatat` relative to the directory it opens from (unless it opens a
-//! directory, which fails at once on anything else): a FIFO, a device, a
-//! socket, a path that climbs with `..` (not classified, so that nothing
-//! is looked up outside the preopen) or one that cannot be classified is
-//! opened on the blocking pool, and the file it returns uses the pool for
-//! every call after that. Regular files, directories, symbolic links and
-//! paths that do not exist yet stay on the thread. The check and the open
-//! are two steps, but the guest cannot race them (the open is one host
-//! call, and a container runs one thread); another process renaming a FIFO
-//! into the directory in between could.
+//! **Never waiting on the thread: what can block for good.** Opening a
+//! FIFO blocks until its other end is opened, and reading one (or a
+//! terminal, or some devices) until data comes. On the thread such a call
+//! would hold a worker for as long, past the container's deadline, which
+//! ends a guest only when it is polled. So `open-at` opens as wasmtime-wasi
+//! does (the same options and refusals, the same sandboxed `openat2`, via
+//! cap-primitives) but with `O_NONBLOCK`, so the open itself never waits,
+//! and classifies what it opened by the `fstat` of the new descriptor
+//! (which wasmtime-wasi makes too); then it clears `O_NONBLOCK`, so reads
+//! and writes block as before, wherever they run:
+//!
+//! - a regular file or a directory stays on the thread: one `openat2`,
+//!   one `fstat` and one `fcntl`;
+//! - the read end of a FIFO waits on the blocking pool until a writer has
+//!   written or come and gone (a blocking open returns when the writer
+//!   opens; the guest, whose next call reads, cannot tell the two apart);
+//! - a FIFO's write end with no reader (`ENXIO`) and a file whose lease
+//!   must first be broken (`EAGAIN`) are opened again on the blocking pool,
+//!   blocking, as wasmtime-wasi opens them there;
+//! - anything else opened (a device, a FIFO's write end with its reader, a
+//!   FIFO opened for reading and writing) uses the pool for every call
+//!   after the open.
+//!
+//! The type comes from the descriptor itself, so nothing can swap the path
+//! between a check and the open. A device is opened on the guest's thread,
+//! non-blocking (a serial line does not wait for its carrier); its reads
+//! and writes run on the pool.
 //!
 //! **On the blocking pool** ([`FileIo::BlockingPool`]): every call, as
 //! before, for a directory on a filesystem whose regular files can stall
@@ -88,6 +101,60 @@ pub enum FileIo {
     BlockingPool,
 }
 
+impl FileIo {
+    /// `on-thread` or `pool`: the name `forgeone run --file-io` and a
+    /// workload's `file_io` key take, and the `file_io` of
+    /// `container.created`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileIo::OnThread => "on-thread",
+            FileIo::BlockingPool => "pool",
+        }
+    }
+}
+
+impl std::fmt::Display for FileIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FileIo {
+    type Err = FileIoError;
+
+    /// `on-thread` or `pool` (exactly; as [`Display`](std::fmt::Display)
+    /// writes them).
+    fn from_str(text: &str) -> Result<Self, FileIoError> {
+        match text {
+            "on-thread" => Ok(FileIo::OnThread),
+            "pool" => Ok(FileIo::BlockingPool),
+            other => Err(FileIoError {
+                text: other.to_string(),
+            }),
+        }
+    }
+}
+
+impl serde::Serialize for FileIo {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A file I/O mode that is not `on-thread` or `pool`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown file I/O mode `{text}`: expected on-thread | pool")]
+pub struct FileIoError {
+    text: String,
+}
+
+impl FileIoError {
+    /// The refused text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// The arguments of `open-at` after the descriptor.
 pub(crate) struct OpenArgs {
     pub(crate) path_flags: PathFlags,
@@ -96,59 +163,38 @@ pub(crate) struct OpenArgs {
     pub(crate) flags: DescriptorFlags,
 }
 
-/// True when opening `path` from the directory `fd` could block for good
-/// (see the module docs), so it must not run on the guest's thread.
-pub(crate) fn open_may_block<T: WasiFilesystemView>(
+/// `open-at` for [`FileIo::OnThread`]: on the guest's thread, where it
+/// cannot wait (see the module docs). A regular file or a directory is
+/// then read and written on the thread; anything else on the blocking
+/// pool.
+pub(crate) async fn open_on_thread<T: WasiFilesystemView>(
     host: &mut T,
-    fd: &Resource<Descriptor>,
-    args: &OpenArgs,
-) -> bool {
-    if args.oflags.contains(OpenFlags::DIRECTORY) {
-        // Refused before anything is opened when not a directory.
-        return false;
+    fd: Resource<Descriptor>,
+    args: OpenArgs,
+) -> FsResult<Resource<Descriptor>> {
+    #[cfg(unix)]
+    {
+        let dir = match host.filesystem().table.get(&fd)? {
+            Descriptor::Dir(dir) => dir.clone(),
+            // wasmtime-wasi refuses it.
+            Descriptor::File(_) => return open(host, fd, args).await,
+        };
+        let opened = match nonblocking::open(&dir, &args) {
+            nonblocking::Opened::Now(opened) => opened?,
+            nonblocking::Opened::ReaderOfAFifo(fifo) => {
+                nonblocking::wait_for_a_writer(&fifo).await?;
+                fifo
+            }
+            nonblocking::Opened::WouldWait => return open_on_pool(host, fd, args).await,
+        };
+        Ok(host.filesystem().table.push(opened)?)
     }
-    let fs = host.filesystem();
-    match fs.table.get(fd) {
-        Ok(Descriptor::Dir(dir)) => {
-            let follow = args.path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-            path_may_block(&dir.dir, &args.path, follow)
-        }
-        // Not a directory: wasmtime-wasi refuses the open at once.
-        _ => false,
-    }
+    #[cfg(not(unix))]
+    open(host, fd, args).await
 }
 
 #[cfg(unix)]
-fn path_may_block(dir: &std::fs::File, path: &str, follow: bool) -> bool {
-    use rustix::fs::{AtFlags, FileType};
-    use rustix::io::Errno;
-    if path.starts_with('/') {
-        // Refused by wasmtime-wasi before it touches the filesystem.
-        return false;
-    }
-    if path.split('/').any(|part| part == "..") {
-        return true;
-    }
-    let flags = if follow {
-        AtFlags::empty()
-    } else {
-        AtFlags::SYMLINK_NOFOLLOW
-    };
-    match rustix::fs::statat(dir, path, flags) {
-        Ok(stat) => !matches!(
-            FileType::from_raw_mode(stat.st_mode),
-            FileType::RegularFile | FileType::Directory | FileType::Symlink
-        ),
-        // Created as a regular file, or refused at once.
-        Err(Errno::NOENT) => false,
-        Err(_) => true,
-    }
-}
-
-#[cfg(not(unix))]
-fn path_may_block(_dir: &std::fs::File, _path: &str, _follow: bool) -> bool {
-    false
-}
+mod nonblocking;
 
 /// wasmtime-wasi's `open-at` with the directory `fd` made to use the
 /// blocking pool for the call; a file it opens keeps using the pool.
@@ -209,14 +255,57 @@ pub(crate) async fn open<T: WasiFilesystemView>(
     .await
 }
 
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    #[test]
+    fn modes_parse_from_their_names_and_nothing_else() {
+        assert_eq!(FileIo::default(), FileIo::OnThread);
+        for (mode, text) in [
+            (FileIo::OnThread, "on-thread"),
+            (FileIo::BlockingPool, "pool"),
+        ] {
+            assert_eq!(text.parse::<FileIo>(), Ok(mode));
+            assert_eq!(mode.to_string(), text);
+            assert_eq!(mode.as_str(), text);
+            assert_eq!(serde_json::to_string(&mode).unwrap(), format!("\"{text}\""));
+        }
+        for bad in [
+            "",
+            "On-Thread",
+            "on_thread",
+            "onthread",
+            "thread",
+            "blocking-pool",
+            "BlockingPool",
+            "Pool",
+            " pool",
+            "pool ",
+            "on-thread,pool",
+        ] {
+            let error = bad.parse::<FileIo>().unwrap_err();
+            assert_eq!(error.text(), bad);
+            assert_eq!(
+                error.to_string(),
+                format!("unknown file I/O mode `{bad}`: expected on-thread | pool")
+            );
+        }
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use std::future::Future;
+    use std::os::fd::{AsFd, BorrowedFd};
     use std::path::Path;
+    use std::sync::mpsc;
     use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
 
     use wasmtime::component::ResourceTable;
     use wasmtime_wasi::p2::bindings::filesystem::preopens;
+    use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
     use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
     use super::*;
@@ -226,39 +315,17 @@ mod tests {
         rustix::fs::mkfifoat(rustix::fs::CWD, path, mode).unwrap();
     }
 
-    #[test]
-    fn what_could_block_is_told_apart_by_its_type() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir(root.join("sub")).unwrap();
-        std::fs::write(root.join("sub/file"), "x").unwrap();
-        fifo(&root.join("fifo"));
-        std::os::unix::fs::symlink("fifo", root.join("to-fifo")).unwrap();
-        let handle = std::fs::File::open(root).unwrap();
-        let blocks = |path: &str, follow: bool| path_may_block(&handle, path, follow);
-        for path in [
-            "sub",
-            "sub/file",
-            "./sub/file",
-            "missing",
-            "sub/missing",
-            "",
-        ] {
-            assert!(!blocks(path, true), "{path}");
-        }
-        assert!(blocks("fifo", true));
-        assert!(blocks("fifo", false));
-        // A link is what it points to when followed; opening the link
-        // itself fails at once.
-        assert!(blocks("to-fifo", true));
-        assert!(!blocks("to-fifo", false));
-        // `..` is not looked up; absolute paths are refused by wasmtime-wasi.
-        assert!(blocks("../x", true));
-        assert!(blocks("sub/../fifo", true));
-        assert!(!blocks("/dev/zero", true));
-        // A device.
-        let slash = std::fs::File::open("/").unwrap();
-        assert!(path_may_block(&slash, "dev/zero", true));
+    /// Opens an end of `fifo` without blocking (`None` when that fails:
+    /// a write end with no reader), which releases an open of the other
+    /// end that waits for it.
+    fn open_end(fifo: &Path, write: bool) -> Option<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(fifo)
+            .ok()
     }
 
     struct State {
@@ -275,88 +342,296 @@ mod tests {
         }
     }
 
-    fn read_args(path: &str) -> OpenArgs {
+    /// A context that may block its thread (as `FileIo::OnThread` sets it
+    /// up) with `host` preopened read-write at `/dir`, and the preopen.
+    fn state(host: &Path) -> (State, Resource<Descriptor>) {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_blocking_current_thread(true)
+            .preopened_dir(host, "/dir", FsPerms::ReadWrite)
+            .unwrap();
+        let mut state = State {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+        };
+        let (dir, _) = preopens::Host::get_directories(&mut state.filesystem())
+            .unwrap()
+            .remove(0);
+        (state, dir)
+    }
+
+    fn args(path: &str, oflags: OpenFlags, flags: DescriptorFlags) -> OpenArgs {
         OpenArgs {
             path_flags: PathFlags::SYMLINK_FOLLOW,
             path: path.into(),
-            oflags: OpenFlags::empty(),
-            flags: DescriptorFlags::READ,
+            oflags,
+            flags,
         }
     }
 
-    #[test]
-    fn opening_a_fifo_as_a_directory_is_not_sent_to_the_pool() {
-        let dir = tempfile::tempdir().unwrap();
-        fifo(&dir.path().join("fifo"));
-        let mut wasi = WasiCtx::builder();
-        wasi.preopened_dir(dir.path(), "/tmp", FsPerms::ReadOnly)
-            .unwrap();
-        let mut state = State {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-        };
-        let (tmp, _) = preopens::Host::get_directories(&mut state.filesystem())
-            .unwrap()
-            .remove(0);
-        let mut args = read_args("fifo");
-        assert!(open_may_block(&mut state, &tmp, &args));
-        // `O_DIRECTORY` fails on a FIFO before it would wait.
-        args.oflags = OpenFlags::DIRECTORY;
-        assert!(!open_may_block(&mut state, &tmp, &args));
+    fn read_args(path: &str) -> OpenArgs {
+        args(path, OpenFlags::empty(), DescriptorFlags::READ)
     }
 
-    /// Polls `future` once: ready without waiting for another thread?
-    fn ready_at_once<F: Future>(future: F) -> bool {
+    fn write_args(path: &str) -> OpenArgs {
+        args(path, OpenFlags::empty(), DescriptorFlags::WRITE)
+    }
+
+    fn borrow(fd: &Resource<Descriptor>) -> Resource<Descriptor> {
+        Resource::new_borrow(fd.rep())
+    }
+
+    /// Polls `future` once: its output if it is ready without waiting for
+    /// another thread.
+    fn ready_at_once<F: Future>(future: F) -> Option<F::Output> {
         let mut future = std::pin::pin!(future);
         let mut cx = Context::from_waker(Waker::noop());
-        matches!(future.as_mut().poll(&mut cx), Poll::Ready(_))
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
     }
 
-    #[test]
-    fn a_device_opened_on_the_pool_is_read_on_the_pool_and_a_regular_file_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("file"), "regular").unwrap();
-        let mut wasi = WasiCtx::builder();
-        wasi.allow_blocking_current_thread(true)
-            .preopened_dir("/dev", "/dev", FsPerms::ReadOnly)
-            .unwrap()
-            .preopened_dir(dir.path(), "/tmp", FsPerms::ReadOnly)
-            .unwrap();
-        let mut state = State {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-        };
-        let mut preopens = preopens::Host::get_directories(&mut state.filesystem()).unwrap();
-        let (tmp, _) = preopens.pop().unwrap();
-        let (dev, _) = preopens.pop().unwrap();
+    /// A current-thread runtime whose blocking pool has one thread, taken
+    /// until the returned sender is dropped: whatever needs the pool waits.
+    fn runtime_with_the_pool_held() -> (tokio::runtime::Runtime, mpsc::Sender<()>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .max_blocking_threads(1)
             .build()
             .unwrap();
-        let _context = rt.enter();
-        let zero = rt
-            .block_on(open_on_pool(&mut state, dev, read_args("zero")))
-            .unwrap();
-        let file = rt
-            .block_on(open(&mut state, tmp, read_args("file")))
-            .unwrap();
-
-        // The pool's one thread is taken: what needs it waits.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = std::sync::mpsc::channel();
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel();
         rt.spawn_blocking(move || {
             started.send(()).unwrap();
             let _ = held.recv();
         });
         running.recv().unwrap();
-        let mut read = |fd: &Resource<Descriptor>| {
-            let fd = Resource::new_borrow(fd.rep());
-            let mut fs = state.filesystem();
-            ready_at_once(HostDescriptor::read(&mut fs, fd, 16, 0))
+        (rt, release)
+    }
+
+    /// The error code of a refused open, or `None` if it opened.
+    fn code(result: FsResult<Resource<Descriptor>>) -> Option<ErrorCode> {
+        result.err().map(|e| e.downcast().unwrap())
+    }
+
+    fn os_fd<'a>(state: &'a mut State, fd: &Resource<Descriptor>) -> BorrowedFd<'a> {
+        match state.table.get(fd).unwrap() {
+            Descriptor::File(f) => f.file.as_fd(),
+            Descriptor::Dir(d) => d.dir.as_fd(),
+        }
+    }
+
+    fn read_at_once(state: &mut State, fd: &Resource<Descriptor>) -> Option<Vec<u8>> {
+        let mut fs = state.filesystem();
+        ready_at_once(HostDescriptor::read(&mut fs, borrow(fd), 64, 0)).map(|read| read.unwrap().0)
+    }
+
+    #[test]
+    fn files_and_directories_open_on_the_thread_as_wasmtime_wasi_opens_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/file"), "regular").unwrap();
+        std::os::unix::fs::symlink("sub/file", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("../..", root.join("sub/up")).unwrap();
+        let (rt, release) = runtime_with_the_pool_held();
+        let _context = rt.enter();
+        let (mut state, tmp) = state(root);
+        let no_follow = |mut args: OpenArgs| {
+            args.path_flags = PathFlags::empty();
+            args
         };
-        assert!(read(&file), "a regular file is read on the thread");
-        assert!(!read(&zero), "a device is read on the pool");
+        // Each the same as wasmtime-wasi's own open (on the thread too,
+        // as the context allows): opened, or refused with the same code.
+        let cases = [
+            read_args("sub/file"),
+            read_args("sub"),
+            read_args("./sub/../link"),
+            args("sub", OpenFlags::DIRECTORY, DescriptorFlags::READ),
+            args("sub", OpenFlags::DIRECTORY, DescriptorFlags::WRITE),
+            write_args("sub"),
+            args("sub/file", OpenFlags::TRUNCATE, DescriptorFlags::READ),
+            read_args("missing"),
+            read_args("../outside"),
+            read_args("sub/up/etc"),
+            read_args("/etc/passwd"),
+            args("sub/file", OpenFlags::DIRECTORY, DescriptorFlags::READ),
+            args(
+                "sub",
+                OpenFlags::DIRECTORY | OpenFlags::CREATE,
+                DescriptorFlags::READ,
+            ),
+            args(
+                "sub/file",
+                OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                DescriptorFlags::WRITE,
+            ),
+            args(
+                "sub/file",
+                OpenFlags::empty(),
+                DescriptorFlags::READ | DescriptorFlags::DATA_INTEGRITY_SYNC,
+            ),
+            no_follow(read_args("link")),
+            no_follow(read_args("sub")),
+        ];
+        for case in cases {
+            let what = format!("{} {:?} {:?}", case.path, case.oflags, case.flags);
+            let again = OpenArgs {
+                path: case.path.clone(),
+                ..case
+            };
+            let theirs = ready_at_once(open(&mut state, borrow(&tmp), again))
+                .expect("wasmtime-wasi opened on the thread");
+            let ours = ready_at_once(open_on_thread(&mut state, borrow(&tmp), case))
+                .expect("opened without the pool");
+            assert_eq!(code(ours), code(theirs), "{what}");
+        }
+        std::fs::write(root.join("sub/file"), "regular").unwrap();
+        // Created where wasmtime-wasi creates.
+        let create = || args("sub/new", OpenFlags::CREATE, DescriptorFlags::WRITE);
+        ready_at_once(open_on_thread(&mut state, borrow(&tmp), create()))
+            .unwrap()
+            .unwrap();
+        assert!(root.join("sub/new").is_file());
+        // Read-only permissions are kept: a write open is refused.
+        let mut wasi = WasiCtx::builder();
+        wasi.preopened_dir(root, "/ro", FsPerms::ReadOnly).unwrap();
+        let mut ro = State {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+        };
+        let (ro_dir, _) = preopens::Host::get_directories(&mut ro.filesystem())
+            .unwrap()
+            .remove(0);
+        let refused = ready_at_once(open_on_thread(&mut ro, ro_dir, create())).unwrap();
+        assert_eq!(code(refused), Some(ErrorCode::NotPermitted));
+
+        // A file and a directory it opened: read on the thread, and in
+        // blocking mode again.
+        let file = ready_at_once(open_on_thread(
+            &mut state,
+            borrow(&tmp),
+            read_args("sub/file"),
+        ))
+        .unwrap()
+        .unwrap();
+        let sub = ready_at_once(open_on_thread(&mut state, borrow(&tmp), read_args("sub")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_at_once(&mut state, &file).unwrap(), b"regular");
+        for fd in [&file, &sub] {
+            let flags = rustix::fs::fcntl_getfl(os_fd(&mut state, fd)).unwrap();
+            assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK), "{flags:?}");
+        }
+        drop(release);
+    }
+
+    #[test]
+    fn a_fifo_opened_as_a_directory_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        fifo(&path);
+        let root = dir.path().to_path_buf();
+        let (tx, rx) = mpsc::channel();
+        // On a thread of its own: an open that waits for a writer holds it.
+        let opener = std::thread::spawn(move || {
+            let (mut state, tmp) = state(&root);
+            let as_dir = args("fifo", OpenFlags::DIRECTORY, DescriptorFlags::READ);
+            let opened = ready_at_once(open_on_thread(&mut state, tmp, as_dir)).map(code);
+            tx.send(opened).unwrap();
+        });
+        let opened = rx.recv_timeout(Duration::from_secs(30));
+        // Releases an open that waits, so that the thread ends.
+        drop(open_end(&path, true));
+        opener.join().unwrap();
+        let opened = opened.expect("the open waited for a writer on the guest's thread");
+        assert_eq!(opened, Some(Some(ErrorCode::NotDirectory)));
+    }
+
+    #[test]
+    fn a_fifos_write_end_waits_on_the_pool_for_a_reader_and_writes_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        fifo(&path);
+        let (rt, release) = runtime_with_the_pool_held();
+        let _context = rt.enter();
+        let (mut state, tmp) = state(dir.path());
+        // No reader: the open waits, on the pool (held), not the thread
+        // (nor does it fail with `ENXIO`, as a non-blocking open does).
+        let open = open_on_thread(&mut state, borrow(&tmp), write_args("fifo"));
+        assert!(ready_at_once(open).is_none(), "opened without a reader");
+        // With a reader it opens at once, and writes on the pool.
+        let reader = open_end(&path, false).unwrap();
+        let fd = ready_at_once(open_on_thread(&mut state, borrow(&tmp), write_args("fifo")))
+            .expect("opened at once")
+            .unwrap();
+        let flags = rustix::fs::fcntl_getfl(os_fd(&mut state, &fd)).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK), "{flags:?}");
+        let mut fs = state.filesystem();
+        let write = HostDescriptor::write(&mut fs, borrow(&fd), b"x".to_vec(), 0);
+        assert!(ready_at_once(write).is_none(), "written on the thread");
+        drop((release, reader));
+    }
+
+    #[test]
+    fn a_fifos_read_end_waits_on_the_pool_for_a_writer_and_reads_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        fifo(&path);
+        {
+            let (rt, release) = runtime_with_the_pool_held();
+            let _context = rt.enter();
+            let (mut state, tmp) = state(dir.path());
+            let open = open_on_thread(&mut state, borrow(&tmp), read_args("fifo"));
+            assert!(ready_at_once(open).is_none(), "opened without a writer");
+            drop(release);
+        }
+        // A writer that comes after the open, and one already waiting for
+        // a reader (it writes and is gone before the open returns): either
+        // way the reader gets its bytes, not an early end of file.
+        for writer_first in [false, true] {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (mut state, tmp) = state(dir.path());
+            let writer_path = path.clone();
+            let writer = std::thread::spawn(move || {
+                if !writer_first {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                // Blocks until there is a reader.
+                std::fs::write(writer_path, "from the writer").unwrap();
+            });
+            if writer_first {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let fd = rt
+                .block_on(open_on_thread(&mut state, borrow(&tmp), read_args("fifo")))
+                .unwrap();
+            // What the guest's stream reads would read.
+            let Ok(Descriptor::File(file)) = state.table.get(&fd) else {
+                panic!("not a file");
+            };
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut &*file.file, &mut bytes).unwrap();
+            assert_eq!(bytes, b"from the writer", "writer first: {writer_first}");
+            writer.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_device_opens_at_once_and_is_read_on_the_pool() {
+        let (rt, release) = runtime_with_the_pool_held();
+        let _context = rt.enter();
+        let (mut state, dev) = state(Path::new("/dev"));
+        let zero = ready_at_once(open_on_thread(&mut state, dev, read_args("zero")))
+            .expect("opened at once")
+            .unwrap();
+        assert!(
+            read_at_once(&mut state, &zero).is_none(),
+            "read on the thread"
+        );
         drop(release);
     }
 }

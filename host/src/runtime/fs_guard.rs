@@ -22,10 +22,11 @@
 //!   closer to the preopen's root, so only links that point at or below
 //!   their own directory stay inside whatever is renamed later.
 //!
-//! - **What could block for good is opened off the guest's thread.** With
+//! - **What could block for good never waits on the guest's thread.** With
 //!   [`FileIo::OnThread`] (the default) file calls run on the thread that
-//!   polls the guest; `open-at` first sends a FIFO, a device or a socket to
-//!   the blocking pool (see `file_io`).
+//!   polls the guest; `open-at` opens without waiting (`O_NONBLOCK`), and
+//!   what is not a regular file or a directory (a FIFO, a device) is read
+//!   and written on the blocking pool (see `file_io`).
 //!
 //! All are shadowing definitions of functions wasmtime-wasi registered:
 //! each checks, then calls wasmtime-wasi's own implementation.
@@ -148,11 +149,9 @@ fn shadow<T: GuardView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()
                     oflags,
                     flags,
                 };
-                let on_thread = host.file_io() == FileIo::OnThread;
-                let result = if on_thread && file_io::open_may_block(host, &fd, &args) {
-                    file_io::open_on_pool(host, fd, args).await
-                } else {
-                    file_io::open(host, fd, args).await
+                let result = match host.file_io() {
+                    FileIo::OnThread => file_io::open_on_thread(host, fd, args).await,
+                    FileIo::BlockingPool => file_io::open(host, fd, args).await,
                 };
                 Ok((guest_result(host, result)?,))
             })

@@ -72,7 +72,7 @@ pub use cache::Compression;
 pub use config::ContainerConfig;
 pub use engine::EngineConfig;
 pub use error::RuntimeError;
-pub use file_io::FileIo;
+pub use file_io::{FileIo, FileIoError};
 pub use grants::{DirGrant, DirGrantError, Grants, StdinGrant};
 pub use host::Host;
 pub use lifecycle::{

@@ -10,6 +10,7 @@ use forgeone::boot::{BootError, CopyStatus};
 use forgeone::kernel::{Kernel, NotRun};
 use forgeone::runtime::ContainerStatus;
 use forgeone::{Deployment, SigningKey, TrustLevel};
+use serde_json::Value;
 
 use super::settle;
 use crate::boot::World;
@@ -75,6 +76,7 @@ name = "flaky"
 component = "crasher.wasm"
 tenant = "acme"
 restart = "on-failure"
+file_io = "pool"
 
 [[workload]]
 name = "billing"
@@ -159,6 +161,17 @@ async fn a_deployment_runs_from_the_library_with_a_handful_of_calls() {
     let records = super::records(&deployment.settings.audit_log);
     let starts = super::kinds(&records, "boot.component.start-recorded");
     assert_eq!(starts.len(), 2, "{starts:?}");
+    // Each workload's `file_io` reached its containers (every run's).
+    let created = super::kinds(&records, "container.created");
+    for (workload, file_io) in [("api", "on-thread"), ("flaky", "pool")] {
+        let modes: Vec<&Value> = created
+            .iter()
+            .filter(|r| r["details"]["workload"] == workload)
+            .map(|r| &r["details"]["file_io"])
+            .collect();
+        assert!(!modes.is_empty(), "no container.created for {workload}");
+        assert!(modes.iter().all(|m| *m == file_io), "{workload}: {modes:?}");
+    }
 }
 
 #[test]

@@ -12,8 +12,8 @@ use forgeone::boot::{ComponentCheck, DEFAULT_MAX_COMPONENT_SIZE, TrustAnchor, Ve
 use forgeone::deployment::parse_size;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{
-    ByteSink, ContainerConfig, DirGrant, EngineConfig, Failure as RunFailure, Outcome, OutputSink,
-    RunEnd, Runtime, RuntimeConfig, StdinGrant, Stream,
+    ByteSink, ContainerConfig, DirGrant, EngineConfig, Failure as RunFailure, FileIo, Outcome,
+    OutputSink, RunEnd, Runtime, RuntimeConfig, StdinGrant, Stream,
 };
 
 use crate::signals::{self, Signal, Signals};
@@ -116,6 +116,14 @@ pub struct Args {
     /// one, an ephemeral key is generated for this run (and said so).
     #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
     host_key: Option<PathBuf>,
+    /// Where the guest's file calls run: `on-thread`, on the thread that
+    /// runs the guest, as `wasmtime run` runs them (FIFOs, devices and
+    /// sockets still go to a pool thread, so they cannot hold it past the
+    /// deadline); or `pool`, every call on a pool thread (several times
+    /// slower for file-heavy programs; for directories on filesystems that
+    /// can stall, such as network mounts). Recorded in `container.created`.
+    #[arg(long, value_name = "MODE", default_value = "on-thread", value_parser = parse_file_io)]
+    file_io: FileIo,
     /// Do not cache compiled components on disk.
     #[arg(long)]
     no_cache: bool,
@@ -143,6 +151,11 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Timeout, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration like 5s, or `none`: {e}"))?;
     Ok(Timeout((!duration.is_zero()).then_some(duration)))
+}
+
+fn parse_file_io(text: &str) -> Result<FileIo, String> {
+    text.parse()
+        .map_err(|e: forgeone::runtime::FileIoError| e.to_string())
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -362,6 +375,7 @@ async fn run_container(
         .timeout(args.timeout.0)
         .max_output(args.max_output)
         .max_open_files(args.max_open_files as usize)
+        .file_io(args.file_io)
         .output(logs)
         .stdout(byte_sink(
             tokio::io::stdout(),

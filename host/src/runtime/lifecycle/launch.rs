@@ -239,6 +239,7 @@ impl Runtime {
             capabilities: config.grants.clone(),
             limits: config.limits.clone(),
             restart: config.restart.as_str(),
+            file_io: config.file_io,
         };
         self.audit(who.entry(event))?;
         let control = Arc::new(Control::default());
