@@ -598,6 +598,15 @@ fn run_and_up_stop_and_name_the_audit_log_when_its_disk_fills() {
 
 /// Keys, an anchor and a signed TRIVIAL component `app.wasm` in `d`.
 fn signed_app(d: &Path) {
+    keys_and_anchor(d);
+    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
+    let out = forgeone(&["sign", "app.wasm", "--key", "keys/release.pem"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Root, release and host keys in `d/keys`, and `d/anchor.json` trusting
+/// the release key.
+fn keys_and_anchor(d: &Path) {
     for key in ["root", "release", "host"] {
         assert!(
             forgeone(&["keygen", &format!("keys/{key}.pem")], d)
@@ -620,9 +629,6 @@ fn signed_app(d: &Path) {
         ],
         d,
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    std::fs::write(d.join("app.wasm"), wat::parse_str(TRIVIAL).unwrap()).unwrap();
-    let out = forgeone(&["sign", "app.wasm", "--key", "keys/release.pem"], d);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
@@ -1647,31 +1653,7 @@ fn run_max_code_size_refuses_before_compiling_and_can_be_raised() {
 fn call_verifies_a_plugin_calls_it_and_prints_the_value_and_its_cost() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for key in ["root", "release", "host"] {
-        assert!(
-            forgeone(&["keygen", &format!("keys/{key}.pem")], d)
-                .status
-                .success()
-        );
-    }
-    let out = forgeone(
-        &[
-            "anchor",
-            "init",
-            "--root-key",
-            "keys/root.pub.pem",
-            "--release-key",
-            "keys/release.pub.pem",
-            "--sign-key",
-            "keys/root.pem",
-            "--expires",
-            "30days",
-            "-o",
-            "anchor.json",
-        ],
-        d,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    keys_and_anchor(d);
     let plugin = std::fs::read(forgeone_tests::guests::TEXT_PLUGIN).unwrap();
     // Signed by its file stem, which is the name it describes itself by;
     // and a copy signed under another name.

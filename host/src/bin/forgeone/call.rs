@@ -4,17 +4,14 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use forgeone::deployment::parse_size;
-use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
-use forgeone::runtime::{
-    Called, Limits, PluginCallError, RunStats, Runtime, RuntimeConfig, RuntimeError, Value,
-};
+use forgeone::identity::IdentityContext;
+use forgeone::runtime::{Called, Limits, PluginCallError, RunStats, Runtime, RuntimeError, Value};
 
 use crate::run::{
-    Timeout, failure_exit_code, open_audit, parse_duration, parse_env, parse_timeout,
-    stopped_before_start, verified_component,
+    Local, Timeout, failure_exit_code, parse_env, parse_timeout, stopped_before_start,
+    verified_component,
 };
 use crate::signals;
 use crate::util::{CmdResult, Failure};
@@ -86,55 +83,36 @@ pub struct Args {
     /// deadline.
     #[arg(long, value_name = "DURATION|none", default_value = "10s", value_parser = parse_timeout)]
     timeout: Timeout,
-    /// Tenant the plugin is loaded for.
-    #[arg(long, default_value = "local")]
-    tenant: String,
-    /// Principal the plugin is loaded as (default: $USER).
-    #[arg(long)]
-    principal: Option<String>,
-    /// How long to wait, saying so once, while another process holds the
-    /// audit log.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    lock_timeout: Duration,
-    /// Where ForgeOne keeps its state (audit log, compiled cache).
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "FORGEONE_STATE_DIR",
-        default_value = ".forgeone"
-    )]
-    state_dir: PathBuf,
-    /// The audit log (default: STATE_DIR/audit.jsonl).
-    #[arg(long, value_name = "LOG")]
-    audit_log: Option<PathBuf>,
-    /// The host's signing key for audit checkpoints (PKCS#8 PEM). Without
-    /// one, an ephemeral key is generated (and said so).
-    #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
-    host_key: Option<PathBuf>,
-    /// Do not cache the compiled plugin on disk.
-    #[arg(long)]
-    no_cache: bool,
+    /// Who calls it, and where the state and audit log are.
+    #[command(flatten)]
+    local: Local,
     /// Print the result (value or error) and the stats as one JSON object
     /// on stdout.
     #[arg(long)]
     json: bool,
 }
 
-/// The call's input, from `--input` (JSON) or `--text`.
-fn input(args: &Args) -> Result<Value, Failure> {
+/// The call's input as JSON, from `--input` or `--text` (a string);
+/// `null` without either.
+fn input(args: &Args) -> Result<serde_json::Value, Failure> {
     if let Some(text) = &args.text {
-        return Ok(Value::Text(text.clone()));
+        return Ok(serde_json::Value::String(text.clone()));
     }
     let Some(json) = &args.input else {
-        return Ok(Value::None);
+        return Ok(serde_json::Value::Null);
     };
-    let parsed: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+    serde_json::from_str(json).map_err(|e| {
         Failure::usage(format!(
             "--input `{json}` is not JSON ({e}); text goes in quotes (--input '\"some text\"') or \
              with --text"
         ))
-    })?;
-    Ok(match parsed {
+    })
+}
+
+/// The input as a `plugin-api` value: `null` is none, a boolean, integer,
+/// float or string that value, an array or object JSON.
+fn plugin_value(input: serde_json::Value) -> Value {
+    match input {
         serde_json::Value::Null => Value::None,
         serde_json::Value::Bool(b) => Value::Boolean(b),
         serde_json::Value::Number(n) => match n.as_i64() {
@@ -142,20 +120,16 @@ fn input(args: &Args) -> Result<Value, Failure> {
             None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         serde_json::Value::String(s) => Value::Text(s),
-        serde_json::Value::Array(_) | serde_json::Value::Object(_) => Value::Json(json.clone()),
-    })
+        json @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => {
+            Value::Json(json.to_string())
+        }
+    }
 }
 
 pub fn run(args: Args) -> CmdResult {
     let input = input(&args)?;
     let runtime = signals::Runtime::start(None)?;
-    let audit = match open_audit(
-        &runtime,
-        &args.state_dir,
-        args.audit_log.as_deref(),
-        args.host_key.as_deref(),
-        args.lock_timeout,
-    )? {
+    let audit = match args.local.open_audit(&runtime)? {
         Ok(audit) => audit,
         Err(signal) => return Ok(stopped_before_start(signal)),
     };
@@ -167,23 +141,11 @@ pub fn run(args: Args) -> CmdResult {
         &audit,
     )
     .and_then(|component| {
-        let mut config = RuntimeConfig::new();
+        let mut config = args.local.runtime_config();
         config.allow_unsigned(args.allow_unsigned);
-        if !args.no_cache {
-            config.cache_dir(args.state_dir.join("cache"));
-        }
         let host =
             Runtime::new(config, audit.clone()).map_err(|e| Failure::input(e.to_string()))?;
-        let principal = args
-            .principal
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "operator".into());
-        let identity = IdentityContext::new(
-            &args.tenant,
-            principal,
-            TrustVector::new(TrustLevel::Medium, 0),
-        );
+        let identity = args.local.identity();
         let mut limits = Limits::default();
         limits.fuel = Some(args.fuel);
         limits.max_memory = args.max_memory;
@@ -211,7 +173,7 @@ async fn call(
     component: &forgeone::boot::VerifiedComponent,
     identity: IdentityContext,
     limits: Limits,
-    input: Value,
+    input: serde_json::Value,
 ) -> CmdResult {
     let mut loader = runtime.plugin(component, identity);
     loader.limits(limits).configs(args.configs.iter().cloned());
@@ -252,7 +214,7 @@ async fn call(
         return Ok(ExitCode::SUCCESS);
     }
     let name = args.call.as_deref().unwrap_or_default();
-    let result = plugin.invoke(name, input).await;
+    let result = plugin.invoke(name, plugin_value(input)).await;
     report(args, &info.name, name, result)
 }
 
@@ -260,7 +222,11 @@ async fn call(
 /// functions with their types; a call takes `--input` as its arguments
 /// (JSON: an array, an object by parameter name, or the one argument) and
 /// prints its result as JSON.
-async fn call_world(args: &Args, plugin: &forgeone::runtime::Plugin, input: Value) -> CmdResult {
+async fn call_world(
+    args: &Args,
+    plugin: &forgeone::runtime::Plugin,
+    input: serde_json::Value,
+) -> CmdResult {
     let name = &plugin.info().name;
     if args.list {
         let functions = plugin.functions();
@@ -277,16 +243,6 @@ async fn call_world(args: &Args, plugin: &forgeone::runtime::Plugin, input: Valu
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let input = match input {
-        Value::None => serde_json::Value::Null,
-        Value::Boolean(b) => b.into(),
-        Value::Integer(i) => i.into(),
-        Value::Float(f) => f.into(),
-        Value::Text(t) => t.into(),
-        // Parsed by `input` already.
-        Value::Json(j) => serde_json::from_str(&j).unwrap_or(serde_json::Value::Null),
-        Value::Bytes(_) => serde_json::Value::Null,
-    };
     let function = args.call.as_deref().unwrap_or_default();
     let result = plugin.call_dynamic(function, &input).await;
     let code = match &result {

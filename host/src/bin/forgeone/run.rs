@@ -91,31 +91,9 @@ pub struct Args {
     /// needs about `80MiB`.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_code_size: u64,
-    /// Tenant the container runs for.
-    #[arg(long, default_value = "local")]
-    tenant: String,
-    /// Principal the container runs as (default: $USER).
-    #[arg(long)]
-    principal: Option<String>,
-    /// How long to wait, saying so once, while another process holds the
-    /// audit log (e.g. `30s`, `2m`; `0s` gives up at once).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    lock_timeout: Duration,
-    /// Where ForgeOne keeps its state (audit log, compiled cache).
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "FORGEONE_STATE_DIR",
-        default_value = ".forgeone"
-    )]
-    state_dir: PathBuf,
-    /// The audit log (default: STATE_DIR/audit.jsonl).
-    #[arg(long, value_name = "LOG")]
-    audit_log: Option<PathBuf>,
-    /// The host's signing key for audit checkpoints (PKCS#8 PEM). Without
-    /// one, an ephemeral key is generated for this run (and said so).
-    #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
-    host_key: Option<PathBuf>,
+    /// Who runs it, and where its state and audit log are.
+    #[command(flatten)]
+    local: Local,
     /// Where the guest's file calls run: `on-thread`, on the thread that
     /// runs the guest, as `wasmtime run` runs them (FIFOs, devices and
     /// sockets still go to a pool thread, so they cannot hold it past the
@@ -124,9 +102,6 @@ pub struct Args {
     /// can stall, such as network mounts). Recorded in `container.created`.
     #[arg(long, value_name = "MODE", default_value = "on-thread", value_parser = parse_file_io)]
     file_io: FileIo,
-    /// Do not cache compiled components on disk.
-    #[arg(long)]
-    no_cache: bool,
     /// On a terminal too, pass the guest's output through unescaped
     /// (terminal escapes included). Where stdout or stderr is not a
     /// terminal (a pipe, a file), the guest's bytes always pass exactly.
@@ -229,25 +204,82 @@ pub(crate) fn verified_component(
     Ok(component)
 }
 
-/// The audit log of `run` and `call` (STATE_DIR/audit.jsonl unless
-/// `audit_log`), signed by `host_key` or an ephemeral key (said so),
-/// waiting up to `lock_timeout` for another process that holds it. `None`:
-/// a signal came while waiting.
-pub(crate) fn open_audit(
-    runtime: &signals::Runtime,
-    state_dir: &Path,
-    audit_log: Option<&Path>,
-    host_key: Option<&Path>,
+/// Who runs the work and where its state and audit log are: the flags
+/// `run` and `call` share.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Local {
+    /// Tenant the work runs for.
+    #[arg(long, default_value = "local")]
+    tenant: String,
+    /// Principal the work runs as (default: $USER).
+    #[arg(long)]
+    principal: Option<String>,
+    /// How long to wait, saying so once, while another process holds the
+    /// audit log (e.g. `30s`, `2m`; `0s` gives up at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     lock_timeout: Duration,
-) -> Result<Result<AuditLog, Signal>, Failure> {
-    let key = self::host_key(host_key)?;
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| Failure::input(format!("{}: {e}", state_dir.display())))?;
-    let log_path = audit_log.map_or_else(|| state_dir.join("audit.jsonl"), Path::to_path_buf);
-    let config = crate::util::audit_config(&log_path, lock_timeout);
-    match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
-        Ok(opened) => Ok(Ok(opened.map_err(|e| Failure::input(lock_failure(e)))?)),
-        Err(signal) => Ok(Err(signal)),
+    /// Where ForgeOne keeps its state (audit log, compiled cache).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FORGEONE_STATE_DIR",
+        default_value = ".forgeone"
+    )]
+    state_dir: PathBuf,
+    /// The audit log (default: STATE_DIR/audit.jsonl).
+    #[arg(long, value_name = "LOG")]
+    audit_log: Option<PathBuf>,
+    /// The host's signing key for audit checkpoints (PKCS#8 PEM). Without
+    /// one, an ephemeral key is generated for this process (and said so).
+    #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
+    host_key: Option<PathBuf>,
+    /// Do not cache compiled components on disk.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl Local {
+    /// The audit log (STATE_DIR/audit.jsonl unless `--audit-log`), signed
+    /// by the host key or an ephemeral key (said so), waiting up to
+    /// `--lock-timeout` for another process that holds it. `Err`: a signal
+    /// came while waiting.
+    pub(crate) fn open_audit(
+        &self,
+        runtime: &signals::Runtime,
+    ) -> Result<Result<AuditLog, Signal>, Failure> {
+        let key = host_key(self.host_key.as_deref())?;
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| Failure::input(format!("{}: {e}", self.state_dir.display())))?;
+        let log_path = self
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"));
+        let config = crate::util::audit_config(&log_path, self.lock_timeout);
+        match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
+            Ok(opened) => Ok(Ok(opened.map_err(|e| Failure::input(lock_failure(e)))?)),
+            Err(signal) => Ok(Err(signal)),
+        }
+    }
+
+    /// A runtime config with the compiled cache in STATE_DIR/cache, unless
+    /// `--no-cache`.
+    pub(crate) fn runtime_config(&self) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new();
+        if !self.no_cache {
+            config.cache_dir(self.state_dir.join("cache"));
+        }
+        config
+    }
+
+    /// `--tenant` and `--principal` (default $USER), at medium trust (the
+    /// runtime derives the rest from the component).
+    pub(crate) fn identity(&self) -> IdentityContext {
+        let principal = self
+            .principal
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "operator".into());
+        IdentityContext::new(&self.tenant, principal, TrustVector::at(TrustLevel::Medium))
     }
 }
 
@@ -298,13 +330,7 @@ pub fn run(args: Args) -> CmdResult {
     // First, before anything slow: from here on SIGINT and SIGTERM stop
     // the run (at any moment) rather than end the process.
     let runtime = signals::Runtime::start(None)?;
-    let audit = match open_audit(
-        &runtime,
-        &args.state_dir,
-        args.audit_log.as_deref(),
-        args.host_key.as_deref(),
-        args.lock_timeout,
-    )? {
+    let audit = match args.local.open_audit(&runtime)? {
         Ok(audit) => audit,
         Err(signal) => return Ok(stopped_before_start(signal)),
     };
@@ -352,13 +378,10 @@ async fn run_container(
     audit: AuditLog,
     mut signals: Signals,
 ) -> CmdResult {
-    let mut config = RuntimeConfig::new();
-    let mut engine = EngineConfig::new();
-    engine.max_code_size(args.max_code_size);
-    config.engine(engine).allow_unsigned(args.allow_unsigned);
-    if !args.no_cache {
-        config.cache_dir(args.state_dir.join("cache"));
-    }
+    let mut config = args.local.runtime_config();
+    config
+        .engine(EngineConfig::new().max_code_size(args.max_code_size))
+        .allow_unsigned(args.allow_unsigned);
     let runtime = Runtime::new(config, audit).map_err(|e| Failure::input(e.to_string()))?;
 
     // Structured log lines (`forgeone:kernel/log`) go to stderr, marked;
@@ -399,18 +422,8 @@ async fn run_container(
     for arg in &args.args {
         container.arg(arg);
     }
-    let principal = args
-        .principal
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "operator".into());
-    let identity = IdentityContext::new(
-        &args.tenant,
-        principal,
-        TrustVector::new(TrustLevel::Medium, 0),
-    );
     let id = runtime
-        .launch_container(container, identity)
+        .launch_container(container, args.local.identity())
         .map_err(|e| match e {
             forgeone::RuntimeError::UnsignedRefused { .. }
             | forgeone::RuntimeError::NetworkRefused { .. }
