@@ -10,14 +10,14 @@
 //! forgeone_guest::log::info!("started with {} signer(s)", me.signers.len());
 //! ```
 //!
-//! A plugin enables the `plugin` feature, implements its `Plugin` trait and
+//! A plugin enables the `plugin` feature, implements its `Guest` trait and
 //! exports it with `export_plugin!` (both exist with the feature only):
 //!
 //! ```ignore
-//! use forgeone_guest::{CallError, Plugin, PluginInfo, PluginInfoExt, Value};
+//! use forgeone_guest::{CallError, Guest, PluginInfo, PluginInfoExt, Value};
 //!
 //! struct Upper;
-//! impl Plugin for Upper {
+//! impl Guest for Upper {
 //!     fn describe() -> PluginInfo {
 //!         PluginInfo::new("upper", "1.0.0", ["upper"])
 //!     }
@@ -252,7 +252,7 @@ pub mod config {
 
 #[cfg(feature = "plugin")]
 mod plugin {
-    use crate::bindings::exports::forgeone::kernel::plugin_api::Guest;
+    use crate::bindings::exports::forgeone::kernel::plugin_api::Guest as PluginApi;
     use crate::bindings::forgeone::kernel::types;
 
     /// A value passed into or returned from a plugin call.
@@ -287,8 +287,15 @@ mod plugin {
         }
     }
 
-    /// A plugin: implement this and export it with [`export_plugin!`](crate::export_plugin).
-    pub trait Plugin {
+    /// The guest side of a plugin: implement this and export it with
+    /// [`export_plugin!`](crate::export_plugin).
+    ///
+    /// The name follows wit-bindgen's convention for the trait an export
+    /// implements. It differs from the host's `forgeone::runtime::Plugin`,
+    /// which is a service's handle to a loaded plugin. [`Value`],
+    /// [`CallError`] and [`PluginInfo`] keep their names on both sides:
+    /// they are generated from the same WIT types and have the same shape.
+    pub trait Guest {
         /// Describes the plugin (name, version, calls).
         fn describe() -> PluginInfo;
         /// Runs the call `name` on `input`.
@@ -304,7 +311,7 @@ mod plugin {
         }
     }
 
-    impl<T: Plugin> Guest for __Adapter<T> {
+    impl<T: Guest> PluginApi for __Adapter<T> {
         fn describe() -> PluginInfo {
             T::describe()
         }
@@ -313,7 +320,7 @@ mod plugin {
         }
     }
 
-    /// Exports a type implementing [`Plugin`] as this component's
+    /// Exports a type implementing [`Guest`] as this component's
     /// `forgeone:kernel/plugin-api` interface. Use once per component.
     ///
     /// The export exists only when building for wasm: natively (`cargo
@@ -332,7 +339,7 @@ mod plugin {
             // Natively, still check that the type is a plugin.
             #[cfg(not(target_family = "wasm"))]
             const _: fn() = || {
-                fn is_a_plugin<T: $crate::Plugin>() {}
+                fn is_a_plugin<T: $crate::Guest>() {}
                 is_a_plugin::<$ty>();
             };
         };

@@ -18,11 +18,11 @@
 
 use std::collections::BTreeMap;
 
-use forgeone_guest::{CallError, Plugin, PluginInfo, PluginInfoExt, Value};
+use forgeone_guest::{CallError, Guest, PluginInfo, PluginInfoExt, Value};
 
 struct TextPlugin;
 
-impl Plugin for TextPlugin {
+impl Guest for TextPlugin {
     fn describe() -> PluginInfo {
         PluginInfo::new(
             "text_plugin",
