@@ -20,6 +20,8 @@
 //! - [`deployment`]: the `forgeone.toml` and `nodes.toml` formats, and their
 //!   conversion into the other modules' inputs.
 //! - [`kernel`]: all of the above wired together, as `forgeone up` runs it.
+//! - [`telemetry`]: metrics (a projection of the audit log, and gauges
+//!   read from a kernel) and the Prometheus endpoint.
 //! - [`cluster`]: many hosts on NATS JetStream, each running its
 //!   assignments through a kernel.
 //!
@@ -37,6 +39,7 @@ pub mod keys;
 pub mod policy;
 pub mod runtime;
 pub mod scheduler;
+pub mod telemetry;
 
 pub use deployment::{Deployment, DeploymentError};
 pub use identity::{IdentityContext, Priority, TrustLevel, TrustVector};

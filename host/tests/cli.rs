@@ -1230,6 +1230,70 @@ fn sigterm_stops_run_and_up_and_seals_the_audit_log() {
     }
 }
 
+/// `up --metrics ADDR` serves Prometheus metrics while the deployment
+/// runs (scraped over HTTP), and an address it cannot bind is refused up
+/// front, naming it.
+#[cfg(unix)]
+#[test]
+fn up_serves_metrics_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_loop(d);
+    let deployment = DEPLOYMENT_HEAD.replace(
+        "component = \"app.wasm\"",
+        "component = \"loop.wasm\"\nresources = { fuel = \"1000T\", timeout = \"1h\" }",
+    );
+    std::fs::write(d.join("forgeone.toml"), deployment).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = forgeone(&["up", "forgeone.toml", "--metrics", &addr], d);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("metrics endpoint {addr}")),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(taken);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut up = Background::spawn(&["up", "forgeone.toml", "--metrics", &addr], d);
+    let scrape = || {
+        ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    };
+    let mut page = String::new();
+    up.until("the running container in the metrics", |_| {
+        page = scrape();
+        page.lines()
+            .any(|l| l == "forgeone_containers{status=\"running\"} 1")
+    });
+    assert!(
+        page.contains("forgeone_container_starts_total{workload=\"api\",tenant=\"acme\"} 1"),
+        "{page}"
+    );
+    assert!(page.contains("forgeone_boots_total"), "{page}");
+    assert!(page.contains("forgeone_audit_writable 1"), "{page}");
+    assert!(
+        page.contains("# HELP forgeone_containers Containers by status."),
+        "{page}"
+    );
+    up.signal("TERM");
+    let (code, _, output) = up.finish(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(143), "{output}");
+    assert!(
+        output.contains(&format!("metrics at http://{addr}/metrics")),
+        "{output}"
+    );
+}
+
 /// A signal sent while `up` is still starting (booting, placing hundreds
 /// of workloads) or while `run` is still preparing is not lost: it ends the
 /// command promptly, with its exit code and a sealed log.

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 /// `policy` are the shared vocabulary; `boot` verifies, `runtime` runs and
 /// `scheduler` places, side by side and unaware of one another;
 /// `deployment` turns `forgeone.toml` into their inputs; `kernel` wires
-/// them; `cluster` spreads the kernel over hosts.
+/// them; `telemetry` observes the log and the kernel; `cluster` spreads
+/// the kernel over hosts.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("keys", &[]),
     ("audit", &["keys"]),
@@ -57,8 +58,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "telemetry",
+        &["kernel", "scheduler", "runtime", "identity", "audit"],
+    ),
+    (
         "cluster",
         &[
+            "telemetry",
             "kernel",
             "deployment",
             "boot",

@@ -19,6 +19,8 @@
 //!   the log (and by a witness), so that cutting the log back to an earlier
 //!   checkpoint is detected.
 //! - **Reading**: [`verify_file`], [`export`], [`Follower`].
+//! - **Observers** ([`AuditObserver`]): see every record as it goes on the
+//!   chain (the metrics are a projection of the log this way).
 //! - **Tracing**: every appended event is also a `tracing` event with target
 //!   `forgeone::audit`.
 
@@ -30,6 +32,7 @@ mod head;
 mod lines;
 mod lock;
 mod log;
+mod observe;
 mod record;
 mod verify;
 
@@ -48,6 +51,7 @@ pub use log::{
     AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy,
     OpenReport,
 };
+pub use observe::{AuditObserver, Observed};
 pub use record::{LineError, MAX_LINE, Record};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
 

@@ -393,6 +393,13 @@ impl Kernel {
         self.monitor.snapshot()
     }
 
+    /// Like [`Kernel::resources`], without starting a new CPU window (so
+    /// an observer does not change what the scheduler and the cluster
+    /// heartbeat see).
+    pub fn peek_resources(&self) -> ResourceState {
+        self.monitor.peek()
+    }
+
     /// Executor worker threads.
     pub fn workers(&self) -> usize {
         self.executor.workers()

@@ -103,6 +103,17 @@ impl ResourceMonitor {
     /// The node's state now. CPU utilisation and class shares cover the time
     /// since the previous snapshot.
     pub fn snapshot(&self) -> ResourceState {
+        self.read(true)
+    }
+
+    /// Like [`ResourceMonitor::snapshot`], without starting a new window:
+    /// for observers (metrics) that must not change what the next snapshot
+    /// reports.
+    pub fn peek(&self) -> ResourceState {
+        self.read(false)
+    }
+
+    fn read(&self, new_window: bool) -> ResourceState {
         let i = &self.inner;
         let stats = i.cpu.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut cpu = CpuState {
@@ -123,7 +134,9 @@ impl ResourceMonitor {
                 cpu.class_share = std::array::from_fn(|c| delta[c] as f64 / total as f64);
             }
             cpu.busy = std::array::from_fn(|c| Duration::from_nanos(busy[c]));
-            *window = (Instant::now(), busy);
+            if new_window {
+                *window = (Instant::now(), busy);
+            }
         }
         ResourceState {
             cpu,

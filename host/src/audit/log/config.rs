@@ -66,6 +66,7 @@ pub struct AuditConfig {
     pub(crate) lock_timeout: Duration,
     pub(crate) on_lock_wait: Option<LockWaitHook>,
     pub(crate) head_file: Option<PathBuf>,
+    pub(crate) observers: crate::audit::observe::Observers,
 }
 
 impl Default for AuditConfig {
@@ -81,6 +82,7 @@ impl Default for AuditConfig {
             lock_timeout: Duration::ZERO,
             on_lock_wait: None,
             head_file: None,
+            observers: Default::default(),
         }
     }
 }
@@ -179,6 +181,15 @@ impl AuditConfig {
     /// beside the log ([`head_file_for`](crate::audit::head_file_for)).
     pub fn head_file(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.head_file = Some(path.into());
+        self
+    }
+
+    /// Adds an observer that sees every record as it goes on the chain,
+    /// such as [`telemetry::Metrics`](crate::telemetry::Metrics). Default:
+    /// none. Observers run on the writer thread: see
+    /// [`AuditObserver`](crate::audit::AuditObserver).
+    pub fn observer(&mut self, observer: Arc<dyn crate::audit::AuditObserver>) -> &mut Self {
+        self.observers.0.push(observer);
         self
     }
 }

@@ -15,6 +15,7 @@ use super::storage::AuditStorage;
 use crate::audit::atomic::write_atomic;
 use crate::audit::event::{Actor, Entry, RECORD_BYTES, Severity};
 use crate::audit::head::SignedHead;
+use crate::audit::observe::Observed;
 use crate::audit::record::{self, Head, checkpoint_message};
 
 /// The writer thread's state: it alone encodes, hashes and writes.
@@ -306,6 +307,7 @@ impl Writer {
     fn encode(&mut self, queued: Queued) {
         match queued {
             Queued::Event { seq, ts, entry } => {
+                let start = self.encoded.len();
                 let head = Head {
                     seq,
                     ts,
@@ -335,8 +337,20 @@ impl Writer {
                 // `record::encode` wrote valid JSON, i.e. UTF-8.
                 let details = std::str::from_utf8(&self.encoded[details]).unwrap_or("{}");
                 trace_event(&entry, seq, details);
+                let observed = Observed {
+                    seq,
+                    ts,
+                    kind: entry.kind,
+                    actor: entry.actor.as_deref(),
+                    subjects: &entry.subjects,
+                    details,
+                    line_bytes: (self.encoded.len() - start) as u64,
+                    queued_for: Duration::ZERO,
+                };
+                self.observe(observed);
             }
             Queued::Checkpoint { seq, ts, reason } => {
+                let start = self.encoded.len();
                 let covers = seq - 1;
                 let signature = self
                     .shared
@@ -370,8 +384,34 @@ impl Writer {
                 )
                 .0;
                 self.encoded_last = seq;
+                if !self.shared.config.observers.is_empty() {
+                    let details = details.to_string();
+                    self.observe(Observed {
+                        seq,
+                        ts,
+                        kind: "audit.checkpoint",
+                        actor: None,
+                        subjects: &Default::default(),
+                        details: &details,
+                        line_bytes: (self.encoded.len() - start) as u64,
+                        queued_for: Duration::ZERO,
+                    });
+                }
             }
         }
+    }
+
+    /// Shows a record just put on the chain to the log's observers, with
+    /// how long it waited since `append`.
+    fn observe(&self, mut record: Observed<'_>) {
+        let observers = &self.shared.config.observers;
+        if observers.is_empty() {
+            return;
+        }
+        record.queued_for = (chrono::Utc::now() - record.ts)
+            .to_std()
+            .unwrap_or_default();
+        observers.observe(&record);
     }
 }
 

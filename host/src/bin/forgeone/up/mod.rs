@@ -31,7 +31,8 @@ Exit codes of `up`:
        the audit log did not verify; or the boot ran a downgraded component
        (allow_recovery_downgrade)
   3    bad input: the deployment (the error names line and column), keys,
-       anchor or manifest unreadable
+       anchor or manifest unreadable, or a --metrics address that cannot
+       be bound
   130  interrupted by SIGINT (Ctrl-C): every container was stopped, the drain
        audited and the log sealed (a signal during boot or placement too)
   143  stopped by SIGTERM: likewise";
@@ -85,6 +86,12 @@ pub struct Args {
     /// at once).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     lock_timeout: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the
+    /// deployment runs (e.g. `127.0.0.1:9464`): containers by status,
+    /// starts, exits by outcome, fuel, plugin calls, scheduler decisions,
+    /// the executor and the audit log. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -164,7 +171,14 @@ pub fn run(args: Args) -> CmdResult {
     let (log_path, log_key) = (settings.audit_log.clone(), copy_key(&key)?);
     // The latest signed head is kept beside the log (audit.head.json), so a
     // log cut back to an earlier checkpoint is refused on the next start.
-    let config = crate::util::audit_config(&log_path, args.lock_timeout);
+    let mut config = crate::util::audit_config(&log_path, args.lock_timeout);
+    if let Some(addr) = args.metrics {
+        // Metrics are a projection of the audit log: the observer sees
+        // every record from the first one (`audit.opened`) on.
+        forgeone::telemetry::serve_prometheus(addr).map_err(Failure::input)?;
+        config.observer(Arc::new(forgeone::telemetry::Metrics::new()));
+        out.note(format!("metrics at http://{addr}/metrics"));
+    }
     let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, log_key, &config))
     {
         Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
@@ -318,6 +332,10 @@ async fn run_kernel(
     }
     let (kernel, report) =
         Kernel::from_deployment_with(deployment, config, audit.clone()).map_err(kernel_failure)?;
+    let kernel = Arc::new(kernel);
+    let sampler = args
+        .metrics
+        .map(|_| forgeone::telemetry::spawn_sampler(&kernel, Duration::from_secs(1)));
     print_schedule(&kernel, &report, deployment, out);
 
     // A signal that arrived during placement is taken at once.
@@ -333,6 +351,10 @@ async fn run_kernel(
         kernel.wait().await;
     }
     kernel.shutdown("deployment settled");
+    if let Some(sampler) = sampler {
+        sampler.abort();
+        forgeone::telemetry::sample(&kernel);
+    }
     let ok = summary::summary(&views, out);
     Ok(ExitCode::from(if let Some(signal) = interrupted {
         signal.exit_code()
