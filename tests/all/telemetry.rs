@@ -235,6 +235,7 @@ async fn the_endpoint_follows_containers_as_they_start_run_fail_and_stop() {
     assert!(m("forgeone_audit_records_total", &[("category", "container")]).unwrap() > 0.0);
     assert!(m("forgeone_audit_bytes_total", &[]).unwrap() > 0.0);
     assert_eq!(m("forgeone_audit_writable", &[]), Some(1.0));
+    assert!(m("forgeone_audit_backlog_records", &[]).is_some());
     assert!(m("forgeone_executor_workers", &[]).unwrap() >= 1.0);
     // No container id is ever a label value.
     let hog_text = hog_id.to_string();

@@ -16,7 +16,7 @@
 //!   latency). So a metric never counts an event the log does not hold.
 //! - **Snapshots.** [`sample`] reads what is a state rather than an event
 //!   (containers by status, the executor's CPU per class, queued work, the
-//!   log's writability) from a [`Kernel`]; [`spawn_sampler`] does it every
+//!   log's backlog and writability) from a [`Kernel`]; [`spawn_sampler`] does it every
 //!   interval.
 //!
 //! Labels stay bounded: workload, tenant, plugin and call names, outcome
@@ -49,6 +49,7 @@
 //! | `forgeone_executor_tasks` | gauge | (container tasks alive) |
 //! | `forgeone_scheduler_pending` | gauge | (workloads waiting for a node) |
 //! | `forgeone_memory_committed_bytes` | gauge | |
+//! | `forgeone_audit_backlog_records`, `forgeone_audit_backlog_bytes` | gauge | (appended, not yet durable / written) |
 //! | `forgeone_audit_writable` | gauge | (1 or 0) |
 //! | `forgeone_audit_last_seq` | gauge | |
 

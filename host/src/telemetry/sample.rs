@@ -62,6 +62,9 @@ pub fn sample(kernel: &Kernel) {
     gauge!("forgeone_executor_tasks").set(kernel.live_tasks() as f64);
     gauge!("forgeone_scheduler_pending").set(kernel.pending() as f64);
     gauge!("forgeone_memory_committed_bytes").set(resources.memory.committed as f64);
+    let (records, bytes) = kernel.audit().backlog();
+    gauge!("forgeone_audit_backlog_records").set(records as f64);
+    gauge!("forgeone_audit_backlog_bytes").set(bytes as f64);
     let writable = matches!(*kernel.audit().health().borrow(), AuditHealth::Writable);
     gauge!("forgeone_audit_writable").set(if writable { 1.0 } else { 0.0 });
 }
@@ -110,6 +113,14 @@ fn describe() {
     describe_gauge!(
         "forgeone_memory_committed_bytes",
         "Memory committed to containers."
+    );
+    describe_gauge!(
+        "forgeone_audit_backlog_records",
+        "Audit records appended and not yet durable."
+    );
+    describe_gauge!(
+        "forgeone_audit_backlog_bytes",
+        "Estimated bytes of audit records waiting to be written."
     );
     describe_gauge!(
         "forgeone_audit_writable",

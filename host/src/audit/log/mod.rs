@@ -414,6 +414,15 @@ impl AuditLog {
         self.handle.shared.lock().next_seq - 1
     }
 
+    /// What waits for the writer now: records appended and not yet
+    /// durable, and the estimated bytes of those not yet written (what
+    /// [`AuditConfig::max_pending_bytes`] bounds). For metrics.
+    pub fn backlog(&self) -> (u64, u64) {
+        let state = self.handle.shared.lock();
+        let records = (state.next_seq - 1).saturating_sub(state.durable_seq);
+        (records, state.queued_bytes + state.writing_bytes)
+    }
+
     /// Writes the closing checkpoint, flushes, fsyncs and stops the writer.
     /// Appends after this fail with [`AuditError::Closed`].
     pub fn close(&self) -> Result<CloseSummary, AuditError> {
