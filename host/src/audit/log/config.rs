@@ -66,7 +66,11 @@ pub struct AuditConfig {
     pub(crate) lock_timeout: Duration,
     pub(crate) on_lock_wait: Option<LockWaitHook>,
     pub(crate) head_file: Option<PathBuf>,
+    pub(crate) segment_bytes: u64,
 }
+
+/// The default size at which the active segment is sealed: 256 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for AuditConfig {
     fn default() -> Self {
@@ -81,6 +85,7 @@ impl Default for AuditConfig {
             lock_timeout: Duration::ZERO,
             on_lock_wait: None,
             head_file: None,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -179,6 +184,25 @@ impl AuditConfig {
     /// beside the log ([`head_file_for`](crate::audit::head_file_for)).
     pub fn head_file(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.head_file = Some(path.into());
+        self
+    }
+
+    /// Seals the active segment and starts a new one once it holds at
+    /// least `bytes` (checked after each batch the writer writes, so a
+    /// segment may exceed it by one batch). Zero never rotates. Default:
+    /// [`DEFAULT_SEGMENT_BYTES`] (256 MiB). The CLI sets it with
+    /// `--audit-segment-size` (or `FORGEONE_AUDIT_SEGMENT_SIZE`).
+    ///
+    /// Rotation writes a checkpoint (`"reason":"rotate"`) that seals the
+    /// segment, renames the file into the segments directory
+    /// ([`segments_dir_for`](crate::audit::segments_dir_for)) under its
+    /// first sequence number, and begins a new active file with an
+    /// `audit.segment` record that signs the head of the one before, so the
+    /// chain runs on across segments. Old segments are removed (or moved
+    /// away) only by [`AuditLog::prune`](super::AuditLog::prune), which
+    /// records what it removed.
+    pub fn segment_size(&mut self, bytes: u64) -> &mut Self {
+        self.segment_bytes = bytes;
         self
     }
 }

@@ -85,6 +85,11 @@ pub struct Args {
     /// at once).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     lock_timeout: Duration,
+    /// Seal the audit log's active segment and start a new one at this
+    /// size (sealed segments go to `audit.segments/` beside the log; `0`
+    /// never rotates).
+    #[arg(long, value_name = "SIZE", env = "FORGEONE_AUDIT_SEGMENT_SIZE", default_value = "256MiB", value_parser = forgeone::deployment::parse_size)]
+    audit_segment_size: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -164,7 +169,7 @@ pub fn run(args: Args) -> CmdResult {
     let (log_path, log_key) = (settings.audit_log.clone(), copy_key(&key)?);
     // The latest signed head is kept beside the log (audit.head.json), so a
     // log cut back to an earlier checkpoint is refused on the next start.
-    let config = crate::util::audit_config(&log_path, args.lock_timeout);
+    let config = crate::util::audit_config(&log_path, args.lock_timeout, args.audit_segment_size);
     let audit = match runtime.unless_signalled(move || AuditLog::open(&log_path, log_key, &config))
     {
         Ok(opened) => opened.map_err(|e| Failure::input(lock_failure(e)))?,
