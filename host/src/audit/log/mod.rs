@@ -47,9 +47,11 @@
 //! - `config`: [`AuditConfig`], [`FsyncPolicy`], [`FailMode`];
 //! - `health`: [`AuditHealth`];
 //! - `storage`: the [`AuditStorage`] seam and its file implementation;
-//! - `recovery`: opening an existing file (lock, chain check, torn tail);
+//! - `recovery`: opening an existing log (lock, the tail since the last
+//!   checkpoint, torn tail, a crash mid-rotation);
 //! - `state`: what the handles and the writer thread share;
-//! - `writer`: the writer thread (batching, group commit, retry);
+//! - `writer`: the writer thread (batching, group commit, retry, rotation);
+//! - `prune`: [`AuditLog::prune`];
 //! - `events`: the log's own `audit.*` events;
 //! - this file: the [`AuditLog`] handle.
 
@@ -372,7 +374,8 @@ impl AuditLog {
     /// [`AuditConfig::segment_size`] does); returns the sequence number of
     /// the sealing checkpoint. The new segment's first record follows it.
     /// Returns once the rotation is queued; [`AuditLog::flush`] waits for
-    /// it.
+    /// it. A rotation asked for while one is queued and not yet carried
+    /// out is that same rotation (its checkpoint's number is returned).
     pub fn rotate(&self) -> Result<u64, AuditError> {
         let shared = &self.handle.shared;
         let mut state = shared.lock();
@@ -382,7 +385,7 @@ impl AuditLog {
         if let Some(failure) = &state.failure {
             return Err(shared.unavailable(failure));
         }
-        let seq = queue_rotation(&mut state).unwrap_or(state.next_seq - 2);
+        let seq = queue_rotation(&mut state);
         state.writer_idle = false;
         shared.work.notify_one();
         Ok(seq)

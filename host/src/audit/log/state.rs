@@ -70,8 +70,8 @@ pub(super) struct State {
     /// (or when a batch is full): while it gathers a batch, a signal per
     /// append would cut every batch down to one record.
     pub(super) writer_idle: bool,
-    /// A rotation is queued and not yet carried out.
-    pub(super) rotate_queued: bool,
+    /// The checkpoint of a rotation queued and not yet carried out.
+    pub(super) rotate_queued: Option<u64>,
     /// Sequence number of the active segment's first record (maintained
     /// by the writer).
     pub(super) active_first_seq: u64,
@@ -139,7 +139,7 @@ impl Shared {
                 closed: false,
                 sync_requested: false,
                 writer_idle: false,
-                rotate_queued: false,
+                rotate_queued: None,
                 active_first_seq: existing + 1,
             }),
             work: Condvar::new(),
@@ -258,20 +258,20 @@ pub(super) fn queue_checkpoint(state: &mut State, reason: CheckpointReason) -> u
 
 /// Queues a rotation: the checkpoint that seals the active segment, then
 /// the first record of the next. Returns the checkpoint's sequence number
-/// (none when a rotation is already queued).
-pub(super) fn queue_rotation(state: &mut State) -> Option<u64> {
-    if state.rotate_queued {
-        return None;
+/// (that of the rotation already queued, if one is).
+pub(super) fn queue_rotation(state: &mut State) -> u64 {
+    if let Some(seq) = state.rotate_queued {
+        return seq;
     }
-    state.rotate_queued = true;
     let seq = queue_checkpoint(state, CheckpointReason::Rotate);
+    state.rotate_queued = Some(seq);
     state.queue.push(Queued::SegmentStart {
         seq: state.next_seq,
         ts: chrono::Utc::now(),
     });
     state.next_seq += 1;
     state.queued_bytes += 2 * RECORD_BYTES as u64;
-    Some(seq)
+    seq
 }
 
 #[cfg(test)]

@@ -542,7 +542,7 @@ impl Writer {
         self.good_len = 0;
         self.switch = None;
         let mut state = self.shared.lock();
-        state.rotate_queued = false;
+        state.rotate_queued = None;
         state.active_first_seq = self.first_seq;
         Ok(())
     }
