@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use forgeone::SigningKey;
 use forgeone::audit::{Actor, AuditConfig, AuditEvent, AuditLog, Entry};
 
+#[path = "cli/segments.rs"]
+mod segments;
 #[path = "cli/stdio.rs"]
 mod stdio;
 

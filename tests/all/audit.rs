@@ -6,6 +6,7 @@ mod bounded;
 mod head;
 mod lock;
 mod nonblocking;
+mod segments;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -345,17 +346,36 @@ fn truncation_anywhere_reopens_without_losing_complete_records() {
     }
 }
 
+/// Opening reads only the tail since the last checkpoint: damage there
+/// refuses the open; damage before it is sealed by the checkpoint's
+/// signature and left to `verify`, which names it (opening a large log
+/// must not re-read it all).
 #[test]
-fn corruption_before_the_last_line_refuses_to_open() {
+fn corruption_in_the_unsealed_tail_refuses_to_open_and_verify_finds_the_rest() {
     let (_dir, path, key) = closed_log(30, 10);
     let mut edited = lines(&path);
-    edited[4] = edited[4].replace("line", "lime");
+    // As if the writer crashed before its closing checkpoint...
+    edited.pop();
+    // ...and a record after the last checkpoint was edited.
+    let at = edited.len() - 1;
+    let seq = serde_json::from_str::<serde_json::Value>(&edited[at]).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    edited[at] = edited[at].replace("line", "lime");
     write_lines(&path, &edited);
-    let err = AuditLog::open(&path, key, &AuditConfig::new()).unwrap_err();
-    let AuditError::Corrupt { seq, reason, .. } = &err else {
-        panic!("expected corruption at seq 5, got {err:?}");
+    let err = AuditLog::open(
+        &path,
+        SigningKey::from_pem(&key.to_pem()).unwrap(),
+        &AuditConfig::new(),
+    )
+    .unwrap_err();
+    let AuditError::Corrupt {
+        seq: found, reason, ..
+    } = &err
+    else {
+        panic!("expected corruption at seq {seq}, got {err:?}");
     };
-    assert_eq!(*seq, 5);
+    assert_eq!(*found, seq);
     // The typed reason is the error's source; the message still names it.
     assert!(
         matches!(reason, Corruption::Line(LineError::HashMismatch)),
@@ -363,6 +383,17 @@ fn corruption_before_the_last_line_refuses_to_open() {
     );
     assert!(std::error::Error::source(&err).is_some());
     assert!(err.to_string().contains("does not match its hash"), "{err}");
+
+    // Damage before the last checkpoint: the log opens (and goes on), and
+    // verify names the record.
+    let (_dir, path, key) = closed_log(30, 10);
+    let mut edited = lines(&path);
+    edited[4] = edited[4].replace("line", "lime");
+    write_lines(&path, &edited);
+    open(&path, &key, &AuditConfig::new()).close().unwrap();
+    let f = failure(&path, &pinned(&key));
+    assert_eq!(f.seq, 5, "{f}");
+    assert!(matches!(f.damage, Damage::Edited(_)), "{f}");
 }
 
 #[test]
@@ -466,8 +497,8 @@ fn a_write_failure_is_reported_and_new_work_refused_until_it_recovers() {
             move |file| {
                 Box::new(FullDisk {
                     file,
-                    full,
-                    partial_written: partial,
+                    full: full.clone(),
+                    partial_written: partial.clone(),
                 })
             },
         )

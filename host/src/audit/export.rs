@@ -1,8 +1,10 @@
 //! Export for compliance review: JSON Lines (the records' exact bytes) or
 //! CSV (one column per common field, details as JSON), filtered by time and
-//! kind. The chain is checked while exporting; a broken chain stops the
+//! kind, read across every segment of the log, oldest first. The chain is
+//! checked while exporting (across segments too); a broken chain stops the
 //! export with the same error `verify` gives, so a reviewer is never handed
-//! a silently damaged log.
+//! a silently damaged log. A log whose oldest segments were pruned is
+//! exported from its first remaining record.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::AuditError;
 use super::lines::{Line, LineReader};
 use super::record::{self, GENESIS, LineError};
+use super::segments::log_files;
 use super::verify::{Damage, VerifyFailure};
 
 /// Output format of [`export`].
@@ -75,7 +78,8 @@ pub struct ExportSummary {
     pub exported: u64,
 }
 
-/// Exports the log at `path` to `out`.
+/// Exports the log at `path` (its sealed segments, then its active file)
+/// to `out`.
 pub fn export(
     path: impl AsRef<Path>,
     out: &mut dyn Write,
@@ -83,12 +87,6 @@ pub fn export(
     filter: &ExportFilter,
 ) -> Result<ExportSummary, AuditError> {
     let path = path.as_ref();
-    let io = |source| AuditError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = LineReader::new(file);
     let (mut raw, mut csv) = match format {
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
@@ -117,65 +115,93 @@ pub fn export(
         exported: 0,
     };
     let mut head = GENESIS;
-    while let Some((line, at)) = reader.next_line().map_err(io)? {
-        let expected = summary.read + 1;
-        let line_no = at.line_no;
-        let fail = |damage| {
-            AuditError::Verify(VerifyFailure {
-                seq: expected,
-                line: line_no,
-                damage,
-            })
+    let mut next = 1;
+    let files = log_files(path)?;
+    let active = files.len() - 1;
+    for (index, file_path) in files.iter().enumerate() {
+        let io = |source| AuditError::Io {
+            path: file_path.clone(),
+            source,
         };
-        let line = match line {
-            Line::Complete(line) => line,
-            Line::Torn(_) => return Err(fail(Damage::TornTail)),
-            Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
-        };
-        let parsed = record::parse_line(line).map_err(|e| fail(Damage::Edited(e.to_string())))?;
-        if parsed.record.seq != expected {
-            return Err(fail(Damage::Edited(format!(
-                "found seq {} where {expected} belongs; run `forgeone audit verify` for details",
-                parsed.record.seq
-            ))));
-        }
-        if parsed.prev != head {
-            return Err(fail(Damage::BrokenLink));
-        }
-        head = parsed.hash;
-        summary.read += 1;
-        let record = parsed.record;
-        if !filter.matches(&record) {
-            continue;
-        }
-        summary.exported += 1;
-        match (&mut raw, &mut csv) {
-            (Some(out), _) => {
-                out.write_all(line).map_err(AuditError::Output)?;
-                out.write_all(b"\n").map_err(AuditError::Output)?;
+        let mut reader = LineReader::new(std::fs::File::open(file_path).map_err(io)?);
+        let segment = (index < active).then(|| file_path.clone());
+        while let Some((line, at)) = reader.next_line().map_err(io)? {
+            let expected = next;
+            let line_no = at.line_no;
+            let fail = |damage| {
+                AuditError::Verify(VerifyFailure {
+                    seq: expected,
+                    line: line_no,
+                    damage,
+                    segment: segment.clone(),
+                })
+            };
+            let line = match line {
+                Line::Complete(line) => line,
+                Line::Torn(_) => return Err(fail(Damage::TornTail)),
+                Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
+            };
+            let parsed =
+                record::parse_line(line).map_err(|e| fail(Damage::Edited(e.to_string())))?;
+            if summary.read == 0 && parsed.record.seq > 1 && parsed.record.kind == "audit.segment" {
+                // The oldest segments were pruned: start at the first record kept.
+                head = parsed.prev;
+                next = parsed.record.seq;
             }
-            (None, None) => unreachable!("one writer is always set"),
-            (None, Some(w)) => {
-                let actor = record.actor.as_ref();
-                let s = &record.subjects;
-                w.write_record([
-                    record.seq.to_string().as_str(),
-                    &record
-                        .ts
-                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    &record.kind,
-                    actor.and_then(|a| a.tenant.as_deref()).unwrap_or(""),
-                    actor.map(|a| a.principal.as_str()).unwrap_or(""),
-                    actor.and_then(|a| a.trust.as_deref()).unwrap_or(""),
-                    s.component.as_deref().unwrap_or(""),
-                    s.container.as_deref().unwrap_or(""),
-                    s.workload.as_deref().unwrap_or(""),
-                    s.node.as_deref().unwrap_or(""),
-                    &record.details.to_string(),
-                    &record.prev,
-                    &record.hash,
-                ])
-                .map_err(csv_output)?;
+            let expected = next;
+            let fail = |damage| {
+                AuditError::Verify(VerifyFailure {
+                    seq: expected,
+                    line: line_no,
+                    damage,
+                    segment: segment.clone(),
+                })
+            };
+            if parsed.record.seq != expected {
+                return Err(fail(Damage::Edited(format!(
+                    "found seq {} where {expected} belongs; run `forgeone audit verify` for details",
+                    parsed.record.seq
+                ))));
+            }
+            if parsed.prev != head {
+                return Err(fail(Damage::BrokenLink));
+            }
+            head = parsed.hash;
+            next += 1;
+            summary.read += 1;
+            let record = parsed.record;
+            if !filter.matches(&record) {
+                continue;
+            }
+            summary.exported += 1;
+            match (&mut raw, &mut csv) {
+                (Some(out), _) => {
+                    out.write_all(line).map_err(AuditError::Output)?;
+                    out.write_all(b"\n").map_err(AuditError::Output)?;
+                }
+                (None, None) => unreachable!("one writer is always set"),
+                (None, Some(w)) => {
+                    let actor = record.actor.as_ref();
+                    let s = &record.subjects;
+                    w.write_record([
+                        record.seq.to_string().as_str(),
+                        &record
+                            .ts
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                        &record.kind,
+                        actor.and_then(|a| a.tenant.as_deref()).unwrap_or(""),
+                        actor.map(|a| a.principal.as_str()).unwrap_or(""),
+                        actor.and_then(|a| a.trust.as_deref()).unwrap_or(""),
+                        s.component.as_deref().unwrap_or(""),
+                        s.container.as_deref().unwrap_or(""),
+                        s.workload.as_deref().unwrap_or(""),
+                        s.node.as_deref().unwrap_or(""),
+                        &record.details.to_string(),
+                        &record.prev,
+                        &record.hash,
+                    ])
+                    .map_err(csv_output)?;
+                }
             }
         }
     }

@@ -1,25 +1,24 @@
-//! Following a log as it grows (`forgeone audit tail`).
+//! Following a log as it grows (`forgeone audit tail`), across its
+//! segments.
 
-use std::fs::File;
-use std::io::{Read as _, Seek as _, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::AuditError;
+use super::cursor::LogCursor;
 use super::record::{self, GENESIS, Record};
+use super::segments::list_segments;
 
-/// Reads records from a log as they are appended, checking the chain as it
-/// goes. Poll it; it never blocks.
+/// Reads records from a log as they are appended, across its segments
+/// (from the oldest), checking the chain as it goes. Poll it; it never
+/// blocks.
 #[derive(Debug)]
 pub struct Follower {
-    path: PathBuf,
-    file: File,
-    offset: u64,
-    partial: Vec<u8>,
+    cursor: LogCursor,
     head: [u8; 32],
     next_seq: u64,
-    /// Inside a line longer than a reader accepts: its bytes are dropped
-    /// up to its newline.
-    skipping: bool,
+    /// Nothing read yet: the first record sets the chain's start (a log
+    /// whose oldest segments were pruned starts after seq 1).
+    fresh: bool,
 }
 
 /// One item read by a [`Follower`].
@@ -39,60 +38,45 @@ pub enum Followed {
 }
 
 impl Follower {
-    /// Starts at the beginning of the log at `path`.
+    /// Starts at the beginning of the log at `path` (its oldest segment).
     pub fn open(path: impl AsRef<Path>) -> Result<Follower, AuditError> {
         let path = path.as_ref().to_owned();
-        let file = File::open(&path).map_err(|source| AuditError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        if !path.exists() && list_segments(&path)?.is_empty() {
+            return Err(AuditError::Io {
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
         Ok(Follower {
-            path,
-            file,
-            offset: 0,
-            partial: Vec::new(),
+            cursor: LogCursor::new(path),
             head: GENESIS,
             next_seq: 1,
-            skipping: false,
+            fresh: true,
         })
     }
 
     /// Reads whatever complete lines were appended since the last poll.
     pub fn poll(&mut self) -> Result<Vec<Followed>, AuditError> {
-        let io = |source| AuditError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let len = self.file.metadata().map_err(io)?.len();
-        if len < self.offset {
+        let lines = self.cursor.poll()?;
+        if self.cursor.restarted() {
             // Truncated under us (e.g. a torn tail cut on reopen): restart.
-            self.offset = 0;
-            self.partial.clear();
             self.head = GENESIS;
             self.next_seq = 1;
-            self.skipping = false;
+            self.fresh = true;
         }
-        self.file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
-        let mut fresh = Vec::new();
-        self.file
-            .by_ref()
-            .take(16 * 1024 * 1024)
-            .read_to_end(&mut fresh)
-            .map_err(io)?;
-        self.offset += fresh.len() as u64;
-        self.partial.extend_from_slice(&fresh);
-
         let mut out = Vec::new();
-        let mut consumed = 0;
-        while let Some(nl) = self.partial[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &self.partial[consumed..consumed + nl];
-            consumed += nl + 1;
+        for line in lines {
             let line_no = self.next_seq;
-            if std::mem::take(&mut self.skipping) {
-                // The rest of a line already reported as too long.
-                continue;
-            }
-            match record::parse_line(line) {
+            match record::parse_line(&line) {
+                Ok(parsed)
+                    if std::mem::take(&mut self.fresh)
+                        && parsed.record.seq > 1
+                        && parsed.record.kind == "audit.segment" =>
+                {
+                    self.head = parsed.hash;
+                    self.next_seq = parsed.record.seq + 1;
+                    out.push(Followed::Record(Box::new(parsed.record)));
+                }
                 Ok(parsed) if parsed.record.seq == self.next_seq && parsed.prev == self.head => {
                     self.head = parsed.hash;
                     self.next_seq += 1;
@@ -119,20 +103,7 @@ impl Follower {
                     self.next_seq += 1;
                 }
             }
-        }
-        self.partial.drain(..consumed);
-        // No line is longer than a reader accepts: report it once, keep
-        // none of it, and go on after its newline.
-        if self.partial.len() > record::MAX_LINE {
-            if !self.skipping {
-                out.push(Followed::Broken {
-                    line: self.next_seq,
-                    reason: record::LineError::TooLong.to_string(),
-                });
-                self.next_seq += 1;
-            }
-            self.skipping = true;
-            self.partial.clear();
+            self.fresh = false;
         }
         Ok(out)
     }

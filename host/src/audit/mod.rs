@@ -18,13 +18,71 @@
 //! - **Signed head** ([`SignedHead`]): the latest checkpoint, kept outside
 //!   the log (and by a witness), so that cutting the log back to an earlier
 //!   checkpoint is detected.
-//! - **Reading**: [`verify_file`], [`export`], [`Follower`].
+//! - **Segments**: the log rotates at a size
+//!   ([`AuditConfig::segment_size`]); old segments are removed or moved
+//!   away, on the record, by [`AuditLog::prune`]. See the format below.
+//! - **Reading**: [`verify_file`], [`export`], [`Follower`], across
+//!   segments.
 //! - **Observers** ([`AuditObserver`]): see every record as it goes on the
 //!   chain (the metrics are a projection of the log this way).
 //! - **Tracing**: every appended event is also a `tracing` event with target
 //!   `forgeone::audit`.
+//!
+//! # Format: a log in segments
+//!
+//! A record is one JSON line (see `record`'s docs: `blake3(prev || exact
+//! bytes)` chains each to the one before; checkpoints sign the head). The
+//! log at `state/audit.jsonl` is a sequence of files, one chain across
+//! them:
+//!
+//! ```text
+//! state/audit.segments/00000000000000000001.jsonl   records 1..=5210, sealed
+//! state/audit.segments/00000000000000005211.jsonl   records 5211..=10502, sealed
+//! state/audit.jsonl                                 records 10503.. (active)
+//! state/audit.lock                                  the writer's lock
+//! state/audit.head.json                             the signed head (optional)
+//! ```
+//!
+//! - **Rotation.** When the active file reaches the segment size, the
+//!   writer appends a checkpoint with `"reason":"rotate"` (it signs the
+//!   head, as every checkpoint does), makes it durable, renames the file to
+//!   `audit.segments/<first seq, 20 digits>.jsonl`, and starts a new active
+//!   file whose first record is `audit.segment`:
+//!
+//!   ```text
+//!   {"seq":10503,...,"kind":"audit.segment","details":{"previous_segment":"00000000000000005211.jsonl",
+//!    "previous_first_seq":5211,"covers":10502,"head":"<hash of 10502>","key_id":"..","public_key":"..",
+//!    "signature":"<Ed25519 over the checkpoint message of (10502, head)>"},"prev":"<hash of 10502>","hash":".."}
+//!   ```
+//!
+//!   It is the signed head of the segment before: it verifies like a
+//!   checkpoint (same message, same key) and its `prev` is that head, so
+//!   the chain runs on and a range of segments can be verified on its own,
+//!   anchored by a signature. Sequence numbers never restart.
+//! - **Pruning.** [`AuditLog::prune`] (`forgeone audit prune`) removes the
+//!   oldest sealed segments after an `audit.pruned` record, sealed by a
+//!   checkpoint, states what goes: each segment's name, first and last
+//!   sequence numbers, and the hash of the last removed record (see
+//!   [`PruneRule`]). [`verify_file`] accepts a log that starts after seq 1
+//!   only when such a record accounts for the gap; a removed middle segment
+//!   is a gap in the sequence, reported as removed records.
+//! - **Opening** reads the active file back from its end to its last
+//!   checkpoint (or `audit.segment` record) and checks that tail: its cost
+//!   is the records since the last checkpoint, not the size of the log. A
+//!   crash mid-rotation (the active file missing, or holding only a torn
+//!   line) is recovered by starting the next segment after the last sealed
+//!   one, and recorded (`audit.recovered`).
+//! - **Migration.** A log written before segments existed is one file with
+//!   no segments directory: it is opened, verified and exported as it is,
+//!   and becomes the first segment (`00000000000000000001.jsonl`) when it
+//!   first rotates. Its lock moves from the file itself to `audit.lock`.
+//! - **Strictness.** Every name in the segments directory not starting
+//!   with `.` must be a segment file; each segment must begin with the
+//!   record its name states and (but for the log's first) with
+//!   `audit.segment`; anything else is an error naming the file.
 
 mod atomic;
+mod cursor;
 mod event;
 mod export;
 mod follow;
@@ -33,12 +91,15 @@ mod lines;
 mod lock;
 mod log;
 mod observe;
+mod prune;
 mod record;
+mod segments;
 mod verify;
 
 use std::path::PathBuf;
 
 pub(crate) use atomic::write_atomic;
+pub(crate) use cursor::LogCursor;
 pub use event::{
     Actor, AuditEvent, CATEGORIES, Entry, Severity, Subjects, Untrusted, escape_untrusted,
     is_valid_kind,
@@ -48,11 +109,13 @@ pub use follow::{Followed, Follower};
 pub use head::{HeadError, SignedHead, head_file_for};
 pub(crate) use lock::lock_waiting;
 pub use log::{
-    AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, FailMode, FsyncPolicy,
-    OpenReport,
+    AuditConfig, AuditHealth, AuditLog, AuditStorage, CloseSummary, DEFAULT_SEGMENT_BYTES,
+    FailMode, FsyncPolicy, OpenReport,
 };
 pub use observe::{AuditObserver, Observed};
+pub use prune::{PruneRule, PruneSummary, PrunedSegment};
 pub use record::{LineError, MAX_LINE, Record};
+pub use segments::{Segment, list_segments, segments_dir_for};
 pub use verify::{Damage, VerifyFailure, VerifyOptions, VerifyReport, verify_file};
 
 /// Errors of the audit log.
@@ -114,6 +177,16 @@ pub enum AuditError {
         /// What is wrong with it.
         #[source]
         reason: HeadError,
+    },
+    /// A file of a segmented log is not what its place says it must be
+    /// (a stray or misnamed file among the segments, a segment that does
+    /// not start where its name says, a prune that cannot be carried out).
+    #[error("audit log segment {path}: {reason}")]
+    Segment {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The log was closed.
     #[error("audit log is closed")]

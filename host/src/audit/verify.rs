@@ -20,12 +20,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::AuditError;
 use super::head::SignedHead;
 use super::lines::{Line, LineReader};
 use super::record::{self, GENESIS, LineError, Record, checkpoint_message};
+use super::segments::list_segments;
 use crate::keys::{KeyId, PublicKey};
 
 /// Options for [`verify_file`].
@@ -36,6 +37,7 @@ pub struct VerifyOptions {
     pub(crate) allow_open_tail: bool,
     pub(crate) head: Option<SignedHead>,
     pub(crate) min_seq: u64,
+    pub(crate) from_seq: u64,
 }
 
 impl VerifyOptions {
@@ -78,6 +80,17 @@ impl VerifyOptions {
         self.min_seq = seq;
         self
     }
+
+    /// Verifies only from the segment that holds record `seq` on: the
+    /// earlier segments are not read, and the first record read is taken
+    /// as the start (it is an `audit.segment` record, whose signature over
+    /// the head before it is checked). Default: 0, every segment; a log
+    /// whose oldest segments are missing then verifies only if an
+    /// `audit.pruned` record accounts for them.
+    pub fn from_seq(&mut self, seq: u64) -> &mut Self {
+        self.from_seq = seq;
+        self
+    }
 }
 
 /// A successful verification.
@@ -104,6 +117,11 @@ pub struct VerifyReport {
     /// keep, to detect a later cut back to an earlier point. None when the
     /// log has no checkpoint.
     pub signed_head: Option<SignedHead>,
+    /// The first record verified (1, unless segments were pruned or a
+    /// range was asked for).
+    pub first_seq: u64,
+    /// The files verified: sealed segments, then the active one.
+    pub files: usize,
 }
 
 /// The kind of damage found.
@@ -167,6 +185,16 @@ pub enum Damage {
         /// The minimum.
         min_seq: u64,
     },
+    /// A segment file is not what its place in the log requires: named for
+    /// another first record, empty, or not beginning with the
+    /// `audit.segment` record that links it to the segment before.
+    BadSegment(String),
+    /// The log starts after seq 1 (its oldest segments are gone) and no
+    /// `audit.pruned` record accounts for the records before it.
+    UnprunedGap {
+        /// The last missing record.
+        through: u64,
+    },
     /// The signed head was signed by another key than the pinned host key.
     HeadKey {
         /// The key that signed the head.
@@ -185,6 +213,8 @@ pub struct VerifyFailure {
     pub line: u64,
     /// What is wrong.
     pub damage: Damage,
+    /// The sealed segment the line is in (none for the active file).
+    pub segment: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for VerifyFailure {
@@ -245,36 +275,45 @@ impl fmt::Display for VerifyFailure {
                 f,
                 "seq {seq}: the log ends at seq {last_seq}, before seq {min_seq}, the least it must reach"
             ),
+            Damage::BadSegment(why) => write!(f, "seq {seq}: bad segment ({why})"),
+            Damage::UnprunedGap { through } => write!(
+                f,
+                "seq {seq}: records 1..={through} are missing (the oldest segments were removed) and no `audit.pruned` record accounts for them"
+            ),
             Damage::HeadKey { signed_by, pinned } => write!(
                 f,
                 "seq {seq}: the signed head is signed by key {signed_by}, not by the pinned host key {pinned}"
             ),
         }?;
-        write!(f, " [line {}]", self.line)
+        match &self.segment {
+            Some(segment) => write!(f, " [line {} of {}]", self.line, segment.display()),
+            None => write!(f, " [line {}]", self.line),
+        }
     }
 }
 
-/// Verifies the log at `path`.
+/// Verifies the log at `path`: its sealed segments, oldest first, then
+/// its active file (see [`segments_dir_for`](super::segments_dir_for)).
+/// The chain runs across files; each sealed segment must be named for its
+/// first record, and every file after the first must begin with the
+/// `audit.segment` record that signs the head of the one before.
 ///
 /// Returns `Err(AuditError::Verify(..))` naming the first bad sequence
-/// number, or another [`AuditError`] when the file cannot be read.
+/// number (and the segment it is in), or another [`AuditError`] when a
+/// file cannot be read.
 pub fn verify_file(
     path: impl AsRef<Path>,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, AuditError> {
     let path = path.as_ref();
-    let io = |source| AuditError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        return Err(io(std::io::Error::other("not a regular file")));
-    }
+    let files = files_from(path, options.from_seq)?;
     // First pass: the sequence number each line claims, to tell removal from
     // reordering from insertion when the order breaks. Cheap: a few bytes per
     // line, no hashing.
-    let claimed = claimed_sequence_numbers(path)?;
+    let mut claimed = Vec::new();
+    for (file, _) in &files {
+        claimed_sequence_numbers(file, &mut claimed)?;
+    }
     let mut counts: HashMap<u64, u32> = HashMap::with_capacity(claimed.len());
     for seq in claimed.iter().flatten() {
         *counts.entry(*seq).or_default() += 1;
@@ -290,65 +329,161 @@ pub fn verify_file(
                 signed_by: head.key_id().clone(),
                 pinned: pinned.id().clone(),
             },
+            segment: None,
         }));
     }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = LineReader::new(file);
     let mut state = Walk::new(options);
     let mut line_no = 0u64;
-    while let Some((line, at)) = reader.next_line().map_err(io)? {
-        line_no = at.line_no;
-        let expected = state.records + 1;
-        let fail = |damage| {
-            AuditError::Verify(VerifyFailure {
-                seq: expected,
-                line: line_no,
-                damage,
-            })
+    let mut position = 0usize;
+    let active = files.len() - 1;
+    for (index, (file_path, named)) in files.iter().enumerate() {
+        let segment = (index < active).then(|| file_path.clone());
+        let io = |source| AuditError::Io {
+            path: file_path.clone(),
+            source,
         };
-        let line = match line {
-            Line::Complete(line) => line,
-            Line::Torn(_) => return Err(fail(Damage::TornTail)),
-            Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
-        };
-        let parsed = match record::parse_line(line) {
-            Ok(parsed) => parsed,
-            Err(LineError::HashMismatch) => {
-                return Err(fail(Damage::Edited(
-                    "its content does not match its hash".into(),
+        let mut reader = LineReader::new(std::fs::File::open(file_path).map_err(io)?);
+        let mut first_in_file = true;
+        while let Some((line, at)) = reader.next_line().map_err(io)? {
+            line_no = at.line_no;
+            position += 1;
+            let expected = state.records + 1;
+            let fail = |damage| {
+                AuditError::Verify(VerifyFailure {
+                    seq: expected,
+                    line: line_no,
+                    damage,
+                    segment: segment.clone(),
+                })
+            };
+            let line = match line {
+                Line::Complete(line) => line,
+                Line::Torn(_) => return Err(fail(Damage::TornTail)),
+                Line::TooLong => return Err(fail(Damage::Edited(LineError::TooLong.to_string()))),
+            };
+            let parsed = match record::parse_line(line) {
+                Ok(parsed) => parsed,
+                Err(LineError::HashMismatch) => {
+                    return Err(fail(Damage::Edited(
+                        "its content does not match its hash".into(),
+                    )));
+                }
+                Err(other) => return Err(fail(Damage::Edited(other.to_string()))),
+            };
+            let found = parsed.record.seq;
+            if std::mem::take(&mut first_in_file) {
+                check_file_start(&parsed.record, *named, index).map_err(fail)?;
+                if state.records == 0 && found > 1 {
+                    // The first file starts later: pruned, or a range.
+                    state.start_at(found, parsed.prev);
+                }
+            } else if parsed.record.kind == "audit.segment" {
+                return Err(fail(Damage::BadSegment(
+                    "an `audit.segment` record inside a segment (it may only begin one)".into(),
                 )));
             }
-            Err(other) => return Err(fail(Damage::Edited(other.to_string()))),
-        };
-        let found = parsed.record.seq;
-        if found != expected {
-            let position = usize::try_from(line_no - 1).unwrap_or(usize::MAX);
-            return Err(fail(classify_break(
-                expected, found, position, &claimed, &counts,
-            )));
+            let expected = state.records + 1;
+            let fail = |damage| {
+                AuditError::Verify(VerifyFailure {
+                    seq: expected,
+                    line: line_no,
+                    damage,
+                    segment: segment.clone(),
+                })
+            };
+            if found != expected {
+                let at = (position - 1, state.first_seq - 1);
+                return Err(fail(classify_break(expected, found, at, &claimed, &counts)));
+            }
+            if counts.get(&found).copied().unwrap_or(0) > 1 {
+                // Two records claim this number: one of them was inserted (even
+                // if it was hashed onto the chain correctly).
+                return Err(fail(Damage::Inserted(format!(
+                    "sequence number {found} appears twice"
+                ))));
+            }
+            if parsed.prev != state.head {
+                return Err(fail(Damage::BrokenLink));
+            }
+            if let Some(head) = &options.head
+                && head.seq() == found
+                && head.hash_bytes() != &parsed.hash
+            {
+                return Err(fail(Damage::NotTheHead {
+                    expected: head.hash(),
+                    found: hex::encode(parsed.hash),
+                }));
+            }
+            state.accept(&parsed.record, parsed.hash).map_err(fail)?;
         }
-        if counts.get(&found).copied().unwrap_or(0) > 1 {
-            // Two records claim this number: one of them was inserted (even
-            // if it was hashed onto the chain correctly).
-            return Err(fail(Damage::Inserted(format!(
-                "sequence number {found} appears twice"
-            ))));
-        }
-        if parsed.prev != state.head {
-            return Err(fail(Damage::BrokenLink));
-        }
-        if let Some(head) = &options.head
-            && head.seq() == found
-            && head.hash_bytes() != &parsed.hash
-        {
-            return Err(fail(Damage::NotTheHead {
-                expected: head.hash(),
-                found: hex::encode(parsed.hash),
+        if first_in_file && index < active {
+            return Err(AuditError::Verify(VerifyFailure {
+                seq: state.records + 1,
+                line: 0,
+                damage: Damage::BadSegment("the segment holds no record".into()),
+                segment,
             }));
         }
-        state.accept(&parsed.record, parsed.hash).map_err(fail)?;
     }
+    state.files = files.len();
     state.finish(line_no)
+}
+
+/// The files to verify, in chain order, each with the first sequence
+/// number its name states (none for the active file): from the segment
+/// holding `from_seq` on.
+fn files_from(path: &Path, from_seq: u64) -> Result<Vec<(PathBuf, Option<u64>)>, AuditError> {
+    let segments = list_segments(path)?;
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(AuditError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
+        Err(source) if segments.is_empty() => {
+            return Err(AuditError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        _ => {}
+    }
+    let skip = segments
+        .iter()
+        .rposition(|s| s.first_seq <= from_seq)
+        .unwrap_or(0);
+    let mut files: Vec<_> = segments
+        .into_iter()
+        .skip(skip)
+        .map(|s| (s.path, Some(s.first_seq)))
+        .collect();
+    if path.exists() {
+        files.push((path.to_owned(), None));
+    }
+    Ok(files)
+}
+
+/// Checks the first record of file `index`: a sealed segment's name
+/// states its sequence number, and every file but a log's very first
+/// begins with `audit.segment`.
+fn check_file_start(record: &Record, named: Option<u64>, index: usize) -> Result<(), Damage> {
+    if let Some(named) = named
+        && named != record.seq
+    {
+        return Err(Damage::BadSegment(format!(
+            "its name says it starts at seq {named}, but its first record is seq {}",
+            record.seq
+        )));
+    }
+    let must_link = index > 0 || record.seq != 1;
+    if must_link && record.kind != "audit.segment" {
+        return Err(Damage::BadSegment(format!(
+            "it begins with `{}`, not with the `audit.segment` record that links it to the segment before",
+            record.kind
+        )));
+    }
+    Ok(())
 }
 
 /// Chain state while walking a log.
@@ -366,6 +501,12 @@ struct Walk<'a> {
     recoveries: Vec<u64>,
     /// The head the latest checkpoint signed.
     signed_head: Option<SignedHead>,
+    /// The first record walked.
+    first_seq: u64,
+    /// The log starts after seq 1: the last missing record and its hash,
+    /// until an `audit.pruned` record accounts for them.
+    unpruned: Option<(u64, [u8; 32])>,
+    files: usize,
 }
 
 impl<'a> Walk<'a> {
@@ -382,6 +523,20 @@ impl<'a> Walk<'a> {
             key_used: options.key.as_ref().map(|k| k.id().clone()),
             recoveries: Vec::new(),
             signed_head: None,
+            first_seq: 1,
+            unpruned: None,
+            files: 0,
+        }
+    }
+
+    /// Starts the walk at record `seq`, whose previous hash is `prev`.
+    fn start_at(&mut self, seq: u64, prev: [u8; 32]) {
+        self.records = seq - 1;
+        self.sealed_through = seq - 1;
+        self.head = prev;
+        self.first_seq = seq;
+        if self.options.from_seq == 0 {
+            self.unpruned = Some((seq - 1, prev));
         }
     }
 
@@ -396,6 +551,21 @@ impl<'a> Walk<'a> {
             }
             "audit.recovered" => self.recoveries.push(record.seq),
             "audit.checkpoint" => self.check_checkpoint(record)?,
+            "audit.segment" => {
+                if self.logged_key.is_none() {
+                    let hex = record.details["public_key"].as_str().unwrap_or_default();
+                    self.logged_key = PublicKey::from_hex(hex).ok();
+                }
+                self.check_checkpoint(record)?;
+            }
+            "audit.pruned" => {
+                if let Some((through, hash)) = self.unpruned
+                    && record.details["last_seq"].as_u64() == Some(through)
+                    && record.details["head"].as_str() == Some(hex::encode(hash).as_str())
+                {
+                    self.unpruned = None;
+                }
+            }
             _ => {}
         }
         self.closed = record.kind == "audit.checkpoint" && record.details["reason"] == "shutdown";
@@ -409,7 +579,14 @@ impl<'a> Walk<'a> {
     /// open tail is allowed). Returns the report.
     fn finish(self, line_no: u64) -> Result<VerifyReport, AuditError> {
         let options = self.options;
-        let fail = |seq, line, damage| AuditError::Verify(VerifyFailure { seq, line, damage });
+        let fail = |seq, line, damage| {
+            AuditError::Verify(VerifyFailure {
+                seq,
+                line,
+                damage,
+                segment: None,
+            })
+        };
         let next = self.records + 1;
         if let Some(head) = &options.head
             && self.records < head.checkpoint_seq()
@@ -430,6 +607,9 @@ impl<'a> Walk<'a> {
         if self.records == 0 {
             return Err(fail(0, 0, Damage::Empty));
         }
+        if let Some((through, _)) = self.unpruned {
+            return Err(fail(1, 0, Damage::UnprunedGap { through }));
+        }
         if !self.closed && !options.allow_open_tail {
             let damage = Damage::UnsealedTail {
                 last_checkpoint: self.last_checkpoint,
@@ -448,6 +628,8 @@ impl<'a> Walk<'a> {
             key_pinned: options.key.is_some(),
             recoveries: self.recoveries,
             signed_head: self.signed_head,
+            first_seq: self.first_seq,
+            files: self.files,
         })
     }
 
@@ -510,7 +692,7 @@ impl<'a> Walk<'a> {
 fn classify_break(
     expected: u64,
     found: u64,
-    position: usize,
+    (position, before_first): (usize, u64),
     claimed: &[Option<u64>],
     counts: &HashMap<u64, u32>,
 ) -> Damage {
@@ -532,8 +714,8 @@ fn classify_break(
     // The expected record exists further on. A permutation only moves
     // numbers that belong to the log; a number beyond the log's length
     // came from outside.
-    let total = claimed.len() as u64;
-    if found == 0 || found > total {
+    let total = before_first + claimed.len() as u64;
+    if found <= before_first || found > total {
         return Damage::Inserted(format!(
             "sequence number {found} does not belong in this log"
         ));
@@ -541,18 +723,15 @@ fn classify_break(
     Damage::Reordered { found }
 }
 
-/// The `"seq":N` each line starts with (None when unreadable).
-fn claimed_sequence_numbers(path: &Path) -> Result<Vec<Option<u64>>, AuditError> {
-    let file = std::fs::File::open(path).map_err(|source| AuditError::Io {
+/// The `"seq":N` each line of `path` starts with (None when unreadable),
+/// appended to `out`.
+fn claimed_sequence_numbers(path: &Path, out: &mut Vec<Option<u64>>) -> Result<(), AuditError> {
+    let io = |source| AuditError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    let mut reader = LineReader::new(file);
-    let mut out = Vec::new();
-    while let Some((line, _)) = reader.next_line().map_err(|source| AuditError::Io {
-        path: path.to_owned(),
-        source,
-    })? {
+    };
+    let mut reader = LineReader::new(std::fs::File::open(path).map_err(io)?);
+    while let Some((line, _)) = reader.next_line().map_err(io)? {
         let line = match line {
             Line::Complete(line) | Line::Torn(line) => line,
             Line::TooLong => b"",
@@ -568,5 +747,5 @@ fn claimed_sequence_numbers(path: &Path) -> Result<Vec<Option<u64>>, AuditError>
             .and_then(|digits| std::str::from_utf8(&digits).ok()?.parse().ok());
         out.push(seq);
     }
-    Ok(out)
+    Ok(())
 }

@@ -6,7 +6,6 @@
 //! can be verified from the stream alone, and a local log cut back behind
 //! what the stream holds is detected.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 
 use async_nats::jetstream::stream;
@@ -130,7 +129,12 @@ impl Cluster {
 pub(crate) struct AuditPublisher {
     node: String,
     path: PathBuf,
-    offset: u64,
+    /// Where reading the local log (across its segments) stands.
+    cursor: crate::audit::LogCursor,
+    /// Nothing read yet.
+    first_pass: bool,
+    /// Lines read and not yet published (kept across a failed publish).
+    pending: Vec<Vec<u8>>,
     /// The highest sequence number published (or found in the stream).
     published: Option<u64>,
     /// The stream's last record when this publisher started.
@@ -143,8 +147,10 @@ impl AuditPublisher {
     pub(crate) fn new(node: String, path: PathBuf) -> AuditPublisher {
         AuditPublisher {
             node,
+            cursor: crate::audit::LogCursor::new(&path),
             path,
-            offset: 0,
+            first_pass: true,
+            pending: Vec::new(),
             published: None,
             head: None,
             behind: None,
@@ -163,20 +169,27 @@ impl AuditPublisher {
         }
         let (head_seq, head_line) = self.head.clone().unwrap_or_default();
         let mut last = self.published.unwrap_or(0);
-        let io = |source| ClusterError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let mut file = std::fs::File::open(&self.path).map_err(io)?;
-        file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        // Only complete lines: the writer may be mid-record.
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let first_pass = self.offset == 0;
+        // Only complete lines, across segments: the writer may be mid-record.
+        // The first pass reads the whole log, to compare its end with the
+        // stream's.
+        let first_pass = self.first_pass;
+        let mut lines = std::mem::take(&mut self.pending);
+        loop {
+            let more = self.cursor.poll().map_err(|e| ClusterError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let done = more.is_empty() || !first_pass;
+            lines.extend(more);
+            if done {
+                break;
+            }
+        }
+        self.first_pass = false;
         let mut local_last = 0;
         let mut sent = 0;
-        for line in bytes[..complete].split(|b| *b == b'\n') {
+        for (i, line) in lines.iter().enumerate() {
+            let line = line.as_slice();
             let Some(seq) = seq_of(line) else { continue };
             local_last = seq;
             if seq == head_seq && line != head_line.as_slice() {
@@ -187,12 +200,14 @@ impl AuditPublisher {
             if seq <= last {
                 continue;
             }
-            cluster.publish_audit(&self.node, seq, line).await?;
+            if let Err(e) = cluster.publish_audit(&self.node, seq, line).await {
+                self.pending = lines[i..].to_vec();
+                return Err(e);
+            }
             last = seq;
             self.published = Some(seq);
             sent += 1;
         }
-        self.offset += complete as u64;
         if first_pass && local_last < head_seq {
             return Err(self.cut_back(format!(
                 "ends at seq {local_last}, but the audit stream holds up to seq {head_seq}"

@@ -92,7 +92,7 @@ fn health_turns_failing_on_a_write_error_and_writable_when_it_recovers() {
         AuditLog::open_with(&path, key, &config, move |file| {
             Box::new(FullDisk {
                 file,
-                full,
+                full: full.clone(),
                 partial_written: Default::default(),
             })
         })

@@ -80,7 +80,7 @@ fn on_a_full_disk(
         AuditLog::open_with(&path, SigningKey::generate(), &config, move |file| {
             Box::new(FullDisk {
                 file,
-                full,
+                full: full.clone(),
                 partial_written: Arc::default(),
             })
         })
@@ -296,8 +296,8 @@ async fn a_container_is_not_running_until_its_start_is_on_the_record() {
             move |file| {
                 Box::new(SlowStart {
                     file,
-                    release,
-                    held,
+                    release: release.clone(),
+                    held: held.clone(),
                 })
             },
         )

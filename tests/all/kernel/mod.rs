@@ -289,8 +289,8 @@ async fn the_kernel_refuses_new_work_while_the_audit_log_cannot_be_written() {
         AuditLog::open_with(&path, SigningKey::generate(), &config, move |file| {
             Box::new(FullDisk {
                 file,
-                full,
-                partial_written: partial,
+                full: full.clone(),
+                partial_written: partial.clone(),
             })
         })
         .unwrap()

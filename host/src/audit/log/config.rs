@@ -67,7 +67,11 @@ pub struct AuditConfig {
     pub(crate) on_lock_wait: Option<LockWaitHook>,
     pub(crate) head_file: Option<PathBuf>,
     pub(crate) observers: crate::audit::observe::Observers,
+    pub(crate) segment_bytes: u64,
 }
+
+/// The default size at which the active segment is sealed: 256 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for AuditConfig {
     fn default() -> Self {
@@ -83,6 +87,7 @@ impl Default for AuditConfig {
             on_lock_wait: None,
             head_file: None,
             observers: Default::default(),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -190,6 +195,25 @@ impl AuditConfig {
     /// [`AuditObserver`](crate::audit::AuditObserver).
     pub fn observer(&mut self, observer: Arc<dyn crate::audit::AuditObserver>) -> &mut Self {
         self.observers.0.push(observer);
+        self
+    }
+
+    /// Seals the active segment and starts a new one once it holds at
+    /// least `bytes` (checked after each batch the writer writes, so a
+    /// segment may exceed it by one batch). Zero never rotates. Default:
+    /// [`DEFAULT_SEGMENT_BYTES`] (256 MiB). The CLI sets it with
+    /// `--audit-segment-size` (or `FORGEONE_AUDIT_SEGMENT_SIZE`).
+    ///
+    /// Rotation writes a checkpoint (`"reason":"rotate"`) that seals the
+    /// segment, renames the file into the segments directory
+    /// ([`segments_dir_for`](crate::audit::segments_dir_for)) under its
+    /// first sequence number, and begins a new active file with an
+    /// `audit.segment` record that signs the head of the one before, so the
+    /// chain runs on across segments. Old segments are removed (or moved
+    /// away) only by [`AuditLog::prune`](super::AuditLog::prune), which
+    /// records what it removed.
+    pub fn segment_size(&mut self, bytes: u64) -> &mut Self {
+        self.segment_bytes = bytes;
         self
     }
 }

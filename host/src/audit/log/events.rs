@@ -1,4 +1,4 @@
-//! The log's own events (`audit.*`): opened, recovered, resumed.
+//! The log's own events (`audit.*`): opened, recovered, resumed, pruned.
 
 use serde::Serialize;
 
@@ -31,6 +31,13 @@ pub(super) enum LogEvent {
         outage_ms: u64,
         refused_records: u64,
     },
+    Pruned {
+        removed: Vec<crate::audit::PrunedSegment>,
+        first_seq: u64,
+        last_seq: u64,
+        head: String,
+        moved_to: Option<String>,
+    },
 }
 
 impl AuditEvent for LogEvent {
@@ -39,6 +46,7 @@ impl AuditEvent for LogEvent {
             LogEvent::Opened { .. } => "audit.opened",
             LogEvent::Recovered { .. } => "audit.recovered",
             LogEvent::Resumed { .. } => "audit.resumed",
+            LogEvent::Pruned { .. } => "audit.pruned",
         }
     }
     fn details(&self) -> serde_json::Value {
@@ -46,7 +54,7 @@ impl AuditEvent for LogEvent {
     }
     fn severity(&self) -> Severity {
         match self {
-            LogEvent::Opened { .. } => Severity::Info,
+            LogEvent::Opened { .. } | LogEvent::Pruned { .. } => Severity::Info,
             LogEvent::Recovered { .. } | LogEvent::Resumed { .. } => Severity::Warn,
         }
     }

@@ -47,15 +47,18 @@
 //! - `config`: [`AuditConfig`], [`FsyncPolicy`], [`FailMode`];
 //! - `health`: [`AuditHealth`];
 //! - `storage`: the [`AuditStorage`] seam and its file implementation;
-//! - `recovery`: opening an existing file (lock, chain check, torn tail);
+//! - `recovery`: opening an existing log (lock, the tail since the last
+//!   checkpoint, torn tail, a crash mid-rotation);
 //! - `state`: what the handles and the writer thread share;
-//! - `writer`: the writer thread (batching, group commit, retry);
+//! - `writer`: the writer thread (batching, group commit, retry, rotation);
+//! - `prune`: [`AuditLog::prune`];
 //! - `events`: the log's own `audit.*` events;
 //! - this file: the [`AuditLog`] handle.
 
 mod config;
 mod events;
 mod health;
+mod prune;
 mod recovery;
 mod state;
 mod storage;
@@ -65,13 +68,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use config::{AuditConfig, FailMode, FsyncPolicy};
+pub use config::{AuditConfig, DEFAULT_SEGMENT_BYTES, FailMode, FsyncPolicy};
 pub use health::AuditHealth;
 pub use recovery::OpenReport;
 pub use storage::AuditStorage;
 
 use events::LogEvent;
-use state::{CheckpointReason, FULL_BATCH, Queued, Shared, State, queue_checkpoint};
+use state::{
+    CheckpointReason, FULL_BATCH, Queued, Shared, State, queue_checkpoint, queue_rotation,
+};
 
 use super::AuditError;
 use super::event::{Actor, Entry};
@@ -100,6 +105,8 @@ struct Handle {
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     open_report: Mutex<OpenReport>,
+    /// One prune at a time.
+    pruning: Mutex<()>,
 }
 
 impl Drop for Handle {
@@ -126,12 +133,17 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log at `path`, signing checkpoints with `key`.
     ///
-    /// The existing records are read and their chain checked. A torn last
+    /// The active segment is read back from its end to its last checkpoint
+    /// and that tail's chain checked: the cost does not grow with the log
+    /// (earlier records are sealed by the checkpoint's signature, and
+    /// checked by [`verify_file`](crate::audit::verify_file)). A torn last
     /// line (a crash mid-write) is cut off and reported in an
-    /// `audit.recovered` record; any other damage is an
-    /// [`AuditError::Corrupt`] naming the sequence number. The file is
-    /// locked for exclusive use while the log is open; when another process
-    /// holds the lock, opening waits for it up to
+    /// `audit.recovered` record, as is an active segment lost to a crash
+    /// mid-rotation (a new one is started after the last sealed segment);
+    /// damage in the tail is an [`AuditError::Corrupt`] naming the sequence
+    /// number. The log is locked (through its lock file,
+    /// `audit.jsonl` → `audit.lock`) for exclusive use while it is open;
+    /// when another process holds the lock, opening waits for it up to
     /// [`AuditConfig::lock_timeout`] (default: not at all) and then fails
     /// with [`AuditError::Locked`].
     pub fn open(
@@ -144,27 +156,41 @@ impl AuditLog {
 
     /// Like [`AuditLog::open`], with the storage wrapped by `wrap` (for
     /// example to mirror the log elsewhere, or to simulate faults in tests).
+    /// `wrap` is called for the active segment's file, and again for each
+    /// new segment's when the log rotates.
     pub fn open_with(
         path: impl AsRef<Path>,
         key: SigningKey,
         config: &AuditConfig,
-        wrap: impl FnOnce(File) -> Box<dyn AuditStorage>,
+        mut wrap: impl FnMut(File) -> Box<dyn AuditStorage> + Send + 'static,
     ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref().to_owned();
         let recovered = recovery::open_file(&path, config)?;
-        let report = recovered.report;
-        let existing = report.existing_records;
-        let storage = wrap(recovered.file);
-
-        let log = Self::start(
-            path,
-            key,
-            config.clone(),
-            storage,
-            recovered.len,
+        let report = recovered.report.clone();
+        let existing = recovered.last_seq;
+        let start = writer::Start {
+            storage: wrap(recovered.file),
+            wrap: Box::new(wrap),
+            len: recovered.len,
             existing,
-            recovered.head,
-        );
+            head: recovered.head,
+            first_seq: recovered.first_seq,
+            previous: recovered.start_segment.clone(),
+            lock: recovered.lock,
+        };
+        let log = Self::start(path, key, config.clone(), start);
+        if recovered.start_segment.is_some() {
+            // The active segment begins with the record that signs the
+            // head of the sealed one before it.
+            let mut state = log.handle.shared.lock();
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.queue.push(Queued::SegmentStart {
+                seq,
+                ts: chrono::Utc::now(),
+            });
+            state.active_first_seq = seq;
+        }
         let opened = LogEvent::Opened {
             version: env!("CARGO_PKG_VERSION"),
             host_key_id: log.handle.shared.key.id().to_string(),
@@ -199,23 +225,23 @@ impl AuditLog {
         path: PathBuf,
         key: SigningKey,
         config: AuditConfig,
-        storage: Box<dyn AuditStorage>,
-        storage_len: u64,
-        existing: u64,
-        head: [u8; 32],
+        start: writer::Start,
     ) -> AuditLog {
-        let shared = Arc::new(Shared::new(path, key, config, existing, head));
-        let writer = writer::spawn(shared.clone(), storage, storage_len, existing, head);
+        let shared = Arc::new(Shared::new(path, key, config, start.existing, start.head));
+        shared.lock().active_first_seq = start.first_seq;
+        let writer = writer::spawn(shared.clone(), start);
         AuditLog {
             handle: Arc::new(Handle {
                 shared,
                 writer: Mutex::new(Some(writer)),
                 open_report: Mutex::new(OpenReport::default()),
+                pruning: Mutex::new(()),
             }),
         }
     }
 
-    /// The file this log writes.
+    /// The file this log writes: its active segment (sealed segments are
+    /// in [`segments_dir_for`](crate::audit::segments_dir_for) of it).
     pub fn path(&self) -> &Path {
         &self.handle.shared.path
     }
@@ -339,6 +365,27 @@ impl AuditLog {
             return Err(shared.unavailable(failure));
         }
         let seq = queue_checkpoint(&mut state, CheckpointReason::Requested);
+        state.writer_idle = false;
+        shared.work.notify_one();
+        Ok(seq)
+    }
+
+    /// Seals the active segment now and starts a new one (as reaching
+    /// [`AuditConfig::segment_size`] does); returns the sequence number of
+    /// the sealing checkpoint. The new segment's first record follows it.
+    /// Returns once the rotation is queued; [`AuditLog::flush`] waits for
+    /// it. A rotation asked for while one is queued and not yet carried
+    /// out is that same rotation (its checkpoint's number is returned).
+    pub fn rotate(&self) -> Result<u64, AuditError> {
+        let shared = &self.handle.shared;
+        let mut state = shared.lock();
+        if state.closed || state.closing {
+            return Err(AuditError::Closed);
+        }
+        if let Some(failure) = &state.failure {
+            return Err(shared.unavailable(failure));
+        }
+        let seq = queue_rotation(&mut state);
         state.writer_idle = false;
         shared.work.notify_one();
         Ok(seq)

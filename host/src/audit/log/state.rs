@@ -25,6 +25,8 @@ pub(super) enum CheckpointReason {
     Periodic,
     Requested,
     Shutdown,
+    /// Seals the active segment before it rotates.
+    Rotate,
 }
 
 /// A record waiting for the writer, its sequence number and time fixed.
@@ -38,6 +40,12 @@ pub(super) enum Queued {
         seq: u64,
         ts: chrono::DateTime<chrono::Utc>,
         reason: CheckpointReason,
+    },
+    /// The first record of a new active segment: it signs the head of the
+    /// sealed segment before it.
+    SegmentStart {
+        seq: u64,
+        ts: chrono::DateTime<chrono::Utc>,
     },
 }
 
@@ -62,6 +70,11 @@ pub(super) struct State {
     /// (or when a batch is full): while it gathers a batch, a signal per
     /// append would cut every batch down to one record.
     pub(super) writer_idle: bool,
+    /// The checkpoint of a rotation queued and not yet carried out.
+    pub(super) rotate_queued: Option<u64>,
+    /// Sequence number of the active segment's first record (maintained
+    /// by the writer).
+    pub(super) active_first_seq: u64,
 }
 
 /// Why the log cannot be written, since when, and how many records it
@@ -126,6 +139,8 @@ impl Shared {
                 closed: false,
                 sync_requested: false,
                 writer_idle: false,
+                rotate_queued: None,
+                active_first_seq: existing + 1,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -237,6 +252,24 @@ pub(super) fn queue_checkpoint(state: &mut State, reason: CheckpointReason) -> u
         reason,
     });
     // A checkpoint: a record with a signature, a key id and two hashes.
+    state.queued_bytes += 2 * RECORD_BYTES as u64;
+    seq
+}
+
+/// Queues a rotation: the checkpoint that seals the active segment, then
+/// the first record of the next. Returns the checkpoint's sequence number
+/// (that of the rotation already queued, if one is).
+pub(super) fn queue_rotation(state: &mut State) -> u64 {
+    if let Some(seq) = state.rotate_queued {
+        return seq;
+    }
+    let seq = queue_checkpoint(state, CheckpointReason::Rotate);
+    state.rotate_queued = Some(seq);
+    state.queue.push(Queued::SegmentStart {
+        seq: state.next_seq,
+        ts: chrono::Utc::now(),
+    });
+    state.next_seq += 1;
     state.queued_bytes += 2 * RECORD_BYTES as u64;
     seq
 }

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use super::config::{AuditConfig, FsyncPolicy};
 use super::events::LogEvent;
 use super::health::AuditHealth;
-use super::state::{FULL_BATCH, Failure, Queued, Shared, State};
+use super::state::{CheckpointReason, FULL_BATCH, Failure, Queued, Shared, State, queue_rotation};
 use super::storage::AuditStorage;
 use crate::audit::atomic::write_atomic;
 use crate::audit::event::{Actor, Entry, RECORD_BYTES, Severity};
 use crate::audit::head::SignedHead;
 use crate::audit::observe::Observed;
 use crate::audit::record::{self, Head, checkpoint_message};
+use crate::audit::segments::{segment_file_name, segments_dir_for};
 
 /// The writer thread's state: it alone encodes, hashes and writes.
 struct Writer {
@@ -38,31 +39,70 @@ struct Writer {
     /// A durable signed head not yet saved to the head file (kept across a
     /// failed save).
     head_unsaved: Option<SignedHead>,
+    /// Makes the storage of each new segment's file.
+    wrap: Wrap,
+    /// Sequence number of the active segment's first record.
+    first_seq: u64,
+    /// The sealed segment before the active one (its file name and first
+    /// sequence number), which an `audit.segment` record names.
+    previous: Option<(String, u64)>,
+    /// A sealed segment waiting to be moved away and replaced by a new
+    /// active file (kept across a failed attempt).
+    switch: Option<Switch>,
 }
 
-/// Starts the writer thread of a log whose storage is `storage_len` bytes
-/// long and holds `existing` records ending in `head`.
-pub(super) fn spawn(
-    shared: Arc<Shared>,
-    storage: Box<dyn AuditStorage>,
-    storage_len: u64,
-    existing: u64,
-    head: [u8; 32],
-) -> std::thread::JoinHandle<()> {
+/// Makes the storage of a segment's file (the `wrap` of
+/// [`AuditLog::open_with`](super::AuditLog::open_with)).
+pub(super) type Wrap = Box<dyn FnMut(std::fs::File) -> Box<dyn AuditStorage> + Send>;
+
+/// A rotation between sealing the active segment and starting the next.
+struct Switch {
+    /// The sealed file was renamed into the segments directory.
+    renamed: bool,
+    /// The first sequence number of the next segment.
+    next_first_seq: u64,
+}
+
+/// What the writer thread starts from.
+pub(super) struct Start {
+    pub(super) storage: Box<dyn AuditStorage>,
+    pub(super) wrap: Wrap,
+    /// Length of the active segment.
+    pub(super) len: u64,
+    /// Records in the log.
+    pub(super) existing: u64,
+    /// Hash of the last record.
+    pub(super) head: [u8; 32],
+    /// Sequence number of the active segment's first record.
+    pub(super) first_seq: u64,
+    /// The sealed segment before the active one.
+    pub(super) previous: Option<(String, u64)>,
+    /// The locked lock file: the writer thread owns it, so the lock is
+    /// released when the writer stops (at close).
+    pub(super) lock: std::fs::File,
+}
+
+/// Starts the writer thread of a log.
+pub(super) fn spawn(shared: Arc<Shared>, start: Start) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("forgeone-audit".into())
         .spawn(move || {
+            let _lock = start.lock;
             let mut writer = Writer {
                 shared,
-                storage,
-                good_len: storage_len,
-                head,
+                storage: start.storage,
+                good_len: start.len,
+                head: start.head,
                 encoded: Vec::with_capacity(64 * 1024),
-                encoded_last: existing,
-                written_seq: existing,
+                encoded_last: start.existing,
+                written_seq: start.existing,
                 last_sync: Instant::now(),
                 head_unsynced: None,
                 head_unsaved: None,
+                wrap: start.wrap,
+                first_seq: start.first_seq,
+                previous: start.previous,
+                switch: None,
             };
             // Records are traced through the subscriber that was
             // current when the log was opened.
@@ -79,12 +119,23 @@ struct Batch {
     sync_requested: bool,
     /// The log is closing: this is the last batch.
     closing: bool,
+    /// The batch ends with the checkpoint that seals the active segment.
+    rotate: bool,
 }
 
 impl Writer {
     fn run(&mut self) {
         let config = self.shared.config.clone();
         loop {
+            if self.switch.is_some()
+                && let Err(error) = self.switch_segment()
+            {
+                let closing = self.shared.lock().closing;
+                if self.failed(error, closing, &config) {
+                    return;
+                }
+                continue;
+            }
             let batch = self.next_batch(&config);
             for queued in batch.queued {
                 self.encode(queued);
@@ -99,7 +150,8 @@ impl Writer {
                 FsyncPolicy::EveryRecord | FsyncPolicy::EveryBatch => wrote,
                 FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
             } || batch.sync_requested
-                || batch.closing;
+                || batch.closing
+                || batch.rotate;
             if result.is_ok() && must_sync {
                 result = self.storage.sync();
                 self.last_sync = Instant::now();
@@ -112,6 +164,12 @@ impl Writer {
                         self.head_unsaved = Some(signed);
                     }
                     let saved = self.save_head();
+                    if batch.rotate && saved.is_ok() {
+                        self.switch = Some(Switch {
+                            renamed: false,
+                            next_first_seq: self.encoded_last + 1,
+                        });
+                    }
                     self.written(head, wrote, must_sync, saved.err(), &config)
                 }
                 Err(error) => self.failed(error, batch.closing, &config),
@@ -172,10 +230,26 @@ impl Writer {
         }
         let taken = std::mem::take(&mut state.queued_bytes);
         state.writing_bytes += taken;
+        let mut queued = std::mem::take(&mut state.queue);
+        // A batch ends at the checkpoint that seals the active segment:
+        // what follows goes into the next one.
+        let rotate_at = queued.iter().position(|q| {
+            matches!(
+                q,
+                Queued::Checkpoint {
+                    reason: CheckpointReason::Rotate,
+                    ..
+                }
+            )
+        });
+        if let Some(at) = rotate_at {
+            state.queue = queued.split_off(at + 1);
+        }
         Batch {
-            queued: std::mem::take(&mut state.queue),
+            queued,
             sync_requested: std::mem::take(&mut state.sync_requested),
-            closing: state.closing,
+            closing: state.closing && rotate_at.is_none(),
+            rotate: rotate_at.is_some(),
         }
     }
 
@@ -254,6 +328,10 @@ impl Writer {
             state.queued_bytes += RECORD_BYTES as u64;
             state.since_checkpoint += 1;
             self.shared.set_health(AuditHealth::Writable);
+        }
+        let size = self.shared.config.segment_bytes;
+        if size > 0 && self.good_len >= size && !state.closing && self.switch.is_none() {
+            queue_rotation(&mut state);
         }
         let closed = state.closing && state.queue.is_empty();
         if closed {
@@ -384,20 +462,9 @@ impl Writer {
                 )
                 .0;
                 self.encoded_last = seq;
-                if !self.shared.config.observers.is_empty() {
-                    let details = details.to_string();
-                    self.observe(Observed {
-                        seq,
-                        ts,
-                        kind: "audit.checkpoint",
-                        actor: None,
-                        subjects: &Default::default(),
-                        details: &details,
-                        line_bytes: (self.encoded.len() - start) as u64,
-                        queued_for: Duration::ZERO,
-                    });
-                }
+                self.observe_host_record(seq, ts, "audit.checkpoint", &details, start);
             }
+            Queued::SegmentStart { seq, ts } => self.encode_segment_start(seq, ts),
         }
     }
 
@@ -412,6 +479,129 @@ impl Writer {
             .to_std()
             .unwrap_or_default();
         observers.observe(&record);
+    }
+
+    /// Encodes the first record of a new segment: `audit.segment`, signing
+    /// the head of the segment before it (as a checkpoint does).
+    fn encode_segment_start(&mut self, seq: u64, ts: chrono::DateTime<chrono::Utc>) {
+        let start = self.encoded.len();
+        let covers = seq - 1;
+        let key = &self.shared.key;
+        let signature = key.sign(&checkpoint_message(covers, &self.head));
+        if self.shared.config.head_file.is_some() {
+            let public = key.public().clone();
+            self.head_unsynced = Some(SignedHead::new(covers, self.head, public, signature));
+        }
+        let (previous, previous_first) = self.previous.clone().unwrap_or_default();
+        let details = serde_json::json!({
+            "previous_segment": previous,
+            "previous_first_seq": previous_first,
+            "covers": covers,
+            "head": hex::encode(self.head),
+            "key_id": key.id(),
+            "public_key": key.public().to_hex(),
+            "signature": hex::encode(signature),
+        });
+        let head = Head {
+            seq,
+            ts,
+            kind: "audit.segment",
+            actor: Some(&Actor::host()),
+            subjects: &Default::default(),
+        };
+        self.head = record::encode(
+            &mut self.encoded,
+            &head,
+            |out| {
+                let _ = serde_json::to_writer(out, &details);
+            },
+            &self.head,
+        )
+        .0;
+        self.encoded_last = seq;
+        self.observe_host_record(seq, ts, "audit.segment", &details, start);
+    }
+
+    /// Shows a record the log wrote of its own (`audit.checkpoint`,
+    /// `audit.segment`), encoded from `start` in the batch, to the
+    /// observers.
+    fn observe_host_record(
+        &self,
+        seq: u64,
+        ts: chrono::DateTime<chrono::Utc>,
+        kind: &'static str,
+        details: &serde_json::Value,
+        start: usize,
+    ) {
+        if self.shared.config.observers.is_empty() {
+            return;
+        }
+        let details = details.to_string();
+        self.observe(Observed {
+            seq,
+            ts,
+            kind,
+            actor: None,
+            subjects: &Default::default(),
+            details: &details,
+            line_bytes: (self.encoded.len() - start) as u64,
+            queued_for: Duration::ZERO,
+        });
+    }
+
+    /// Moves the sealed active segment into the segments directory (named
+    /// by its first sequence number) and starts a new, empty active file.
+    /// Each step is durable (directories fsynced) before the next; a
+    /// failed step is retried from where it stopped.
+    fn switch_segment(&mut self) -> std::io::Result<()> {
+        let path = self.shared.path.clone();
+        let Some(switch) = &mut self.switch else {
+            return Ok(());
+        };
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let name = segment_file_name(self.first_seq);
+        if !switch.renamed {
+            let dir = segments_dir_for(&path);
+            std::fs::create_dir_all(&dir)?;
+            let target = dir.join(&name);
+            if target.exists() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "sealing the active segment: {} already exists",
+                        target.display()
+                    ),
+                ));
+            }
+            std::fs::rename(&path, &target)?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            std::fs::File::open(&parent)?.sync_all()?;
+            switch.renamed = true;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        if file.metadata()?.len() != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("starting a new segment: {} is not empty", path.display()),
+            ));
+        }
+        std::fs::File::open(&parent)?.sync_all()?;
+        self.previous = Some((name, self.first_seq));
+        self.first_seq = switch.next_first_seq;
+        self.storage = (self.wrap)(file);
+        self.good_len = 0;
+        self.switch = None;
+        let mut state = self.shared.lock();
+        state.rotate_queued = None;
+        state.active_first_seq = self.first_seq;
+        Ok(())
     }
 }
 

@@ -1,4 +1,4 @@
-//! `forgeone audit verify|head|export|tail`
+//! `forgeone audit verify|head|export|tail|prune`
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use forgeone::PublicKey;
 use forgeone::audit::{
-    self, AuditError, ExportFilter, ExportFormat, Followed, SignedHead, VerifyOptions,
+    self, AuditError, ExportFilter, ExportFormat, Followed, PruneRule, SignedHead, VerifyOptions,
 };
 use forgeone::cluster::Cluster;
 
@@ -53,6 +53,11 @@ pub enum Command {
         /// The least number of records the log must hold.
         #[arg(long, value_name = "N")]
         min_seq: Option<u64>,
+        /// Verify only from the segment that holds record N on (the older
+        /// segments are not read; the range starts at a signed
+        /// `audit.segment` record). Default: every segment.
+        #[arg(long, value_name = "N")]
+        from_seq: Option<u64>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -106,6 +111,40 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Remove (or move away) a log's oldest sealed segments, on the record.
+    ///
+    /// Appends an `audit.pruned` record naming each segment removed (its
+    /// first and last sequence numbers) and the hash of the last removed
+    /// record, seals it with a checkpoint, and only then removes the files,
+    /// so `audit verify` still proves the log whole from its first
+    /// remaining record. Opens the log as its writer: it waits up to
+    /// --lock-timeout while a host holds it. The active segment is never
+    /// removed.
+    Prune {
+        /// The audit log (its active file; segments are in
+        /// `<name>.segments/` beside it).
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// The host's signing key (PKCS#8 PEM): it signs the checkpoint
+        /// that seals the prune record.
+        #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
+        host_key: PathBuf,
+        /// Keep the newest N sealed segments.
+        #[arg(long, value_name = "N", conflicts_with_all = ["before_seq", "older_than"])]
+        keep: Option<usize>,
+        /// Remove the segments whose records are all before seq N.
+        #[arg(long, value_name = "N", conflicts_with = "older_than")]
+        before_seq: Option<u64>,
+        /// Remove the segments sealed longer ago than DURATION (`30days`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+        /// Move the segments into DIR instead of deleting them.
+        #[arg(long, value_name = "DIR")]
+        move_to: Option<PathBuf>,
+        /// How long to wait while another process holds the log.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        lock_timeout: Duration,
+    },
     /// Follow a log as it grows, pretty-printed (Ctrl-C to stop).
     Tail {
         /// The audit log.
@@ -139,10 +178,14 @@ pub fn run(command: Command) -> CmdResult {
             allow_open_tail,
             head,
             min_seq,
+            from_seq,
             json,
         } => {
             let mut options = VerifyOptions::new();
             options.allow_open_tail(allow_open_tail);
+            if let Some(seq) = from_seq {
+                options.from_seq(seq);
+            }
             if let Some(path) = &key {
                 options.key(PublicKey::from_file(path).map_err(Failure::input)?);
             }
@@ -246,7 +289,68 @@ pub fn run(command: Command) -> CmdResult {
             lines,
             kind,
         } => tail(log, no_follow, lines, kind),
+        Command::Prune {
+            log,
+            host_key,
+            keep,
+            before_seq,
+            older_than,
+            move_to,
+            lock_timeout,
+        } => {
+            let rule = match (keep, before_seq, older_than) {
+                (Some(n), _, _) => PruneRule::KeepSegments(n),
+                (_, Some(seq), _) => PruneRule::Before(seq),
+                (_, _, Some(age)) => PruneRule::OlderThan(age),
+                _ => {
+                    return Err(Failure::input(
+                        "say what to prune: --keep N, --before-seq N or --older-than DURATION",
+                    ));
+                }
+            };
+            prune(&log, &host_key, &rule, move_to.as_deref(), lock_timeout)
+        }
     }
+}
+
+/// `audit prune`: opens the log as its writer, prunes, closes it.
+fn prune(
+    log: &std::path::Path,
+    host_key: &std::path::Path,
+    rule: &PruneRule,
+    move_to: Option<&std::path::Path>,
+    lock_timeout: Duration,
+) -> CmdResult {
+    let key = forgeone::SigningKey::from_file(host_key)
+        .map_err(|e| Failure::input(format!("host key {e}")))?;
+    let config = crate::util::audit_config(log, lock_timeout, 0);
+    let audit = forgeone::audit::AuditLog::open(log, key, &config)
+        .map_err(|e| Failure::input(crate::util::lock_failure(e)))?;
+    let summary = audit.prune(rule, move_to).map_err(Failure::input);
+    audit.close().map_err(Failure::input)?;
+    let summary = summary?;
+    if summary.removed.is_empty() {
+        eprintln!("nothing to prune: no sealed segment matches");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for segment in &summary.removed {
+        println!(
+            "{} {} (seq {}..={})",
+            if move_to.is_some() {
+                "moved"
+            } else {
+                "removed"
+            },
+            segment.segment,
+            segment.first_seq,
+            segment.last_seq
+        );
+    }
+    eprintln!(
+        "recorded as audit.pruned at seq {} (last removed record's hash {})",
+        summary.record_seq, summary.head
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_failure(e: AuditError) -> Failure {
@@ -438,6 +542,8 @@ fn verify(log: PathBuf, options: &VerifyOptions, required: Option<u64>, json: bo
                         "key_pinned": report.key_pinned,
                         "recoveries": report.recoveries,
                         "signed_head_seq": report.signed_head.as_ref().map(SignedHead::seq),
+                        "first_seq": report.first_seq,
+                        "files": report.files,
                     })
                 );
             } else {
@@ -445,6 +551,12 @@ fn verify(log: PathBuf, options: &VerifyOptions, required: Option<u64>, json: bo
                     "verified: {} records, {} checkpoints, head {}",
                     report.records, report.checkpoints, report.head
                 );
+                if report.files > 1 || report.first_seq > 1 {
+                    eprintln!(
+                        "note: {} files (sealed segments and the active one), from seq {}",
+                        report.files, report.first_seq
+                    );
+                }
                 if let (false, Some(id)) = (report.key_pinned, &report.key_id) {
                     eprintln!(
                         "note: checkpoints were checked against key {id}, named by the log itself; pass --key HOST_PUB to pin the host key"

@@ -229,6 +229,11 @@ pub(crate) struct Local {
     /// The audit log (default: STATE_DIR/audit.jsonl).
     #[arg(long, value_name = "LOG")]
     audit_log: Option<PathBuf>,
+    /// Seal the audit log's active segment and start a new one at this
+    /// size (sealed segments go to `audit.segments/` beside the log; `0`
+    /// never rotates).
+    #[arg(long, value_name = "SIZE", env = "FORGEONE_AUDIT_SEGMENT_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    audit_segment_size: u64,
     /// The host's signing key for audit checkpoints (PKCS#8 PEM). Without
     /// one, an ephemeral key is generated for this process (and said so).
     #[arg(long, value_name = "KEY", env = "FORGEONE_HOST_KEY")]
@@ -254,7 +259,8 @@ impl Local {
             .audit_log
             .clone()
             .unwrap_or_else(|| self.state_dir.join("audit.jsonl"));
-        let config = crate::util::audit_config(&log_path, self.lock_timeout);
+        let config =
+            crate::util::audit_config(&log_path, self.lock_timeout, self.audit_segment_size);
         match runtime.unless_signalled(move || AuditLog::open(&log_path, key, &config)) {
             Ok(opened) => Ok(Ok(opened.map_err(|e| Failure::input(lock_failure(e)))?)),
             Err(signal) => Ok(Err(signal)),

@@ -85,12 +85,14 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 
 /// How `run` and `up` keep their audit log: the latest signed head beside
 /// it (`audit.head.json`, so a log cut back to an earlier checkpoint is
-/// refused on the next start), and a lock another process holds waited for
-/// up to `lock_timeout`, saying so once on stderr.
-pub fn audit_config(log: &Path, lock_timeout: Duration) -> AuditConfig {
+/// refused on the next start), segments sealed at `segment_size` bytes
+/// (`--audit-segment-size`; 0 never rotates), and a lock another process
+/// holds waited for up to `lock_timeout`, saying so once on stderr.
+pub fn audit_config(log: &Path, lock_timeout: Duration, segment_size: u64) -> AuditConfig {
     let mut config = AuditConfig::new();
     config
         .head_file(audit::head_file_for(log))
+        .segment_size(segment_size)
         .lock_timeout(lock_timeout)
         .on_lock_wait(move |path| {
             eprintln!(

@@ -92,6 +92,11 @@ pub struct Args {
     /// the executor and the audit log. Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Seal the audit log's active segment and start a new one at this
+    /// size (sealed segments go to `audit.segments/` beside the log; `0`
+    /// never rotates).
+    #[arg(long, value_name = "SIZE", env = "FORGEONE_AUDIT_SEGMENT_SIZE", default_value = "256MiB", value_parser = forgeone::deployment::parse_size)]
+    audit_segment_size: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -171,7 +176,8 @@ pub fn run(args: Args) -> CmdResult {
     let (log_path, log_key) = (settings.audit_log.clone(), copy_key(&key)?);
     // The latest signed head is kept beside the log (audit.head.json), so a
     // log cut back to an earlier checkpoint is refused on the next start.
-    let mut config = crate::util::audit_config(&log_path, args.lock_timeout);
+    let mut config =
+        crate::util::audit_config(&log_path, args.lock_timeout, args.audit_segment_size);
     if let Some(addr) = args.metrics {
         // Metrics are a projection of the audit log: the observer sees
         // every record from the first one (`audit.opened`) on.
