@@ -22,6 +22,7 @@ use serde_json::Value as Json;
 
 use crate::guests;
 
+mod allocation;
 mod audit_failure;
 mod audit_output;
 mod bounds;
