@@ -35,6 +35,7 @@ mod handles;
 mod lifecycle;
 mod plugins;
 mod stdio;
+mod warm;
 
 /// A runtime with its audit log in a temporary directory.
 struct Harness {
