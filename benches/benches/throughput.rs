@@ -2,6 +2,8 @@
 //! containers launched at once and awaited, versus a bare wasmtime loop
 //! doing the same (instantiate from `InstancePre`, run, with stub identity
 //! and log imports and output discarded), on the same multi-thread runtime.
+//! Both use wasmtime's pooling allocator with copy-on-write memory images
+//! (bare wasmtime's best configuration, and what `forgeone up` uses).
 //!
 //! Builds the samples into `samples/target` on first use. Run with
 //! `cargo bench -p forgeone-benches --bench throughput`.
@@ -14,7 +16,7 @@ use forgeone::SigningKey;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
-use forgeone::runtime::{ContainerConfig, Runtime, RuntimeConfig};
+use forgeone::runtime::{ContainerConfig, EngineConfig, Runtime, RuntimeConfig};
 use forgeone_benches::Bare;
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store};
@@ -56,13 +58,23 @@ fn bench(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
 
-    let engine = Engine::new(&Config::new()).unwrap();
+    let mut config = Config::new();
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    // Sized as ForgeOne's `pooling(1000, ..)` is: 256 instances at once,
+    // each with several core instances.
+    pool.total_component_instances(1000)
+        .total_core_instances(8000)
+        .total_memories(3000)
+        .total_tables(2000)
+        .max_memory_size(64 << 20);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).unwrap();
     let component = Component::new(&engine, &wasm).unwrap();
     let mut linker = Linker::<Bare>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     stub_kernel(&mut linker);
     let pre = Arc::new(CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap());
-    group.bench_function("bare wasmtime", |b| {
+    group.bench_function("bare wasmtime (pooling)", |b| {
         b.iter(|| {
             tokio.block_on(async {
                 let tasks: Vec<_> = (0..BATCH)
@@ -96,11 +108,13 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let mut config = RuntimeConfig::new();
-    config.allow_unsigned(true);
+    config
+        .allow_unsigned(true)
+        .engine(EngineConfig::new().pooling(1000, 64 << 20));
     let runtime = Runtime::new(config, log).unwrap();
     let container = ContainerConfig::new(VerifiedComponent::unsigned("hello", wasm.clone()));
     let identity = IdentityContext::new("bench", "p3", TrustVector::new(TrustLevel::Medium, 0));
-    group.bench_function("forgeone containers", |b| {
+    group.bench_function("forgeone containers (pooling)", |b| {
         b.iter(|| {
             tokio.block_on(async {
                 let ids: Vec<_> = (0..BATCH)

@@ -6,7 +6,8 @@
 use crate::audit::AuditLog;
 use crate::boot::BootContext;
 use crate::deployment::{Deployment, KnownLabels, WorkloadSpec};
-use crate::runtime::{BackoffConfig, RuntimeConfig};
+use crate::runtime::{BackoffConfig, EngineConfig, RuntimeConfig};
+use crate::scheduler::ResourceRequirements;
 
 use super::{Kernel, KernelConfig, KernelError, NotRun, ScheduleReport};
 
@@ -19,6 +20,13 @@ impl KernelConfig {
     /// directory, and the network available only if some tenant's policy
     /// grants it. A constraint naming a label the node does not have is a
     /// typo, not an unschedulable workload: it is refused here.
+    ///
+    /// The engine uses wasmtime's pooling allocator with copy-on-write
+    /// memory images, sized from the deployment ([`pool_size`]), or
+    /// allocates on demand, with a warning naming why, when the deployment
+    /// does not fit a pool
+    /// ([`EngineConfig::pooling_or_on_demand`]; the runtime's
+    /// [`allocation`](crate::runtime::Runtime::allocation) says which).
     pub fn from_deployment(deployment: &Deployment) -> Result<KernelConfig, KernelError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let node = deployment.node.node(cores);
@@ -49,8 +57,12 @@ impl KernelConfig {
             .max(sup.max_backoff)
             .reset_after(sup.healthy_after)
             .crash_loop_threshold(sup.quarantine_after);
+        let (instances, max_memory) = pool_size(deployment);
+        let mut engine = EngineConfig::new();
+        engine.pooling_or_on_demand(instances, MEMORIES_PER_INSTANCE, max_memory);
         let mut runtime = RuntimeConfig::new();
         runtime
+            .engine(engine)
             .cache_dir(state_dir.join("cache"))
             .backoff(backoff)
             // The master switch; each container is checked against its
@@ -60,6 +72,36 @@ impl KernelConfig {
         config.runtime(runtime).healthy_after(sup.healthy_after);
         config
     }
+}
+
+/// Linear memories a pool slot set holds per instance: a component's own
+/// memory and one more (an adapter's, or a second module's).
+const MEMORIES_PER_INSTANCE: u32 = 2;
+
+/// The pooling allocator's size for `deployment`: how many component
+/// instances may be alive at once, and the largest linear memory.
+///
+/// Instances: every copy of every workload (`replicas`, an upper bound for
+/// one host) runs one instance, and a restart frees its instance before it
+/// takes the next; a quarter more (at least 16) leaves room for workloads
+/// submitted later and for plugin calls. The largest memory is the largest
+/// memory limit of any workload (the default limit for those that set
+/// none).
+pub fn pool_size(deployment: &Deployment) -> (u32, u64) {
+    let copies: u32 = deployment
+        .workloads
+        .iter()
+        .map(|w| w.replicas)
+        .fold(0, u32::saturating_add);
+    let instances = copies.saturating_add((copies / 4).max(16));
+    let default_memory = ResourceRequirements::default().memory;
+    let max_memory = deployment
+        .workloads
+        .iter()
+        .map(|w| w.resources.memory.unwrap_or(default_memory))
+        .max()
+        .unwrap_or(default_memory);
+    (instances, max_memory)
 }
 
 impl Kernel {

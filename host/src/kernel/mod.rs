@@ -114,6 +114,7 @@ use crate::scheduler::{
     SchedulerContext, SpawnOptions, Workload,
 };
 
+pub use deploy::pool_size;
 pub use views::{KernelEvent, Launched, NotRun, Preempted, Refused, ScheduleReport, WorkloadView};
 
 /// Errors of the kernel.
@@ -386,6 +387,12 @@ impl Kernel {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The instance allocator its runtime uses (pooling, or on demand and
+    /// why; see [`KernelConfig::from_deployment`]).
+    pub fn allocation(&self) -> &crate::runtime::Allocation {
+        self.runtime.allocation()
     }
 
     /// What the local node has in use now.

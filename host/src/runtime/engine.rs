@@ -45,7 +45,124 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolingLimits {
     pub(crate) total_instances: u32,
+    /// Linear memories per instance (each instance also gets a GC heap
+    /// slot, for wasm exceptions).
+    pub(crate) memories_per_instance: u32,
     pub(crate) max_memory_bytes: u64,
+    /// When the pool cannot be set up, allocate on demand (with a warning
+    /// and [`Allocation::OnDemand`] naming why) instead of failing.
+    pub(crate) fallback: bool,
+}
+
+/// Bytes of address space one memory slot of the pool reserves: wasmtime's
+/// default static reservation on 64-bit hosts (4 GiB, which lets compiled
+/// code skip bounds checks) plus its default 32 MiB guard.
+const SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
+
+/// The most address space a pool may reserve: a quarter of the 128 TiB a
+/// 64-bit Linux process can map, so the host's own mappings (and a second
+/// runtime in the same process) keep room.
+const POOL_BUDGET: u64 = 32 << 40;
+
+/// The largest linear memory a pool slot holds (its static reservation).
+const SLOT_MEMORY: u64 = 4 << 30;
+
+/// The instance allocator a runtime's engine uses
+/// ([`Runtime::allocation`](super::Runtime::allocation)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Allocation {
+    /// wasmtime's pooling allocator with copy-on-write memory images: a
+    /// start takes a prepared slot instead of mapping memory.
+    Pooling {
+        /// Component instances (containers and plugin calls) that can be
+        /// alive at once; one more fails to instantiate.
+        instances: u32,
+        /// Linear-memory slots (GC heaps included).
+        memories: u32,
+        /// The largest linear memory, in bytes.
+        max_memory: u64,
+    },
+    /// Memory and stacks mapped for each instance.
+    OnDemand {
+        /// Why the pool that was asked for is not used (the deployment does
+        /// not fit it); `None` when none was asked for.
+        fallback: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Allocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allocation::Pooling {
+                instances,
+                memories,
+                max_memory,
+            } => write!(
+                f,
+                "pooling: {instances} instances, {memories} memory slots of up to {}",
+                bytesize::ByteSize(*max_memory).display().iec()
+            ),
+            Allocation::OnDemand { fallback: None } => f.write_str("on demand"),
+            Allocation::OnDemand {
+                fallback: Some(why),
+            } => write!(f, "on demand, not pooling: {why}"),
+        }
+    }
+}
+
+impl PoolingLimits {
+    /// Memory slots: the linear memories and a GC heap per instance.
+    fn slots(&self) -> u64 {
+        u64::from(self.total_instances) * (u64::from(self.memories_per_instance) + 1)
+    }
+
+    /// Why this pool cannot be set up on this host, if it cannot.
+    fn misfit(&self) -> Option<String> {
+        if self.max_memory_bytes > SLOT_MEMORY {
+            return Some(format!(
+                "a memory limit of {} is over the pool's {} slots",
+                bytesize::ByteSize(self.max_memory_bytes).display().iec(),
+                bytesize::ByteSize(SLOT_MEMORY).display().iec()
+            ));
+        }
+        let reserved = self.slots().saturating_mul(SLOT_RESERVATION);
+        (reserved > POOL_BUDGET).then(|| {
+            format!(
+                "{} instances need {} memory slots, {} of address space, over the pool's budget of {}",
+                self.total_instances,
+                self.slots(),
+                bytesize::ByteSize(reserved).display().iec(),
+                bytesize::ByteSize(POOL_BUDGET).display().iec()
+            )
+        })
+    }
+
+    fn allocation(&self) -> Allocation {
+        Allocation::Pooling {
+            instances: self.total_instances,
+            memories: u32::try_from(self.slots()).unwrap_or(u32::MAX),
+            max_memory: self.max_memory_bytes,
+        }
+    }
+
+    fn config(&self) -> PoolingAllocationConfig {
+        let instances = self.total_instances;
+        let slots = u32::try_from(self.slots()).unwrap_or(u32::MAX);
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            // The linear memories of each instance, and a GC heap (it is a
+            // memory slot too) per store that throws exceptions.
+            .total_memories(slots)
+            .total_gc_heaps(instances)
+            .total_tables(instances.saturating_mul(2))
+            .total_stacks(instances)
+            .max_memory_size(usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX));
+        pooling
+    }
 }
 
 impl Default for EngineConfig {
@@ -85,7 +202,36 @@ impl EngineConfig {
     pub fn pooling(&mut self, total_instances: u32, max_memory_bytes: u64) -> &mut Self {
         self.pooling = Some(PoolingLimits {
             total_instances,
+            memories_per_instance: 2,
             max_memory_bytes,
+            fallback: false,
+        });
+        self
+    }
+
+    /// Uses the pooling allocator, as [`pooling`](Self::pooling) does, sized
+    /// for `total_instances` instances of up to `memories_per_instance`
+    /// linear memories of at most `max_memory_bytes` each (plus a GC heap
+    /// slot per instance), when that pool fits this host; otherwise
+    /// allocates on demand and says why
+    /// ([`Allocation::OnDemand`], and a warning in the log). A pool does
+    /// not fit when a memory limit is over 4 GiB (the size of a slot), when
+    /// its slots would reserve more than 32 TiB of address space (each
+    /// slot reserves 4 GiB and a guard, so that compiled code needs no
+    /// bounds checks), or when wasmtime cannot set it up. This is how
+    /// [`KernelConfig::from_deployment`](crate::kernel::KernelConfig::from_deployment)
+    /// sizes the pool of `forgeone up` and of a cluster host.
+    pub fn pooling_or_on_demand(
+        &mut self,
+        total_instances: u32,
+        memories_per_instance: u32,
+        max_memory_bytes: u64,
+    ) -> &mut Self {
+        self.pooling = Some(PoolingLimits {
+            total_instances,
+            memories_per_instance: memories_per_instance.max(1),
+            max_memory_bytes,
+            fallback: true,
         });
         self
     }
@@ -183,8 +329,8 @@ impl EngineConfig {
         self
     }
 
-    /// Builds the wasmtime engine.
-    pub(crate) fn build(&self) -> Result<Engine, RuntimeError> {
+    /// Builds the wasmtime engine, and says which allocator it uses.
+    pub(crate) fn build(&self) -> Result<(Engine, Allocation), RuntimeError> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -202,24 +348,38 @@ impl EngineConfig {
             .max_wasm_stack(self.max_wasm_stack)
             // The async stack must hold the wasm stack plus host frames.
             .async_stack_size(self.max_wasm_stack + 1024 * 1024);
+        let build = |config: &Config| {
+            Engine::new(config).map_err(|e| RuntimeError::engine("building the engine", e))
+        };
+        let mut fallback = None;
         if let Some(pool) = self.pooling {
-            let mut pooling = PoolingAllocationConfig::new();
-            pooling
-                .total_component_instances(pool.total_instances)
-                .total_core_instances(pool.total_instances.saturating_mul(8))
-                // Two linear memories per instance, and a GC heap (it is
-                // a memory slot too) per store that throws exceptions.
-                .total_memories(pool.total_instances.saturating_mul(3))
-                .total_gc_heaps(pool.total_instances)
-                .total_tables(pool.total_instances.saturating_mul(2))
-                .total_stacks(pool.total_instances)
-                .max_memory_size(usize::try_from(pool.max_memory_bytes).unwrap_or(usize::MAX));
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        } else if self.stack_cache > 0 {
+            let why = match pool.misfit().filter(|_| pool.fallback) {
+                Some(why) => why,
+                None => {
+                    let mut pooled = config.clone();
+                    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.config()));
+                    match build(&pooled) {
+                        Ok(engine) => return Ok((engine, pool.allocation())),
+                        Err(e) if pool.fallback => format!(
+                            "the pool for {} instances cannot be set up: {e}",
+                            pool.total_instances
+                        ),
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            tracing::warn!(
+                target: "forgeone::runtime",
+                "the deployment does not fit the pooling allocator ({why}); \
+                 containers are allocated on demand"
+            );
+            fallback = Some(why);
+        }
+        if self.stack_cache > 0 {
             #[cfg(unix)]
             config.with_host_stack(Arc::new(super::stacks::StackCache::new(self.stack_cache)));
         }
-        Engine::new(&config).map_err(|e| RuntimeError::engine("building the engine", e))
+        Ok((build(&config)?, Allocation::OnDemand { fallback }))
     }
 }
 

@@ -70,7 +70,7 @@ mod supervisor;
 
 pub use cache::Compression;
 pub use config::ContainerConfig;
-pub use engine::EngineConfig;
+pub use engine::{Allocation, EngineConfig};
 pub use error::RuntimeError;
 pub use file_io::{FileIo, FileIoError};
 pub use grants::{DirGrant, DirGrantError, Grants, StdinGrant};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{BootError, CopyStatus};
 use forgeone::kernel::{Kernel, NotRun};
-use forgeone::runtime::ContainerStatus;
+use forgeone::runtime::{Allocation, ContainerStatus};
 use forgeone::{Deployment, SigningKey, TrustLevel};
 use serde_json::Value;
 
@@ -111,6 +111,17 @@ async fn a_deployment_runs_from_the_library_with_a_handful_of_calls() {
         .run()
         .unwrap();
     let (kernel, report) = Kernel::from_deployment(&deployment, boot, audit.clone()).unwrap();
+    // Pooled by default, sized from the file: its 4 workloads and 16
+    // more, memories of up to the default limit.
+    assert_eq!(forgeone::kernel::pool_size(&deployment), (20, 64 << 20));
+    assert_eq!(
+        kernel.allocation(),
+        &Allocation::Pooling {
+            instances: 20,
+            memories: 60,
+            max_memory: 64 << 20
+        }
+    );
     let placed: Vec<&str> = report.launched.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(placed, ["api", "flaky"]);
     settle(&kernel).await;

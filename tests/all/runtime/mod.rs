@@ -22,6 +22,7 @@ use serde_json::Value as Json;
 
 use crate::guests;
 
+mod allocation;
 mod audit_failure;
 mod audit_output;
 mod bounds;
@@ -34,6 +35,7 @@ mod handles;
 mod lifecycle;
 mod plugins;
 mod stdio;
+mod warm;
 
 /// A runtime with its audit log in a temporary directory.
 struct Harness {

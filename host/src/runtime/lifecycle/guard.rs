@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use crate::audit::{AuditHealth, FailMode};
 
-use crate::runtime::container::RunSpec;
+use crate::runtime::RuntimeError;
+use crate::runtime::container::Run;
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;
 use crate::runtime::outcome::{Failure, Outcome, RunEnd};
@@ -37,7 +38,7 @@ impl Runtime {
     pub(super) async fn run_guarded(
         &self,
         id: Uuid,
-        spec: &RunSpec,
+        prepared: Result<Run, RuntimeError>,
         control: &Arc<Control>,
         run: u32,
     ) -> Outcome {
@@ -46,7 +47,7 @@ impl Runtime {
         let mut acted = Acted::default();
         // The state now, then every change.
         let mut now = Some(health.borrow_and_update().clone());
-        let guest = Self::run_once(spec, control, run);
+        let guest = Self::run_once(prepared, run);
         tokio::pin!(guest);
         loop {
             if let Some(state) = now.take() {

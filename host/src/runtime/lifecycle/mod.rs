@@ -33,7 +33,7 @@ use crate::audit::{Actor, AuditLog, Entry};
 use crate::runtime::RuntimeError;
 use crate::runtime::container::RunSpec;
 use crate::runtime::control::Control;
-use crate::runtime::engine::EpochTicker;
+use crate::runtime::engine::{Allocation, EpochTicker};
 use crate::runtime::events::ContainerEvent;
 use crate::runtime::host::{GuestIdentity, Host};
 use crate::runtime::outcome::Outcome;
@@ -64,6 +64,7 @@ pub(crate) struct Inner {
     containers: Mutex<HashMap<Uuid, ContainerEntry>>,
     pub(crate) plugins: PluginRegistry,
     status: Mutex<RuntimeStatus>,
+    allocation: Allocation,
     _ticker: EpochTicker,
 }
 
@@ -104,7 +105,7 @@ impl Runtime {
     /// ```
     pub fn new(config: impl Into<RuntimeConfig>, audit: AuditLog) -> Result<Runtime, RuntimeError> {
         let config = config.into();
-        let engine = config.engine.build()?;
+        let (engine, allocation) = config.engine.build()?;
         let mut linker = wasmtime::component::Linker::<Host>::new(&engine);
         crate::runtime::host::add_to_linker(&mut linker)
             .map_err(|e| RuntimeError::engine("linking the host imports", e))?;
@@ -125,9 +126,18 @@ impl Runtime {
                 containers: Mutex::new(HashMap::new()),
                 plugins: PluginRegistry::default(),
                 status: Mutex::new(RuntimeStatus::Running),
+                allocation,
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// The instance allocator the engine uses: the pool it was configured
+    /// with, or on demand (and why, when a pool was asked for with
+    /// [`EngineConfig::pooling_or_on_demand`](crate::runtime::EngineConfig::pooling_or_on_demand)
+    /// and the deployment did not fit it).
+    pub fn allocation(&self) -> &Allocation {
+        &self.inner.allocation
     }
 
     fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ContainerEntry>> {

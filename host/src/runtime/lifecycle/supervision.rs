@@ -2,12 +2,15 @@
 //! and backoff until it settles, recording each run and quarantining crash
 //! loops.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::audit::Entry;
+use crate::runtime::RuntimeError;
 use crate::runtime::container::{Run, RunSpec};
 use crate::runtime::control::Control;
 use crate::runtime::events::ContainerEvent;
@@ -138,36 +141,7 @@ impl Runtime {
             if control.stop_requested() {
                 return self.stopped_before_run(id, &control, run);
             }
-            {
-                let mut containers = self.containers();
-                if let Some(entry) = containers.get_mut(&id) {
-                    entry.ctx.run = run;
-                    entry.ctx.next_restart = None;
-                    // Not running until its start is on the record: while
-                    // `container.started` is made durable the run is being
-                    // created (a stop meanwhile needs no grace period).
-                    entry.ctx.status = ContainerStatus::Creating;
-                }
-            }
-            // Built from the run's identity, with its shared actor and
-            // subjects: no strings are copied per record.
-            let entry = spec.identity.entry(ContainerEvent::Started { run });
-            let outcome = match self.durable_start(entry).await {
-                Ok(()) => {
-                    if let Some(entry) = self.containers().get_mut(&id)
-                        && entry.ctx.status == ContainerStatus::Creating
-                    {
-                        entry.ctx.status = ContainerStatus::Running;
-                    }
-                    self.run_guarded(id, &spec, &control, run).await
-                }
-                Err(failure) => Outcome {
-                    end: RunEnd::Failed(failure),
-                    stats: RunStats::default(),
-                    run,
-                    last_output: Vec::new(),
-                },
-            };
+            let outcome = self.start_run(id, &spec, &control, run).await;
             self.record_run(id, &outcome).await;
 
             if let Some(failure @ Failure::AuditUnavailable { .. }) = outcome.failure() {
@@ -264,6 +238,60 @@ impl Runtime {
         }
     }
 
+    /// Starts run number `run`: its `container.started` record made
+    /// durable (with the store set up meanwhile), then the guest under the
+    /// audit failure policy.
+    async fn start_run(
+        &self,
+        id: Uuid,
+        spec: &RunSpec,
+        control: &Arc<Control>,
+        run: u32,
+    ) -> Outcome {
+        {
+            let mut containers = self.containers();
+            if let Some(entry) = containers.get_mut(&id) {
+                entry.ctx.run = run;
+                entry.ctx.next_restart = None;
+                // Not running until its start is on the record: while
+                // `container.started` is made durable the run is being
+                // created (a stop meanwhile needs no grace period).
+                entry.ctx.status = ContainerStatus::Creating;
+            }
+        }
+        // Built from the run's identity, with its shared actor and
+        // subjects: no strings are copied per record.
+        let entry = spec.identity.entry(ContainerEvent::Started { run });
+        let mut durable = std::pin::pin!(self.durable_start(entry));
+        // The first poll queues `container.started` and asks the writer
+        // for the fsync; while it works (on another core), the run's
+        // store and WASI context are set up here. Nothing of the guest
+        // runs before the records are durable: instantiation (which
+        // may run a module's start function) comes after.
+        let queued = std::future::poll_fn(|cx| Poll::Ready(durable.as_mut().poll(cx))).await;
+        let prepared = Run::prepare(spec, control.clone(), run);
+        let written = match queued {
+            Poll::Ready(written) => written,
+            Poll::Pending => durable.await,
+        };
+        match written {
+            Ok(()) => {
+                if let Some(entry) = self.containers().get_mut(&id)
+                    && entry.ctx.status == ContainerStatus::Creating
+                {
+                    entry.ctx.status = ContainerStatus::Running;
+                }
+                self.run_guarded(id, prepared, control, run).await
+            }
+            Err(failure) => Outcome {
+                end: RunEnd::Failed(failure),
+                stats: RunStats::default(),
+                run,
+                last_output: Vec::new(),
+            },
+        }
+    }
+
     fn stopped_before_run(&self, id: Uuid, control: &Control, run: u32) -> Outcome {
         let outcome = Outcome {
             end: RunEnd::Stopped { forced: false },
@@ -340,10 +368,11 @@ impl Runtime {
         })
     }
 
-    /// One run of the guest, then its output: the last of it cut into
-    /// records and every record queued in the log.
-    pub(super) async fn run_once(spec: &RunSpec, control: &Arc<Control>, run: u32) -> Outcome {
-        match Run::prepare(spec, control.clone(), run) {
+    /// One run of the guest (its store prepared by [`Run::prepare`]), then
+    /// its output: the last of it cut into records and every record
+    /// queued in the log.
+    pub(super) async fn run_once(prepared: Result<Run, RuntimeError>, run: u32) -> Outcome {
+        match prepared {
             Ok(prepared) => {
                 let capture = prepared.capture();
                 let outcome = prepared.into_future().await;

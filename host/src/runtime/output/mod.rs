@@ -295,6 +295,23 @@ impl Capture {
         }
     }
 
+    /// Opens a finished and drained capture again for the next call of a
+    /// warm plugin instance, whose WASI streams keep writing here: counts,
+    /// the kept copy's limit and the audit budget start over, as for a
+    /// fresh capture. Only for captures without byte sinks (plugins have
+    /// none: their deliveries, once finished, stay finished).
+    pub(crate) fn rearm(&self) {
+        let mut state = self.lock();
+        debug_assert!(state.target.bytes.iter().all(Option::is_none));
+        state.partial = [Vec::new(), Vec::new()];
+        state.total = 0;
+        state.kept = 0;
+        state.truncated = false;
+        state.finished = false;
+        state.last_lines.clear();
+        state.audit = AuditChunks::new(state.target.subjects.clone(), state.target.audit_budget);
+    }
+
     /// When pending output is next due in the log, if any is pending.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.lock().audit.next_due()

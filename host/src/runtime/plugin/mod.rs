@@ -4,7 +4,10 @@
 //! Every call runs in a fresh instance with its own store: fresh fuel,
 //! memory limit and deadline per call, and nothing left over from the
 //! previous call (the Spin model: instances are cheap from an
-//! `InstancePre`). A plugin gets an empty WASI context: no directories, no
+//! `InstancePre`, and cheaper still with the pooling allocator's
+//! copy-on-write memory images). [`Plugin::warm`] opts into reusing
+//! instances between calls instead (the Extism model, `warm`), which gives
+//! up that isolation between calls. A plugin gets an empty WASI context: no directories, no
 //! environment, no network; its output goes to the audit log. A plugin may
 //! also export its own WIT world instead (`typed`); `run` is one call's
 //! instance, limits, slot and record.
@@ -37,6 +40,7 @@ pub use typed::{Called, GuestCall, PluginCallError};
 
 mod run;
 mod typed;
+mod warm;
 
 /// A loaded plugin. Clone it to call it from several tasks.
 #[derive(Clone)]
@@ -58,6 +62,9 @@ pub struct Plugin {
     queue: Option<Queue>,
     /// Calls of this plugin (and its clones) now waiting for a slot.
     waiting: Arc<AtomicUsize>,
+    /// Idle instances kept between calls ([`Plugin::warm`]); `None`: a
+    /// fresh instance per call.
+    warm: Option<Arc<warm::WarmPool>>,
     /// What its `forgeone:kernel/config` import answers.
     config: Arc<BTreeMap<String, String>>,
     /// Where its stdout, stderr (a panic message among them) and log lines
@@ -170,6 +177,7 @@ impl Runtime {
             limits,
             queue: None,
             waiting: Arc::default(),
+            warm: None,
             config: Arc::new(config),
             output,
             info: PluginInfo {
@@ -349,12 +357,60 @@ impl Plugin {
         self
     }
 
+    /// Reuses instances between calls instead of a fresh instance per
+    /// call, in the style of Extism: a call takes an idle instance (or
+    /// makes one), and gives it back when it returns normally, its own
+    /// error included; up to `keep` idle instances (at least 1) stay alive
+    /// for this plugin and its clones, each holding its memory (and, with
+    /// the pooling allocator, its instance slot).
+    ///
+    /// **What this gives up: isolation between calls.** A warm instance
+    /// keeps its linear memory, globals, tables and WASI handles from one
+    /// call to the next, so state (a cache, a counter, a secret of a
+    /// previous caller's input) can leak from one call into the next. Use
+    /// it only for plugins every caller may share, and only when the call
+    /// itself is short enough that a fresh instance's few microseconds
+    /// matter.
+    ///
+    /// What stays the same: every call is audited
+    /// (`container.plugin.call`) and counted in the plugin's
+    /// [`PluginContext`] as before; each call gets the full fuel budget,
+    /// its own deadline, output limit, audit budget and log-line count;
+    /// the memory limit still holds (over all calls: memory a warm
+    /// instance grew stays counted). A call that traps, runs out of fuel,
+    /// hits a limit or the deadline, or is cancelled discards its instance,
+    /// and the next call gets a fresh one.
+    ///
+    /// ```no_run
+    /// # async fn f(runtime: forgeone::runtime::Runtime, c: forgeone::boot::VerifiedComponent, id: forgeone::IdentityContext) -> Result<(), forgeone::runtime::RuntimeError> {
+    /// use forgeone::runtime::{Limits, Value};
+    /// let plugin = runtime.load_plugin(&c, id, Limits::default()).await?.warm(4);
+    /// let slug = plugin.call("slugify", Value::Text("Hello, World!".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn warm(mut self, keep: usize) -> Plugin {
+        self.warm = Some(Arc::new(warm::WarmPool::new(keep)));
+        self
+    }
+
+    /// How many warm instances are idle now (0 unless [`Plugin::warm`]).
+    pub fn warm_instances(&self) -> usize {
+        self.warm.as_ref().map_or(0, |pool| pool.idle())
+    }
+
     /// The same plugin with other limits for its calls: no second load,
     /// `describe` or `container.plugin.loaded` record; calls through either
-    /// are counted and audited as this plugin's.
+    /// are counted and audited as this plugin's. A [`warm`](Plugin::warm)
+    /// plugin's copy keeps warm instances of its own.
     pub fn with_limits(&self, limits: impl Into<Limits>) -> Plugin {
         Plugin {
             limits: limits.into(),
+            // Warm instances are set up under the limits they were made
+            // with: the other limits keep their own.
+            warm: self
+                .warm
+                .as_ref()
+                .map(|pool| Arc::new(warm::WarmPool::new(pool.keep()))),
             ..self.clone()
         }
     }

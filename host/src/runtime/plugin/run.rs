@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::Instance;
 
+use super::warm::WarmInstance;
 use super::{GuestCall, Plugin};
 use crate::audit::Entry;
 use crate::runtime::RuntimeError;
@@ -107,16 +108,10 @@ impl Plugin {
         }
     }
 
-    /// One try at running the call in a fresh instance: busy when the
-    /// instance pool has no free slot (nothing of the guest ran).
-    async fn attempt<'p, R, F>(
-        &'p self,
-        work: &mut Option<F>,
-        record: &mut CallRecord<'p>,
-    ) -> Attempt<R>
-    where
-        F: for<'s> FnOnce(&'s mut Store<Host>, &'s Instance) -> GuestCall<'s, R>,
-    {
+    /// A fresh store for one call (or for a warm instance's first call):
+    /// an empty WASI context with its output captured, the plugin's limits
+    /// and configuration, and the control its epoch callback reports to.
+    fn fresh_store(&self) -> Result<(Store<Host>, Capture, Arc<Control>), Failure> {
         let runtime = &self.runtime;
         let capture = Capture::new(CaptureTarget {
             container: self.id,
@@ -141,7 +136,6 @@ impl Plugin {
         // Publishes fuel and peak memory while the call runs (at every
         // epoch tick), so a cancelled call is accounted too.
         let control = Arc::new(Control::default());
-        record.control = Some(control.clone());
         let host = Host {
             wasi,
             table: crate::runtime::fs_guard::table(&self.limits),
@@ -165,37 +159,62 @@ impl Plugin {
             // No preopens, so no file calls: the builder's default.
             file_io: FileIo::BlockingPool,
         };
-        let engine = runtime.inner.store.engine().clone();
-        let mut store = match new_store(
-            &engine,
+        let store = new_store(
+            runtime.inner.store.engine(),
             host,
             &self.limits,
             runtime.inner.config.engine.fuel_yield_interval,
-            Some(control),
+            Some(control.clone()),
             None,
-        ) {
-            Ok(store) => store,
-            Err(e) => {
-                return Attempt::Ran {
-                    result: Err(Failure::Instantiate {
-                        message: e.to_string(),
-                    }),
-                    stats: RunStats::default(),
-                };
-            }
-        };
+        )
+        .map_err(|e| Failure::Instantiate {
+            message: e.to_string(),
+        })?;
+        Ok((store, capture, control))
+    }
+
+    /// One try at running the call, in a warm instance if the plugin keeps
+    /// them and one is idle, or else in a fresh one: busy when the
+    /// instance pool has no free slot (nothing of the guest ran).
+    async fn attempt<'p, R, F>(
+        &'p self,
+        work: &mut Option<F>,
+        record: &mut CallRecord<'p>,
+    ) -> Attempt<R>
+    where
+        F: for<'s> FnOnce(&'s mut Store<Host>, &'s Instance) -> GuestCall<'s, R>,
+    {
+        let runtime = &self.runtime;
         let budget = self.limits.fuel.unwrap_or(u64::MAX);
+        let warm = self.warm.as_ref().and_then(|pool| pool.take(budget));
+        let (mut store, instance, capture, control) = match warm {
+            Some(w) => (w.store, Some(w.instance), w.capture, w.control),
+            None => match self.fresh_store() {
+                Ok((store, capture, control)) => (store, None, capture, control),
+                Err(failure) => {
+                    return Attempt::Ran {
+                        result: Err(failure),
+                        stats: RunStats::default(),
+                    };
+                }
+            },
+        };
+        record.control = Some(control.clone());
         let started = Instant::now();
         let pre = self.pre.clone();
         let work = async {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = match instance {
+                Some(instance) => instance,
+                None => pre.instantiate_async(&mut store).await?,
+            };
             // Taken only once an instance is there: a busy try leaves it
             // for the next.
             let work = work.take().expect("a call's work runs once");
-            work(&mut store, &instance).await
+            let reply = work(&mut store, &instance).await?;
+            Ok((reply, instance))
         };
         // The deadline also covers time spent waiting in host calls.
-        let result = match self.limits.timeout {
+        let result: wasmtime::Result<(R, Instance)> = match self.limits.timeout {
             Some(timeout) => {
                 let timed = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
                     tokio::time::timeout(timeout, work)
@@ -226,16 +245,40 @@ impl Plugin {
             output_truncated,
             sink_failure: None,
         };
-        let result = result.map_err(|error| {
-            match classify(Err(error), store.data(), &self.limits, budget) {
-                RunEnd::Failed(f) => f,
-                RunEnd::Success => Failure::Exit { code: 0 },
-                RunEnd::Stopped { .. } => Failure::Instantiate {
-                    message: "stopped".into(),
-                },
+        let result = match result {
+            Ok((reply, instance)) => {
+                // Returned normally: a warm plugin keeps the instance for
+                // the next call (or drops it when enough are idle).
+                if let Some(pool) = &self.warm {
+                    let warm = WarmInstance {
+                        store,
+                        instance,
+                        capture,
+                        control,
+                    };
+                    if let Some(extra) = pool.give_back(warm) {
+                        drop(extra);
+                        runtime.inner.plugins.slot_freed.notify_waiters();
+                    }
+                    return Attempt::Ran {
+                        result: Ok(reply),
+                        stats,
+                    };
+                }
+                Ok(reply)
             }
-        });
-        // The instance slot is free once the store is gone: tell the calls
+            Err(error) => Err(
+                match classify(Err(error), store.data(), &self.limits, budget) {
+                    RunEnd::Failed(f) => f,
+                    RunEnd::Success => Failure::Exit { code: 0 },
+                    RunEnd::Stopped { .. } => Failure::Instantiate {
+                        message: "stopped".into(),
+                    },
+                },
+            ),
+        };
+        // The instance slot is free once the store is gone (after a
+        // failure a warm instance is discarded too): tell the calls
         // waiting for one.
         drop(store);
         runtime.inner.plugins.slot_freed.notify_waiters();

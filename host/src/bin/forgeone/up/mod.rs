@@ -342,6 +342,7 @@ async fn run_kernel(
     let sampler = args
         .metrics
         .map(|_| forgeone::telemetry::spawn_sampler(&kernel, Duration::from_secs(1)));
+    print_allocation(&kernel, out);
     print_schedule(&kernel, &report, deployment, out);
 
     // A signal that arrived during placement is taken at once.
@@ -380,6 +381,14 @@ fn kernel_failure(e: KernelError) -> Failure {
         KernelError::BootCompromised { .. } => Failure::check(e),
         other => Failure::input(other),
     }
+}
+
+/// Which instance allocator runs the containers: the pool sized from the
+/// deployment, or on demand and why the deployment does not fit a pool.
+fn print_allocation(kernel: &Kernel, out: Out) {
+    let allocation = kernel.allocation();
+    out.line(format!("instances: {allocation}"));
+    out.event(json!({ "event": "allocation", "allocation": allocation }));
 }
 
 /// What the first scheduling round did, and every workload that did not
