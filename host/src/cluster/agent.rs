@@ -210,7 +210,7 @@ async fn run(
         (config.heartbeat / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     // Heartbeat, lease and placement run on their own task, so a slow
     // start (compiling a component) never delays a renewal.
-    let mut control = Control {
+    let control = Control {
         id: id.clone(),
         cluster: cluster.clone(),
         node: config.node.clone(),
@@ -222,36 +222,7 @@ async fn run(
         renewal: renewal.clone(),
         failing_since: None,
     };
-    let control_status = status.clone();
-    let mut control_stop = stop.clone();
-    let control_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // A new deployment or node is placed as soon as the watch
-            // delivers it; the tick keeps the heartbeat and the lease.
-            let watched = tokio::select! {
-                _ = control_stop.changed() => break,
-                _ = tick.tick() => Ok(()),
-                r = control.inputs.changed() => r,
-            };
-            if *control_stop.borrow() {
-                break;
-            }
-            if let Err(e) = watched {
-                tracing::warn!(node = %control.id, error = %e, "watch failed; reopening");
-                tokio::time::sleep(tick_every).await;
-            }
-            let result = control.step().await;
-            let mut s = lock(&control_status);
-            s.leader = control.leader.holds();
-            if let Err(e) = result {
-                tracing::warn!(node = %control.id, error = %e, "heartbeat or placement failed");
-                s.last_error = Some(e.to_string());
-            }
-        }
-        control
-    });
+    let control_task = spawn_control(control, status.clone(), stop.clone(), tick_every);
     let mut replicas = Replicas::new(
         id.clone(),
         config.node.clone(),
@@ -359,6 +330,44 @@ async fn run(
     s.leader = false;
     s.replicas.clear();
     s.stopped = true;
+}
+
+/// Runs the heartbeat, the lease and placement on their own task, so a
+/// slow start (compiling a component) never delays a renewal.
+fn spawn_control(
+    mut control: Control,
+    control_status: Arc<Mutex<AgentStatus>>,
+    mut control_stop: watch::Receiver<bool>,
+    tick_every: Duration,
+) -> JoinHandle<Control> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A new deployment or node is placed as soon as the watch
+            // delivers it; the tick keeps the heartbeat and the lease.
+            let watched = tokio::select! {
+                _ = control_stop.changed() => break,
+                _ = tick.tick() => Ok(()),
+                r = control.inputs.changed() => r,
+            };
+            if *control_stop.borrow() {
+                break;
+            }
+            if let Err(e) = watched {
+                tracing::warn!(node = %control.id, error = %e, "watch failed; reopening");
+                tokio::time::sleep(tick_every).await;
+            }
+            let result = control.step().await;
+            let mut s = lock(&control_status);
+            s.leader = control.leader.holds();
+            if let Err(e) = result {
+                tracing::warn!(node = %control.id, error = %e, "heartbeat or placement failed");
+                s.last_error = Some(e.to_string());
+            }
+        }
+        control
+    })
 }
 
 /// Runs the assignments, reports statuses and publishes the audit log.

@@ -358,6 +358,15 @@ impl Leader {
             self.audit_event(event);
             writes.push((key, assignment, revision));
         }
+        // Durable before any is written: a decision a killed lease holder
+        // made is in its log, not only in the bucket.
+        if !writes.is_empty()
+            && let Err(e) = self.audit.flush_async().await
+        {
+            return Err(ClusterError::Invalid(format!(
+                "cannot make the placement decisions durable in the audit log: {e}"
+            )));
+        }
         let results = futures_util::future::join_all(
             writes
                 .iter()
@@ -382,10 +391,14 @@ impl Leader {
             .filter(|k| !keys.contains(*k))
             .cloned()
             .collect();
-        for key in gone {
-            store::delete(&cluster.assignments, &key).await?;
-            current.removed(&key);
-            store::delete(&cluster.status, &key).await?;
+        let deletes = futures_util::future::join_all(gone.iter().map(|key| async move {
+            store::delete(&cluster.assignments, key).await?;
+            store::delete(&cluster.status, key).await
+        }))
+        .await;
+        for (key, deleted) in gone.iter().zip(deletes) {
+            deleted?;
+            current.removed(key);
         }
         Ok(all_written)
     }

@@ -544,14 +544,15 @@ impl Replicas {
             return 0;
         }
         let keys: Vec<String> = self.running.keys().cloned().collect();
-        for r in self.running.values() {
-            force_stop(r);
-        }
-        tracing::warn!(node = %self.id, replicas = keys.len(), %reason, "fenced: stopped every replica");
+        tracing::warn!(node = %self.id, replicas = keys.len(), %reason, "fenced: stopping every replica");
+        // Audited first: the fence is the first thing the log shows.
         self.audit_event(ClusterEvent::Fenced {
             replicas: keys.clone(),
             reason: reason.to_string(),
         });
+        for r in self.running.values() {
+            force_stop(r);
+        }
         for (key, r) in std::mem::take(&mut self.running) {
             self.audit_stop(&key, r.epoch, "fenced");
         }
