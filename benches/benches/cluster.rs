@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use forgeone::audit::{AuditConfig, AuditLog};
 use forgeone::boot::{AnchorDocument, ComponentStatement, Role, TrustAnchor};
-use forgeone::cluster::{self, Cluster, ClusterView, HostAgent, HostConfig};
+use forgeone::cluster::{
+    self, Cluster, ClusterView, Feed, HostAgent, HostConfig, NodeRecord, StatusRecord,
+};
 use forgeone::kernel::Kernel;
 use forgeone::scheduler::{Capacity, Node, StaticInventory};
 use forgeone::{Deployment, SigningKey, TrustLevel};
@@ -118,18 +120,19 @@ fn host(dir: &Path, id: &str, region: &str, anchor: &[u8]) -> HostConfig {
     config
 }
 
-async fn all_exited(cluster: &Cluster, name: &str, n: usize) {
+/// Waits, on a watch of the status bucket (no polling), until every
+/// replica of deployment `name` has exited.
+async fn all_exited(feed: &mut Feed<StatusRecord>, name: &str, n: usize) {
+    let prefix = format!("{name}.");
     loop {
-        let view = ClusterView::read(cluster).await.unwrap();
-        let done = view
-            .replicas
-            .iter()
-            .filter(|r| r.deployment == name && r.status == "exited")
+        let done = feed
+            .records()
+            .filter(|(k, s)| k.starts_with(&prefix) && s.state == "exited")
             .count();
-        if done == n {
+        if feed.ready() && done == n {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        feed.changed().await.unwrap();
     }
 }
 
@@ -190,11 +193,15 @@ fn deploy_to_exited(c: &mut Criterion) {
                 run += 1;
                 let name = format!("run{run}");
                 total += rt.block_on(async {
+                    let mut feed = Feed::status(&cluster);
+                    while !feed.ready() {
+                        feed.changed().await.unwrap();
+                    }
                     let start = Instant::now();
                     cluster::deploy(&cluster, &path, &name, &[&deployer])
                         .await
                         .unwrap();
-                    all_exited(&cluster, &name, WORKLOADS).await;
+                    all_exited(&mut feed, &name, WORKLOADS).await;
                     let took = start.elapsed();
                     cluster::undeploy(&cluster, &name).await.unwrap();
                     took
@@ -271,16 +278,127 @@ fn placement(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("C1 placement by the lease holder");
     group.sample_size(10).throughput(Throughput::Elements(1000));
-    group.bench_function("plan 1,000 workloads on 3 + 100 nodes", |b| {
-        b.iter(|| {
-            let inventory = Arc::new(StaticInventory::new(nodes.clone()));
-            let plan = deployment.plan(inventory, 1024).unwrap();
-            assert!(plan.all_placed());
-            plan
-        });
-    });
+    group.bench_function(
+        "Deployment::plan alone: 1,000 workloads on 3 + 100 nodes",
+        |b| {
+            b.iter(|| {
+                let inventory = Arc::new(StaticInventory::new(nodes.clone()));
+                let plan = deployment.plan(inventory, 1024).unwrap();
+                assert!(plan.all_placed());
+                plan
+            });
+        },
+    );
     group.finish();
 }
 
-criterion_group!(benches, deploy_to_exited, placement);
+/// The lease holder's placement rate on the real path: 3 host agents and
+/// 100 simulated node records on NATS, `deploy` of 1,000 workloads until
+/// the lease holder has written all 1,000 assignments (read, plan, audit,
+/// compare-and-set), seen through a watch of the assignments.
+fn placement_live(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, release, deployer) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        SigningKey::generate(),
+    );
+    let anchor = anchor_with_deploy(&root, &release, &deployer);
+    let path = write_deployment(dir.path(), 1000, &release);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_nats, url) = nats_server(&dir.path().join("js"));
+    let agents: Vec<HostAgent> = rt.block_on(async {
+        [
+            ("eu-west-1", "eu-west"),
+            ("eu-central-1", "eu-central"),
+            ("us-east-1", "us-east"),
+        ]
+        .iter()
+        .map(|(id, region)| HostAgent::start(&url, host(dir.path(), id, region, &anchor)))
+        .collect()
+    });
+    let cluster = rt.block_on(async {
+        let cluster = Cluster::connect(&url, Duration::from_secs(10))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let cap = Capacity {
+                cpu_millis: 16_000,
+                memory: 16 << 30,
+                storage: 0,
+                containers: 100,
+            };
+            let node = Node::new(
+                format!("sim-{i}"),
+                "ap-south",
+                format!("ap-south-1{}", i % 3),
+                cap,
+            );
+            // The longest heartbeat a record may declare: live throughout.
+            let record = NodeRecord::of(&node, cluster::MAX_HEARTBEAT_MS);
+            cluster.put_node(&record).await.unwrap();
+        }
+        loop {
+            let v = ClusterView::read(&cluster).await.unwrap();
+            if v.nodes.iter().filter(|n| n.state == "active").count() == 103 {
+                break cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut group = c.benchmark_group("C1 placement by the lease holder");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::Elements(1000));
+    let mut run = 0u32;
+    group.bench_function(
+        "deploy 1,000 workloads until assigned, 3 hosts + 100 simulated nodes on NATS",
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    run += 1;
+                    let name = format!("place{run}");
+                    total += rt.block_on(async {
+                        let mut feed = Feed::assignments(&cluster);
+                        while !feed.ready() {
+                            feed.changed().await.unwrap();
+                        }
+                        let prefix = format!("{name}.");
+                        let start = Instant::now();
+                        cluster::deploy(&cluster, &path, &name, &[&deployer])
+                            .await
+                            .unwrap();
+                        loop {
+                            let placed = feed
+                                .records()
+                                .filter(|(k, a)| k.starts_with(&prefix) && a.node.is_some())
+                                .count();
+                            if placed == 1000 {
+                                break;
+                            }
+                            feed.changed().await.unwrap();
+                        }
+                        let took = start.elapsed();
+                        cluster::undeploy(&cluster, &name).await.unwrap();
+                        took
+                    });
+                }
+                total
+            });
+        },
+    );
+    group.finish();
+    rt.block_on(async {
+        for a in agents {
+            a.drain().await;
+        }
+    });
+}
+
+criterion_group!(benches, deploy_to_exited, placement, placement_live);
 criterion_main!(benches);

@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ClusterError;
 use super::audit::AuditPublisher;
 use super::events::ClusterEvent;
-use super::leader::Leader;
-use super::records::{Load, NodeRecord, NodeState};
+use super::leader::{Inputs, Leader};
+use super::mirror::{Mirror, View};
+use super::records::{Assignment, DeploymentRecord, Load, NodeRecord, NodeState};
 use super::run::Replicas;
 use super::store::{self, Cluster};
 use crate::audit::{Actor, AuditLog, Entry};
@@ -203,13 +203,14 @@ async fn run(
     };
     let id = config.node.id.to_string();
     let load = Arc::new(Mutex::new(Load::default()));
+    let renewal = Renewal::default();
     // Steps run at least every 500 ms whatever the heartbeat, so a drain
     // or a new deployment is acted on at once, not a heartbeat later.
     let tick_every =
         (config.heartbeat / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     // Heartbeat, lease and placement run on their own task, so a slow
     // start (compiling a component) never delays a renewal.
-    let mut control = Control {
+    let control = Control {
         id: id.clone(),
         cluster: cluster.clone(),
         node: config.node.clone(),
@@ -217,30 +218,11 @@ async fn run(
         leader: Leader::new(id.clone(), config.heartbeat * 3, config.audit.clone()),
         load: load.clone(),
         last_beat: None,
+        inputs: Inputs::new(&cluster),
+        renewal: renewal.clone(),
+        failing_since: None,
     };
-    let control_status = status.clone();
-    let mut control_stop = stop.clone();
-    let control_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = control_stop.changed() => break,
-                _ = tick.tick() => {}
-            }
-            if *control_stop.borrow() {
-                break;
-            }
-            let result = control.step().await;
-            let mut s = lock(&control_status);
-            s.leader = control.leader.holds();
-            if let Err(e) = result {
-                tracing::warn!(node = %control.id, error = %e, "heartbeat or placement failed");
-                s.last_error = Some(e.to_string());
-            }
-        }
-        control
-    });
+    let control_task = spawn_control(control, status.clone(), stop.clone(), tick_every);
     let mut replicas = Replicas::new(
         id.clone(),
         config.node.clone(),
@@ -250,28 +232,68 @@ async fn run(
         config.workers,
     );
     let mut publisher = AuditPublisher::new(id.clone(), config.audit.path().to_path_buf());
-    // Watches only wake the loop; each step reads the state it needs.
-    let mut assignments = cluster.assignments.watch_all().await.ok();
-    let mut deployments = cluster.deployments.watch_all().await.ok();
+    // The assignments and deployments as one watch each delivers them: a
+    // step reads them locally, and a burst of writes wakes it once.
+    let mut assignments = Mirror::<Assignment>::new(cluster.assignments.clone());
+    let mut deployments = Mirror::<DeploymentRecord>::new(cluster.deployments.clone());
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lost_after = config.heartbeat * 3;
+    let mut fenced = false;
     loop {
-        tokio::select! {
+        let deadline = if fenced {
+            None
+        } else {
+            renewal.deadline(lost_after)
+        };
+        let watched = tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick() => {}
-            Some(_) = next(&mut assignments) => {}
-            Some(_) = next(&mut deployments) => {}
-        }
+            _ = tick.tick() => Ok(()),
+            r = assignments.changed() => r,
+            r = deployments.changed() => r,
+            _ = sleep_until(deadline) => Ok(()),
+        };
         if *stop.borrow() {
             break;
         }
-        let result = match replicas.reconcile(&cluster).await {
-            Ok(()) => replicas.report(&cluster).await,
-            Err(e) => Err(e),
-        };
-        let result = match (result, publisher.publish(&cluster).await) {
-            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-            (Ok(()), Ok(_)) => Ok(()),
+        // Before anything else: a host that could not renew its record for
+        // the lost-node interval may have been replaced; it stops its
+        // replicas on its own, and after such a lapse it reads the
+        // assignments afresh before it starts anything again.
+        match renewal.check(lost_after) {
+            Renewed::Never => {
+                if watched.is_err() {
+                    tokio::time::sleep(tick_every).await;
+                }
+                continue;
+            }
+            Renewed::Fresh => fenced = false,
+            Renewed::Lapsed(reason) => {
+                if !fenced {
+                    replicas.fence(&reason);
+                    fenced = true;
+                }
+                assignments.reset();
+                deployments.reset();
+                *lock(&load) = replicas.load();
+                lock(&status).replicas = replicas.states();
+                if watched.is_err() {
+                    tokio::time::sleep(tick_every).await;
+                }
+                continue;
+            }
+        }
+        if let Err(e) = watched {
+            tracing::warn!(node = %id, error = %e, "watch failed; reopening");
+            lock(&status).last_error = Some(e.to_string());
+            tokio::time::sleep(tick_every).await;
+            continue;
+        }
+        // The work of a step is abandoned when the renewal lapses meanwhile
+        // (NATS stopped answering mid-step): the loop fences first.
+        let result = tokio::select! {
+            r = step(&cluster, &mut replicas, &mut publisher, assignments.view(), deployments.view()) => r,
+            _ = sleep_until(renewal.deadline(lost_after)) => continue,
         };
         *lock(&load) = replicas.load();
         let mut s = lock(&status);
@@ -310,17 +332,134 @@ async fn run(
     s.stopped = true;
 }
 
-async fn next(watch: &mut Option<async_nats::jetstream::kv::Watch>) -> Option<()> {
-    match watch {
-        Some(w) => match w.next().await {
-            Some(_) => Some(()),
-            None => {
-                *watch = None;
-                None
+/// Runs the heartbeat, the lease and placement on their own task, so a
+/// slow start (compiling a component) never delays a renewal.
+fn spawn_control(
+    mut control: Control,
+    control_status: Arc<Mutex<AgentStatus>>,
+    mut control_stop: watch::Receiver<bool>,
+    tick_every: Duration,
+) -> JoinHandle<Control> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A new deployment or node is placed as soon as the watch
+            // delivers it; the tick keeps the heartbeat and the lease.
+            let watched = tokio::select! {
+                _ = control_stop.changed() => break,
+                _ = tick.tick() => Ok(()),
+                r = control.inputs.changed() => r,
+            };
+            if *control_stop.borrow() {
+                break;
             }
-        },
+            if let Err(e) = watched {
+                tracing::warn!(node = %control.id, error = %e, "watch failed; reopening");
+                tokio::time::sleep(tick_every).await;
+            }
+            let result = control.step().await;
+            let mut s = lock(&control_status);
+            s.leader = control.leader.holds();
+            if let Err(e) = result {
+                tracing::warn!(node = %control.id, error = %e, "heartbeat or placement failed");
+                s.last_error = Some(e.to_string());
+            }
+        }
+        control
+    })
+}
+
+/// Runs the assignments, reports statuses and publishes the audit log.
+async fn step(
+    cluster: &Cluster,
+    replicas: &mut Replicas,
+    publisher: &mut AuditPublisher,
+    assignments: View<'_, Assignment>,
+    deployments: View<'_, DeploymentRecord>,
+) -> Result<(), ClusterError> {
+    let result = match replicas.reconcile(cluster, assignments, deployments).await {
+        Ok(()) => replicas.report(cluster).await,
+        Err(e) => Err(e),
+    };
+    match (result, publisher.publish(cluster).await) {
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(_)) => Ok(()),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// When this host last renewed its node record, shared by the heartbeat
+/// task (which renews it) with the loop that runs replicas (which fences
+/// when it lapses).
+#[derive(Debug, Clone, Default)]
+struct Renewal(Arc<Mutex<RenewalState>>);
+
+#[derive(Debug, Default)]
+struct RenewalState {
+    /// The instant taken before the last record that was written: the
+    /// lease holder counts the lost-node interval from no earlier.
+    last: Option<Instant>,
+    /// Set when a renewal came after a lapse (the process was stopped or
+    /// cut off), until the replica loop has fenced.
+    lapsed: Option<Duration>,
+}
+
+impl Renewal {
+    /// Records a renewal whose record was made at `began`.
+    fn renewed(&self, began: Instant, lost_after: Duration) {
+        let mut s = lock(&self.0);
+        if let Some(last) = s.last
+            && began.duration_since(last) >= lost_after
+        {
+            s.lapsed = Some(began.duration_since(last));
+        }
+        s.last = Some(began);
+    }
+
+    /// When the current renewal lapses (none before the first).
+    fn deadline(&self, lost_after: Duration) -> Option<Instant> {
+        lock(&self.0).last.map(|t| t + lost_after)
+    }
+
+    /// Whether this host may run replicas now: its renewal has lapsed, or
+    /// lapsed and was renewed since (reported once), or it never renewed.
+    fn check(&self, lost_after: Duration) -> Renewed {
+        let mut s = lock(&self.0);
+        if let Some(gap) = s.lapsed.take() {
+            return Renewed::Lapsed(format!(
+                "the node record was not renewed for {} ms (the lost-node interval is {} ms): this host was stopped or cut off, and its replicas may run elsewhere",
+                gap.as_millis(),
+                lost_after.as_millis()
+            ));
+        }
+        match s.last {
+            None => Renewed::Never,
+            Some(t) if t.elapsed() >= lost_after => Renewed::Lapsed(format!(
+                "the node record could not be renewed for {} ms (the lost-node interval is {} ms)",
+                t.elapsed().as_millis(),
+                lost_after.as_millis()
+            )),
+            Some(_) => Renewed::Fresh,
+        }
+    }
+}
+
+/// What [`Renewal::check`] found.
+enum Renewed {
+    /// Not yet renewed once: nothing may start.
+    Never,
+    /// Renewed within the lost-node interval.
+    Fresh,
+    /// Lapsed (why): fence.
+    Lapsed(String),
 }
 
 /// The heartbeat and the lease of one host.
@@ -332,6 +471,10 @@ struct Control {
     leader: Leader,
     load: Arc<Mutex<Load>>,
     last_beat: Option<Instant>,
+    inputs: Inputs,
+    renewal: Renewal,
+    /// Since when the node record could not be renewed.
+    failing_since: Option<Instant>,
 }
 
 impl Control {
@@ -344,12 +487,27 @@ impl Control {
 
     async fn step(&mut self) -> Result<(), ClusterError> {
         if self.last_beat.is_none_or(|t| t.elapsed() >= self.heartbeat) {
+            let began = Instant::now();
             let record = self.record(NodeState::Active);
-            store::put(&self.cluster.nodes, &self.id, &record).await?;
-            self.last_beat = Some(Instant::now());
+            if let Err(e) = store::put(&self.cluster.nodes, &self.id, &record).await {
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(began);
+                    self.leader.audit_event(ClusterEvent::RenewalFailed {
+                        error: e.to_string(),
+                    });
+                }
+                return Err(e);
+            }
+            if let Some(since) = self.failing_since.take() {
+                self.leader.audit_event(ClusterEvent::RenewalRestored {
+                    after_ms: since.elapsed().as_millis() as u64,
+                });
+            }
+            self.last_beat = Some(began);
+            self.renewal.renewed(began, self.heartbeat * 3);
         }
         if self.leader.hold_lease(&self.cluster).await? {
-            self.leader.place(&self.cluster).await?;
+            self.leader.place(&self.cluster, &mut self.inputs).await?;
         }
         Ok(())
     }

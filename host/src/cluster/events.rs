@@ -48,6 +48,43 @@ pub enum ClusterEvent {
         /// `lost` or `leaving`.
         why: String,
     },
+    /// This host stopped its replicas on its own: it could not renew its
+    /// node record for the lost-node interval, so the lease holder may
+    /// already have placed them elsewhere.
+    Fenced {
+        /// The replicas it stopped (assignment keys).
+        replicas: Vec<String>,
+        /// Why.
+        reason: String,
+    },
+    /// This host could not renew its node record (NATS does not answer);
+    /// audited once per outage.
+    RenewalFailed {
+        /// The error.
+        error: String,
+    },
+    /// This host renewed its node record again after failing to.
+    RenewalRestored {
+        /// How long it could not (milliseconds).
+        after_ms: u64,
+    },
+    /// This host started a replica it was assigned.
+    ReplicaStarted {
+        /// The assignment key.
+        key: String,
+        /// The assignment's epoch.
+        epoch: u64,
+    },
+    /// This host stopped a replica on its own (not the operator): moved,
+    /// re-decided, undeployed, fenced or drained.
+    ReplicaStopped {
+        /// The assignment key.
+        key: String,
+        /// The epoch it ran at.
+        epoch: u64,
+        /// Why.
+        why: String,
+    },
     /// This host refused to run what it was assigned.
     Refused {
         /// The assignment key.
@@ -66,6 +103,11 @@ impl AuditEvent for ClusterEvent {
             ClusterEvent::NodeIgnored { .. } => "cluster.node.ignored",
             ClusterEvent::NodeGone { .. } => "cluster.node.gone",
             ClusterEvent::Refused { .. } => "cluster.refused",
+            ClusterEvent::Fenced { .. } => "cluster.fenced",
+            ClusterEvent::RenewalFailed { .. } => "cluster.renewal.failed",
+            ClusterEvent::RenewalRestored { .. } => "cluster.renewal.restored",
+            ClusterEvent::ReplicaStarted { .. } => "cluster.replica.started",
+            ClusterEvent::ReplicaStopped { .. } => "cluster.replica.stopped",
         }
     }
 
@@ -75,7 +117,11 @@ impl AuditEvent for ClusterEvent {
 
     fn severity(&self) -> Severity {
         match self {
-            ClusterEvent::LeaseTaken { .. } | ClusterEvent::Assigned { .. } => Severity::Info,
+            ClusterEvent::LeaseTaken { .. }
+            | ClusterEvent::Assigned { .. }
+            | ClusterEvent::ReplicaStarted { .. }
+            | ClusterEvent::RenewalRestored { .. }
+            | ClusterEvent::ReplicaStopped { .. } => Severity::Info,
             _ => Severity::Warn,
         }
     }

@@ -18,14 +18,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use super::ClusterError;
 use super::events::ClusterEvent;
+use super::mirror::{Mirror, Mirrored};
 use super::records::{Assignment, DeploymentRecord, Lease, NodeRecord, NodeState, replica_key};
-use super::store::{self, Cluster, Versioned};
+use super::store::{self, Cluster};
 use crate::audit::{Actor, AuditLog, Entry};
 use crate::deployment::Deployment;
 use crate::identity::Priority;
@@ -49,14 +50,25 @@ pub(crate) struct Census {
 /// Reads every node record and sorts them into live, gone (leaving, or
 /// three heartbeats missed) and ignored (unreadable or absurd).
 pub(crate) async fn census(cluster: &Cluster) -> Result<Census, ClusterError> {
+    let records = store::all::<NodeRecord>(&cluster.nodes).await?;
+    Ok(census_of(records.into_iter().map(|(k, r)| {
+        (k, r.map(|v| v.value).map_err(|e| e.to_string()))
+    })))
+}
+
+/// Sorts node records (by key; a record that does not parse as its
+/// error) into live, gone and ignored, as of now.
+pub(crate) fn census_of(
+    records: impl IntoIterator<Item = (String, Result<NodeRecord, String>)>,
+) -> Census {
     let now = Utc::now();
     let mut census = Census::default();
-    for (key, record) in store::all::<NodeRecord>(&cluster.nodes).await? {
+    for (key, record) in records {
         match record {
             Err(e) => {
-                census.ignored.insert(key, e.to_string());
+                census.ignored.insert(key, e);
             }
-            Ok(Versioned { value, .. }) => {
+            Ok(value) => {
                 if let Some(problem) = value.problem(&key) {
                     census.ignored.insert(key, problem);
                 } else if value.state == NodeState::Leaving {
@@ -69,7 +81,37 @@ pub(crate) async fn census(cluster: &Cluster) -> Result<Census, ClusterError> {
             }
         }
     }
-    Ok(census)
+    census
+}
+
+/// The buckets placement reads, as this host mirrors them.
+pub(crate) struct Inputs {
+    pub(crate) nodes: Mirror<NodeRecord>,
+    pub(crate) deployments: Mirror<DeploymentRecord>,
+    pub(crate) assignments: Mirror<Assignment>,
+}
+
+impl Inputs {
+    pub(crate) fn new(cluster: &Cluster) -> Inputs {
+        Inputs {
+            nodes: Mirror::new(cluster.nodes.clone()),
+            deployments: Mirror::new(cluster.deployments.clone()),
+            assignments: Mirror::new(cluster.assignments.clone()),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.nodes.ready() && self.deployments.ready() && self.assignments.ready()
+    }
+
+    /// Waits for a change in any of them.
+    pub(crate) async fn changed(&mut self) -> Result<(), ClusterError> {
+        tokio::select! {
+            r = self.nodes.changed() => r,
+            r = self.deployments.changed() => r,
+            r = self.assignments.changed() => r,
+        }
+    }
 }
 
 /// One replica's decision, before it is compared with the stored one.
@@ -95,6 +137,8 @@ pub(crate) struct Leader {
     inputs: Option<String>,
     /// Node records already audited as ignored or gone (no repeats).
     reported: BTreeMap<String, String>,
+    /// When the lease was last taken or renewed (before the request).
+    renewed: Option<Instant>,
 }
 
 impl Leader {
@@ -106,6 +150,7 @@ impl Leader {
             held: None,
             inputs: None,
             reported: BTreeMap::new(),
+            renewed: None,
         }
     }
 
@@ -123,8 +168,14 @@ impl Leader {
         }
     }
 
-    /// Takes or renews the lease; false when another host holds it.
+    /// Takes or renews the lease; false when another host holds it. A
+    /// lease renewed less than a sixth of its TTL ago is not renewed again
+    /// (placement wakes on every change it watches).
     pub(crate) async fn hold_lease(&mut self, cluster: &Cluster) -> Result<bool, ClusterError> {
+        if self.held.is_some() && self.renewed.is_some_and(|t| t.elapsed() < self.ttl / 6) {
+            return Ok(true);
+        }
+        let started = Instant::now();
         let entry = cluster
             .lease
             .entry(LEASE_KEY)
@@ -155,6 +206,7 @@ impl Leader {
                     tracing::info!(node = %self.id, term, "took the scheduler lease");
                 }
                 self.held = Some((new_revision, term));
+                self.renewed = Some(started);
                 Ok(true)
             }
             None => {
@@ -180,7 +232,7 @@ impl Leader {
         self.inputs = None;
     }
 
-    fn audit_event(&self, event: ClusterEvent) {
+    pub(crate) fn audit_event(&self, event: ClusterEvent) {
         if let Err(e) = self.audit.append(
             Entry::owned(event)
                 .actor(Actor::host())
@@ -191,9 +243,23 @@ impl Leader {
     }
 
     /// Plans again if the live nodes or the deployments changed, and writes
-    /// the assignments that differ.
-    pub(crate) async fn place(&mut self, cluster: &Cluster) -> Result<(), ClusterError> {
-        let census = census(cluster).await?;
+    /// the assignments that differ. Does nothing until every mirror has
+    /// caught up with its bucket.
+    pub(crate) async fn place(
+        &mut self,
+        cluster: &Cluster,
+        inputs: &mut Inputs,
+    ) -> Result<(), ClusterError> {
+        if !inputs.ready() {
+            return Ok(());
+        }
+        let census = census_of(
+            inputs
+                .nodes
+                .entries()
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone().map(|v| v.value))),
+        );
         for (node, reason) in census.ignored.iter().chain(census.gone.iter()) {
             if self.reported.get(node) != Some(reason) {
                 self.reported.insert(node.clone(), reason.clone());
@@ -214,43 +280,54 @@ impl Leader {
         }
         self.reported
             .retain(|n, _| census.ignored.contains_key(n) || census.gone.contains_key(n));
-        let deployments = store::all::<DeploymentRecord>(&cluster.deployments).await?;
-        let inputs = fingerprint(&census.live, &deployments);
-        if self.inputs.as_ref() == Some(&inputs) {
+        let deployments = inputs.deployments.entries();
+        let fingerprint = fingerprint(&census.live, deployments);
+        if self.inputs.as_ref() == Some(&fingerprint) {
             return Ok(());
         }
         let nodes: Vec<Node> = census.live.iter().map(NodeRecord::node).collect();
         let mut decisions = Vec::new();
-        for (name, record) in &deployments {
+        for (name, record) in deployments {
             match record {
-                Ok(v) => decisions.extend(plan(&v.value, &nodes)),
+                Ok(v) => decisions.extend(plan(&v.value, &nodes, &inputs.assignments)),
                 Err(e) => tracing::warn!(deployment = %name, error = %e, "unreadable deployment"),
             }
         }
-        self.write(cluster, decisions).await?;
-        self.inputs = Some(inputs);
+        if self
+            .write(cluster, &mut inputs.assignments, decisions)
+            .await?
+        {
+            self.inputs = Some(fingerprint);
+        }
         Ok(())
     }
 
+    /// Writes each decision that differs from the stored assignment, each
+    /// by compare-and-set at the revision this host last saw (all in
+    /// flight at once). False when another writer came first somewhere:
+    /// placement runs again once the mirror has its write.
     async fn write(
         &mut self,
         cluster: &Cluster,
+        current: &mut Mirror<Assignment>,
         decisions: Vec<Decision>,
-    ) -> Result<(), ClusterError> {
-        let current: BTreeMap<String, Assignment> = store::all::<Assignment>(&cluster.assignments)
-            .await?
-            .into_iter()
-            .filter_map(|(k, v)| v.ok().map(|v| (k, v.value)))
-            .collect();
+    ) -> Result<bool, ClusterError> {
         let mut keys = BTreeSet::new();
+        let mut writes = Vec::new();
         for d in decisions {
             let key = replica_key(&d.deployment, &d.workload, d.replica);
             keys.insert(key.clone());
             let old = current.get(&key);
-            if old.is_some_and(|o| o.node == d.node && o.reason == d.reason) {
+            if old.is_some_and(|o| o.value.node == d.node && o.value.reason == d.reason) {
                 continue;
             }
-            let epoch = old.map_or(1, |o| o.epoch + 1);
+            let epoch = old.map_or(1, |o| o.value.epoch + 1);
+            let revision = match current.entries().get(&key) {
+                Some(Ok(v)) => Some(v.revision),
+                // Unreadable: replaced at whatever revision it is.
+                Some(Err(_)) => store::revision(&cluster.assignments, &key).await?,
+                None => None,
+            };
             let event = match &d.node {
                 Some(node) => ClusterEvent::Assigned {
                     key: key.clone(),
@@ -279,15 +356,51 @@ impl Leader {
             // Audited before it is written: a decision no log holds is
             // never acted on.
             self.audit_event(event);
-            store::put(&cluster.assignments, &key, &assignment).await?;
+            writes.push((key, assignment, revision));
+        }
+        // Durable before any is written: a decision a killed lease holder
+        // made is in its log, not only in the bucket.
+        if !writes.is_empty()
+            && let Err(e) = self.audit.flush_async().await
+        {
+            return Err(ClusterError::Invalid(format!(
+                "cannot make the placement decisions durable in the audit log: {e}"
+            )));
+        }
+        let results = futures_util::future::join_all(
+            writes
+                .iter()
+                .map(|(key, a, rev)| store::compare_and_set(&cluster.assignments, key, a, *rev)),
+        )
+        .await;
+        let mut all_written = true;
+        for ((key, assignment, _), result) in writes.into_iter().zip(results) {
+            match result? {
+                Some(revision) => current.wrote(&key, assignment, revision),
+                None => {
+                    tracing::warn!(%key, "another writer changed the assignment first; placing again");
+                    all_written = false;
+                }
+            }
         }
         // Undeployed (or fewer replicas): the hosts stop them, and their
         // statuses go too.
-        for key in current.keys().filter(|k| !keys.contains(*k)) {
+        let gone: Vec<String> = current
+            .entries()
+            .keys()
+            .filter(|k| !keys.contains(*k))
+            .cloned()
+            .collect();
+        let deletes = futures_util::future::join_all(gone.iter().map(|key| async move {
             store::delete(&cluster.assignments, key).await?;
-            store::delete(&cluster.status, key).await?;
+            store::delete(&cluster.status, key).await
+        }))
+        .await;
+        for (key, deleted) in gone.iter().zip(deletes) {
+            deleted?;
+            current.removed(key);
         }
-        Ok(())
+        Ok(all_written)
     }
 }
 
@@ -295,7 +408,7 @@ impl Leader {
 /// load or heartbeat time) and every deployment's revision.
 fn fingerprint(
     live: &[NodeRecord],
-    deployments: &[(String, Result<Versioned<DeploymentRecord>, ClusterError>)],
+    deployments: &BTreeMap<String, Mirrored<DeploymentRecord>>,
 ) -> String {
     let mut hasher = blake3::Hasher::new();
     for n in live {
@@ -319,8 +432,17 @@ pub(crate) fn virtual_path(record: &DeploymentRecord) -> PathBuf {
     PathBuf::from(format!("/cluster/{}/{}", record.name, record.file))
 }
 
+/// The node label placement pins a replica to its current node with.
+const PIN_LABEL: &str = "forgeone-node";
+
 /// Plans one deployment onto `nodes`: one decision per workload replica.
-fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
+///
+/// Placement is sticky: a replica already assigned to a live node is
+/// pinned there (a required label constraint on the node's id), so a node
+/// joining or leaving moves only what must move. A pinned replica that no
+/// longer fits its node (the deployment changed, or a higher priority
+/// preempted it) is planned again unpinned.
+fn plan(record: &DeploymentRecord, nodes: &[Node], current: &Mirror<Assignment>) -> Vec<Decision> {
     let unplaced = |reason: String| -> Vec<Decision> {
         record
             .components
@@ -340,12 +462,47 @@ fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
         Ok(d) => with_replicas(d),
         Err(e) => return unplaced(format!("the deployment does not parse: {e}")),
     };
-    let inventory = Arc::new(StaticInventory::new(nodes.to_vec()));
-    let plan = match deployment.plan(inventory, PLAN_WORKERS) {
+    let nodes: Vec<Node> = nodes
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            n.labels.insert(PIN_LABEL.into(), n.id.to_string());
+            n
+        })
+        .collect();
+    let live: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    let mut pins: BTreeMap<String, String> = BTreeMap::new();
+    for spec in &deployment.workloads {
+        let (workload, replica) = replica_of(&spec.name);
+        let key = replica_key(&record.name, &workload, replica);
+        if let Some(node) = current.get(&key).and_then(|a| a.value.node.clone())
+            && live.contains(node.as_str())
+        {
+            pins.insert(spec.name.clone(), node);
+        }
+    }
+    let inventory = Arc::new(StaticInventory::new(nodes));
+    let mut planned = match pinned(&deployment, &pins).plan(inventory.clone(), PLAN_WORKERS) {
         Ok(p) => p,
         Err(e) => return unplaced(e.to_string()),
     };
-    plan.workloads
+    let lost_pins: Vec<String> = planned
+        .workloads
+        .iter()
+        .filter(|w| w.result.is_err() && pins.contains_key(&w.name))
+        .map(|w| w.name.clone())
+        .collect();
+    if !lost_pins.is_empty() {
+        for name in &lost_pins {
+            pins.remove(name);
+        }
+        planned = match pinned(&deployment, &pins).plan(inventory, PLAN_WORKERS) {
+            Ok(p) => p,
+            Err(e) => return unplaced(e.to_string()),
+        };
+    }
+    planned
+        .workloads
         .into_iter()
         .map(|w| {
             let (node, reason, explanation) = match w.result {
@@ -353,6 +510,11 @@ fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
                 Err(e) => (None, Some(e.to_string()), String::new()),
             };
             let (workload, replica) = replica_of(&w.name);
+            let explanation = if pins.contains_key(&w.name) {
+                format!("kept on its node; {explanation}")
+            } else {
+                explanation
+            };
             Decision {
                 deployment: record.name.clone(),
                 workload,
@@ -364,6 +526,17 @@ fn plan(record: &DeploymentRecord, nodes: &[Node]) -> Vec<Decision> {
             }
         })
         .collect()
+}
+
+/// The deployment with each workload in `pins` constrained to its node.
+fn pinned(deployment: &Deployment, pins: &BTreeMap<String, String>) -> Deployment {
+    let mut d = deployment.clone();
+    for spec in &mut d.workloads {
+        if let Some(node) = pins.get(&spec.name) {
+            spec.constraints.labels.push(format!("{PIN_LABEL}={node}"));
+        }
+    }
+    d
 }
 
 /// The deployment with each workload of `replicas = N > 1` as N workloads

@@ -25,17 +25,25 @@
 //!
 //! 1. `forgeone deploy` ([`deploy`]) uploads the components and envelopes,
 //!    then writes the deployment record.
-//! 2. Every host tries to take or renew the lease each step. The holder
-//!    sorts the node records into live, gone (leaving, or three heartbeats
-//!    missed) and ignored (unreadable, or absurd capacity: see
+//! 2. Every host tries to take or renew the lease. The holder sorts the
+//!    node records into live, gone (leaving, or three heartbeats missed)
+//!    and ignored (unreadable, or absurd capacity: see
 //!    [`NodeRecord::problem`]), each gone or ignored node audited once. When
 //!    the live nodes' descriptions or a deployment changed, it plans every
 //!    deployment with [`Deployment::plan`](crate::Deployment::plan) (the
 //!    scheduler `forgeone plan` runs, with every constraint) over the live
-//!    nodes, and writes each decision that changed, with the next epoch,
-//!    audited (`cluster.assigned`, `cluster.unplaced`) before it is
-//!    written.
-//! 3. Each host reads the assignments for its own id. For a new one it
+//!    nodes. Placement is sticky: a replica assigned to a live node is
+//!    pinned there, so a node joining or leaving moves only what must move
+//!    (a pinned replica that no longer fits is planned again unpinned). It
+//!    writes each decision that changed, with the next epoch, audited
+//!    (`cluster.assigned`, `cluster.unplaced`) before it is written, by
+//!    compare-and-set at the revision it last saw (a lease holder that lost
+//!    a race re-plans; all the writes of a batch are in flight at once).
+//!    It reads the buckets it plans from through watches (`mirror`), one
+//!    per bucket, so placement wakes as soon as a deployment or a node
+//!    changes and reads nothing key by key.
+//! 3. Each host follows the assignments and deployments through one watch
+//!    each, and acts on those for its own id. For a new one it
 //!    first checks the deployment's signature: a threshold of the deploy
 //!    keys **its own anchor** lists must have signed a
 //!    [`DeploymentStatement`] naming this deployment, the blake3 of its
@@ -47,7 +55,10 @@
 //!    deployment ([`KernelConfig::for_node`](crate::KernelConfig::for_node)),
 //!    the same kernel `forgeone up` uses. A refusal is audited
 //!    (`cluster.refused`) and written as the replica's status. A replica
-//!    whose assignment moved, changed epoch or was removed stops at once.
+//!    whose assignment moved, changed epoch or was removed stops at once
+//!    (`cluster.replica.started` and `cluster.replica.stopped` record each
+//!    start and stop, with the epoch). A deployment version's signature
+//!    check and parse are done once per host, not once per replica.
 //! 4. Hosts write each replica's status when it changes; `forgeone ps`
 //!    ([`ClusterView`]) merges assignments and statuses, ignoring a status
 //!    about another epoch or node.
@@ -63,11 +74,29 @@
 //!
 //! A host whose NATS server does not answer retries with backoff (100 ms
 //! doubling to 5 s), logging the URL each time; it runs nothing meanwhile.
+//!
+//! # Failures
+//!
+//! - **Self-fencing.** A host that could not renew its node record for the
+//!   lost-node interval (three heartbeats, counted from before the last
+//!   record it wrote, so no later than the lease holder may count it lost)
+//!   stops every replica at once on its own, whether NATS is gone or the
+//!   process was stopped (`cluster.fenced`). A timer wakes it for this
+//!   even while a step waits on NATS. After such a lapse it reads the
+//!   assignments afresh before it starts anything, so a host woken from a
+//!   SIGSTOP first stops its copies, then sees that they moved to a newer
+//!   epoch.
+//! - **Renewals.** A failed renewal is audited once per outage
+//!   (`cluster.renewal.failed`), and so is the first renewal after it
+//!   (`cluster.renewal.restored`); the client reconnects by itself, and
+//!   records written while NATS was away are published once it is back
+//!   (the stream de-duplicates by (node, seq)).
 
 mod agent;
 mod audit;
 mod events;
 mod leader;
+mod mirror;
 mod ops;
 mod records;
 mod run;
@@ -91,7 +120,7 @@ pub use records::{
 pub use store::{
     ASSIGNMENTS, Cluster, DEPLOYMENTS, LEASE, MAX_OBJECT_BYTES, NODES, OBJECTS, STATUS,
 };
-pub use view::{ClusterView, NodeView, ReplicaView};
+pub use view::{ClusterView, Feed, NodeView, ReplicaView};
 
 /// Errors of the cluster backend.
 #[derive(Debug, thiserror::Error)]

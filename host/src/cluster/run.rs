@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::ClusterError;
 use super::events::ClusterEvent;
 use super::leader::virtual_path;
+use super::mirror::View;
 use super::records::{
     Assignment, DEPLOYMENT_PAYLOAD_TYPE, DeploymentRecord, DeploymentStatement, Desired, Load,
     StatusRecord,
@@ -42,6 +43,9 @@ struct Replica {
 
 /// Objects a host keeps in memory, by name (components and envelopes).
 const OBJECT_CACHE: usize = 64;
+
+/// Deployment versions a host keeps checked and parsed.
+const DEPLOYMENT_CACHE: usize = 64;
 
 /// Why a replica did not start.
 enum StartError {
@@ -75,6 +79,9 @@ pub(crate) struct Replicas {
     running: BTreeMap<String, Replica>,
     refused: BTreeMap<String, Refusal>,
     objects: HashMap<String, Arc<[u8]>>,
+    /// Each deployment version's signature check and parse, by a hash of
+    /// its name, signature and signed statement.
+    deployments: HashMap<String, Result<Arc<Deployment>, String>>,
 }
 
 fn version_of(record: &DeploymentRecord, workload: &str) -> String {
@@ -107,6 +114,7 @@ impl Replicas {
             running: BTreeMap::new(),
             refused: BTreeMap::new(),
             objects: HashMap::new(),
+            deployments: HashMap::new(),
         }
     }
 
@@ -148,69 +156,80 @@ impl Replicas {
     }
 
     /// Brings the local replicas in line with the assignments for this
-    /// node and the deployments' desired states.
-    pub(crate) async fn reconcile(&mut self, cluster: &Cluster) -> Result<(), ClusterError> {
-        let mut mine: BTreeMap<String, Assignment> = BTreeMap::new();
-        for (key, a) in store::all::<Assignment>(&cluster.assignments).await? {
-            if let Ok(a) = a
-                && a.value.node.as_deref() == Some(self.id.as_str())
-            {
-                mine.insert(key, a.value);
-            }
+    /// node and the deployments' desired states, as the mirrors hold them
+    /// (both must be [`ready`](View::ready): a partial copy would stop
+    /// replicas that are still assigned here).
+    pub(crate) async fn reconcile(
+        &mut self,
+        cluster: &Cluster,
+        assignments: View<'_, Assignment>,
+        deployments: View<'_, DeploymentRecord>,
+    ) -> Result<(), ClusterError> {
+        if !assignments.ready() || !deployments.ready() {
+            return Ok(());
         }
-        let mut records: BTreeMap<String, Option<DeploymentRecord>> = BTreeMap::new();
-        for a in mine.values() {
-            if !records.contains_key(&a.deployment) {
-                let r = store::get::<DeploymentRecord>(&cluster.deployments, &a.deployment)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|v| v.value);
-                records.insert(a.deployment.clone(), r);
-            }
-        }
+        let mine: BTreeMap<&String, &Assignment> = assignments
+            .entries()
+            .iter()
+            .filter_map(|(k, a)| a.as_ref().ok().map(|a| (k, &a.value)))
+            .filter(|(_, a)| a.node.as_deref() == Some(self.id.as_str()))
+            .collect();
+        let record = |name: &str| deployments.get(name).map(|v| &v.value);
         // Fencing: a replica moved elsewhere, re-decided, redeployed or
         // undeployed stops here at once.
-        let stale: Vec<String> = self
+        let stale: Vec<(String, &str)> = self
             .running
             .iter()
-            .filter(|(key, r)| {
-                let Some(a) = mine.get(*key) else { return true };
-                let Some(Some(record)) = records.get(&a.deployment) else {
-                    return true;
+            .filter_map(|(key, r)| {
+                let Some(a) = mine.get(key) else {
+                    return Some((key.clone(), "no longer assigned to this node"));
                 };
-                a.epoch != r.epoch || version_of(record, &a.workload) != r.version
+                let Some(record) = record(&a.deployment) else {
+                    return Some((key.clone(), "undeployed"));
+                };
+                if a.epoch != r.epoch {
+                    Some((key.clone(), "re-assigned at a newer epoch"))
+                } else if version_of(record, &a.workload) != r.version {
+                    Some((key.clone(), "redeployed"))
+                } else {
+                    None
+                }
             })
-            .map(|(k, _)| k.clone())
             .collect();
-        for key in stale {
+        for (key, why) in stale {
             if let Some(r) = self.running.remove(&key) {
-                let _ = r.kernel.stop(r.workload);
+                force_stop(&r);
+                self.audit_stop(&key, r.epoch, why);
             }
         }
         self.refused.retain(|k, _| mine.contains_key(k));
         let mut unreachable = None;
+        let mut submitted: Vec<Arc<Kernel>> = Vec::new();
         for (key, a) in &mine {
-            let Some(Some(record)) = records.get(&a.deployment) else {
+            let Some(record) = record(&a.deployment) else {
                 continue;
             };
-            let desired = record.desired(&a.workload);
-            if let Some(r) = self.running.get_mut(key) {
-                apply(r, desired);
+            if self.running.contains_key(*key) {
                 continue;
             }
             let version = version_of(record, &a.workload);
             if self
                 .refused
-                .get(key)
+                .get(*key)
                 .is_some_and(|f| f.epoch == a.epoch && f.version == version)
             {
                 continue;
             }
             match self.start(cluster, a, record, &version).await {
-                Ok(mut r) => {
-                    apply(&mut r, desired);
-                    self.running.insert(key.clone(), r);
+                Ok(r) => {
+                    self.audit_event(ClusterEvent::ReplicaStarted {
+                        key: (*key).clone(),
+                        epoch: a.epoch,
+                    });
+                    if !submitted.iter().any(|k| Arc::ptr_eq(k, &r.kernel)) {
+                        submitted.push(r.kernel.clone());
+                    }
+                    self.running.insert((*key).clone(), r);
                 }
                 Err(StartError::Refuse(reason)) => {
                     self.refuse(cluster, key, a, version, reason).await?;
@@ -221,8 +240,37 @@ impl Replicas {
                 }
             }
         }
+        // One scheduling pass per kernel for everything submitted above.
+        for kernel in submitted {
+            if let Err(e) = kernel.schedule() {
+                tracing::warn!(node = %self.id, error = %e, "cannot schedule");
+            }
+        }
+        for (key, a) in &mine {
+            if let (Some(r), Some(record)) = (self.running.get_mut(*key), record(&a.deployment)) {
+                apply(r, record.desired(&a.workload));
+            }
+        }
         self.collect_kernels();
         unreachable.map_or(Ok(()), Err)
+    }
+
+    fn audit_event(&self, event: ClusterEvent) {
+        if let Err(e) = self.audit.append(
+            Entry::owned(event)
+                .actor(Actor::host())
+                .node(self.id.clone()),
+        ) {
+            tracing::error!(node = %self.id, error = %e, "cannot audit");
+        }
+    }
+
+    fn audit_stop(&self, key: &str, epoch: u64, why: &str) {
+        self.audit_event(ClusterEvent::ReplicaStopped {
+            key: key.to_string(),
+            epoch,
+            why: why.to_string(),
+        });
     }
 
     async fn refuse(
@@ -271,9 +319,7 @@ impl Replicas {
         record: &DeploymentRecord,
         version: &str,
     ) -> Result<Replica, StartError> {
-        self.check_signed(record)?;
-        let deployment = Deployment::parse(&record.source, &virtual_path(record))
-            .map_err(|e| format!("the deployment does not parse: {e}"))?;
+        let deployment = self.checked(record)?;
         let spec = deployment.workload(&a.workload).ok_or_else(|| {
             format!(
                 "deployment `{}` has no workload `{}`",
@@ -307,7 +353,6 @@ impl Replicas {
             Some(w) => kernel.submit_pinned(workload, container, w),
         };
         let id = submitted.map_err(|e| e.to_string())?;
-        kernel.schedule().map_err(|e| e.to_string())?;
         Ok(Replica {
             kernel,
             version: version.to_string(),
@@ -316,6 +361,33 @@ impl Replicas {
             held: false,
             reported: None,
         })
+    }
+
+    /// The deployment of `record`, once its signature checked and its text
+    /// parsed: each once per deployment version on this host, not once per
+    /// replica (a deployment of a hundred workloads is parsed once, not a
+    /// hundred times). Refusals are remembered too.
+    fn checked(&mut self, record: &DeploymentRecord) -> Result<Arc<Deployment>, String> {
+        let mut h = blake3::Hasher::new();
+        h.update(record.name.as_bytes());
+        h.update(&[0]);
+        h.update(record.signature.as_deref().unwrap_or_default().as_bytes());
+        h.update(&[0]);
+        h.update(&serde_json::to_vec(&record.statement()).unwrap_or_default());
+        let id = h.finalize().to_hex().to_string();
+        if let Some(done) = self.deployments.get(&id) {
+            return done.clone();
+        }
+        let done = self.check_signed(record).and_then(|()| {
+            Deployment::parse(&record.source, &virtual_path(record))
+                .map(Arc::new)
+                .map_err(|e| format!("the deployment does not parse: {e}"))
+        });
+        if self.deployments.len() >= DEPLOYMENT_CACHE {
+            self.deployments.clear();
+        }
+        self.deployments.insert(id, done.clone());
+        done
     }
 
     /// Checks that a threshold of this host's anchor's deploy keys signed
@@ -435,17 +507,57 @@ impl Replicas {
         });
     }
 
-    /// Writes each replica's status when it changed.
+    /// Writes each replica's status when it changed: all the writes in
+    /// flight at once, not one round trip after another.
     pub(crate) async fn report(&mut self, cluster: &Cluster) -> Result<(), ClusterError> {
-        for (key, r) in self.running.iter_mut() {
-            let status = status_of(&self.id, r);
-            if r.reported.as_ref().is_some_and(|(s, _)| same(s, &status)) {
-                continue;
+        let changed: Vec<(String, StatusRecord)> = self
+            .running
+            .iter()
+            .map(|(key, r)| (key, r, status_of(&self.id, r)))
+            .filter(|(_, r, s)| !r.reported.as_ref().is_some_and(|(old, _)| same(old, s)))
+            .map(|(key, _, s)| (key.clone(), s))
+            .collect();
+        let writes = changed.iter().map(|(key, status)| async move {
+            (key, status, store::put(&cluster.status, key, status).await)
+        });
+        let mut first_error = None;
+        for (key, status, written) in futures_util::future::join_all(writes).await {
+            match written {
+                Ok(revision) => {
+                    if let Some(r) = self.running.get_mut(key) {
+                        r.reported = Some((status.clone(), revision));
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-            let revision = store::put(&cluster.status, key, &status).await?;
-            r.reported = Some((status, revision));
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops every replica at once (self-fencing), audited with `reason`;
+    /// returns how many it stopped.
+    pub(crate) fn fence(&mut self, reason: &str) -> usize {
+        self.refused.clear();
+        if self.running.is_empty() {
+            return 0;
+        }
+        let keys: Vec<String> = self.running.keys().cloned().collect();
+        tracing::warn!(node = %self.id, replicas = keys.len(), %reason, "fenced: stopping every replica");
+        // Audited first: the fence is the first thing the log shows.
+        self.audit_event(ClusterEvent::Fenced {
+            replicas: keys.clone(),
+            reason: reason.to_string(),
+        });
+        for r in self.running.values() {
+            force_stop(r);
+        }
+        for (key, r) in std::mem::take(&mut self.running) {
+            self.audit_stop(&key, r.epoch, "fenced");
+        }
+        self.collect_kernels();
+        keys.len()
     }
 
     /// Stops every replica, gracefully for `grace`.
@@ -457,9 +569,19 @@ impl Replicas {
             let _ = tokio::time::timeout(grace + Duration::from_secs(1), k.wait()).await;
             k.shutdown("host draining");
         }
-        self.running.clear();
+        for (key, r) in std::mem::take(&mut self.running) {
+            self.audit_stop(&key, r.epoch, "host draining");
+        }
         self.kernels.clear();
     }
+}
+
+/// Stops a replica now, with no grace: another host may be running it
+/// already. (A second stop of a stopping container forces it at its next
+/// yield point.)
+fn force_stop(r: &Replica) {
+    let _ = r.kernel.stop(r.workload);
+    let _ = r.kernel.stop(r.workload);
 }
 
 fn same(a: &StatusRecord, b: &StatusRecord) -> bool {

@@ -319,6 +319,18 @@ pub(crate) async fn put<T: Serialize>(
         .map_err(nats_err(&format!("write {key}")))
 }
 
+/// The revision of `key` when it holds a value (a deleted key has none:
+/// it is written by a create).
+pub(crate) async fn revision(store: &kv::Store, key: &str) -> Result<Option<u64>, ClusterError> {
+    let entry = store
+        .entry(key)
+        .await
+        .map_err(nats_err(&format!("read {key}")))?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .map(|e| e.revision))
+}
+
 pub(crate) async fn delete(store: &kv::Store, key: &str) -> Result<(), ClusterError> {
     store
         .delete(key)

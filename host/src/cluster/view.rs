@@ -3,9 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::ClusterError;
 use super::leader::census;
+use super::mirror::Mirror;
 use super::records::{Assignment, Load, NodeRecord, StatusRecord};
 use super::store::{self, Cluster};
 use crate::identity::{Priority, TrustLevel};
@@ -155,5 +157,54 @@ impl ClusterView {
     /// The node `id`.
     pub fn node(&self, id: &str) -> Option<&NodeView> {
         self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+/// One bucket's records as their writers last wrote them, kept current by
+/// one watch (no polling): for callers that wait for replicas to reach a
+/// state ([`Feed::status`]) or to be placed ([`Feed::assignments`]).
+#[derive(Debug)]
+pub struct Feed<T> {
+    mirror: Mirror<T>,
+}
+
+impl Feed<StatusRecord> {
+    /// Every replica's status; the feed opens on the first
+    /// [`changed`](Feed::changed).
+    pub fn status(cluster: &Cluster) -> Feed<StatusRecord> {
+        Feed {
+            mirror: Mirror::new(cluster.status.clone()),
+        }
+    }
+}
+
+impl Feed<Assignment> {
+    /// Every assignment; the feed opens on the first
+    /// [`changed`](Feed::changed).
+    pub fn assignments(cluster: &Cluster) -> Feed<Assignment> {
+        Feed {
+            mirror: Mirror::new(cluster.assignments.clone()),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Feed<T> {
+    /// Waits for the next change (a burst of changes is applied at once).
+    /// An error means the watch ended; the next call reopens it.
+    pub async fn changed(&mut self) -> Result<(), ClusterError> {
+        self.mirror.changed().await
+    }
+
+    /// Whether the feed holds everything the bucket held when it opened.
+    pub fn ready(&self) -> bool {
+        self.mirror.ready()
+    }
+
+    /// Every record that parses, by key (`<deployment>.<workload>.<replica>`).
+    pub fn records(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.mirror
+            .entries()
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().ok().map(|v| (k.as_str(), &v.value)))
     }
 }

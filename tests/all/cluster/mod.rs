@@ -23,8 +23,10 @@ use crate::boot::World;
 use crate::guests;
 
 mod audit;
+mod failures;
 mod hosts;
 mod placement;
+mod procs;
 mod signed;
 
 /// The `nats-server` binary, found or installed once per test process.
@@ -55,7 +57,8 @@ pub fn free_port() -> u16 {
 pub struct NatsServer {
     child: Child,
     pub url: String,
-    _store: tempfile::TempDir,
+    port: u16,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -65,9 +68,19 @@ impl NatsServer {
 
     pub fn start_on(port: u16) -> NatsServer {
         let store = tempfile::tempdir().unwrap();
+        let child = NatsServer::spawn(port, store.path());
+        NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store,
+        }
+    }
+
+    fn spawn(port: u16, store: &Path) -> Child {
         let child = Command::new(nats_server_bin())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
+            .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,11 +93,23 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        }
+        child
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) {
+        procs::signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.child = NatsServer::spawn(self.port, self.store.path());
     }
 
     pub async fn connect(&self) -> Cluster {
@@ -115,6 +140,9 @@ impl Lab {
         for (name, bytes) in [
             ("hello", world.hello.clone()),
             ("cpu-hog", std::fs::read(guests::CPU_HOG).unwrap()),
+            // Blocks in a host call for an hour: a long-running replica
+            // that costs no CPU.
+            ("sleeper", std::fs::read(guests::STUCK_HOST_CALL).unwrap()),
         ] {
             world.write(&format!("{name}.wasm"), &bytes);
             let envelope =
@@ -149,6 +177,8 @@ impl Lab {
             "hello.wasm.sig.json",
             "cpu-hog.wasm",
             "cpu-hog.wasm.sig.json",
+            "sleeper.wasm",
+            "sleeper.wasm.sig.json",
         ] {
             std::fs::copy(self.world.path(file), dir.join(file)).unwrap();
         }
@@ -162,9 +192,14 @@ impl Lab {
 
     /// The lab's anchor: trusts its release key and its deploy key.
     pub fn anchor(&self) -> TrustAnchor {
+        TrustAnchor::from_file(self.anchor_path()).unwrap()
+    }
+
+    /// The file of the lab's anchor (written on each call).
+    pub fn anchor_path(&self) -> PathBuf {
         let mut doc = self.world.anchor_doc();
         doc.add_key(forgeone::boot::Role::Deploy, self.deployer.public());
-        TrustAnchor::from_file(self.world.write_anchor(&doc, &[&self.world.root])).unwrap()
+        self.world.write_anchor(&doc, &[&self.world.root])
     }
 
     /// An anchor with the lab's root and deploy key but another release

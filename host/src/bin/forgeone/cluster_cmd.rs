@@ -49,6 +49,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 /// leaving (its work is re-placed at once), containers stop gracefully for
 /// --stop-grace, the audit log is sealed. A NATS server that does not
 /// answer is retried with backoff, and each retry is logged with the URL.
+/// A host that cannot renew its node record for three heartbeats (NATS
+/// gone, or the process was stopped) stops its containers on its own.
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {
     #[command(flatten)]
