@@ -428,16 +428,8 @@ impl Writer {
                 self.observe(observed);
             }
             Queued::Checkpoint { seq, ts, reason } => {
-                let start = self.encoded.len();
                 let covers = seq - 1;
-                let signature = self
-                    .shared
-                    .key
-                    .sign(&checkpoint_message(covers, &self.head));
-                if self.shared.config.head_file.is_some() {
-                    let key = self.shared.key.public().clone();
-                    self.head_unsynced = Some(SignedHead::new(covers, self.head, key, signature));
-                }
+                let signature = self.sign_head(covers);
                 let details = serde_json::json!({
                     "reason": reason,
                     "covers": covers,
@@ -445,24 +437,7 @@ impl Writer {
                     "key_id": self.shared.key.id(),
                     "signature": hex::encode(signature),
                 });
-                let head = Head {
-                    seq,
-                    ts,
-                    kind: "audit.checkpoint",
-                    actor: Some(&Actor::host()),
-                    subjects: &Default::default(),
-                };
-                self.head = record::encode(
-                    &mut self.encoded,
-                    &head,
-                    |out| {
-                        let _ = serde_json::to_writer(out, &details);
-                    },
-                    &self.head,
-                )
-                .0;
-                self.encoded_last = seq;
-                self.observe_host_record(seq, ts, "audit.checkpoint", &details, start);
+                self.encode_host_record(seq, ts, "audit.checkpoint", &details);
             }
             Queued::SegmentStart { seq, ts } => self.encode_segment_start(seq, ts),
         }
@@ -484,14 +459,9 @@ impl Writer {
     /// Encodes the first record of a new segment: `audit.segment`, signing
     /// the head of the segment before it (as a checkpoint does).
     fn encode_segment_start(&mut self, seq: u64, ts: chrono::DateTime<chrono::Utc>) {
-        let start = self.encoded.len();
         let covers = seq - 1;
+        let signature = self.sign_head(covers);
         let key = &self.shared.key;
-        let signature = key.sign(&checkpoint_message(covers, &self.head));
-        if self.shared.config.head_file.is_some() {
-            let public = key.public().clone();
-            self.head_unsynced = Some(SignedHead::new(covers, self.head, public, signature));
-        }
         let (previous, previous_first) = self.previous.clone().unwrap_or_default();
         let details = serde_json::json!({
             "previous_segment": previous,
@@ -502,10 +472,37 @@ impl Writer {
             "public_key": key.public().to_hex(),
             "signature": hex::encode(signature),
         });
+        self.encode_host_record(seq, ts, "audit.segment", &details);
+    }
+
+    /// Signs the chain head (the hash of record `covers`) with the host
+    /// key, as checkpoints and segment starts do, and keeps it for the head
+    /// file when the log has one.
+    fn sign_head(&mut self, covers: u64) -> [u8; 64] {
+        let key = &self.shared.key;
+        let signature = key.sign(&checkpoint_message(covers, &self.head));
+        if self.shared.config.head_file.is_some() {
+            let public = key.public().clone();
+            self.head_unsynced = Some(SignedHead::new(covers, self.head, public, signature));
+        }
+        signature
+    }
+
+    /// Encodes a record the log writes of its own (`audit.checkpoint`,
+    /// `audit.segment`) onto the chain, by the host, and shows it to the
+    /// observers.
+    fn encode_host_record(
+        &mut self,
+        seq: u64,
+        ts: chrono::DateTime<chrono::Utc>,
+        kind: &'static str,
+        details: &serde_json::Value,
+    ) {
+        let start = self.encoded.len();
         let head = Head {
             seq,
             ts,
-            kind: "audit.segment",
+            kind,
             actor: Some(&Actor::host()),
             subjects: &Default::default(),
         };
@@ -513,26 +510,12 @@ impl Writer {
             &mut self.encoded,
             &head,
             |out| {
-                let _ = serde_json::to_writer(out, &details);
+                let _ = serde_json::to_writer(out, details);
             },
             &self.head,
         )
         .0;
         self.encoded_last = seq;
-        self.observe_host_record(seq, ts, "audit.segment", &details, start);
-    }
-
-    /// Shows a record the log wrote of its own (`audit.checkpoint`,
-    /// `audit.segment`), encoded from `start` in the batch, to the
-    /// observers.
-    fn observe_host_record(
-        &self,
-        seq: u64,
-        ts: chrono::DateTime<chrono::Utc>,
-        kind: &'static str,
-        details: &serde_json::Value,
-        start: usize,
-    ) {
         if self.shared.config.observers.is_empty() {
             return;
         }
