@@ -17,32 +17,13 @@ use forgeone::boot::VerifiedComponent;
 use forgeone::identity::{IdentityContext, TrustLevel, TrustVector};
 use forgeone::runtime::{ContainerConfig, Runtime, RuntimeConfig};
 use forgeone_benches::Bare;
-use wasmtime::component::{Component, Linker, ResourceTable, Val};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 const ITERATIONS: &str = "20000000";
 
-fn stub_kernel(linker: &mut Linker<Bare>) {
-    let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();
-    identity
-        .func_new("current", |_, _, _, results| {
-            results[0] = Val::Record(vec![
-                ("container-id".into(), Val::String("bare".into())),
-                ("workload".into(), Val::Option(None)),
-                ("tenant".into(), Val::String("bench".into())),
-                ("principal".into(), Val::String("p4".into())),
-                ("trust".into(), Val::Enum("medium".into())),
-                ("component-digest".into(), Val::String("-".into())),
-                ("signers".into(), Val::List(Vec::new())),
-            ]);
-            Ok(())
-        })
-        .unwrap();
-    let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
-    log.func_new("write", |_, _, _, _| Ok(())).unwrap();
-}
 fn bench(c: &mut Criterion) {
     let wasm = forgeone_benches::sample("cpu-hog");
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -63,7 +44,7 @@ fn bench(c: &mut Criterion) {
         let component = Component::new(&engine, &wasm).unwrap();
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        stub_kernel(&mut linker);
+        forgeone_benches::stub_kernel(&mut linker);
         let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
         if fuel {
             bare_fuel = Some((engine.clone(), pre.clone()));

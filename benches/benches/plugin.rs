@@ -43,41 +43,6 @@ fn slugify(text: &str, separator: &str) -> String {
     slug.trim_end_matches(separator).to_string()
 }
 
-/// Stub `forgeone:kernel` imports for the bare baseline: no configuration,
-/// logs dropped, a fixed identity.
-fn stub_kernel(linker: &mut Linker<Bare>) {
-    let mut config = linker.instance("forgeone:kernel/config@0.1.0").unwrap();
-    config
-        .func_new("get", |_, _, _, results| {
-            results[0] = Val::Option(None);
-            Ok(())
-        })
-        .unwrap();
-    config
-        .func_new("get-all", |_, _, _, results| {
-            results[0] = Val::List(Vec::new());
-            Ok(())
-        })
-        .unwrap();
-    let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
-    log.func_new("write", |_, _, _, _| Ok(())).unwrap();
-    let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();
-    identity
-        .func_new("current", |_, _, _, results| {
-            results[0] = Val::Record(vec![
-                ("container-id".into(), Val::String("bare".into())),
-                ("workload".into(), Val::Option(None)),
-                ("tenant".into(), Val::String("bench".into())),
-                ("principal".into(), Val::String("p9".into())),
-                ("trust".into(), Val::Enum("medium".into())),
-                ("component-digest".into(), Val::String("-".into())),
-                ("signers".into(), Val::List(Vec::new())),
-            ]);
-            Ok(())
-        })
-        .unwrap();
-}
-
 /// The plugin-api `call` export of an instance.
 fn call_export(store: &mut Store<Bare>, instance: &wasmtime::component::Instance) -> Func {
     let api = instance
@@ -155,7 +120,7 @@ fn bench(c: &mut Criterion) {
     let component = Component::new(&engine, &wasm).unwrap();
     let mut linker = Linker::<Bare>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    stub_kernel(&mut linker);
+    forgeone_benches::stub_kernel(&mut linker);
     let pre: InstancePre<Bare> = linker.instantiate_pre(&component).unwrap();
     group.bench_function("bare wasmtime (pooling), fresh instance", |b| {
         b.iter(|| {

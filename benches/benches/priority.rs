@@ -73,7 +73,7 @@ use forgeone::policy::PolicySet;
 use forgeone::runtime::{ContainerConfig, ContainerStatus, Outcome, RuntimeConfig};
 use forgeone::scheduler::{Capacity, Node, Workload};
 use forgeone_benches::{Bare, percentile};
-use wasmtime::component::{Component, Linker, ResourceTable, Val};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -89,28 +89,6 @@ const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 // ---------------------------------------------------------------------------
 // Bare wasmtime reference.
 
-/// The kernel imports `cpu-hog` links against (through the guest SDK),
-/// answered with constants, as in the `fuel` bench.
-fn stub_kernel(linker: &mut Linker<Bare>) {
-    let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();
-    identity
-        .func_new("current", |_, _, _, results| {
-            results[0] = Val::Record(vec![
-                ("container-id".into(), Val::String("bare".into())),
-                ("workload".into(), Val::Option(None)),
-                ("tenant".into(), Val::String("bench".into())),
-                ("principal".into(), Val::String("p6".into())),
-                ("trust".into(), Val::Enum("medium".into())),
-                ("component-digest".into(), Val::String("-".into())),
-                ("signers".into(), Val::List(Vec::new())),
-            ]);
-            Ok(())
-        })
-        .unwrap();
-    let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
-    log.func_new("write", |_, _, _, _| Ok(())).unwrap();
-}
-
 struct BareJob {
     engine: Engine,
     pre: CommandPre<Bare>,
@@ -123,7 +101,7 @@ impl BareJob {
         let component = Component::new(&engine, wasm).unwrap();
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        stub_kernel(&mut linker);
+        forgeone_benches::stub_kernel(&mut linker);
         let pre = CommandPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -87,3 +87,53 @@ pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank]
 }
+
+/// Stub `forgeone:kernel` imports for the bare baseline: no configuration,
+/// logs dropped, a fixed identity (one copy for every bench).
+pub fn stub_kernel(linker: &mut wasmtime::component::Linker<Bare>) {
+    let mut config = linker.instance("forgeone:kernel/config@0.1.0").unwrap();
+    config
+        .func_new("get", |_, _, _, results| {
+            results[0] = wasmtime::component::Val::Option(None);
+            Ok(())
+        })
+        .unwrap();
+    config
+        .func_new("get-all", |_, _, _, results| {
+            results[0] = wasmtime::component::Val::List(Vec::new());
+            Ok(())
+        })
+        .unwrap();
+    let mut log = linker.instance("forgeone:kernel/log@0.1.0").unwrap();
+    log.func_new("write", |_, _, _, _| Ok(())).unwrap();
+    let mut identity = linker.instance("forgeone:kernel/identity@0.1.0").unwrap();
+    identity
+        .func_new("current", |_, _, _, results| {
+            results[0] = wasmtime::component::Val::Record(vec![
+                (
+                    "container-id".into(),
+                    wasmtime::component::Val::String("bare".into()),
+                ),
+                ("workload".into(), wasmtime::component::Val::Option(None)),
+                (
+                    "tenant".into(),
+                    wasmtime::component::Val::String("bench".into()),
+                ),
+                (
+                    "principal".into(),
+                    wasmtime::component::Val::String("bench".into()),
+                ),
+                (
+                    "trust".into(),
+                    wasmtime::component::Val::Enum("medium".into()),
+                ),
+                (
+                    "component-digest".into(),
+                    wasmtime::component::Val::String("-".into()),
+                ),
+                ("signers".into(), wasmtime::component::Val::List(Vec::new())),
+            ]);
+            Ok(())
+        })
+        .unwrap();
+}
